@@ -1,0 +1,203 @@
+"""Every workaround that RecBole 1.2.1 needs on today's stack, in one place.
+
+RecBole 1.2.1 (the newest release) predates torch 2.6, NumPy 2 and several RecBole bugs that are still
+open upstream. Nothing outside this module works around RecBole; each shim names the symptom, the cause
+and the RecBole location it fixes.
+
+=====  ==========================================================  =============================================
+shim   symptom                                                     fix
+=====  ==========================================================  =============================================
+1      ``UnpicklingError: Weights only load failed`` when RecBole   :func:`trusted_checkpoint_loading` around
+       reloads its own best checkpoint / resumes (torch >= 2.6      RecBole's ``torch.load`` calls in
+       defaults ``weights_only=True``; trainer.py:323,583)          :class:`CompatTrainerMixin` (the files are
+                                                                   written by the same run: trusted)
+2      CPU training 1.15x and GPU training 2.3x slower than it      :func:`disable_anomaly_detection` right after
+       should be: ``sine.py:25`` switches autograd anomaly          RecBole's sequential models are imported
+       detection on for the whole process at import
+3      ``AttributeError: 'int' object has no attribute 'cpu'`` for  :class:`CompatCollector` moves only tensors
+       ItemCoverage, AveragePopularity, TailPercentage,
+       GiniIndex (collector.py:227; RecBole issue #2194)
+4      ``np.float_ was removed in the NumPy 2.0 release``           :func:`numpy_aliases`, called by the plugin
+       (configurator.py:630) and later uses of ``np.float`` etc.    Config instead of RecBole's aliasing
+5      ``RuntimeError: Default process group has not been           :func:`_download_without_barrier`: no
+       initialized`` after a successful single-process dataset     ``barrier()`` when no process group exists
+       download (dataset.py:252; RecBole issue #1989)
+6      third-party deprecation warnings that RecBole triggers      :func:`install_warning_filters`
+=====  ==========================================================  =============================================
+
+:func:`apply` installs the process-wide shims (2, 4, 5, 6); it runs once when ``recbole_sprint`` is
+imported. Shims 1 and 3 are installed per trainer through :class:`CompatTrainerMixin`.
+"""
+
+import contextlib
+import copy
+import functools
+import warnings
+
+import numpy as np
+import torch
+from recbole.evaluator.collector import Collector
+
+__all__ = [
+    "apply",
+    "numpy_aliases",
+    "disable_anomaly_detection",
+    "trusted_checkpoint_loading",
+    "CompatCollector",
+    "CompatTrainerMixin",
+    "install_warning_filters",
+]
+
+# Shim 4 -------------------------------------------------------------------------------------------
+# Aliases that RecBole (metrics.py, interaction.py, dataset.py) still uses; NumPy 2 removed some of them.
+_NUMPY_ALIASES = {
+    "bool": "bool_",
+    "int": "int_",
+    "float": "float64",
+    "complex": "complex128",
+    "object": "object_",
+    "str": "str_",
+    "long": "int_",
+    "unicode": "str_",
+}
+
+
+def numpy_aliases():
+    """Define the NumPy aliases RecBole uses, without touching ones NumPy itself defines."""
+    for old, new in _NUMPY_ALIASES.items():
+        if old not in np.__dict__:
+            setattr(np, old, getattr(np, new))
+
+
+# Shim 2 -------------------------------------------------------------------------------------------
+def disable_anomaly_detection():
+    """Import RecBole's sequential models (whose import enables anomaly mode), then switch it off."""
+    import recbole.model.sequential_recommender  # noqa: F401  (sine.py:25 runs here)
+
+    torch.autograd.set_detect_anomaly(False)
+
+
+# Shim 1 -------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def trusted_checkpoint_loading():
+    """Let ``torch.load`` read RecBole's own pickled checkpoints (``{"config": Config, ...}``).
+
+    torch >= 2.6 loads with ``weights_only=True`` by default; RecBole saves with ``pickle_protocol=4``, whose
+    FRAME opcode the weights-only unpickler rejects, so ``add_safe_globals`` cannot help. Inside this
+    context a ``torch.load`` call that does not choose ``weights_only`` itself gets ``weights_only=False``.
+    Only use it for checkpoints this process (or you) wrote.
+    """
+    original = torch.load
+
+    @functools.wraps(original)
+    def load(*args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+# Shim 3 -------------------------------------------------------------------------------------------
+class CompatCollector(Collector):
+    """RecBole's Collector, except that ``get_data_struct`` moves only tensors to the CPU.
+
+    RecBole calls ``.cpu()`` on every entry, including ``data.num_items`` (an int) and
+    ``data.count_items`` (a Counter), so every popularity metric crashes.
+    """
+
+    def get_data_struct(self):
+        for key, value in self.data_struct._data_dict.items():
+            if isinstance(value, torch.Tensor):
+                self.data_struct._data_dict[key] = value.cpu()
+        returned_struct = copy.deepcopy(self.data_struct)
+        for key in self.per_evaluation_keys():
+            if key in self.data_struct:
+                del self.data_struct[key]
+        return returned_struct
+
+    def per_evaluation_keys(self):
+        """Keys collected anew at every evaluation (RecBole's hard-coded list, collector.py:229)."""
+        return ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]
+
+
+class CompatTrainerMixin:
+    """Mix into any RecBole trainer: shims 1 and 3.
+
+    ``recbole_sprint.utils.get_trainer`` builds ``Compat<RecBoleTrainer>`` classes from it, so RecBole's
+    special trainers (pre-training, KG, ...) get the same fixes.
+    """
+
+    collector_class = CompatCollector
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.eval_collector = self.collector_class(config)
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        with trusted_checkpoint_loading():
+            return super().evaluate(
+                eval_data, load_best_model=load_best_model, model_file=model_file, show_progress=show_progress
+            )
+
+    def resume_checkpoint(self, resume_file):
+        with trusted_checkpoint_loading():
+            return super().resume_checkpoint(resume_file)
+
+
+# Shim 5 -------------------------------------------------------------------------------------------
+def _download_without_barrier(original_download):
+    @functools.wraps(original_download)
+    def _download(self):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return original_download(self)
+        barrier = torch.distributed.barrier
+        torch.distributed.barrier = lambda *args, **kwargs: None
+        try:
+            return original_download(self)
+        finally:
+            torch.distributed.barrier = barrier
+
+    _download.recbole_sprint_shim = True
+    return _download
+
+
+def _patch_dataset_download():
+    from recbole.data.dataset.dataset import Dataset
+
+    if not getattr(Dataset._download, "recbole_sprint_shim", False):
+        Dataset._download = _download_without_barrier(Dataset._download)
+
+
+# Shim 6 -------------------------------------------------------------------------------------------
+_IGNORED_WARNINGS = [
+    # (message regex, category): each is raised inside RecBole or one of its pinned dependencies
+    (r"pkg_resources is deprecated", UserWarning),  # ray/_private/parameter.py:4
+    (r".*np\.bool8.*", DeprecationWarning),  # ray/tune/logger/tensorboardx.py:41
+    (r"A value is trying to be set on a copy of", FutureWarning),  # recbole dataset.py:648,650
+    (r"distutils Version classes are deprecated", DeprecationWarning),  # thop/profile.py
+    (r".*torch\.cuda\.amp\.GradScaler", FutureWarning),  # recbole trainer.py:235
+]
+
+
+def install_warning_filters():
+    for message, category in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+_APPLIED = False
+
+
+def apply():
+    """Install the process-wide shims (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    install_warning_filters()
+    numpy_aliases()
+    disable_anomaly_detection()
+    _patch_dataset_download()
+    _APPLIED = True

@@ -1,0 +1,3 @@
+from recbole_sprint.config.configurator import Config
+
+__all__ = ["Config"]

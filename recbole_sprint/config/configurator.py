@@ -1,0 +1,59 @@
+"""recbole_sprint.config.configurator
+####################################
+
+RecBole's :class:`recbole.config.Config`, extended so that plugin models resolve by name and find their yaml
+defaults. For a model class ``M`` the internal (lowest-priority) configuration is, in order:
+
+1. RecBole's ``overall.yaml``, ``sample.yaml`` (as RecBole loads them);
+2. for every class in ``M``'s MRO, base first: RecBole's ``properties/model/<Class>.yaml`` and then this
+   plugin's ``properties/model/<Class>.yaml`` (so ``SASRecSPRINT`` gets ``SASRec.yaml``, ``SPRINT.yaml``,
+   ``SASRecSPRINT.yaml``);
+3. RecBole's dataset yaml and quick-start yaml again, so that they keep RecBole's precedence over model
+   defaults.
+
+External configuration (files < dict < command line) always wins, exactly as in RecBole.
+"""
+
+import os
+
+import recbole.config
+from recbole.utils import ModelType
+
+from recbole_sprint import compat
+from recbole_sprint.utils import get_model
+
+RECBOLE_PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(recbole.config.__file__)), "..", "properties")
+PLUGIN_PROPERTIES = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "properties")
+
+
+class Config(recbole.config.Config):
+    """Configurator for RecBole and recbole_sprint models (same arguments as RecBole's)."""
+
+    def compatibility_settings(self):
+        compat.numpy_aliases()
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+        if isinstance(model, str):
+            model = get_model(model)
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_if_exists(self, path):
+        if os.path.isfile(path):
+            self._update_internal_config_dict(path)
+            return True
+        return False
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        loaded = False
+        for cls in reversed(model_class.__mro__):
+            if cls.__name__ != model:  # RecBole already loaded its own yaml for the model itself
+                loaded |= self._load_if_exists(os.path.join(RECBOLE_PROPERTIES, "model", f"{cls.__name__}.yaml"))
+            loaded |= self._load_if_exists(os.path.join(PLUGIN_PROPERTIES, "model", f"{cls.__name__}.yaml"))
+        if not loaded:  # a RecBole model: RecBole's own order stands
+            return
+        self._load_if_exists(os.path.join(RECBOLE_PROPERTIES, "dataset", f"{dataset}.yaml"))
+        if self.internal_config_dict["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+            self._load_if_exists(os.path.join(RECBOLE_PROPERTIES, "quick_start_config", "sequential.yaml"))

@@ -1,0 +1,399 @@
+r"""The SPRINT regulariser, in one place.
+
+SPRINT (Yang, Pan et al., "The Pitfall of Scaling Up: Uncovering and Mitigating Popularity Bias Amplification
+in Scaling Transformer-based Recommenders", KDD 2026) bounds the spectral norm of a transformer recommender's
+score matrix by the product, over blocks, of ``1 + C_block`` and penalises the logarithm of that bound:
+
+.. math::
+
+    \mathcal{L} = \mathcal{L}_{rec}
+        + \lambda_{attn} \frac{1}{L}\sum_\ell \log\Big(1 + \sqrt{\textstyle\sum_h \tilde S^{(\ell)}_h\,
+          \sigma(W^{(\ell)}_{V,h})^2}\;\sigma(W^{(\ell)}_O)\Big)
+        + \lambda_{ffn} \frac{1}{L}\sum_\ell \log\big(1 + \sigma(W^{(\ell)}_1)\,\sigma(W^{(\ell)}_2)\big)
+        + \lambda_{emb} \log\big(1 + \sigma(E)\big)
+
+* :math:`\tilde S_h = \frac{1}{\tau}\log\sum_{(b, j)} \exp(\tau\, c_{b,h,j})` is a soft maximum over every valid
+  key column of the batch (the batch is one block-diagonal attention matrix), where
+  :math:`c_{b,h,j} = \sum_{i\ \mathrm{valid}} P_{b,h,i,j}` is the column sum of the attention matrix actually
+  applied to V (after attention dropout), with padding query rows zeroed and padding key columns left out.
+* :math:`\sigma(\cdot)` is the spectral norm, estimated by power iteration with persistent ``u``/``v``
+  buffers (registered at construction, so ``load_state_dict(strict=True)`` works) that are warm-started
+  across training steps.
+
+Gradient semantics of the power iteration (a documented choice, the authors' one): the iteration runs with
+autograd on and the weight not detached, starting from a detached copy of the stored ``v``; the gradient
+reaches ``W`` directly and through the iterate ``v(W)``. Near convergence the extra path vanishes, and the
+estimate :math:`\hat\sigma = \lVert W v \rVert` is then exactly differentiable for a fixed start vector.
+
+The regulariser is computed only in training mode; evaluation never pays for it. With every weight at 0 it
+does nothing at all (no hooks, no power iterations, no random numbers drawn), so a SPRINT model then trains
+exactly like its backbone.
+
+A backbone is wrapped, not re-implemented: the model hands over one :class:`SprintBlock` per transformer
+layer (references to its existing modules). The attention matrix is read by a forward hook on the module
+whose output is the attention matrix applied to V (RecBole's ``MultiHeadAttention.attn_dropout``).
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure functions (tested one by one)
+# ---------------------------------------------------------------------------------------------------
+def power_iteration(weight, v, n_iters, eps=1e-12):
+    r"""Estimate the spectral norm of a batch of matrices.
+
+    Args:
+        weight: ``[G, m, n]`` matrices (autograd flows through them).
+        v: ``[G, n]`` start vectors (unit norm; pass a detached copy of the stored buffer).
+        n_iters: number of power-iteration steps (>= 1).
+
+    Returns:
+        ``(sigma [G], u [G, m], v [G, n])`` with ``sigma = ||W v||`` after the last step.
+    """
+    u = None
+    for _ in range(n_iters):
+        u = F.normalize(torch.bmm(weight, v.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)  # [G, m]
+        v = F.normalize(torch.bmm(weight.transpose(1, 2), u.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)  # [G, n]
+    sigma = torch.linalg.vector_norm(torch.bmm(weight, v.unsqueeze(-1)).squeeze(-1), dim=-1)  # [G]
+    return sigma, u, v
+
+
+def attention_column_sums(probs, query_mask):
+    r"""Column sums of the attention matrix over valid query rows.
+
+    Args:
+        probs: ``[B, H, n, n]`` attention matrix applied to V (query i, key j).
+        query_mask: ``[B, n]`` bool, True where the query position holds a real token.
+
+    Returns:
+        ``[B, H, n]``: :math:`c_{b,h,j} = \sum_i \mathrm{query\_mask}_{b,i} P_{b,h,i,j}`.
+    """
+    return torch.einsum("bhij,bi->bhj", probs, query_mask.to(probs.dtype))
+
+
+def soft_max_columns(column_sums, key_mask, temperature):
+    r"""Soft maximum over all valid key columns of the batch, one value per head.
+
+    :math:`\tilde S_h = \frac{1}{\tau}\,\mathrm{logsumexp}_{(b,j):\ \mathrm{key\_mask}_{b,j}}(\tau\,c_{b,h,j})`;
+    it satisfies :math:`\max c \le \tilde S_h \le \max c + \log(M)/\tau` for M valid columns.
+
+    Args:
+        column_sums: ``[B, H, n]``.
+        key_mask: ``[B, n]`` bool, True for key columns that take part.
+        temperature: :math:`\tau > 0`.
+
+    Returns:
+        ``[H]`` (float32).
+    """
+    n_heads = column_sums.size(1)
+    scaled = (temperature * column_sums.float()).masked_fill(~key_mask[:, None, :], float("-inf"))  # [B, H, n]
+    per_head = scaled.transpose(0, 1).reshape(n_heads, -1)  # [H, B*n]
+    return torch.logsumexp(per_head, dim=1) / temperature
+
+
+def attention_block_term(soft_max, value_norms, output_norm, eps=1e-12):
+    r""":math:`\log(1 + \sqrt{\sum_h \tilde S_h \sigma(W_{V,h})^2}\,\sigma(W_O))`.
+
+    The square-root argument is clamped at ``eps``: with a signed, non-normalised attention (HSTU) the soft
+    maximum can be <= 0, where the bound is vacuous; the term is then flat (zero gradient) instead of NaN.
+
+    Args:
+        soft_max: ``[H]``; value_norms: ``[H]``; output_norm: scalar or ``[1]``.
+    """
+    radicand = (soft_max * value_norms.pow(2)).sum().clamp_min(eps)
+    return torch.log1p(radicand.sqrt() * output_norm.reshape(()))
+
+
+def ffn_block_term(in_norm, out_norm):
+    r""":math:`\log(1 + \sigma(W_1)\,\sigma(W_2))`."""
+    return torch.log1p(in_norm.reshape(()) * out_norm.reshape(()))
+
+
+def embedding_term(embedding_norm):
+    r""":math:`\log(1 + \sigma(E))`."""
+    return torch.log1p(embedding_norm.reshape(()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------------
+class SpectralNormEstimator(nn.Module):
+    """Power-iteration state for ``G`` matrices of shape ``[m, n]``: persistent buffers ``u [G, m]``, ``v [G, n]``.
+
+    Calling it with the current weights returns their spectral norms ``[G]`` (with gradient) and, in
+    training mode, stores the new ``u``/``v`` (detached) so the next step starts where this one ended.
+    The iteration runs in float32 whatever the autocast context.
+    """
+
+    def __init__(self, n_matrices, rows, cols, n_iters, generator):
+        super().__init__()
+        self.n_iters = n_iters
+        self.register_buffer("u", F.normalize(torch.randn(n_matrices, rows, generator=generator), dim=-1))
+        self.register_buffer("v", F.normalize(torch.randn(n_matrices, cols, generator=generator), dim=-1))
+
+    def forward(self, weight):
+        # weight: [G, m, n]
+        with torch.autocast(device_type=weight.device.type, enabled=False):
+            sigma, u, v = power_iteration(weight.float(), self.v.clone(), self.n_iters)
+        if self.training:
+            with torch.no_grad():
+                self.u.copy_(u)
+                self.v.copy_(v)
+        return sigma
+
+
+@dataclass
+class SprintBlock:
+    """References to the parts of one transformer block that SPRINT regularises (nothing is copied).
+
+    Every ``*_module`` has a ``weight`` in ``nn.Linear`` layout ``[out_features, in_features]``.
+
+    Attributes:
+        probs_module: module whose forward output is the attention matrix applied to V, ``[B, H, n, n]``.
+        value_module: holds :math:`W_V`; ``value_rows`` selects its rows when the projection is fused
+            (e.g. HSTU's U/V/Q/K projection); ``None`` means all rows. The rows are ``H`` head blocks.
+        output_module: holds :math:`W_O`, ``[d, H * d_v]``.
+        n_heads: number of heads ``H``.
+        ffn_in_module, ffn_out_module: :math:`W_1`, :math:`W_2` of the feed-forward network, or ``None``
+            for a block without one (HSTU).
+    """
+
+    probs_module: nn.Module
+    value_module: nn.Module
+    output_module: nn.Module
+    n_heads: int
+    value_rows: Optional[Tuple[int, int]] = None
+    ffn_in_module: Optional[nn.Module] = None
+    ffn_out_module: Optional[nn.Module] = None
+
+    def value_weight(self):
+        weight = self.value_module.weight  # [rows, d_in]
+        if self.value_rows is not None:
+            weight = weight[self.value_rows[0] : self.value_rows[1]]
+        return weight.reshape(self.n_heads, -1, weight.size(-1))  # [H, d_v, d_in]
+
+    def output_weight(self):
+        return self.output_module.weight.unsqueeze(0)  # [1, d, H * d_v]
+
+    def ffn_weights(self):
+        return self.ffn_in_module.weight.unsqueeze(0), self.ffn_out_module.weight.unsqueeze(0)
+
+    @property
+    def has_ffn(self):
+        return self.ffn_in_module is not None and self.ffn_out_module is not None
+
+
+class _BlockEstimators(nn.Module):
+    """The power-iteration buffers of one block."""
+
+    def __init__(self, block, n_iters, generator):
+        super().__init__()
+        value = block.value_weight()
+        output = block.output_weight()
+        self.value = SpectralNormEstimator(block.n_heads, value.size(1), value.size(2), n_iters, generator)
+        self.output = SpectralNormEstimator(1, output.size(1), output.size(2), n_iters, generator)
+        if block.has_ffn:
+            ffn_in, ffn_out = block.ffn_weights()
+            self.ffn_in = SpectralNormEstimator(1, ffn_in.size(1), ffn_in.size(2), n_iters, generator)
+            self.ffn_out = SpectralNormEstimator(1, ffn_out.size(1), ffn_out.size(2), n_iters, generator)
+
+
+class _Targets:
+    """Plain holder for the backbone's modules, so that they are not registered twice as submodules."""
+
+    def __init__(self, blocks, item_embedding):
+        self.blocks = list(blocks)
+        self.item_embedding = item_embedding
+
+
+def check_sprint_config(config):
+    """Validate the SPRINT options; raise ``ValueError`` naming the key and the allowed values."""
+    for key in ("sprint_attn_weight", "sprint_ffn_weight", "sprint_emb_weight"):
+        value = config[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{key} must be a number >= 0 (0 switches the term off), got {value!r}")
+    tau = config["sprint_temperature"]
+    if not isinstance(tau, (int, float)) or isinstance(tau, bool) or tau <= 0:
+        raise ValueError(f"sprint_temperature must be a number > 0, got {tau!r}")
+    iters = config["sprint_power_iters"]
+    if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
+        raise ValueError(f"sprint_power_iters must be an integer >= 1, got {iters!r}")
+
+
+class SPRINTRegularizer(nn.Module):
+    r"""SPRINT's spectral regulariser over a list of transformer blocks and an item-embedding table.
+
+    Usage inside a model (see :class:`SPRINT`): call :meth:`observe` with the masks of the batch before the
+    backbone's forward pass, then :meth:`add_to` with the recommendation loss.
+
+    Args:
+        config: RecBole config with ``sprint_attn_weight``, ``sprint_ffn_weight``, ``sprint_emb_weight``,
+            ``sprint_temperature``, ``sprint_power_iters``.
+        blocks: one :class:`SprintBlock` per layer.
+        item_embedding: the item table :math:`E` (``nn.Embedding``), including the padding row.
+    """
+
+    def __init__(self, config, blocks: List[SprintBlock], item_embedding: nn.Embedding):
+        super().__init__()
+        check_sprint_config(config)
+        self.attn_weight = float(config["sprint_attn_weight"])
+        self.ffn_weight = float(config["sprint_ffn_weight"])
+        self.emb_weight = float(config["sprint_emb_weight"])
+        self.temperature = float(config["sprint_temperature"])
+        self.power_iters = int(config["sprint_power_iters"])
+        if not blocks:
+            raise ValueError("SPRINT needs at least one transformer block")
+        if self.ffn_weight > 0 and not all(block.has_ffn for block in blocks):
+            raise ValueError(
+                "sprint_ffn_weight > 0 but the backbone's blocks have no feed-forward network; set it to 0"
+            )
+        self.targets = _Targets(blocks, item_embedding)
+
+        # A private generator: building the buffers must not move the global RNG, or a SPRINT model with
+        # all weights 0 would draw different dropout masks from its backbone.
+        generator = torch.Generator().manual_seed(0)
+        self.layers = nn.ModuleList([_BlockEstimators(block, self.power_iters, generator) for block in blocks])
+        self.embedding = SpectralNormEstimator(
+            1, item_embedding.weight.size(0), item_embedding.weight.size(1), self.power_iters, generator
+        )
+
+        self._query_mask = None  # [B, n] bool
+        self._key_mask = None  # [B, n] bool
+        self._soft_max: List[Optional[torch.Tensor]] = [None] * len(blocks)  # per layer: [H]
+        if self.attn_weight > 0:
+            for index, block in enumerate(blocks):
+                block.probs_module.register_forward_hook(self._attention_hook(index))
+
+    @property
+    def enabled(self):
+        return self.attn_weight > 0 or self.ffn_weight > 0 or self.emb_weight > 0
+
+    # -- attention statistics, collected during the backbone's forward pass -------------------------
+    def observe(self, query_mask, key_mask):
+        """Set the masks of the coming forward pass (``[B, n]`` bool each)."""
+        self._query_mask = query_mask
+        self._key_mask = key_mask
+        self._soft_max = [None] * len(self._soft_max)
+
+    def _attention_hook(self, index):
+        def hook(module, inputs, probs):
+            if self.training and self._query_mask is not None:
+                column_sums = attention_column_sums(probs, self._query_mask)  # [B, H, n]
+                self._soft_max[index] = soft_max_columns(column_sums, self._key_mask, self.temperature)  # [H]
+
+        return hook
+
+    # -- the terms -----------------------------------------------------------------------------------
+    def attention_term(self):
+        """Mean over layers of the attention-block terms (needs a training forward pass first)."""
+        terms = []
+        for index, (block, estimators) in enumerate(zip(self.targets.blocks, self.layers)):
+            soft_max = self._soft_max[index]
+            if soft_max is None:
+                raise RuntimeError(
+                    f"SPRINT saw no attention matrix for layer {index} in this forward pass: call "
+                    "observe() before the backbone's forward, in training mode, with a non-fused attention"
+                )
+            value_norms = estimators.value(block.value_weight())  # [H]
+            output_norm = estimators.output(block.output_weight())  # [1]
+            terms.append(attention_block_term(soft_max, value_norms, output_norm))
+        return torch.stack(terms).mean()
+
+    def ffn_term(self):
+        """Mean over layers of the feed-forward terms."""
+        terms = []
+        for block, estimators in zip(self.targets.blocks, self.layers):
+            ffn_in, ffn_out = block.ffn_weights()
+            terms.append(ffn_block_term(estimators.ffn_in(ffn_in), estimators.ffn_out(ffn_out)))
+        return torch.stack(terms).mean()
+
+    def embedding_term(self):
+        return embedding_term(self.embedding(self.targets.item_embedding.weight.unsqueeze(0)))
+
+    def forward(self):
+        """The weighted terms ``(attn, ffn, emb)``; a disabled term is an exact zero."""
+        zero = self.targets.item_embedding.weight.new_zeros(())
+        attn = self.attn_weight * self.attention_term() if self.attn_weight > 0 else zero
+        ffn = self.ffn_weight * self.ffn_term() if self.ffn_weight > 0 else zero
+        emb = self.emb_weight * self.embedding_term() if self.emb_weight > 0 else zero
+        self._query_mask = self._key_mask = None
+        self._soft_max = [None] * len(self._soft_max)
+        return attn, ffn, emb
+
+    def add_to(self, rec_loss):
+        """``rec_loss`` unchanged when SPRINT is off or in eval mode, else ``(rec, attn, ffn, emb)``.
+
+        RecBole's trainer sums a tuple of losses and logs each part (see ``SPRINT_LOSS_NAMES``).
+        """
+        if not (self.enabled and self.training):
+            return rec_loss
+        return (rec_loss, *self())
+
+    @torch.no_grad()
+    def spectral_norms(self):
+        """Exact spectral norms of every regularised matrix (a monitor; not used in training)."""
+        norms = {"item_embedding": torch.linalg.matrix_norm(self.targets.item_embedding.weight.float(), 2).item()}
+        for index, block in enumerate(self.targets.blocks):
+            norms[f"layer{index}.value"] = torch.linalg.matrix_norm(block.value_weight().float(), 2).tolist()
+            norms[f"layer{index}.output"] = torch.linalg.matrix_norm(block.output_weight()[0].float(), 2).item()
+            if block.has_ffn:
+                ffn_in, ffn_out = block.ffn_weights()
+                norms[f"layer{index}.ffn_in"] = torch.linalg.matrix_norm(ffn_in[0].float(), 2).item()
+                norms[f"layer{index}.ffn_out"] = torch.linalg.matrix_norm(ffn_out[0].float(), 2).item()
+        return norms
+
+
+class SPRINT:
+    """Mixin that adds the SPRINT regulariser to a RecBole sequential transformer.
+
+    A SPRINT model is ``class XSPRINT(SPRINT, X)``; it calls :meth:`init_sprint` at the end of ``__init__``
+    and implements :meth:`sprint_blocks` (and, if needed, :meth:`sprint_masks`). Defaults for its options
+    live in ``properties/model/SPRINT.yaml``.
+    """
+
+    loss_names = SPRINT_LOSS_NAMES
+
+    def init_sprint(self, config):
+        self.sprint = SPRINTRegularizer(config, self.sprint_blocks(), self.item_embedding)
+
+    def sprint_blocks(self) -> List[SprintBlock]:
+        raise NotImplementedError
+
+    def sprint_masks(self, item_seq):
+        """``(query_mask, key_mask)``, each ``[B, n]`` bool; default: non-padding positions for both."""
+        valid = item_seq != 0
+        return valid, valid
+
+    def forward(self, item_seq, *args, **kwargs):
+        if self.sprint.training and self.sprint.attn_weight > 0:
+            self.sprint.observe(*self.sprint_masks(item_seq))
+        return super().forward(item_seq, *args, **kwargs)
+
+    def calculate_loss(self, interaction):
+        return self.sprint.add_to(super().calculate_loss(interaction))
+
+
+def recbole_transformer_blocks(encoder) -> List[SprintBlock]:
+    """:class:`SprintBlock` for each layer of RecBole's ``TransformerEncoder`` (SASRec, BERT4Rec)."""
+    blocks = []
+    for layer in encoder.layer:
+        attention = layer.multi_head_attention
+        blocks.append(
+            SprintBlock(
+                probs_module=attention.attn_dropout,  # output: softmax probabilities after dropout, applied to V
+                value_module=attention.value,
+                output_module=attention.dense,
+                n_heads=attention.num_attention_heads,
+                ffn_in_module=layer.feed_forward.dense_1,
+                ffn_out_module=layer.feed_forward.dense_2,
+            )
+        )
+    return blocks

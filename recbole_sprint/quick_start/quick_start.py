@@ -1,0 +1,157 @@
+"""recbole_sprint.quick_start
+###########################
+
+RecBole's quick-start API (``run``, ``run_recbole``, ``objective_function``, ``load_data_and_model``) for
+plugin and RecBole models alike: plugin Config, model and trainer lookup, and the compatibility fixes.
+"""
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from logging import getLogger
+
+import torch
+import torch.distributed as dist
+from recbole.data.transform import construct_transform
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+
+from recbole_sprint.config import Config
+from recbole_sprint.data import create_dataset, data_preparation
+from recbole_sprint.utils import get_model, get_trainer
+
+
+def run(
+    model,
+    dataset,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    nproc=1,
+    world_size=-1,
+    ip="localhost",
+    port="5678",
+    group_offset=0,
+):
+    """Train and test ``model`` on ``dataset``; with ``nproc > 1`` RecBole's multi-process (DDP) launch."""
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_sprint(
+            model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, saved=saved
+        )
+    if world_size == -1:
+        world_size = nproc
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    kwargs = {"config_dict": config_dict, "queue": queue}
+    mp.spawn(_run_one_process, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def _run_one_process(rank, *args):
+    kwargs = args[-1]
+    if not isinstance(kwargs, MutableMapping):
+        raise ValueError(f"the last argument must be a dict, got {type(kwargs)}")
+    kwargs["config_dict"] = kwargs.get("config_dict", {})
+    kwargs["config_dict"]["local_rank"] = rank
+    run_recbole_sprint(*args[:3], **kwargs)
+
+
+def run_recbole_sprint(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None):
+    """Train with early stopping on the validation metric, reload the best checkpoint, test.
+
+    Returns:
+        dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` (as
+        RecBole's ``run_recbole``) plus ``model``, ``dataset``, ``n_params`` and ``train_seconds``.
+    """
+    import time
+
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    if config["log_flops"] is not False:
+        transform = construct_transform(config)
+        flops = get_flops(model, dataset, config["device"], logger, transform)
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    start = time.time()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    train_seconds = time.time() - start
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "train_seconds": train_seconds,
+    }
+    if not config["single_spec"]:
+        dist.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """RecBole's ``HyperTuning`` objective for plugin and RecBole models (no Ray involved)."""
+    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    logging.basicConfig(level=logging.ERROR)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model_name = config["model"]
+    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
+    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    return {
+        "model": model_name,
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file):
+    """Rebuild config, model (with the checkpoint's weights), dataset and dataloaders from a checkpoint
+    written by a plugin or RecBole trainer (works under torch >= 2.6, see ``compat``).
+
+    Returns:
+        ``(config, model, dataset, train_data, valid_data, test_data)``
+    """
+    checkpoint = torch.load(model_file, weights_only=False)  # our own checkpoint: trusted (compat shim 1)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data

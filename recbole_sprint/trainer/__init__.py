@@ -1,0 +1,3 @@
+from recbole_sprint.trainer.trainer import SprintTrainer
+
+__all__ = ["SprintTrainer"]
