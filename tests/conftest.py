@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny RecBole configs that train in seconds on 2 CPU cores."""
+
+import os
+import sys
+
+import pytest
+
+import recbole_sprint  # noqa: F401  (installs the compatibility shims first)
+
+# RecBole's Config reads every --key=value of sys.argv: keep pytest's own options out of it.
+sys.argv = sys.argv[:1]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATASETS = os.path.abspath(os.path.join(REPO, "..", "shared", "datasets"))
+
+
+def tiny_config(tmp_dir, **overrides):
+    """A config dict for a 1-epoch, 1-layer, 16-dimensional run on ml-100k (a few seconds on CPU)."""
+    config = {
+        "epochs": 1,
+        "n_layers": 1,
+        "n_heads": 2,
+        "hidden_size": 16,
+        "inner_size": 32,
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "train_batch_size": 1024,
+        "eval_batch_size": 4096,
+        "train_neg_sample_args": None,
+        "metrics": ["Recall", "NDCG"],
+        "topk": [10],
+        "valid_metric": "NDCG@10",
+        "seed": 2020,
+        "reproducibility": True,
+        "show_progress": False,
+        "log_flops": False,
+        "checkpoint_dir": os.path.join(str(tmp_dir), "saved"),
+        "state": "ERROR",
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """``tiny(**overrides)`` -> config dict; RecBole's log/ folders go under tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    return lambda **overrides: tiny_config(tmp_path, **overrides)
