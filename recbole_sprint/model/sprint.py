@@ -91,10 +91,11 @@ def soft_max_columns(column_sums, key_mask, temperature):
         temperature: :math:`\tau > 0`.
 
     Returns:
-        ``[H]`` (float32).
+        ``[H]``, in float32 at least (half-precision inputs are upcast).
     """
     n_heads = column_sums.size(1)
-    scaled = (temperature * column_sums.float()).masked_fill(~key_mask[:, None, :], float("-inf"))  # [B, H, n]
+    column_sums = column_sums.to(torch.promote_types(column_sums.dtype, torch.float32))
+    scaled = (temperature * column_sums).masked_fill(~key_mask[:, None, :], float("-inf"))  # [B, H, n]
     per_head = scaled.transpose(0, 1).reshape(n_heads, -1)  # [H, B*n]
     return torch.logsumexp(per_head, dim=1) / temperature
 

@@ -32,7 +32,7 @@ def get_model(model_name):
             return getattr(module, model_name)
     try:
         return recbole.utils.get_model(model_name)
-    except ValueError:
+    except (ValueError, ImportError):  # ImportError: RecBole's lookup of an unknown name ends in exlib (xgboost...)
         raise ValueError(
             f"model [{model_name}] is neither a recbole_sprint model ({', '.join(plugin_model_names())}) "
             "nor a RecBole model (see recbole.model.*_recommender); names are case-sensitive"

@@ -1,0 +1,217 @@
+"""The SPRINT regulariser's pieces (recbole_sprint/model/sprint.py) against hand computations."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from recbole_sprint.model.sprint import (
+    SPRINTRegularizer,
+    SpectralNormEstimator,
+    SprintBlock,
+    attention_block_term,
+    attention_column_sums,
+    check_sprint_config,
+    power_iteration,
+    soft_max_columns,
+)
+
+
+def _unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def test_power_iteration_reaches_the_spectral_norm():
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randn(5, 12, 7, generator=generator, dtype=torch.float64)
+    v = _unit(torch.randn(5, 7, generator=generator, dtype=torch.float64))
+    sigma, u, v = power_iteration(weights, v, n_iters=200)
+    exact = torch.linalg.matrix_norm(weights, 2)
+    assert torch.allclose(sigma, exact, atol=1e-3)
+    # u, v are the top singular vectors: W v = sigma u
+    assert torch.allclose(torch.bmm(weights, v.unsqueeze(-1)).squeeze(-1), sigma[:, None] * u, atol=1e-3)
+
+
+def test_estimator_buffers_persist_and_warm_start():
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.randn(1, 20, 10, generator=generator)
+    estimator = SpectralNormEstimator(1, 20, 10, n_iters=1, generator=torch.Generator().manual_seed(2))
+    estimator.train()
+    start_v = estimator.v.clone()
+    estimates = [estimator(weight).item() for _ in range(60)]
+    exact = torch.linalg.matrix_norm(weight[0], 2).item()
+    assert not torch.equal(estimator.v, start_v)  # the buffer moved: the next step starts from it
+    assert abs(estimates[-1] - exact) < 1e-3  # one step per call, warm-started: converges across calls
+    assert abs(estimates[0] - exact) > abs(estimates[-1] - exact)
+    # eval mode: the estimate is returned, the buffers stay
+    estimator.eval()
+    frozen = estimator.v.clone()
+    estimator(weight)
+    assert torch.equal(estimator.v, frozen)
+    # the buffers are part of the state dict (strict loading of a checkpoint works)
+    fresh = SpectralNormEstimator(1, 20, 10, n_iters=1, generator=torch.Generator().manual_seed(3))
+    fresh.load_state_dict(estimator.state_dict(), strict=True)
+    assert torch.equal(fresh.v, estimator.v) and torch.equal(fresh.u, estimator.u)
+
+
+def test_column_sums_zero_padding_query_rows():
+    probs = torch.arange(2 * 1 * 3 * 3, dtype=torch.float64).reshape(2, 1, 3, 3)
+    query_mask = torch.tensor([[True, True, False], [True, False, False]])
+    sums = attention_column_sums(probs, query_mask)
+    expected = torch.stack([probs[0, 0, :2].sum(0), probs[1, 0, :1].sum(0)])[:, None, :]
+    assert torch.allclose(sums, expected)
+
+
+def test_soft_max_bounds_and_value():
+    generator = torch.Generator().manual_seed(4)
+    sums = torch.rand(3, 2, 5, generator=generator, dtype=torch.float64) * 3
+    key_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    for tau in (0.5, 1.0, 4.0, 50.0):
+        soft = soft_max_columns(sums, key_mask, tau)
+        for h in range(2):
+            valid = sums[:, h][key_mask]  # M = 9 columns
+            hard = valid.max()
+            assert hard - 1e-9 <= soft[h] <= hard + math.log(valid.numel()) / tau + 1e-9
+            assert torch.isclose(soft[h], torch.logsumexp(tau * valid, 0) / tau)
+
+
+def test_padding_rows_and_columns_change_nothing():
+    """Append padding to every sequence (as RecBole's right padding does): the soft maximum is unchanged."""
+    torch.manual_seed(5)
+    batch, heads, length, pad = 3, 2, 4, 3
+    lengths = torch.tensor([4, 2, 3])
+    valid = torch.arange(length)[None, :] < lengths[:, None]  # [B, n]
+    scores = torch.randn(batch, heads, length, length)
+    causal = torch.tril(torch.ones(length, length, dtype=torch.bool))
+    scores = scores.masked_fill(~(causal & valid[:, None, None, :]), -10000.0)
+    probs = scores.softmax(-1)
+    reference = soft_max_columns(attention_column_sums(probs, valid), valid, 4.0)
+
+    # the same attention, padded with `pad` more positions; padding queries attend to anything
+    padded_scores = torch.randn(batch, heads, length + pad, length + pad)
+    padded_scores[:, :, :length, :length] = scores
+    padded_valid = torch.cat([valid, torch.zeros(batch, pad, dtype=torch.bool)], 1)
+    padded_scores[:, :, :length, length:] = -10000.0  # valid queries never see padding keys
+    padded = soft_max_columns(attention_column_sums(padded_scores.softmax(-1), padded_valid), padded_valid, 4.0)
+    assert torch.allclose(reference, padded, atol=1e-6)
+
+
+def test_attention_term_gradient_matches_finite_differences():
+    """The whole attention path, from probabilities and weights to the block term, in float64."""
+    torch.manual_seed(6)
+    heads, d_head, d = 2, 3, 6
+    probs = torch.rand(2, heads, 4, 4, dtype=torch.float64).softmax(-1).requires_grad_()
+    w_value = torch.randn(heads * d_head, d, dtype=torch.float64, requires_grad=True)
+    w_out = torch.randn(d, heads * d_head, dtype=torch.float64, requires_grad=True)
+    query_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    v_start = _unit(torch.randn(heads, d, dtype=torch.float64))
+    o_start = _unit(torch.randn(1, heads * d_head, dtype=torch.float64))
+
+    def term(p, wv, wo):
+        soft = soft_max_columns(attention_column_sums(p, query_mask), query_mask, 4.0).double()
+        sigma_v, _, _ = power_iteration(wv.reshape(heads, d_head, d), v_start, 3)
+        sigma_o, _, _ = power_iteration(wo.unsqueeze(0), o_start, 3)
+        return attention_block_term(soft, sigma_v, sigma_o)
+
+    assert torch.autograd.gradcheck(term, (probs, w_value, w_out), eps=1e-6, atol=1e-5)
+
+
+def test_attention_term_hand_value():
+    soft = torch.tensor([2.0, 0.5])
+    value_norms = torch.tensor([3.0, 1.0])
+    output_norm = torch.tensor([0.5])
+    expected = math.log1p(math.sqrt(2.0 * 9.0 + 0.5 * 1.0) * 0.5)
+    assert math.isclose(attention_block_term(soft, value_norms, output_norm).item(), expected, rel_tol=1e-6)
+    # a non-positive radicand (possible with HSTU's signed attention) gives log1p(~0), not NaN
+    negative = attention_block_term(torch.tensor([-1.0]), torch.tensor([1.0]), torch.tensor([1.0]))
+    assert torch.isfinite(negative) and negative.item() < 1e-5
+
+
+def _config(**overrides):
+    config = {
+        "sprint_attn_weight": 2.5,
+        "sprint_ffn_weight": 0.01,
+        "sprint_emb_weight": 0.1,
+        "sprint_temperature": 4.0,
+        "sprint_power_iters": 1,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("sprint_attn_weight", -1.0, "sprint_attn_weight must be a number >= 0"),
+        ("sprint_ffn_weight", -0.1, "sprint_ffn_weight must be a number >= 0"),
+        ("sprint_emb_weight", "big", "sprint_emb_weight must be a number >= 0"),
+        ("sprint_temperature", 0.0, "sprint_temperature must be a number > 0"),
+        ("sprint_temperature", -2, "sprint_temperature must be a number > 0"),
+        ("sprint_power_iters", 0, "sprint_power_iters must be an integer >= 1"),
+        ("sprint_power_iters", 1.5, "sprint_power_iters must be an integer >= 1"),
+    ],
+)
+def test_rejected_config_values(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        check_sprint_config(_config(**{key: value}))
+
+
+class _Block(nn.Module):
+    """A one-head attention block small enough to check the regulariser's total by hand."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.value = nn.Linear(d, d, bias=False)
+        self.out = nn.Linear(d, d, bias=False)
+        self.probs = nn.Identity()
+        self.ffn_in = nn.Linear(d, 2 * d, bias=False)
+        self.ffn_out = nn.Linear(2 * d, d, bias=False)
+
+
+def test_regularizer_total_matches_exact_norms_and_is_off_in_eval():
+    torch.manual_seed(7)
+    d = 4
+    layers = [_Block(d), _Block(d)]
+    embedding = nn.Embedding(6, d)
+    blocks = [SprintBlock(b.probs, b.value, b.out, 1, ffn_in_module=b.ffn_in, ffn_out_module=b.ffn_out) for b in layers]
+    regularizer = SPRINTRegularizer(_config(sprint_power_iters=300), blocks, embedding).train()
+
+    valid = torch.tensor([[True, True, False]])
+    probs = torch.tensor([[[[1.0, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]]]])
+    regularizer.observe(valid, valid)
+    for block in layers:
+        block.probs(probs)  # the hook reads the matrix "applied to V"
+    rec = torch.tensor(1.0)
+    total = regularizer.add_to(rec)
+    assert isinstance(total, tuple) and len(total) == 4
+
+    def norm(w):
+        return torch.linalg.matrix_norm(w, 2).item()
+
+    soft = math.log(math.exp(4 * 1.5) + math.exp(4 * 0.5)) / 4  # column sums of the 2 valid rows: 1.5, 0.5
+    attn = sum(math.log1p(math.sqrt(soft) * norm(b.value.weight) * norm(b.out.weight)) for b in layers) / 2
+    ffn = sum(math.log1p(norm(b.ffn_in.weight) * norm(b.ffn_out.weight)) for b in layers) / 2
+    emb = math.log1p(norm(embedding.weight))
+    assert math.isclose(total[1].item(), 2.5 * attn, rel_tol=1e-4)
+    assert math.isclose(total[2].item(), 0.01 * ffn, rel_tol=1e-4)
+    assert math.isclose(total[3].item(), 0.1 * emb, rel_tol=1e-4)
+
+    regularizer.eval()
+    assert regularizer.add_to(rec) is rec
+
+
+def test_missing_attention_matrix_is_a_clear_error():
+    block = _Block(4)
+    sprint_block = SprintBlock(block.probs, block.value, block.out, 1, None, block.ffn_in, block.ffn_out)
+    regularizer = SPRINTRegularizer(_config(), [sprint_block], nn.Embedding(5, 4)).train()
+    with pytest.raises(RuntimeError, match="saw no attention matrix for layer 0"):
+        regularizer.add_to(torch.tensor(0.0))
+
+
+def test_ffn_weight_without_ffn_is_rejected():
+    block = _Block(4)
+    no_ffn = SprintBlock(block.probs, block.value, block.out, 1)
+    with pytest.raises(ValueError, match="sprint_ffn_weight > 0 but the backbone's blocks have no feed-forward"):
+        SPRINTRegularizer(_config(), [no_ffn], nn.Embedding(5, 4))
+    SPRINTRegularizer(_config(sprint_ffn_weight=0), [no_ffn], nn.Embedding(5, 4))  # fine without the FFN term
