@@ -52,8 +52,26 @@ class Config(recbole.config.Config):
             if cls.__name__ != model:  # RecBole already loaded its own yaml for the model itself
                 loaded |= self._load_if_exists(os.path.join(RECBOLE_PROPERTIES, "model", f"{cls.__name__}.yaml"))
             loaded |= self._load_if_exists(os.path.join(PLUGIN_PROPERTIES, "model", f"{cls.__name__}.yaml"))
-        if not loaded:  # a RecBole model: RecBole's own order stands
-            return
-        self._load_if_exists(os.path.join(RECBOLE_PROPERTIES, "dataset", f"{dataset}.yaml"))
-        if self.internal_config_dict["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        if loaded:  # model defaults were added after RecBole's dataset/quick-start yaml: restore their precedence
+            self._load_if_exists(os.path.join(RECBOLE_PROPERTIES, "dataset", f"{dataset}.yaml"))
+        self._load_if_exists(os.path.join(PLUGIN_PROPERTIES, "dataset", f"{dataset}.yaml"))
+        if loaded and self.internal_config_dict["MODEL_TYPE"] == ModelType.SEQUENTIAL:
             self._load_if_exists(os.path.join(RECBOLE_PROPERTIES, "quick_start_config", "sequential.yaml"))
+
+    def _set_default_parameters(self):
+        super()._set_default_parameters()
+        self._check_time_field_is_loaded()
+
+    def _check_time_field_is_loaded(self):
+        """Sequential models order interactions by TIME_FIELD; RecBole fails late and obscurely without it."""
+        config = self.final_config_dict
+        if config["MODEL_TYPE"] != ModelType.SEQUENTIAL or (config.get("eval_args") or {}).get("order") != "TO":
+            return
+        inter_columns = (config.get("load_col") or {}).get("inter")
+        time_field = config.get("TIME_FIELD")
+        if inter_columns is not None and time_field and time_field not in inter_columns:
+            raise ValueError(
+                f"load_col: {{inter: {inter_columns}}} does not load TIME_FIELD [{time_field}], which sequential "
+                f"models order interactions by (eval_args order: TO); add it, e.g. --load_col=\"{{'inter': "
+                f"{inter_columns + [time_field]}}}\", or set TIME_FIELD/eval_args for your data"
+            )

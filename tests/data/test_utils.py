@@ -6,7 +6,7 @@ import urllib.error
 import pytest
 
 from recbole_sprint.config import Config
-from recbole_sprint.data import DatasetUnavailableError, create_dataset
+from recbole_sprint.data import DatasetUnavailableError, create_dataset, data_preparation
 
 from ..conftest import SHARED_DATASETS
 
@@ -27,7 +27,15 @@ def test_missing_dataset_without_network_is_a_clear_error(tmp_path, monkeypatch)
 
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATASETS, "ml-1m-3k")), reason="needs ../shared/datasets")
-def test_shared_ml_1m_3k_loads(tiny):
+def test_shared_ml_1m_3k_loads_with_its_timestamps(tiny):
     config = Config(model="SASRecSPRINT", dataset="ml-1m-3k", config_dict=tiny(data_path=SHARED_DATASETS))
     dataset = create_dataset(config)
     assert dataset.user_num - 1 == 2998 and dataset.inter_num == 487515
+    train_data, valid_data, test_data = data_preparation(config, dataset)  # sorts by timestamp
+    assert "timestamp_list" in train_data._dataset.inter_feat.columns
+    assert len(test_data._dataset.inter_feat) == 2998  # leave-one-out: one test target per user
+
+
+def test_sequential_model_without_time_field_is_a_clear_error(tiny):
+    with pytest.raises(ValueError, match=r"does not load TIME_FIELD \[timestamp\]"):
+        Config(model="SASRec", dataset="ml-100k", config_dict=tiny(load_col={"inter": ["user_id", "item_id"]}))
