@@ -192,27 +192,22 @@ class SprintBlock:
         return self.ffn_in_module is not None and self.ffn_out_module is not None
 
 
-class _BlockEstimators(nn.Module):
-    """The power-iteration buffers of one block."""
-
-    def __init__(self, block, n_iters, generator):
-        super().__init__()
-        value = block.value_weight()
-        output = block.output_weight()
-        self.value = SpectralNormEstimator(block.n_heads, value.size(1), value.size(2), n_iters, generator)
-        self.output = SpectralNormEstimator(1, output.size(1), output.size(2), n_iters, generator)
-        if block.has_ffn:
-            ffn_in, ffn_out = block.ffn_weights()
-            self.ffn_in = SpectralNormEstimator(1, ffn_in.size(1), ffn_in.size(2), n_iters, generator)
-            self.ffn_out = SpectralNormEstimator(1, ffn_out.size(1), ffn_out.size(2), n_iters, generator)
-
-
 class _Targets:
     """Plain holder for the backbone's modules, so that they are not registered twice as submodules."""
 
     def __init__(self, blocks, item_embedding):
         self.blocks = list(blocks)
         self.item_embedding = item_embedding
+
+    def value_weights(self):
+        return torch.cat([block.value_weight() for block in self.blocks])  # [L*H, d_v, d]
+
+    def output_weights(self):
+        return torch.cat([block.output_weight() for block in self.blocks])  # [L, d, H*d_v]
+
+    def ffn_weights(self):
+        pairs = [block.ffn_weights() for block in self.blocks]
+        return torch.cat([w1 for w1, _ in pairs]), torch.cat([w2 for _, w2 in pairs])  # [L, inner, d], [L, d, inner]
 
 
 def check_sprint_config(config):
@@ -229,11 +224,21 @@ def check_sprint_config(config):
         raise ValueError(f"sprint_power_iters must be an integer >= 1, got {iters!r}")
 
 
+def _estimator(weights, n_iters, generator):
+    # weights: [G, m, n]
+    return SpectralNormEstimator(weights.size(0), weights.size(1), weights.size(2), n_iters, generator)
+
+
 class SPRINTRegularizer(nn.Module):
     r"""SPRINT's spectral regulariser over a list of transformer blocks and an item-embedding table.
 
     Usage inside a model (see :class:`SPRINT`): call :meth:`observe` with the masks of the batch before the
     backbone's forward pass, then :meth:`add_to` with the recommendation loss.
+
+    The power iterations of all layers run batched, one per kind of matrix (``value``: the ``L*H`` per-head
+    :math:`W_{V,h}`, ``output``: the ``L`` :math:`W_O`, ``ffn_in``/``ffn_out``: the ``L`` :math:`W_1`/:math:`W_2`,
+    ``embedding``: :math:`E`), so the cost in kernel launches does not grow with depth. This needs blocks of
+    one shape, as in every stacked transformer.
 
     Args:
         config: RecBole config with ``sprint_attn_weight``, ``sprint_ffn_weight``, ``sprint_emb_weight``,
@@ -252,23 +257,34 @@ class SPRINTRegularizer(nn.Module):
         self.power_iters = int(config["sprint_power_iters"])
         if not blocks:
             raise ValueError("SPRINT needs at least one transformer block")
-        if self.ffn_weight > 0 and not all(block.has_ffn for block in blocks):
+        if len({block.n_heads for block in blocks}) != 1:
+            raise ValueError("SPRINT needs blocks with one number of heads")
+        self.has_ffn = all(block.has_ffn for block in blocks)
+        if self.ffn_weight > 0 and not self.has_ffn:
             raise ValueError(
                 "sprint_ffn_weight > 0 but the backbone's blocks have no feed-forward network; set it to 0"
             )
+        self.n_layers = len(blocks)
+        self.n_heads = blocks[0].n_heads
         self.targets = _Targets(blocks, item_embedding)
 
         # A private generator: building the buffers must not move the global RNG, or a SPRINT model with
         # all weights 0 would draw different dropout masks from its backbone.
         generator = torch.Generator().manual_seed(0)
-        self.layers = nn.ModuleList([_BlockEstimators(block, self.power_iters, generator) for block in blocks])
-        self.embedding = SpectralNormEstimator(
-            1, item_embedding.weight.size(0), item_embedding.weight.size(1), self.power_iters, generator
-        )
+        with torch.no_grad():
+            self.value = _estimator(self.targets.value_weights(), self.power_iters, generator)
+            self.output = _estimator(self.targets.output_weights(), self.power_iters, generator)
+            if self.has_ffn:
+                ffn_in, ffn_out = self.targets.ffn_weights()
+                self.ffn_in = _estimator(ffn_in, self.power_iters, generator)
+                self.ffn_out = _estimator(ffn_out, self.power_iters, generator)
+            self.embedding = _estimator(item_embedding.weight.unsqueeze(0), self.power_iters, generator)
 
         self._query_mask = None  # [B, n] bool
         self._key_mask = None  # [B, n] bool
-        self._soft_max: List[Optional[torch.Tensor]] = [None] * len(blocks)  # per layer: [H]
+        self._soft_max: List[Optional[torch.Tensor]] = [None] * self.n_layers  # per layer: [H]
+        self._epoch_parts = None  # running sum of (rec, attn, ffn, emb) over the steps of an epoch, on device
+        self._epoch_steps = 0
         if self.attn_weight > 0:
             for index, block in enumerate(blocks):
                 block.probs_module.register_forward_hook(self._attention_hook(index))
@@ -282,7 +298,7 @@ class SPRINTRegularizer(nn.Module):
         """Set the masks of the coming forward pass (``[B, n]`` bool each)."""
         self._query_mask = query_mask
         self._key_mask = key_mask
-        self._soft_max = [None] * len(self._soft_max)
+        self._soft_max = [None] * self.n_layers
 
     def _attention_hook(self, index):
         def hook(module, inputs, probs):
@@ -295,26 +311,22 @@ class SPRINTRegularizer(nn.Module):
     # -- the terms -----------------------------------------------------------------------------------
     def attention_term(self):
         """Mean over layers of the attention-block terms (needs a training forward pass first)."""
-        terms = []
-        for index, (block, estimators) in enumerate(zip(self.targets.blocks, self.layers)):
-            soft_max = self._soft_max[index]
-            if soft_max is None:
-                raise RuntimeError(
-                    f"SPRINT saw no attention matrix for layer {index} in this forward pass: call "
-                    "observe() before the backbone's forward, in training mode, with a non-fused attention"
-                )
-            value_norms = estimators.value(block.value_weight())  # [H]
-            output_norm = estimators.output(block.output_weight())  # [1]
-            terms.append(attention_block_term(soft_max, value_norms, output_norm))
-        return torch.stack(terms).mean()
+        missing = [index for index, soft_max in enumerate(self._soft_max) if soft_max is None]
+        if missing:
+            raise RuntimeError(
+                f"SPRINT saw no attention matrix for layer {missing[0]} in this forward pass: call "
+                "observe() before the backbone's forward, in training mode, with a non-fused attention"
+            )
+        soft_max = torch.stack(self._soft_max)  # [L, H]
+        value_norms = self.value(self.targets.value_weights()).view(self.n_layers, self.n_heads)  # [L, H]
+        output_norms = self.output(self.targets.output_weights())  # [L]
+        radicand = (soft_max * value_norms.pow(2)).sum(1).clamp_min(1e-12)  # [L]; see attention_block_term
+        return torch.log1p(radicand.sqrt() * output_norms).mean()
 
     def ffn_term(self):
         """Mean over layers of the feed-forward terms."""
-        terms = []
-        for block, estimators in zip(self.targets.blocks, self.layers):
-            ffn_in, ffn_out = block.ffn_weights()
-            terms.append(ffn_block_term(estimators.ffn_in(ffn_in), estimators.ffn_out(ffn_out)))
-        return torch.stack(terms).mean()
+        ffn_in, ffn_out = self.targets.ffn_weights()
+        return torch.log1p(self.ffn_in(ffn_in) * self.ffn_out(ffn_out)).mean()
 
     def embedding_term(self):
         return embedding_term(self.embedding(self.targets.item_embedding.weight.unsqueeze(0)))
@@ -326,17 +338,30 @@ class SPRINTRegularizer(nn.Module):
         ffn = self.ffn_weight * self.ffn_term() if self.ffn_weight > 0 else zero
         emb = self.emb_weight * self.embedding_term() if self.emb_weight > 0 else zero
         self._query_mask = self._key_mask = None
-        self._soft_max = [None] * len(self._soft_max)
+        self._soft_max = [None] * self.n_layers
         return attn, ffn, emb
 
     def add_to(self, rec_loss):
-        """``rec_loss`` unchanged when SPRINT is off or in eval mode, else ``(rec, attn, ffn, emb)``.
+        """``rec_loss + attn + ffn + emb`` in training mode with SPRINT on, else ``rec_loss`` unchanged.
 
-        RecBole's trainer sums a tuple of losses and logs each part (see ``SPRINT_LOSS_NAMES``).
+        The parts are accumulated on the device for the epoch log (:meth:`pop_epoch_parts`) instead of being
+        returned as a tuple, which would cost RecBole's trainer one host synchronisation per part and step.
         """
         if not (self.enabled and self.training):
             return rec_loss
-        return (rec_loss, *self())
+        attn, ffn, emb = self()
+        parts = torch.stack([rec_loss.detach().float(), attn.detach(), ffn.detach(), emb.detach()])
+        self._epoch_parts = parts if self._epoch_parts is None else self._epoch_parts + parts
+        self._epoch_steps += 1
+        return rec_loss + attn + ffn + emb
+
+    def pop_epoch_parts(self):
+        """Mean per step of ``(rec, attn, ffn, emb)`` since the last call (``None`` if SPRINT did not run)."""
+        if self._epoch_parts is None:
+            return None
+        means = (self._epoch_parts / self._epoch_steps).tolist()
+        self._epoch_parts, self._epoch_steps = None, 0
+        return dict(zip(SPRINT_LOSS_NAMES, means))
 
     @torch.no_grad()
     def spectral_norms(self):
@@ -359,8 +384,6 @@ class SPRINT:
     and implements :meth:`sprint_blocks` (and, if needed, :meth:`sprint_masks`). Defaults for its options
     live in ``properties/model/SPRINT.yaml``.
     """
-
-    loss_names = SPRINT_LOSS_NAMES
 
     def init_sprint(self, config):
         self.sprint = SPRINTRegularizer(config, self.sprint_blocks(), self.item_embedding)

@@ -2,8 +2,8 @@
 #######################
 
 :class:`SprintTrainer` is RecBole's :class:`~recbole.trainer.Trainer` with the compatibility fixes of
-:mod:`recbole_sprint.compat` and a training log that names the parts of a multi-part loss (for SPRINT
-models: the recommendation loss and the weighted attention, feed-forward and embedding terms).
+:mod:`recbole_sprint.compat` and a training log that adds, for SPRINT models, the per-step means of the
+recommendation loss and of the weighted attention, feed-forward and embedding terms.
 """
 
 from recbole.trainer import Trainer
@@ -15,16 +15,19 @@ from recbole_sprint.compat import CompatTrainerMixin
 class SprintTrainer(CompatTrainerMixin, Trainer):
     """Trainer for plugin models and for RecBole models that use RecBole's plain Trainer."""
 
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.sprint_parts = None  # {"rec": ..., "sprint_attn": ..., ...} of the last epoch
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        total_loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        sprint = getattr(self.model, "sprint", None)
+        self.sprint_parts = sprint.pop_epoch_parts() if sprint is not None else None
+        return total_loss
+
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
-        names = getattr(self.model, "loss_names", None)
-        if not isinstance(losses, tuple) or names is None or len(names) != len(losses):
-            return super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
-        parts = ", ".join(set_color(name, "blue") + f": {value:.4f}" for name, value in zip(names, losses))
-        return (
-            set_color("epoch %d training", "green") % epoch_idx
-            + " ["
-            + set_color("time", "blue")
-            + f": {e_time - s_time:.2f}s, "
-            + set_color("train loss", "blue")
-            + f": {sum(losses):.4f} (sum over batches: {parts})]"
-        )
+        output = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        if not self.sprint_parts:
+            return output
+        parts = ", ".join(set_color(name, "blue") + f": {value:.4f}" for name, value in self.sprint_parts.items())
+        return output + f" [per-step means: {parts}]"

@@ -54,13 +54,14 @@ def test_sprint_shrinks_spectral_norms(tiny):
 def test_power_iteration_buffers_are_in_the_state_dict(tiny):
     model, trainer, train_data = _build(tiny())
     keys = [key for key in model.state_dict() if key.startswith("sprint.")]
-    assert "sprint.layers.0.value.v" in keys and "sprint.embedding.u" in keys
-    before = model.sprint.layers[0].ffn_in.v.clone()
+    assert "sprint.value.v" in keys and "sprint.ffn_in.u" in keys and "sprint.embedding.u" in keys
+    assert model.sprint.value.v.shape == (1 * 2, 16)  # layers x heads start vectors of W_V,h (d = 16)
+    before = model.sprint.ffn_in.v.clone()
     trainer._train_epoch(train_data, epoch_idx=0)
-    assert not torch.equal(model.sprint.layers[0].ffn_in.v, before)  # warm start state advanced in training
+    assert not torch.equal(model.sprint.ffn_in.v, before)  # warm start state advanced in training
     fresh, _, _ = _build(tiny())
     fresh.load_state_dict(model.state_dict(), strict=True)
-    assert torch.equal(fresh.sprint.layers[0].ffn_in.v, model.sprint.layers[0].ffn_in.v)
+    assert torch.equal(fresh.sprint.ffn_in.v, model.sprint.ffn_in.v)
 
 
 def test_train_reload_best_checkpoint_and_test(tiny, tmp_path):

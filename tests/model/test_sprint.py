@@ -184,7 +184,9 @@ def test_regularizer_total_matches_exact_norms_and_is_off_in_eval():
         block.probs(probs)  # the hook reads the matrix "applied to V"
     rec = torch.tensor(1.0)
     total = regularizer.add_to(rec)
-    assert isinstance(total, tuple) and len(total) == 4
+    parts = regularizer.pop_epoch_parts()
+    assert list(parts) == ["rec", "sprint_attn", "sprint_ffn", "sprint_emb"] and parts["rec"] == 1.0
+    assert math.isclose(total.item(), sum(parts.values()), rel_tol=1e-6)
 
     def norm(w):
         return torch.linalg.matrix_norm(w, 2).item()
@@ -193,9 +195,10 @@ def test_regularizer_total_matches_exact_norms_and_is_off_in_eval():
     attn = sum(math.log1p(math.sqrt(soft) * norm(b.value.weight) * norm(b.out.weight)) for b in layers) / 2
     ffn = sum(math.log1p(norm(b.ffn_in.weight) * norm(b.ffn_out.weight)) for b in layers) / 2
     emb = math.log1p(norm(embedding.weight))
-    assert math.isclose(total[1].item(), 2.5 * attn, rel_tol=1e-4)
-    assert math.isclose(total[2].item(), 0.01 * ffn, rel_tol=1e-4)
-    assert math.isclose(total[3].item(), 0.1 * emb, rel_tol=1e-4)
+    assert math.isclose(parts["sprint_attn"], 2.5 * attn, rel_tol=1e-4)
+    assert math.isclose(parts["sprint_ffn"], 0.01 * ffn, rel_tol=1e-4)
+    assert math.isclose(parts["sprint_emb"], 0.1 * emb, rel_tol=1e-4)
+    assert regularizer.pop_epoch_parts() is None  # consumed
 
     regularizer.eval()
     assert regularizer.add_to(rec) is rec
