@@ -40,8 +40,9 @@ ADAPTERS = {SASRec: sasrec_factors, BERT4Rec: bert4rec_factors}
 
 
 def has_score_factors(model):
-    """Whether :func:`score_factors` can handle ``model``."""
-    return callable(getattr(model, "score_factors", None)) or any(cls in ADAPTERS for cls in type(model).__mro__)
+    """Whether :func:`score_factors` can handle ``model`` (a model or a model class)."""
+    model_class = model if isinstance(model, type) else type(model)
+    return callable(getattr(model_class, "score_factors", None)) or any(cls in ADAPTERS for cls in model_class.__mro__)
 
 
 def score_factors(model, interaction):

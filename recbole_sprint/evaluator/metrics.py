@@ -36,6 +36,7 @@ import torch
 from recbole.evaluator.base_metric import AbstractMetric
 from recbole.utils import EvaluatorType
 
+from recbole_sprint.evaluator.factors import has_score_factors
 from recbole_sprint.evaluator.popularity import check_popularity_source, check_tail_ratio, tail_mask
 
 __all__ = [
@@ -257,12 +258,32 @@ _FACTOR_HINT = (
 )
 
 
-class SpectralCollapse(AbstractMetric):
+class _FactorMetric(AbstractMetric):
+    """Base of the metrics that read model score factors: fails at construction (i.e. when the trainer is built)
+    if the configured model has none."""
+
+    metric_type = EvaluatorType.RANKING
+
+    def __init__(self, config):
+        super().__init__(config)
+        from recbole_sprint.utils import get_model  # late: recbole_sprint.utils imports the model packages
+
+        try:
+            model_class = get_model(config["model"])
+        except ValueError:  # a model class given to Config directly: checked at the first evaluation instead
+            return
+        if not has_score_factors(model_class):
+            raise NotImplementedError(
+                f"{type(self).__name__} needs the score factors of {model_class.__name__}, which has neither a "
+                "score_factors(interaction) method nor an adapter in recbole_sprint.evaluator.factors.ADAPTERS"
+            )
+
+
+class SpectralCollapse(_FactorMetric):
     r""":math:`\sigma_1^2/\sum_k\sigma_k^2` of the full score matrix of the evaluated users over the
     non-padding items, from thin QR factors of the users' final states and the item matrix (never |U| x |I|).
     Smaller = less collapsed. Needs model score factors (:mod:`recbole_sprint.evaluator.factors`)."""
 
-    metric_type = EvaluatorType.RANKING
     metric_need = ["rec.user_factors", "model.item_factors"]
     smaller = True
 
@@ -274,11 +295,10 @@ class SpectralCollapse(AbstractMetric):
         return {"spectralcollapse": round(float(value), self.decimal_place)}
 
 
-class InformationAbundance(AbstractMetric):
+class InformationAbundance(_FactorMetric):
     r""":math:`\sum_k\sigma_k/\sigma_1` of the non-padding item-embedding matrix (Guo et al., ICML 2024).
     Larger = less collapsed (at most the embedding size)."""
 
-    metric_type = EvaluatorType.RANKING
     metric_need = ["model.item_factors"]
 
     def calculate_metric(self, dataobject):
