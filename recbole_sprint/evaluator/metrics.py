@@ -114,9 +114,9 @@ def tail_recall(items, positives, tail, topk):
         ``nan`` for every K if no user has a held-out tail item.
     """
     n_users, max_k = items.shape
-    positives = torch.unique(positives, dim=0)  # [P, 2]
     positives = positives[tail[positives[:, 1]]]  # [P_T, 2] tail positives only
-    rows, targets = positives[:, 0], positives[:, 1]
+    pair_ids = torch.unique(positives[:, 0] * tail.numel() + positives[:, 1])  # [P_T'] duplicates removed
+    rows, targets = pair_ids // tail.numel(), pair_ids % tail.numel()
     n_tail_positives = torch.zeros(n_users, dtype=torch.float64, device=items.device)
     n_tail_positives.index_add_(0, rows, torch.ones_like(rows, dtype=torch.float64))  # [U]
     found_by_rank = (items[rows] == targets[:, None]).double().cumsum(dim=1)  # [P_T, max_k] 1 once found
