@@ -63,11 +63,13 @@ class SprintCollector(CompatCollector):
             self.data_struct.update_tensor("rec.positives", pairs)
         self._row_offset += scores_tensor.shape[0]
         if self.needs_item_factors:
+            # one interaction row per evaluated user: full ranking (sampled ranking has one per candidate)
+            one_row_per_user = len(interaction) == scores_tensor.shape[0]
             if self._score_check is None:
                 n = min(_CHECK_ROWS, scores_tensor.shape[0])
-                self._score_check = (interaction[:n], scores_tensor[:n].detach().cpu())
-            # one interaction row per evaluated user: full ranking (sampled ranking has one per candidate)
-            if self.needs_user_factors and len(interaction) == scores_tensor.shape[0]:
+                scores = scores_tensor[:n].detach().cpu() if one_row_per_user else None  # None: nothing to check
+                self._score_check = (interaction[:n], scores)
+            if self.needs_user_factors and one_row_per_user:
                 self._factor_inputs.append(interaction)
 
     def model_collect(self, model):
@@ -77,7 +79,8 @@ class SprintCollector(CompatCollector):
         device = next(model.parameters()).device
         with torch.no_grad():
             users, items, bias = score_factors(model, self._score_check[0].to(device))
-            self._check_factors(model, users, items, bias, self._score_check[1])
+            if self._score_check[1] is not None:
+                self._check_factors(model, users, items, bias, self._score_check[1])
             self.data_struct.set("model.item_factors", items.detach())
             if bias is not None:
                 self.data_struct.set("model.item_bias", bias.detach())

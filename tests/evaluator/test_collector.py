@@ -184,3 +184,29 @@ def test_register_metric_rejects_incomplete_classes_and_registers_smaller():
         register_metric(NoNeed)
     assert {"arp", "spectralcollapse", "averagepopularity"} <= set(R.smaller_metrics)
     assert "tailrecall" not in R.smaller_metrics and "informationabundance" not in R.smaller_metrics
+
+
+def test_sampled_ranking_collects_item_factors_but_no_user_states():
+    """Sampled evaluation: one interaction row per (user, candidate), scores one row per user."""
+    model, c = DotModel(), collector(["SpectralCollapse"])
+    interaction = Interaction({"user_id": torch.tensor([0, 0, 0, 1, 1, 1])})  # 2 users x 3 candidates
+    scores = torch.full((2, 6), -float("inf"))
+    scores[0, 1:4] = 1.0
+    with torch.no_grad():
+        c.eval_batch_collect(scores, interaction, torch.tensor([0, 1]), torch.tensor([1, 2]))
+        c.model_collect(model)
+    struct = c.get_data_struct()
+    assert torch.equal(struct.get("model.item_factors"), model.items.detach())
+    assert "rec.user_factors" not in struct  # SpectralCollapse then reports the full-ranking hint
+
+
+def test_plugin_trainers_install_the_sprint_collector():
+    from recbole.utils import ModelType
+
+    from recbole_sprint.trainer import SprintTrainer
+    from recbole_sprint.utils import get_trainer
+
+    assert SprintTrainer.collector_class is SprintCollector
+    assert get_trainer(ModelType.SEQUENTIAL, "SASRec") is SprintTrainer
+    special = get_trainer(ModelType.TRADITIONAL, "Pop")  # RecBole's TraditionalTrainer + compat fixes
+    assert special.__name__ == "CompatTraditionalTrainer" and special.collector_class is SprintCollector
