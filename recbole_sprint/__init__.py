@@ -9,4 +9,6 @@ from recbole_sprint import compat
 
 compat.apply()
 
+from recbole_sprint import evaluator  # noqa: E402,F401  (registers the plugin metrics)
+
 __version__ = "0.1.0"

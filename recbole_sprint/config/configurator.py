@@ -4,7 +4,7 @@
 RecBole's :class:`recbole.config.Config`, extended so that plugin models resolve by name and find their yaml
 defaults. For a model class ``M`` the internal (lowest-priority) configuration is, in order:
 
-1. RecBole's ``overall.yaml``, ``sample.yaml`` (as RecBole loads them);
+1. RecBole's ``overall.yaml``, ``sample.yaml`` (as RecBole loads them), then this plugin's ``overall.yaml``;
 2. for every class in ``M``'s MRO, base first: RecBole's ``properties/model/<Class>.yaml`` and then this
    plugin's ``properties/model/<Class>.yaml`` (so ``SASRecSPRINT`` gets ``SASRec.yaml``, ``SPRINT.yaml``,
    ``SASRecSPRINT.yaml``);
@@ -47,6 +47,8 @@ class Config(recbole.config.Config):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
+        # plugin defaults for every model (evaluator options); no RecBole yaml sets these keys
+        self._load_if_exists(os.path.join(PLUGIN_PROPERTIES, "overall.yaml"))
         loaded = False
         for cls in reversed(model_class.__mro__):
             if cls.__name__ != model:  # RecBole already loaded its own yaml for the model itself

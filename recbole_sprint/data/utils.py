@@ -36,5 +36,10 @@ def create_dataset(config):
 
 
 def data_preparation(config, dataset):
-    """RecBole's ``data_preparation`` (the train/valid/test dataloaders)."""
-    return recbole.data.data_preparation(config, dataset)
+    """RecBole's ``data_preparation`` (the train/valid/test dataloaders); the training dataset also carries
+    the per-item counts of every interaction, for the evaluator's ``popularity_source: all``."""
+    from recbole_sprint.evaluator.popularity import attach_full_popularity
+
+    train_data, valid_data, test_data = recbole.data.data_preparation(config, dataset)
+    attach_full_popularity(train_data._dataset, dataset)
+    return train_data, valid_data, test_data

@@ -10,10 +10,13 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_sprint.compat import CompatTrainerMixin
+from recbole_sprint.evaluator import SprintCollector
 
 
 class SprintTrainer(CompatTrainerMixin, Trainer):
     """Trainer for plugin models and for RecBole models that use RecBole's plain Trainer."""
+
+    collector_class = SprintCollector  # data for the plugin's metrics (recbole_sprint.evaluator)
 
     def __init__(self, config, model):
         super().__init__(config, model)

@@ -51,7 +51,11 @@ def get_trainer(model_type, model_name):
     recbole_trainer = recbole.utils.get_trainer(model_type, model_name)
     if recbole_trainer is importlib.import_module("recbole.trainer").Trainer:
         return plugin_trainers.SprintTrainer
-    return type(f"Compat{recbole_trainer.__name__}", (CompatTrainerMixin, recbole_trainer), {})
+    from recbole_sprint.evaluator import SprintCollector
+
+    return type(
+        f"Compat{recbole_trainer.__name__}", (CompatTrainerMixin, recbole_trainer), {"collector_class": SprintCollector}
+    )
 
 
 __all__ = ["get_model", "get_trainer", "plugin_model_names", "ModelType"]
