@@ -29,7 +29,8 @@ def time_bucket(delta, num_buckets=128):
         long tensor of the same shape. Examples: 1 s -> 0, 60 s -> 13, 1 h -> 27, 1 day -> 37.
     """
     delta = delta.double().abs().clamp_min(1.0)  # float64: exact floor at bucket boundaries
-    return torch.floor(torch.log(delta) / TIME_BUCKET_DIVISOR).long().clamp(0, num_buckets)
+    buckets = torch.floor(torch.log(delta) / TIME_BUCKET_DIVISOR).clamp(0, num_buckets)  # clamp before .long(): inf
+    return buckets.long()
 
 
 def truncated_normal_(tensor, std):
