@@ -205,6 +205,7 @@ def _write_dataset_without_time(folder):
         (folder / f"notime.{part}.inter").write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.filterwarnings("ignore:using <built-in function len> in Series.agg:FutureWarning")  # RecBole, pandas 2.2+
 def test_data_without_time_field_is_a_clear_error_unless_time_bias_is_off(tiny, tmp_path):
     _write_dataset_without_time(tmp_path / "notime")
     settings = dict(

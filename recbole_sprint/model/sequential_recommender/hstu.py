@@ -23,6 +23,14 @@ interaction), as in the research code. For the last query, ``t[len]`` is the tim
 predicted. ``hstu_target_time_visible: False`` (default) replaces it by the last observed time ``t[len-1]``
 (no look at the target's timestamp); ``True`` restores the research behaviour, where the request time is an
 input (RecBole's prefix samples carry the target's timestamp in ``TIME_FIELD``).
+
+Timestamps must be in seconds: HSTU raises if RecBole min-max normalises the time field (``normalize_all:
+True`` in RecBole's ml-100k.yaml) or if the dataset has no time list (set ``hstu_time_bias: False`` for a
+position-only bias). RecBole stores float fields as float32, so Unix-second timestamps (~1e9) are exact to
+64 s only: gaps under about a minute may land in bucket 0 or 13; coarser buckets are unaffected.
+
+Full-sequence training can reuse :meth:`forward` (``[B, n, d]`` at every position, optionally with explicit
+``query_times``) and :meth:`item_representations` (``[I, d]``); :meth:`gather_last` picks the last position.
 """
 
 import torch
