@@ -149,9 +149,11 @@ def _console_to_warnings():
 def trainable(params, fixed=None, threads=1):
     """Train one sample: report ``valid_score`` after every evaluation, then test the best checkpoint.
 
-    Reports (``ray.air.session.report``; nothing is returned): ``{"valid_score", "epoch"}`` per evaluation
-    and, after training, ``{"valid_score": best, "epoch", "completed": 1, "best_valid_score",
-    "valid_<metric>"..., "test_<metric>"...}`` where ``valid_*`` is the best epoch's validation result.
+    Reports (``ray.air.session.report``; nothing is returned): ``{"valid_score", "epoch"}`` after every
+    evaluation but the last and, after training, ``{"valid_score": best, "epoch": last, "completed": 1,
+    "best_valid_score", "valid_<metric>"..., "test_<metric>"...}`` (``valid_*``: the best epoch's validation
+    result; ``test_*``: the best checkpoint on the test set). ASHA may stop the trial after any report;
+    a trial stopped before its final report has no test metrics ("early_stopped" in ``trials.csv``).
     """
     from recbole.utils import init_logger, init_seed
 
@@ -182,8 +184,12 @@ def trainable(params, fixed=None, threads=1):
     last_epoch = [0]
 
     def report_epoch(epoch_idx, valid_score):
+        # The evaluation that ends training is reported once, with the test metrics, after fit(): reported
+        # here, it could make the scheduler stop the trial before its test report.
         last_epoch[0] = epoch_idx + 1
-        session.report({"valid_score": float(valid_score), "epoch": epoch_idx + 1})
+        ends_training = epoch_idx + 1 >= trainer.epochs or trainer.cur_step > trainer.stopping_step
+        if not ends_training:
+            session.report({"valid_score": float(valid_score), "epoch": epoch_idx + 1})
 
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, verbose=True, saved=True, show_progress=False, callback_fn=report_epoch
@@ -232,9 +238,14 @@ def write_trials_csv(path, rows):
     os.replace(tmp, path)
 
 
-def finished_rows(trials, param_names, mode, also=None):
-    done = [t for t in trials if t.status == Trial.TERMINATED or t is also]
-    return [trial_row(t, param_names, mode) for t in done]
+def is_finished(trial):
+    """Trained to the end or stopped by the scheduler. A trial cut off by Ctrl+C is TERMINATED too, but
+    without ``done`` in its last result; Ray's saved state has it as RUNNING and ``--resume`` reruns it."""
+    return trial.status == Trial.TERMINATED and bool((trial.last_result or {}).get("done"))
+
+
+def finished_rows(trials, param_names, mode):
+    return [trial_row(t, param_names, mode) for t in trials if is_finished(t)]
 
 
 class TrialsCsvCallback(tune.Callback):
@@ -244,7 +255,10 @@ class TrialsCsvCallback(tune.Callback):
         self.path, self.param_names, self.mode = path, param_names, mode
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        write_trials_csv(self.path, finished_rows(trials, self.param_names, self.mode, also=trial))
+        rows = finished_rows([t for t in trials if t is not trial], self.param_names, self.mode)
+        if (trial.last_result or {}).get("done"):  # its status may not be TERMINATED yet
+            rows.append(trial_row(trial, self.param_names, self.mode))
+        write_trials_csv(self.path, rows)
 
 
 def best_row(rows, mode):
@@ -355,6 +369,7 @@ def prepare_settings(args, overrides):
         "mode": "max" if config["valid_metric_bigger"] else "min",
         "epochs": int(config["epochs"]),
         "num_samples": args.num_samples,
+        "n_trials": args.num_samples * math.prod(len(p.args) for p in params if p.distribution == "grid"),
         "scheduler": args.scheduler,
         "grace_period": args.grace_period,
         "reduction_factor": args.reduction_factor,
@@ -408,18 +423,12 @@ def run_search(args, overrides):
         settings = prepare_settings(args, overrides)
         if os.path.isdir(os.path.join(output_dir, EXPERIMENT_NAME)):
             raise SearchError(f"{output_dir} already holds a search: pass --resume to continue it, or another --output_dir")
-    params = None if args.resume else parse_hyper_file(settings["params_file"])  # a resumed search keeps its own
-    os.makedirs(output_dir, exist_ok=True)
-    if not args.resume:
-        with open(os.path.join(output_dir, SETTINGS_FILE), "w") as handle:
-            json.dump(settings, handle, indent=2)
 
     mode, names = settings["mode"], settings["param_names"]
     if settings["scheduler"] == "asha":
-        # max_t one past the last epoch: the trial's final (test) report must not be cut off by ASHA.
         scheduler = ASHAScheduler(
             time_attr="epoch",
-            max_t=settings["epochs"] + 1,
+            max_t=settings["epochs"],
             grace_period=settings["grace_period"],
             reduction_factor=settings["reduction_factor"],
         )
@@ -430,7 +439,15 @@ def run_search(args, overrides):
         metric_columns={"epoch": "epoch", "valid_score": settings["valid_metric"]},
         max_report_frequency=10,
     )
+    # Save Ray's experiment state at least every 2 s (Ray's "auto" waits >= 10 s), so that even a hard kill
+    # loses at most the trials finished in the last 2 s; Ctrl+C (SIGINT) always saves it before exiting.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     start_ray(args, settings)
+    params = None if args.resume else parse_hyper_file(settings["params_file"])  # a resumed search keeps its own
+    os.makedirs(output_dir, exist_ok=True)
+    if not args.resume:
+        with open(os.path.join(output_dir, SETTINGS_FILE), "w") as handle:
+            json.dump(settings, handle, indent=2)
     threads = max(1, int(settings["cpus_per_trial"]))
     resources = {"cpu": settings["cpus_per_trial"], "gpu": settings["gpus_per_trial"]}
     started = time.time()
@@ -464,24 +481,27 @@ def run_search(args, overrides):
     best = best_row(rows, mode)
     if best is not None:
         write_best(output_dir, settings, best)
-    unfinished = [t for t in trials if t.status != Trial.TERMINATED]
+    unfinished = [t for t in trials if not is_finished(t)]
+    errored = [t for t in unfinished if t.status == Trial.ERROR]
+    n_left = settings["n_trials"] - len(rows) - len(errored)  # interrupted or never started
 
-    print(f"\n== search {settings['model']} on {settings['dataset']}: {len(rows)} finished trial(s), "
-          f"{len(unfinished)} not finished, {seconds:.1f} s; validation metric {settings['valid_metric']} ({mode}) ==")
+    print(f"\n== search {settings['model']} on {settings['dataset']}: {len(rows)} of {settings['n_trials']} "
+          f"trial(s) finished, {seconds:.1f} s; validation metric {settings['valid_metric']} ({mode}) ==")
     print(summary_table(rows, settings, best))
     for trial in unfinished:
-        where = f" (error: {trial.error_file})" if trial.status == Trial.ERROR else ""
-        print(f"not finished: {trial.trial_id} {trial.status}{where}")
+        status = f"ERROR, see {trial.error_file}" if trial.status == Trial.ERROR else "interrupted"
+        print(f"not finished: {trial.trial_id} ({status})")
     if best is not None:
         tests = ", ".join(f"{k[5:]}={best[k]:.4f}" for k in best if k.startswith("test_"))
         print(f"best trial {best['trial_id']} (chosen on validation {settings['valid_metric']}="
               f"{best['best_valid_score']:.4f}): test {tests}")
         print(f"best config: {os.path.join(output_dir, BEST_YAML)}")
     print(f"all trials: {os.path.join(output_dir, TRIALS_CSV)}")
-    if unfinished:
-        print(f"continue with: python -m recbole_sprint.tune --output_dir={output_dir} --resume")
-        return 1
-    return 0
+    if errored:
+        print(f"{len(errored)} trial(s) failed (--resume does not rerun failed trials; see their error files)")
+    if n_left > 0:
+        print(f"{n_left} trial(s) left; continue with: python -m recbole_sprint.tune --output_dir={output_dir} --resume")
+    return 1 if errored or n_left > 0 else 0
 
 
 def main(argv=None):
