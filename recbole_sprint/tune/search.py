@@ -350,6 +350,11 @@ def prepare_settings(args, overrides):
         raise SearchError(f"--num_samples must be >= 1, got {args.num_samples}")
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
         raise SearchError("--cpus_per_trial must be > 0 and --gpus_per_trial >= 0")
+    if args.gpus_per_trial > 0 and not args.address and not torch.cuda.is_available():
+        raise SearchError(
+            f"--gpus_per_trial={args.gpus_per_trial} but torch sees no CUDA GPU on this machine, where the local "
+            "Ray would run the trials; use --gpus_per_trial=0 (CPU), or --address of a cluster with GPUs"
+        )
     params = parse_hyper_file(os.path.abspath(args.params_file))
     if args.max_epochs is not None:
         overrides["epochs"] = str(args.max_epochs)
@@ -401,7 +406,7 @@ def start_ray(args, settings):
         ray.init(address=args.address, runtime_env=runtime_env, include_dashboard=False, log_to_driver=True)
     else:
         ray.init(num_cpus=args.num_cpus, runtime_env=runtime_env, include_dashboard=False)
-    resources = ray.cluster_resources()
+    resources = ray.cluster_resources()  # the whole cluster's (with --address, the driver may have no GPU)
     gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
     if settings["gpus_per_trial"] > gpus:
         ray.shutdown()
@@ -434,11 +439,6 @@ def run_search(args, overrides):
         )
     else:
         scheduler = FIFOScheduler()
-    reporter = tune.CLIReporter(
-        parameter_columns=names,
-        metric_columns={"epoch": "epoch", "valid_score": settings["valid_metric"]},
-        max_report_frequency=10,
-    )
     # Save Ray's experiment state at least every 2 s (Ray's "auto" waits >= 10 s), so that even a hard kill
     # loses at most the trials finished in the last 2 s; Ctrl+C (SIGINT) always saves it before exiting.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
@@ -465,23 +465,23 @@ def run_search(args, overrides):
             search_alg=BasicVariantGenerator(
                 max_concurrent=settings["max_concurrent_trials"] or 0, random_state=settings["seed"]
             ),
-            progress_reporter=reporter,
             callbacks=[TrialsCsvCallback(os.path.join(output_dir, TRIALS_CSV), names, mode)],
             resume="LOCAL" if args.resume else False,
             raise_on_failed_trial=False,
             verbose=args.verbose,
         )
+        # Read the trials while Ray is up: a trial that never reported fetches its default result from Ray.
         trials = analysis.trials
+        rows = finished_rows(trials, names, mode)
+        unfinished = [t for t in trials if not is_finished(t)]
     finally:
         ray.shutdown()
     seconds = time.time() - started
 
-    rows = finished_rows(trials, names, mode)
     write_trials_csv(os.path.join(output_dir, TRIALS_CSV), rows)
     best = best_row(rows, mode)
     if best is not None:
         write_best(output_dir, settings, best)
-    unfinished = [t for t in trials if not is_finished(t)]
     errored = [t for t in unfinished if t.status == Trial.ERROR]
     n_left = settings["n_trials"] - len(rows) - len(errored)  # interrupted or never started
 

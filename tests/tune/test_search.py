@@ -4,8 +4,7 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 
 import pytest
@@ -79,35 +78,41 @@ def test_two_trial_search_writes_csv_and_best_yaml(tiny, tmp_path, capsys):
     assert f"best trial {best['trial_id']}" in printed and "test ndcg@10=" in printed
 
 
-def run_cli(args, cwd, **popen):
-    env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.Popen([sys.executable, "-m", "recbole_sprint.tune", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+def interrupt_when_exists(path, timeout=240):
+    """Ctrl+C for this process (the search's driver) as soon as ``path`` exists."""
+
+    def watch():
+        deadline = time.time() + timeout
+        while not os.path.exists(path) and time.time() < deadline:
+            time.sleep(0.1)
+        if os.path.exists(path):
+            os.kill(os.getpid(), signal.SIGINT)  # handled by Ray's handler inside tune.run: save state, stop
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
 
 
-def test_interrupted_search_resumes_without_rerunning_finished_trials(tiny, tmp_path):
-    config_file, hyper = tiny_search_files(tmp_path, tiny, "learning_rate grid [0.01,0.001,0.0001]\n")
+def test_interrupted_search_resumes_without_rerunning_finished_trials(tiny, tmp_path, capsys):
+    """Trials run one at a time; Ctrl+C as soon as the first one is recorded in trials.csv (the second one is
+    then running); --resume must finish the second without running the first again."""
+    config_file, hyper = tiny_search_files(tmp_path, tiny, "learning_rate grid [0.01,0.001]\n")
     out = tmp_path / "out"
-    args = ["--model=SASRec", "--dataset=ml-tiny", f"--params_file={hyper}", "--num_samples=1",
-            f"--config_files={config_file}", f"--output_dir={out}", "--num_cpus=2", "--max_concurrent_trials=1"]
-    first = run_cli(args, tmp_path)
-    deadline = time.time() + 240
-    while not (out / "trials.csv").exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    first.send_signal(signal.SIGINT)  # Ctrl+C once the first trial is recorded as finished
-    log = first.communicate(timeout=120)[0]
-    assert first.returncode == 1, log[-3000:]  # interrupted: trials left, resume hint printed
-    assert "--resume" in log
+    argv = ["--model=SASRec", "--dataset=ml-tiny", f"--params_file={hyper}", "--num_samples=1",
+            f"--config_files={config_file}", f"--output_dir={out}", "--num_cpus=2", "--max_concurrent_trials=1",
+            "--verbose=0"]
+    watcher = interrupt_when_exists(out / "trials.csv")
+    assert search.main(argv) == 1  # interrupted: a trial left
+    watcher.join()
+    assert "1 trial(s) left; continue with: python -m recbole_sprint.tune" in capsys.readouterr().out
     done = read_csv(out / "trials.csv")
-    assert len(done) == 1 and done[0]["status"] == "completed", log[-3000:]
+    assert len(done) == 1 and done[0]["status"] == "completed" and float(done[0]["learning_rate"]) == 0.01
     finished_dir = done[0]["trial_dir"]
     result_before = open(os.path.join(finished_dir, "result.json")).read()
 
-    resumed = run_cli([f"--output_dir={out}", "--resume", "--num_cpus=2"], tmp_path)
-    log = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, log[-3000:]
+    assert search.main([f"--output_dir={out}", "--resume", "--num_cpus=2", "--verbose=0"]) == 0
     rows = read_csv(out / "trials.csv")
-    assert sorted(float(r["learning_rate"]) for r in rows) == [0.0001, 0.001, 0.01]
+    assert sorted(float(r["learning_rate"]) for r in rows) == [0.001, 0.01]
     again = [r for r in rows if r["trial_id"] == done[0]["trial_id"]]
     assert again == done  # same row: same metrics, same folder
     # not re-run: its results file did not grow, and RecBole logged one run in its folder
@@ -138,10 +143,18 @@ def test_bad_hyper_file_fails_before_ray_starts(tiny, tmp_path, monkeypatch, cap
     assert not (tmp_path / "out").exists()
 
 
-def test_gpus_per_trial_without_gpu_fails_fast(tiny, tmp_path, capsys):
+def test_gpus_per_trial_without_gpu_fails_fast(tiny, tmp_path, monkeypatch, capsys):
+    """No hanging trials: a GPU request that no GPU can meet is an error, before Ray starts (no CUDA here) and,
+    for a cluster that lacks GPUs, right after ray.init (Ray's resources), before any trial is queued."""
     config_file, hyper = tiny_search_files(tmp_path, tiny, "learning_rate choice [0.01]\n", n_users=5)
     argv = ["--model=SASRec", "--dataset=ml-tiny", f"--params_file={hyper}", f"--config_files={config_file}",
             f"--output_dir={tmp_path / 'out'}", "--gpus_per_trial=0.5", "--num_cpus=1"]
+    assert not search.torch.cuda.is_available()  # this test describes a CPU-only machine
+    assert search.main(argv) == 2
+    assert "--gpus_per_trial=0.5 but torch sees no CUDA GPU on this machine" in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+
+    monkeypatch.setattr(search.torch.cuda, "is_available", lambda: True)  # torch fooled: Ray still finds 0 GPUs
     assert search.main(argv) == 2
     assert "--gpus_per_trial=0.5 but the Ray cluster has 0 GPU(s)" in capsys.readouterr().err
     assert not ray.is_initialized()
