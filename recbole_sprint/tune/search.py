@@ -119,7 +119,12 @@ def build_fixed_config(model, dataset, config_files=None, overrides=None):
         converted as RecBole converts them, model and dataset set, path keys absolute) as a plain dict.
     """
     from recbole_sprint.config import Config
+    from recbole_sprint.utils import get_model
 
+    try:
+        get_model(model)
+    except (ValueError, ImportError) as error:  # RecBole's lookup can also fail on an optional import
+        raise SearchError(f"--model={model}: no such recbole_sprint or RecBole model ({error})") from None
     config_files = [os.path.abspath(f) for f in (config_files or [])]
     for path in config_files:
         if not os.path.isfile(path):
@@ -278,7 +283,8 @@ def write_best(output_dir, settings, row):
         handle.write(
             f"# Best of the search in {output_dir} (trial {row['trial_id']}, chosen on validation "
             f"{settings['valid_metric']} = {row['best_valid_score']:.6g}).\n"
-            f"# Rerun: python run_recbole_sprint.py --config_files={os.path.join(output_dir, BEST_YAML)}\n"
+            f"# Rerun: python run_recbole_sprint.py --model={settings['model']} --dataset={settings['dataset']} "
+            f"--config_files={os.path.join(output_dir, BEST_YAML)}\n"
         )
         yaml.safe_dump(_plain(best_config), handle, sort_keys=False)
     with open(os.path.join(output_dir, BEST_JSON), "w") as handle:

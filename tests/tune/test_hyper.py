@@ -130,3 +130,20 @@ def test_ray_space_loguniform_uses_natural_log_bounds():
     assert set(space["n"].sample(size=200, random_state=rng)) == {1, 2}  # upper bound exclusive
     assert space["h"].categories == [16, 32]
     assert space["g"] == tune.grid_search([1, 2])
+
+
+def test_importing_the_parser_does_not_import_ray():
+    """The GPU box has no Ray: recbole_sprint and recbole_sprint.tune (parser) must import without it."""
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (
+        "import sys, recbole_sprint.tune, recbole_sprint.quick_start\n"
+        "recbole_sprint.tune.parse_hyper_line('a choice [1]')\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
