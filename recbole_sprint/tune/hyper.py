@@ -78,7 +78,9 @@ def parse_hyper_line(line, where="<line>"):
     parts = text.split(None, 2)
     allowed = "; ".join(f"'<name> {form}'" for form in DISTRIBUTIONS.values())
     if len(parts) < 3:
-        raise HyperFileError(f"{where}: malformed line '{text}': expected '<name> <distribution> <arguments>', one of {allowed}")
+        raise HyperFileError(
+            f"{where}: malformed line '{text}': expected '<name> <distribution> <arguments>', one of {allowed}"
+        )
     name, distribution, rest = parts
     if distribution not in DISTRIBUTIONS:
         raise HyperFileError(

@@ -167,7 +167,7 @@ def trainable(params, fixed=None, threads=1):
     from recbole_sprint.utils import get_model, get_trainer
 
     torch.set_num_threads(max(1, int(threads)))
-    config_dict = dict(fixed)
+    config_dict = dict(fixed or {})
     config_dict.update(params)
     config_dict.update(
         checkpoint_dir=os.path.join(session.get_trial_dir(), "checkpoints"),  # per trial: no file clashes
@@ -342,7 +342,12 @@ def build_parser():
     parser.add_argument("--address", default=None, help="join this Ray cluster (e.g. 'auto' or host:6379)")
     parser.add_argument("--num_cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--output_dir", default="tune_results", help="results and Ray's experiment state")
-    parser.add_argument("--resume", action="store_true", help="continue the interrupted search in --output_dir")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted search in --output_dir with its saved settings (other search flags are "
+        "ignored; --address and --num_cpus apply)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the parameter sampling")
     parser.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2, 3], help="Ray's verbosity")
     return parser
@@ -367,6 +372,9 @@ def prepare_settings(args, overrides):
     config_files = args.config_files.split() if args.config_files else []
     config, fixed = build_fixed_config(args.model, args.dataset, config_files, overrides)
     check_names(params, config.final_config_dict.keys(), f"{config['model']} on {config['dataset']}")
+    for p in params:
+        if p.name in ("model", "dataset"):
+            raise SearchError(f"{p.source}: [{p.name}] cannot be searched; run one search per {p.name}")
     clash = [p.name for p in params if p.name in fixed and p.name not in ("model", "dataset")]
     if clash:
         print(f"note: searched parameters override their fixed values: {', '.join(clash)}")
@@ -433,7 +441,9 @@ def run_search(args, overrides):
     else:
         settings = prepare_settings(args, overrides)
         if os.path.isdir(os.path.join(output_dir, EXPERIMENT_NAME)):
-            raise SearchError(f"{output_dir} already holds a search: pass --resume to continue it, or another --output_dir")
+            raise SearchError(
+                f"{output_dir} already holds a search: pass --resume to continue it, or another --output_dir"
+            )
 
     mode, names = settings["mode"], settings["param_names"]
     if settings["scheduler"] == "asha":
@@ -506,7 +516,8 @@ def run_search(args, overrides):
     if errored:
         print(f"{len(errored)} trial(s) failed (--resume does not rerun failed trials; see their error files)")
     if n_left > 0:
-        print(f"{n_left} trial(s) left; continue with: python -m recbole_sprint.tune --output_dir={output_dir} --resume")
+        resume = f"python -m recbole_sprint.tune --output_dir={output_dir} --resume"
+        print(f"{n_left} trial(s) left; continue with: {resume}")
     return 1 if errored or n_left > 0 else 0
 
 
