@@ -79,6 +79,17 @@ def test_two_trial_search_writes_csv_and_best_yaml(tiny, tmp_path, capsys):
     assert f"best trial {best['trial_id']}" in printed and "test ndcg@10=" in printed
 
 
+def test_best_trial_is_chosen_on_validation_never_on_test():
+    rows = [
+        {"trial_id": "a", "status": "completed", "best_valid_score": 0.30, "test_ndcg@10": 0.10},
+        {"trial_id": "b", "status": "completed", "best_valid_score": 0.20, "test_ndcg@10": 0.50},  # best on test
+        {"trial_id": "c", "status": "early_stopped", "best_valid_score": 0.40},  # no test: never "best"
+    ]
+    assert search.best_row(rows, "max")["trial_id"] == "a"
+    assert search.best_row(rows, "min")["trial_id"] == "b"  # e.g. a loss as valid_metric
+    assert search.best_row(rows[2:], "max") is None
+
+
 def interrupt_when_exists(path, timeout=240):
     """Ctrl+C for this process (the search's driver) as soon as ``path`` exists."""
 
