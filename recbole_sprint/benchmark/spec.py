@@ -160,8 +160,12 @@ def parse_spec(raw, path="<spec>"):
         table=_section(raw.get("table"), "table", TABLE_KEYS),
         scaling=None if raw.get("scaling") is None else _section(raw.get("scaling"), "scaling", SCALING_KEYS),
     )
+    if spec.sizes:
+        clash = sorted(set(spec.sweep) & set(SIZE_KEYS))
+        if clash:
+            raise SpecError(f"spec entry 'sweep.{clash[0]}': set by the size presets in 'sizes' as well")
     _check_metrics(spec)
-    _check_config_keys(spec)
+    _check_configs(spec)
     return spec
 
 
@@ -205,6 +209,9 @@ def _models(value):
             get_model(name)
         except ValueError as error:
             raise SpecError(f"spec entry 'models[{i}]': {error}") from None
+        except ImportError as error:  # RecBole's lookup imports optional libraries (lightgbm, xgboost) on a miss
+            raise SpecError(f"spec entry 'models[{i}]': unknown model [{name}] (neither a recbole_sprint nor a "
+                            f"RecBole model; the lookup ended with: {error})") from None
         models.append((name, _mapping(extra.get("config"), f"models[{i}].config")))
     names = [name for name, _ in models]
     if len(set(names)) != len(names):
@@ -314,17 +321,25 @@ def _check_metrics(spec):
                     raise SpecError(f"spec entry '{section}.{key}[{j}]': [{column}] is not among config.metrics")
 
 
-def _check_config_keys(spec):
-    """Sweep keys must be config keys of at least one model (a typo would silently do nothing)."""
-    if not spec.sweep:
-        return
+def _check_configs(spec):
+    """Build RecBole's Config of every (model, dataset) pair (first size, no sweep values), so that config errors show up
+    before anything trains; sweep keys must be config keys of at least one model (a typo would silently
+    do nothing)."""
     from recbole_sprint.config import Config
 
-    dataset, _, dataset_config = spec.datasets[0]
     known = set(SIZE_KEYS)
-    for model, model_config in spec.models:
-        config_dict = {**spec.config, **dataset_config, **model_config}
-        known |= set(Config(model=model, dataset=dataset, config_dict=config_dict).final_config_dict)
+    variant_config = size_config(spec.sizes[0]) if spec.sizes else {}  # sweep values left out: see below
+    for i, (model, model_config) in enumerate(spec.models):
+        for j, (dataset, data_path, dataset_config) in enumerate(spec.datasets):
+            config_dict = {**spec.config, **dataset_config, **model_config, **variant_config, "seed": spec.seeds[0]}
+            if data_path:
+                config_dict["data_path"] = data_path
+            try:
+                config = Config(model=model, dataset=dataset, config_dict=config_dict)
+            except (ValueError, KeyError, TypeError, NotImplementedError) as error:
+                raise SpecError(f"spec entries 'models[{i}]' ({model}) x 'datasets[{j}]' ({dataset}): RecBole "
+                                f"rejects the config: {error}") from None
+            known |= set(config.final_config_dict)
     for key in spec.sweep:
         if key not in known:
             raise SpecError(f"spec entry 'sweep.{key}': [{key}] is not a config key of any of the models "

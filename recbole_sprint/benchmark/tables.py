@@ -134,15 +134,21 @@ def _add_gains(table):
 
 
 # ---------------------------------------------------------------------------------------------- formatting
-def format_number(x):
+def _decimals(x):
+    return 2 if abs(x) >= 10 else 4
+
+
+def format_number(x, decimals=None):
+    """4 decimals (2 from 10 upwards, e.g. average popularity), or ``decimals``."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
-    return f"{x:.2f}" if abs(x) >= 10 else f"{x:.4f}"
+    return f"{x:.{_decimals(x) if decimals is None else decimals}f}"
 
 
-def format_stat(stat):
+def format_stat(stat, pm=" ± "):
+    """``mean ± std`` with the std at the mean's precision; the mean alone for a single seed."""
     text = format_number(stat.mean)
-    return f"{text} ± {format_number(stat.std)}" if stat.n > 1 else text
+    return f"{text}{pm}{format_number(stat.std, _decimals(stat.mean))}" if stat.n > 1 else text
 
 
 def format_gain(gain, alpha):
@@ -208,8 +214,7 @@ def to_latex(table):
             if column not in row.stats:
                 cells.append("--")
                 continue
-            stat = row.stats[column]
-            text = format_number(stat.mean) + (rf" $\pm$ {format_number(stat.std)}" if stat.n > 1 else "")
+            text = format_stat(row.stats[column], pm=r" $\pm$ ")
             cells.append(rf"\textbf{{{text}}}" if column in row.best else text)
         lines.append(" & ".join(cells) + r" \\")
         if row.backbone:
