@@ -19,7 +19,7 @@ def default_output_dir(spec):
     return os.path.join("outputs", "benchmark", spec.name)
 
 
-def run_benchmark(spec, output_dir=None, parallel=False, address=None, show_progress=True):
+def run_benchmark(spec, output_dir=None, parallel=False, address=None, show_progress=True, keep_checkpoints=False):
     """Run every unfinished run of ``spec``, then render its tables (and plots).
 
     Returns:
@@ -29,7 +29,8 @@ def run_benchmark(spec, output_dir=None, parallel=False, address=None, show_prog
     from recbole_sprint.benchmark.runner import run_grid
 
     output_dir = output_dir or default_output_dir(spec)
-    records, n_ran = run_grid(spec, output_dir, parallel=parallel, address=address, show_progress=show_progress)
+    records, n_ran = run_grid(spec, output_dir, parallel=parallel, address=address, show_progress=show_progress,
+                              keep_checkpoints=keep_checkpoints)
     return {"records": records, "n_ran": n_ran, "paths": render(spec, records, output_dir)}
 
 

@@ -11,6 +11,8 @@ def main(argv=None):
                         help="results store, tables and plots (default: outputs/benchmark/<spec name>)")
     parser.add_argument("--parallel", action="store_true", help="run the grid as Ray tasks on a local Ray")
     parser.add_argument("--address", default=None, help="Ray cluster address (implies --parallel)")
+    parser.add_argument("--keep_checkpoints", action="store_true",
+                        help="keep each run's best checkpoint under OUTPUT_DIR/saved/<run id> (default: delete)")
     parser.add_argument("--render_only", action="store_true", help="only render tables/plots from the store")
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads every --key=value of sys.argv
@@ -33,7 +35,8 @@ def main(argv=None):
         records = [r for r in ResultStore(os.path.join(output_dir, STORE_NAME)).load() if r["run_id"] in ids]
         paths = render(spec, records, output_dir)
     else:
-        paths = run_benchmark(spec, output_dir, parallel=args.parallel, address=args.address)["paths"]
+        paths = run_benchmark(spec, output_dir, parallel=args.parallel, address=args.address,
+                              keep_checkpoints=args.keep_checkpoints)["paths"]
     with open(paths["markdown"]) as f:
         print(f.read())
     for kind, path in paths.items():

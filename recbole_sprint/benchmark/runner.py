@@ -7,6 +7,7 @@ tasks (one CPU each) and the driver stores each result as it arrives.
 """
 
 import os
+import shutil
 import time
 
 from tqdm import tqdm
@@ -27,12 +28,16 @@ def run_config(cell, output_dir):
     return config
 
 
-def run_cell(cell, output_dir):
-    """Train and test one cell; returns the record to store."""
+def run_cell(cell, output_dir, keep_checkpoints=False):
+    """Train and test one cell; returns the record to store. The run's checkpoint (needed to test the best
+    epoch) is deleted afterwards unless ``keep_checkpoints``."""
     from recbole_sprint.quick_start import run_recbole_sprint
 
     start = time.time()
-    result = run_recbole_sprint(cell.model, cell.dataset, config_dict=run_config(cell, output_dir))
+    config = run_config(cell, output_dir)
+    result = run_recbole_sprint(cell.model, cell.dataset, config_dict=config)
+    if not keep_checkpoints:
+        shutil.rmtree(config["checkpoint_dir"], ignore_errors=True)
     return {
         "run_id": cell.run_id,
         "model": cell.model,
@@ -53,7 +58,7 @@ def run_cell(cell, output_dir):
     }
 
 
-def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True):
+def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True, keep_checkpoints=False):
     """Run every unfinished cell of ``spec``; returns the store's records of this spec's grid.
 
     Returns:
@@ -67,11 +72,11 @@ def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True)
                disable=not show_progress)
     try:
         if parallel or address:
-            _run_ray(todo, output_dir, store, bar, address)
+            _run_ray(todo, output_dir, store, bar, address, keep_checkpoints)
         else:
             for cell in todo:
                 bar.set_postfix_str(f"{cell.dataset} {cell.model} {cell.variant_label} seed={cell.seed}")
-                store.append(run_cell(cell, output_dir))
+                store.append(run_cell(cell, output_dir, keep_checkpoints))
                 bar.update()
     finally:
         bar.close()
@@ -79,7 +84,7 @@ def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True)
     return [r for r in store.load() if r["run_id"] in ids], len(todo)
 
 
-def _ray_task(cell, output_dir):
+def _ray_task(cell, output_dir, keep_checkpoints):
     """Body of one Ray task: RecBole's Config reads ``sys.argv``, which a worker must not pass on."""
     import sys
 
@@ -88,10 +93,10 @@ def _ray_task(cell, output_dir):
 
     os.makedirs(os.path.join(output_dir, "worker_logs"), exist_ok=True)
     os.chdir(os.path.join(output_dir, "worker_logs"))  # RecBole writes log/ into the cwd
-    return run_cell(cell, output_dir)
+    return run_cell(cell, output_dir, keep_checkpoints)
 
 
-def _run_ray(todo, output_dir, store, bar, address):
+def _run_ray(todo, output_dir, store, bar, address, keep_checkpoints):
     import ray  # only here: Ray is optional (not installed on every machine)
 
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -100,7 +105,7 @@ def _run_ray(todo, output_dir, store, bar, address):
              runtime_env={"env_vars": {"PYTHONPATH": python_path}})
     task = ray.remote(num_cpus=1)(_ray_task)
     output_dir = os.path.abspath(output_dir)
-    pending = [task.remote(cell, output_dir) for cell in todo]
+    pending = [task.remote(cell, output_dir, keep_checkpoints) for cell in todo]
     try:
         while pending:
             finished, pending = ray.wait(pending, num_returns=1)

@@ -70,6 +70,8 @@ def test_resume_after_crash_skips_the_finished_run(grid):
     lines = open(os.path.join(grid["out"], "runs.jsonl")).read().splitlines()
     assert lines[0] == first_lines[0]  # the finished run's record is untouched
     assert sorted(json.loads(line)["run_id"] for line in lines) == sorted(c.run_id for c in spec.cells())
+    # checkpoints are deleted once a run is stored (the default)
+    assert os.listdir(os.path.join(grid["out"], "saved")) == []
     # a third call trains nothing
     assert grid["third"]["n_ran"] == 0 and calls["third"] == []
 
