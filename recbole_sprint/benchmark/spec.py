@@ -310,6 +310,11 @@ def _check_metrics(spec):
         valid = config.get("valid_metric")
         if valid and str(valid).split("@")[0].lower() not in {str(n).lower() for n in names}:
             raise SpecError(f"spec entry '{entry}.valid_metric': [{valid}] is not among its metrics {names}")
+    topk = spec.config.get("topk", [10])  # RecBole's default
+    topks = {str(k) for k in ([topk] if isinstance(topk, int) else topk)}
+    for c in [c for _, _, c in spec.datasets] + [c for _, c in spec.models]:
+        if "topk" in c:
+            topks |= {str(k) for k in ([c["topk"]] if isinstance(c["topk"], int) else c["topk"])}
     for section, keys in (("table", ("metrics", "absolute_gain")), ("scaling", ("metrics",))):
         for key in keys:
             for j, column in enumerate((getattr(spec, section) or {}).get(key) or []):
@@ -319,6 +324,9 @@ def _check_metrics(spec):
                                     f"metrics: {', '.join(sorted(metrics_dict))}")
                 if key == "metrics" and base not in produced:
                     raise SpecError(f"spec entry '{section}.{key}[{j}]': [{column}] is not among config.metrics")
+                if key == "metrics" and "@" in str(column) and str(column).split("@")[1] not in topks:
+                    raise SpecError(f"spec entry '{section}.{key}[{j}]': [{column}] needs {column.split('@')[1]} "
+                                    f"in config.topk {sorted(topks)}")
 
 
 def _check_configs(spec):

@@ -43,6 +43,7 @@ def no_training(monkeypatch):
     ({"config": {"metrics": ["Recall"], "valid_metric": "NDCG@10"}}, "config.valid_metric", "NDCG@10"),
     ({"config": {"metrics": ["Recall"], "valid_metric": "Recall@10"}}, "models[0]", "train_neg_sample_args"),
     ({"table": {"metrics": ["hit@10"]}}, "table.metrics[0]", "hit@10"),
+    ({"scaling": {"metrics": ["ndcg@5"]}}, "scaling.metrics[0]", "ndcg@5"),
     ({"sizes": ["XS", "Huge"]}, "sizes[1]", "Huge"),
     ({"sweep": {"n_layer": [1, 2]}}, "sweep.n_layer", "n_layer"),
     ({"seedz": [1]}, "seedz", "seedz"),
