@@ -17,7 +17,7 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 
 from recbole_sprint.config import Config
 from recbole_sprint.data import create_dataset, data_preparation
-from recbole_sprint.utils import get_model, get_trainer
+from recbole_sprint.utils import get_model, get_trainer, parameter_counts
 
 
 def run(
@@ -63,7 +63,8 @@ def run_recbole_sprint(model=None, dataset=None, config_file_list=None, config_d
 
     Returns:
         dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` (as
-        RecBole's ``run_recbole``) plus ``model``, ``dataset``, ``n_params`` and ``train_seconds``.
+        RecBole's ``run_recbole``) plus ``model``, ``dataset``, ``n_params`` (split into
+        ``n_params_embedding`` and ``n_params_non_embedding``) and ``train_seconds``.
     """
     import time
 
@@ -108,6 +109,7 @@ def run_recbole_sprint(model=None, dataset=None, config_file_list=None, config_d
         "n_params": sum(p.numel() for p in model.parameters()),
         "train_seconds": train_seconds,
     }
+    result.update(parameter_counts(model))  # n_params_embedding / n_params_non_embedding (benchmark tables)
     if not config["single_spec"]:
         dist.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:

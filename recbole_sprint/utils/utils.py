@@ -58,4 +58,22 @@ def get_trainer(model_type, model_name):
     )
 
 
-__all__ = ["get_model", "get_trainer", "plugin_model_names", "ModelType"]
+def parameter_counts(model):
+    """Trainable-or-not parameter counts of ``model``, each tensor counted once (tied weights).
+
+    Embedding parameters are those of ``nn.Embedding`` modules (item and position embedding tables);
+    non-embedding parameters are all the others.
+
+    Returns:
+        dict ``n_params``, ``n_params_embedding``, ``n_params_non_embedding``.
+    """
+    from torch import nn
+
+    embedding_ids = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    unique = {id(p): p for p in model.parameters()}
+    n_embedding = sum(p.numel() for pid, p in unique.items() if pid in embedding_ids)
+    n_total = sum(p.numel() for p in unique.values())
+    return {"n_params": n_total, "n_params_embedding": n_embedding, "n_params_non_embedding": n_total - n_embedding}
+
+
+__all__ = ["get_model", "get_trainer", "plugin_model_names", "parameter_counts", "ModelType"]

@@ -1,0 +1,116 @@
+"""Run a benchmark grid: every cell through ``run_recbole_sprint`` (RecBole's normal trainer), one finished run
+per line in the results store; cells whose run id is already stored are skipped, so an interrupted grid
+resumes where it stopped.
+
+Sequential by default (a tqdm bar over the grid). With ``parallel=True`` or an ``address``, cells run as Ray
+tasks (one CPU each) and the driver stores each result as it arrives.
+"""
+
+import os
+import shutil
+import time
+
+from tqdm import tqdm
+
+from recbole_sprint.benchmark.store import ResultStore
+
+STORE_NAME = "runs.jsonl"
+
+
+def run_config(cell, output_dir):
+    """The config dict of one run: the cell's config plus data_path and output locations."""
+    config = dict(cell.config)
+    if cell.data_path is not None:
+        config["data_path"] = cell.data_path
+    config.setdefault("show_progress", False)
+    config.setdefault("log_flops", False)
+    config["checkpoint_dir"] = os.path.join(os.path.abspath(output_dir), "saved", cell.run_id)
+    return config
+
+
+def run_cell(cell, output_dir, keep_checkpoints=False):
+    """Train and test one cell; returns the record to store. The run's checkpoint (needed to test the best
+    epoch) is deleted afterwards unless ``keep_checkpoints``."""
+    from recbole_sprint.quick_start import run_recbole_sprint
+
+    start = time.time()
+    config = run_config(cell, output_dir)
+    result = run_recbole_sprint(cell.model, cell.dataset, config_dict=config)
+    if not keep_checkpoints:
+        shutil.rmtree(config["checkpoint_dir"], ignore_errors=True)
+    return {
+        "run_id": cell.run_id,
+        "model": cell.model,
+        "dataset": cell.dataset,
+        "seed": cell.seed,
+        "variant": cell.variant,
+        "variant_label": cell.variant_label,
+        "config": cell.config,
+        "test_result": {k: float(v) for k, v in result["test_result"].items()},
+        "best_valid_result": {k: float(v) for k, v in result["best_valid_result"].items()},
+        "best_valid_score": float(result["best_valid_score"]),
+        "n_params": int(result["n_params"]),
+        "n_params_embedding": int(result["n_params_embedding"]),
+        "n_params_non_embedding": int(result["n_params_non_embedding"]),
+        "train_seconds": float(result["train_seconds"]),
+        "wall_seconds": time.time() - start,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True, keep_checkpoints=False):
+    """Run every unfinished cell of ``spec``; returns the store's records of this spec's grid.
+
+    Returns:
+        ``(records, n_ran)``: the stored records of the grid's cells, and how many runs this call trained.
+    """
+    store = ResultStore(os.path.join(output_dir, STORE_NAME))
+    cells = spec.cells()
+    done = store.finished_ids()
+    todo = [cell for cell in cells if cell.run_id not in done]
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"benchmark {spec.name}", unit="run",
+               disable=not show_progress)
+    try:
+        if parallel or address:
+            _run_ray(todo, output_dir, store, bar, address, keep_checkpoints)
+        else:
+            for cell in todo:
+                bar.set_postfix_str(f"{cell.dataset} {cell.model} {cell.variant_label} seed={cell.seed}")
+                store.append(run_cell(cell, output_dir, keep_checkpoints))
+                bar.update()
+    finally:
+        bar.close()
+    ids = {cell.run_id for cell in cells}
+    return [r for r in store.load() if r["run_id"] in ids], len(todo)
+
+
+def _ray_task(cell, output_dir, keep_checkpoints):
+    """Body of one Ray task: RecBole's Config reads ``sys.argv``, which a worker must not pass on."""
+    import sys
+
+    sys.argv = sys.argv[:1]
+    import recbole_sprint  # noqa: F401  (shims and plugin metrics in the worker)
+
+    os.makedirs(os.path.join(output_dir, "worker_logs"), exist_ok=True)
+    os.chdir(os.path.join(output_dir, "worker_logs"))  # RecBole writes log/ into the cwd
+    return run_cell(cell, output_dir, keep_checkpoints)
+
+
+def _run_ray(todo, output_dir, store, bar, address, keep_checkpoints):
+    import ray  # only here: Ray is optional (not installed on every machine)
+
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": python_path}})
+    task = ray.remote(num_cpus=1)(_ray_task)
+    output_dir = os.path.abspath(output_dir)
+    pending = [task.remote(cell, output_dir, keep_checkpoints) for cell in todo]
+    try:
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            store.append(ray.get(finished[0]))
+            bar.update()
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)

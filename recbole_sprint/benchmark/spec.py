@@ -1,0 +1,354 @@
+"""Benchmark spec: load a YAML file, validate every entry before anything trains, expand it into a grid.
+
+A spec (see ``recbole_sprint/properties/benchmark/*.yaml``)::
+
+    name: smoke                       # names the default output folder
+    models: [SASRec, {name: SASRecSPRINT, config: {sprint_attn_weight: 1.0}}]
+    datasets: [ml-100k, {name: amazon-beauty, data_path: ../shared/datasets, config: {...}}]
+    data_path: ../shared/datasets     # default data_path of datasets that name none
+    seeds: [2020, 2021]
+    config: {epochs: 1, metrics: [Recall, NDCG], topk: [10], valid_metric: NDCG@10}   # shared by every run
+    sizes: [XXS, XS]                  # optional: the paper's size presets (scaling.SIZE_PRESETS)
+    sweep: {n_layers: [1, 2]}         # optional: cartesian product of config values
+    table: {metrics: [ndcg@10, recall@10], absolute_gain: [], alpha: 0.05}   # optional
+    scaling: {metrics: [ndcg@10, averagepopularity@10]}                      # optional: draws plots
+
+Config priority (lowest first): the model's yaml defaults, ``config``, the dataset's ``config``, the model's
+``config``, the size preset, the sweep values, the seed.
+
+A relative ``data_path`` is resolved against the spec file's folder first, then against the current
+directory; the first that holds ``<name>/<name>.inter`` wins. ``ml-100k`` (inside the recbole wheel) and the
+datasets RecBole can download (``recbole/properties/dataset/url.yaml``) need no files.
+"""
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from recbole_sprint.benchmark.scaling import SIZE_KEYS, SIZE_PRESETS, size_config
+
+TOP_LEVEL_KEYS = ("name", "models", "datasets", "data_path", "seeds", "config", "sizes", "sweep", "table", "scaling")
+TABLE_KEYS = ("metrics", "absolute_gain", "alpha")
+SCALING_KEYS = ("metrics",)
+
+
+class SpecError(ValueError):
+    """A benchmark spec entry is invalid; the message names the entry."""
+
+
+@dataclass
+class Cell:
+    """One run of the grid."""
+
+    model: str
+    dataset: str
+    seed: int
+    variant: dict  # size name (key "size") and sweep values
+    config: dict  # everything passed to run_recbole_sprint except output locations
+    data_path: str = None
+
+    @property
+    def run_id(self):
+        """Hash of model, dataset, seed, the resolved variant and the config (data_path excluded, so that a
+        store stays valid when the datasets folder is reached from elsewhere)."""
+        identity = {"model": self.model, "dataset": self.dataset, "seed": self.seed, "variant": self.variant,
+                    "config": self.config}
+        return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def variant_label(self):
+        return variant_label(self.variant)
+
+
+def variant_label(variant):
+    """``"XS, lr=0.001"`` for ``{"size": "XS", "learning_rate": 0.001}``; ``""`` for no variant."""
+    parts = [variant["size"]] if "size" in variant else []
+    parts += [f"{k}={v}" for k, v in variant.items() if k != "size"]
+    return ", ".join(parts)
+
+
+@dataclass
+class Spec:
+    name: str
+    path: str
+    models: list  # [(name, config dict)]
+    datasets: list  # [(name, data_path or None, config dict)]
+    seeds: list
+    config: dict
+    sizes: list = field(default_factory=list)
+    sweep: dict = field(default_factory=dict)
+    table: dict = field(default_factory=dict)
+    scaling: dict = None
+
+    def variants(self):
+        """Every combination of size preset and sweep values, as ordered dicts."""
+        sizes = self.sizes or [None]
+        keys = list(self.sweep)
+        out = []
+        for size in sizes:
+            for values in itertools.product(*[self.sweep[k] for k in keys]):
+                variant = {"size": size} if size else {}
+                variant.update(zip(keys, values))
+                out.append(variant)
+        return out
+
+    def cells(self):
+        """The grid, ordered dataset > model > variant > seed."""
+        cells = []
+        for dataset, data_path, dataset_config in self.datasets:
+            for model, model_config in self.models:
+                for variant in self.variants():
+                    for seed in self.seeds:
+                        config = copy.deepcopy(self.config)
+                        config.update(dataset_config)
+                        config.update(model_config)
+                        if "size" in variant:
+                            config.update(size_config(variant["size"]))
+                        config.update({k: v for k, v in variant.items() if k != "size"})
+                        config["seed"] = seed
+                        cells.append(Cell(model, dataset, seed, dict(variant), config, data_path))
+        return cells
+
+
+def load_spec(path, overrides=None):
+    """Read and validate the spec at ``path``.
+
+    Args:
+        overrides: optional dict merged over the file's top level (``config`` is merged key by key), e.g. for
+            a faster test copy of a shipped spec.
+
+    Raises:
+        SpecError: naming the first invalid entry.
+    """
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    for key, value in (overrides or {}).items():
+        if key == "config" and isinstance(value, dict):
+            raw["config"] = {**(raw.get("config") or {}), **value}
+        elif value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    return parse_spec(raw, path)
+
+
+def parse_spec(raw, path="<spec>"):
+    """Validate a spec given as a dict (see :func:`load_spec`)."""
+    import recbole_sprint  # noqa: F401  (plugin metrics register on import)
+
+    unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise SpecError(f"{path}: unknown spec key(s) {unknown}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
+    spec_dir = os.path.dirname(os.path.abspath(path)) if os.path.exists(str(path)) else os.getcwd()
+    config = _mapping(raw.get("config"), "config")
+    spec = Spec(
+        name=str(raw.get("name") or os.path.splitext(os.path.basename(str(path)))[0]),
+        path=str(path),
+        models=_models(raw.get("models")),
+        datasets=_datasets(raw.get("datasets"), raw.get("data_path"), spec_dir),
+        seeds=_seeds(raw.get("seeds")),
+        config=config,
+        sizes=_sizes(raw.get("sizes")),
+        sweep=_sweep(raw.get("sweep")),
+        table=_section(raw.get("table"), "table", TABLE_KEYS),
+        scaling=None if raw.get("scaling") is None else _section(raw.get("scaling"), "scaling", SCALING_KEYS),
+    )
+    if spec.sizes:
+        clash = sorted(set(spec.sweep) & set(SIZE_KEYS))
+        if clash:
+            raise SpecError(f"spec entry 'sweep.{clash[0]}': set by the size presets in 'sizes' as well")
+    _check_metrics(spec)
+    _check_configs(spec)
+    return spec
+
+
+def _mapping(value, entry):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"spec entry '{entry}' must be a mapping, got {value!r}")
+    return dict(value)
+
+
+def _section(value, entry, allowed):
+    value = _mapping(value, entry)
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise SpecError(f"spec entry '{entry}': unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _named(item, entry):
+    """``"X"`` or ``{name: X, config: {...}, ...}`` -> (name, dict of the other keys)."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        return item["name"], {k: v for k, v in item.items() if k != "name"}
+    raise SpecError(f"spec entry '{entry}' must be a name or a mapping with 'name', got {item!r}")
+
+
+def _models(value):
+    from recbole_sprint.utils import get_model
+
+    if not isinstance(value, list) or not value:
+        raise SpecError("spec entry 'models' must be a non-empty list of model names")
+    models = []
+    for i, item in enumerate(value):
+        name, extra = _named(item, f"models[{i}]")
+        unknown = sorted(set(extra) - {"config"})
+        if unknown:
+            raise SpecError(f"spec entry 'models[{i}]' ({name}): unknown key(s) {unknown}; allowed: name, config")
+        try:
+            get_model(name)
+        except ValueError as error:
+            raise SpecError(f"spec entry 'models[{i}]': {error}") from None
+        except ImportError as error:  # RecBole's lookup imports optional libraries (lightgbm, xgboost) on a miss
+            raise SpecError(f"spec entry 'models[{i}]': unknown model [{name}] (neither a recbole_sprint nor a "
+                            f"RecBole model; the lookup ended with: {error})") from None
+        models.append((name, _mapping(extra.get("config"), f"models[{i}].config")))
+    names = [name for name, _ in models]
+    if len(set(names)) != len(names):
+        raise SpecError(f"spec entry 'models' lists a model twice: {names}")
+    return models
+
+
+def _recbole_url_datasets():
+    import recbole
+
+    with open(os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "url.yaml")) as f:
+        return set(yaml.safe_load(f))
+
+
+def resolve_data_path(data_path, name, spec_dir):
+    """The folder holding ``<name>/<name>.inter``: ``data_path`` as is if absolute, else against the spec's
+    folder, then the current directory. ``None`` when no candidate holds the file."""
+    if data_path is None:
+        return None
+    candidates = [data_path] if os.path.isabs(data_path) else [os.path.join(spec_dir, data_path), data_path]
+    for candidate in candidates:
+        if os.path.isfile(os.path.join(candidate, name, f"{name}.inter")):
+            return os.path.abspath(candidate)
+    return None
+
+
+def _datasets(value, default_data_path, spec_dir):
+    if not isinstance(value, list) or not value:
+        raise SpecError("spec entry 'datasets' must be a non-empty list of dataset names")
+    datasets = []
+    for i, item in enumerate(value):
+        name, extra = _named(item, f"datasets[{i}]")
+        unknown = sorted(set(extra) - {"config", "data_path"})
+        if unknown:
+            raise SpecError(f"spec entry 'datasets[{i}]' ({name}): unknown key(s) {unknown}; "
+                            "allowed: name, data_path, config")
+        data_path = extra.get("data_path", default_data_path)
+        resolved = resolve_data_path(data_path, name, spec_dir)
+        if resolved is None and name != "ml-100k" and name not in _recbole_url_datasets():
+            where = (f"data_path '{data_path}' (tried against {spec_dir} and {os.getcwd()})" if data_path
+                     else "no data_path given")
+            raise SpecError(f"spec entry 'datasets[{i}]': unknown dataset [{name}]: no {name}/{name}.inter under "
+                            f"{where}, and it is neither ml-100k nor a dataset RecBole can download")
+        datasets.append((name, resolved, _mapping(extra.get("config"), f"datasets[{i}].config")))
+    return datasets
+
+
+def _seeds(value):
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) for s in value):
+        raise SpecError(f"spec entry 'seeds' must be a non-empty list of integers, got {value!r}")
+    if len(set(value)) != len(value):
+        raise SpecError(f"spec entry 'seeds' repeats a seed: {value}")
+    return list(value)
+
+
+def _sizes(value):
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(f"spec entry 'sizes' must be a list of size names ({', '.join(SIZE_PRESETS)})")
+    for i, name in enumerate(value):
+        if name not in SIZE_PRESETS:
+            raise SpecError(f"spec entry 'sizes[{i}]': unknown model size [{name}]; allowed: {', '.join(SIZE_PRESETS)}")
+    return list(value)
+
+
+def _sweep(value):
+    sweep = _mapping(value, "sweep")
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"spec entry 'sweep.{key}' must be a non-empty list of values, got {values!r}")
+    return sweep
+
+
+def metric_names(config):
+    """The metric names of a config dict (RecBole accepts a string or a list)."""
+    metrics = config.get("metrics", ["Recall", "MRR", "NDCG", "Hit", "Precision"])
+    return [metrics] if isinstance(metrics, str) else list(metrics)
+
+
+def _check_metrics(spec):
+    """Every configured metric is registered; valid_metric and the table/scaling columns are produced."""
+    from recbole.evaluator.register import metrics_dict
+
+    configs = [("config", spec.config)]
+    configs += [(f"datasets[{i}].config", c) for i, (_, _, c) in enumerate(spec.datasets) if "metrics" in c]
+    configs += [(f"models[{i}].config", c) for i, (_, c) in enumerate(spec.models) if "metrics" in c]
+    produced = set()
+    for entry, config in configs:
+        names = metric_names(config)
+        for j, name in enumerate(names):
+            if str(name).lower() not in metrics_dict:
+                raise SpecError(f"spec entry '{entry}.metrics[{j}]': unknown metric [{name}]; registered metrics: "
+                                f"{', '.join(sorted(metrics_dict))}")
+        produced |= {str(n).lower() for n in names}
+        valid = config.get("valid_metric")
+        if valid and str(valid).split("@")[0].lower() not in {str(n).lower() for n in names}:
+            raise SpecError(f"spec entry '{entry}.valid_metric': [{valid}] is not among its metrics {names}")
+    topk = spec.config.get("topk", [10])  # RecBole's default
+    topks = {str(k) for k in ([topk] if isinstance(topk, int) else topk)}
+    for c in [c for _, _, c in spec.datasets] + [c for _, c in spec.models]:
+        if "topk" in c:
+            topks |= {str(k) for k in ([c["topk"]] if isinstance(c["topk"], int) else c["topk"])}
+    for section, keys in (("table", ("metrics", "absolute_gain")), ("scaling", ("metrics",))):
+        for key in keys:
+            for j, column in enumerate((getattr(spec, section) or {}).get(key) or []):
+                base = str(column).split("@")[0].lower()
+                if base not in metrics_dict:
+                    raise SpecError(f"spec entry '{section}.{key}[{j}]': unknown metric [{column}]; registered "
+                                    f"metrics: {', '.join(sorted(metrics_dict))}")
+                if key == "metrics" and base not in produced:
+                    raise SpecError(f"spec entry '{section}.{key}[{j}]': [{column}] is not among config.metrics")
+                if key == "metrics" and "@" in str(column) and str(column).split("@")[1] not in topks:
+                    raise SpecError(f"spec entry '{section}.{key}[{j}]': [{column}] needs {column.split('@')[1]} "
+                                    f"in config.topk {sorted(topks)}")
+
+
+def _check_configs(spec):
+    """Build RecBole's Config of every (model, dataset) pair (first size, no sweep values), so that config errors show up
+    before anything trains; sweep keys must be config keys of at least one model (a typo would silently
+    do nothing)."""
+    from recbole_sprint.config import Config
+
+    known = set(SIZE_KEYS)
+    variant_config = size_config(spec.sizes[0]) if spec.sizes else {}  # sweep values left out: see below
+    for i, (model, model_config) in enumerate(spec.models):
+        for j, (dataset, data_path, dataset_config) in enumerate(spec.datasets):
+            config_dict = {**spec.config, **dataset_config, **model_config, **variant_config, "seed": spec.seeds[0]}
+            if data_path:
+                config_dict["data_path"] = data_path
+            try:
+                config = Config(model=model, dataset=dataset, config_dict=config_dict)
+            except (ValueError, KeyError, TypeError, NotImplementedError) as error:
+                raise SpecError(f"spec entries 'models[{i}]' ({model}) x 'datasets[{j}]' ({dataset}): RecBole "
+                                f"rejects the config: {error}") from None
+            known |= set(config.final_config_dict)
+    for key in spec.sweep:
+        if key not in known:
+            raise SpecError(f"spec entry 'sweep.{key}': [{key}] is not a config key of any of the models "
+                            f"{[m for m, _ in spec.models]}")

@@ -1,0 +1,58 @@
+"""Results store: one JSON object per finished run, appended to a JSONL file.
+
+Each line is written with a single ``write`` followed by ``flush`` and ``fsync``, so that a crash loses at
+most the run that was being written. On reading, a last line without its newline (a write cut short) is
+ignored, and the run it described is simply run again.
+"""
+
+import json
+import os
+
+
+class ResultStore:
+    """Append-only JSONL store of finished runs, keyed by ``run_id``."""
+
+    def __init__(self, path):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def load(self):
+        """All complete records, in the order they were written (a later record with the same id wins)."""
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path, "rb") as f:
+            data = f.read()
+        records = {}
+        for line in data.split(b"\n")[:-1]:  # the piece after the last newline is incomplete (or empty)
+            if line.strip():
+                record = json.loads(line)
+                records[record["run_id"]] = record
+        return list(records.values())
+
+    def finished_ids(self):
+        return {record["run_id"] for record in self.load()}
+
+    def append(self, record):
+        """Append one record durably."""
+        line = json.dumps(record, sort_keys=True, default=_to_json) + "\n"
+        self._drop_partial_tail()
+        with open(self.path, "ab") as f:
+            f.write(line.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _drop_partial_tail(self):
+        """Cut off a last line that a crash left without its newline, so the next record starts cleanly."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+
+
+def _to_json(value):
+    """numpy scalars (RecBole metric values are np.float64) -> Python numbers."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in the results store")
