@@ -1,9 +1,13 @@
-"""Dataset creation: RecBole's, plus a clear error when a dataset is neither on disk nor downloadable."""
+"""Dataset creation: RecBole's, plus a clear error when a dataset is neither on disk nor downloadable, and the
+``train_mode: full_sequence`` dataset (:class:`~recbole_sprint.data.dataset.FullSequenceDataset`)."""
 
 import os
 import urllib.error
 
 import recbole.data
+from recbole.utils import ModelType
+
+from recbole_sprint.data.dataset import FullSequenceDataset, check_train_mode
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -23,11 +27,41 @@ def _unavailable_message(config, cause):
     )
 
 
+def check_full_sequence_config(config):
+    """Raise ``ValueError`` if ``train_mode: full_sequence`` cannot work with this config's model or sampling."""
+    from recbole_sprint.model.full_sequence import FullSequence  # the model side of the protocol
+    from recbole_sprint.utils import get_model
+
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        raise ValueError(f"train_mode 'full_sequence' needs a sequential model, got {config['model']}")
+    model_class = get_model(config["model"])
+    if not issubclass(model_class, FullSequence):
+        raise ValueError(
+            f"train_mode 'full_sequence' is not supported by {config['model']} (allowed values for it: ['prefix']); "
+            "models that implement recbole_sprint.model.full_sequence.FullSequence support it, e.g. SASRecSPRINT"
+        )
+    neg_args = config["train_neg_sample_args"]
+    if neg_args is not None and neg_args.get("distribution", "none") != "none":
+        raise ValueError(
+            "train_neg_sample_args must be None (~) with train_mode 'full_sequence': the BCE and "
+            f"sampled_softmax losses draw their own negatives (num_negatives); got {neg_args}"
+        )
+
+
 def create_dataset(config):
     """``recbole.data.create_dataset``; a failed download of a missing dataset raises
-    :class:`DatasetUnavailableError` with instructions instead of a urllib traceback."""
+    :class:`DatasetUnavailableError` with instructions instead of a urllib traceback.
+
+    With ``train_mode: full_sequence`` the dataset is a :class:`FullSequenceDataset` (RecBole's
+    ``SequentialDataset``, one training row per user; valid/test unchanged). It is built directly, so
+    RecBole's ``dataset_save_path`` reuse of a pickled dataset does not apply to it."""
     on_disk = os.path.isdir(config["data_path"])
+    full_sequence = check_train_mode(config) == "full_sequence"
+    if full_sequence:
+        check_full_sequence_config(config)
     try:
+        if full_sequence:
+            return FullSequenceDataset(config)
         return recbole.data.create_dataset(config)
     except (urllib.error.URLError, OSError) as error:
         if on_disk:
@@ -36,10 +70,18 @@ def create_dataset(config):
 
 
 def data_preparation(config, dataset):
-    """RecBole's ``data_preparation`` (the train/valid/test dataloaders); the training dataset also carries
-    the per-item counts of every interaction, for the evaluator's ``popularity_source: all``."""
+    """RecBole's ``data_preparation`` (the train/valid/test dataloaders).
+
+    The training dataset also carries the per-item counts of every interaction, for the evaluator's
+    ``popularity_source: all``. RecBole's ``TrainDataLoader`` serves the full-sequence rows of a
+    :class:`FullSequenceDataset` unchanged (``train_batch_size`` then counts users)."""
     from recbole_sprint.evaluator.popularity import attach_full_popularity
 
+    if check_train_mode(config) == "full_sequence" and not isinstance(dataset, FullSequenceDataset):
+        raise ValueError(
+            "train_mode 'full_sequence' needs the dataset from recbole_sprint.data.create_dataset "
+            f"(a FullSequenceDataset), got {type(dataset).__name__}"
+        )
     train_data, valid_data, test_data = recbole.data.data_preparation(config, dataset)
     attach_full_popularity(train_data._dataset, dataset)
     return train_data, valid_data, test_data

@@ -24,6 +24,9 @@ POPULARITY_SOURCES = ("train", "all")
 
 # attribute that recbole_sprint.data.data_preparation sets on the training dataset (popularity_source: all)
 FULL_POPULARITY_ATTRIBUTE = "item_popularity_all"
+# attribute of a training split whose rows are not one per interaction or prefix (FullSequenceDataset):
+# the counts of the training interactions it was built from (popularity_source: train)
+TRAIN_POPULARITY_ATTRIBUTE = "item_popularity_train"
 
 
 def check_tail_ratio(tail_ratio):
@@ -79,7 +82,8 @@ def item_popularity(train_dataset, popularity_source):
     """Popularity vector [num_items] (LongTensor, padding entry 0) for ``popularity_source``."""
     check_popularity_source(popularity_source)
     if popularity_source == "train":
-        return item_interaction_counts(train_dataset)
+        counts = getattr(train_dataset, TRAIN_POPULARITY_ATTRIBUTE, None)
+        return counts if counts is not None else item_interaction_counts(train_dataset)
     counts = getattr(train_dataset, FULL_POPULARITY_ATTRIBUTE, None)
     if counts is None:
         raise ValueError(

@@ -4,13 +4,49 @@
 :class:`SprintTrainer` is RecBole's :class:`~recbole.trainer.Trainer` with the compatibility fixes of
 :mod:`recbole_sprint.compat` and a training log that adds, for SPRINT models, the per-step means of the
 recommendation loss and of the weighted attention, feed-forward and embedding terms.
+
+Mixed precision: RecBole's ``enable_amp: True`` runs ``calculate_loss`` under ``torch.autocast`` with the
+device's default dtype (float16 on CUDA). The plugin adds ``amp_dtype``:
+
+* ``bfloat16`` (default when ``amp_dtype`` is unset): autocast in bf16, no GradScaler (bf16 has fp32's range);
+* ``float16``: autocast in fp16 with RecBole's GradScaler, switched on on CUDA (fp16 gradients underflow
+  without it).
+
+SPRINT's power iterations always run in float32 (the estimators disable autocast), and the plugin
+losses score in float32.
 """
 
+import functools
+
+import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_sprint.compat import CompatTrainerMixin
 from recbole_sprint.evaluator import SprintCollector
+
+
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_amp_dtype(config):
+    """The ``torch.dtype`` of ``amp_dtype`` (unset: bfloat16); ``ValueError`` naming the allowed values."""
+    name = config["amp_dtype"] or "bfloat16"
+    if name not in AMP_DTYPES:
+        raise ValueError(f"amp_dtype must be one of {list(AMP_DTYPES)}, got {name!r}")
+    return AMP_DTYPES[name]
+
+
+def autocast_loss(loss_func, device_type, dtype):
+    """``loss_func`` run under ``torch.autocast(device_type, dtype)`` (inside RecBole's own autocast, whose
+    dtype it overrides)."""
+
+    @functools.wraps(loss_func)
+    def run(interaction):
+        with torch.autocast(device_type=device_type, dtype=dtype):
+            return loss_func(interaction)
+
+    return run
 
 
 class SprintTrainer(CompatTrainerMixin, Trainer):
@@ -20,9 +56,15 @@ class SprintTrainer(CompatTrainerMixin, Trainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        self.amp_dtype = check_amp_dtype(config)
+        if self.enable_amp:
+            self.enable_scaler = self.amp_dtype == torch.float16 and torch.cuda.is_available()
         self.sprint_parts = None  # {"rec": ..., "sprint_attn": ..., ...} of the last epoch
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss_func = loss_func or self.model.calculate_loss
+        if self.enable_amp:
+            loss_func = autocast_loss(loss_func, self.device.type, self.amp_dtype)
         total_loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         sprint = getattr(self.model, "sprint", None)
         self.sprint_parts = sprint.pop_epoch_parts() if sprint is not None else None

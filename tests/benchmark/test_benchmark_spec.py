@@ -81,12 +81,13 @@ def test_data_path_resolution(tmp_path, monkeypatch):
     """A relative data_path is tried against the spec's folder first, then against the cwd."""
     (tmp_path / "specs").mkdir()
     (tmp_path / "data" / "toy").mkdir(parents=True)
-    (tmp_path / "data" / "toy" / "toy.inter").write_text("user_id:token\titem_id:token\n1\t1\n")
+    (tmp_path / "data" / "toy" / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t1\t5\n")
     spec_file = tmp_path / "specs" / "s.yaml"
-    spec_file.write_text(yaml.safe_dump({**GOOD, "datasets": ["toy"], "data_path": "../data"}))
+    config = {**GOOD["config"], "load_col": {"inter": ["user_id", "item_id", "timestamp"]}}
+    spec_file.write_text(yaml.safe_dump({**GOOD, "config": config, "datasets": ["toy"], "data_path": "../data"}))
     monkeypatch.chdir(tmp_path / "specs")
     assert load_spec(str(spec_file)).datasets[0][1] == str(tmp_path / "data")  # spec-relative
-    spec_file.write_text(yaml.safe_dump({**GOOD, "datasets": ["toy"], "data_path": "data"}))
+    spec_file.write_text(yaml.safe_dump({**GOOD, "config": config, "datasets": ["toy"], "data_path": "data"}))
     monkeypatch.chdir(tmp_path)
     assert load_spec(str(spec_file)).datasets[0][1] == str(tmp_path / "data")  # cwd-relative
     monkeypatch.chdir(tmp_path / "specs")

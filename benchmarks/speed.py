@@ -1,0 +1,340 @@
+"""Training-speed benchmark: seconds/epoch and samples/s, prefix vs full_sequence, SPRINT off vs on.
+
+    python benchmarks/speed.py                                  # CPU: small, estimated from a few batches
+    python benchmarks/speed.py --device cuda --max_len 200      # GPU: whole epochs on ml-1m-3k
+    python benchmarks/speed.py --dataset ml-100k --max_batches 0
+    python benchmarks/speed.py --device cuda --big              # + the 0.34B configuration in bf16 (TFLOP/s)
+
+Every run goes through RecBole's real training path: recbole_sprint's create_dataset/data_preparation,
+the model's calculate_loss and SprintTrainer._train_epoch (optimizer step included). Evaluation is not timed.
+
+Rows (models that ``get_model`` cannot find are skipped with a note, so BERT4RecSPRINT, HSTU and HSTUSPRINT
+join the table once they exist):
+
+* a RecBole model (``SASRec``): prefix mode only;
+* a plugin model with the ``FullSequence`` mixin: ``prefix`` and ``full_sequence``; otherwise ``prefix`` only;
+* a SPRINT model: SPRINT weights 0 ("w0", must equal its backbone) and the yaml defaults ("on").
+
+Columns: ``s/epoch`` (estimated as seconds/batch x batches/epoch when ``--max_batches`` cuts the epoch, marked
+``~``), ``samples/s`` (training rows: one per prefix in prefix mode, one per user in full_sequence mode),
+``targets/s`` (next-item targets that get a loss: one per row in prefix mode, every valid position in
+full_sequence mode), and SPRINT's overhead over the same model with weights 0.
+
+FLOPs of the --big configuration (counted analytically, per training step, for RecBole's TransformerEncoder):
+
+    matmul params  P = L * (4 d^2 + 2 d d_ff)            (Q, K, V, O; FFN in/out; biases, norms ignored)
+    forward        F = 2 T P                              (T = B n computed tokens, padding included)
+                     + L * 4 B n^2 d                      (Q K^T and P V, the full n x n matrix RecBole computes)
+                     + 2 T_valid d S                      (scoring: S = |I| items for CE, 1 + N for BCE)
+    training       3 F                                    (backward = 2x forward)
+
+SPRINT's power iterations (a few matrix-vector products per step) and elementwise ops are not counted.
+Achieved TFLOP/s = 3F / measured step time; the share of --peak_tflops (default: the bf16 dense matmul
+peak measured on the H100 used for this project, ~798 TFLOP/s) is printed.
+
+CPU timings on a shared machine are noisy: compare rows of one run, not runs.
+"""
+
+import argparse
+import itertools
+import logging
+import os
+import platform
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import torch  # noqa: E402
+from recbole.utils import init_seed  # noqa: E402
+
+import recbole_sprint  # noqa: E402,F401  (compatibility shims)
+from recbole_sprint.config import Config  # noqa: E402
+from recbole_sprint.data import create_dataset, data_preparation  # noqa: E402
+from recbole_sprint.model.full_sequence import FullSequence  # noqa: E402
+from recbole_sprint.model.sprint import SPRINT  # noqa: E402
+from recbole_sprint.utils import get_model, get_trainer  # noqa: E402
+
+DEFAULT_MODELS = ["SASRec", "SASRecSPRINT", "BERT4RecSPRINT", "HSTU", "HSTUSPRINT"]
+SPRINT_OFF = {"sprint_attn_weight": 0.0, "sprint_ffn_weight": 0.0, "sprint_emb_weight": 0.0}
+BIG = {"n_layers": 12, "hidden_size": 1536, "n_heads": 24, "inner_size": 4 * 1536}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-1m-3k")
+    parser.add_argument("--data_path", default=os.path.join(REPO, "..", "shared", "datasets"),
+                        help="folder with <dataset>/ atomic files (ml-100k: RecBole's bundled copy if absent)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated model names")
+    parser.add_argument("--modes", default="prefix,full_sequence")
+    parser.add_argument("--max_len", type=int, default=50, help="MAX_ITEM_LIST_LENGTH")
+    parser.add_argument("--n_layers", type=int, default=2)
+    parser.add_argument("--hidden_size", type=int, default=64)
+    parser.add_argument("--n_heads", type=int, default=2)
+    parser.add_argument("--inner_size", type=int, default=None, help="default: 4 * hidden_size")
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="train_batch_size for both modes (default: the yaml's, RecBole 2048)")
+    parser.add_argument("--full_batch_size", type=int, default=None,
+                        help="train_batch_size in full_sequence mode only (rows are users there)")
+    parser.add_argument("--loss_type", default="CE", help="CE (both modes) or BCE / sampled_softmax (full_sequence)")
+    parser.add_argument("--epochs", type=int, default=None, help="timed epochs per row (default: 2 on cuda, 1 on cpu)")
+    parser.add_argument("--max_batches", type=int, default=None,
+                        help="time at most this many batches per epoch and extrapolate (0 = whole epoch; "
+                             "default: 4 on cpu, 0 on cuda)")
+    parser.add_argument("--amp", action="store_true", help="enable_amp with amp_dtype bfloat16 for every row")
+    parser.add_argument("--big", action="store_true", help="also time the 0.34B configuration in bf16")
+    parser.add_argument("--big_models", default="SASRecSPRINT", help="models for --big (comma-separated)")
+    parser.add_argument("--big_batch_size", type=int, default=128)
+    parser.add_argument("--big_max_len", type=int, default=200)
+    parser.add_argument("--big_steps", type=int, default=10)
+    parser.add_argument("--peak_tflops", type=float, default=798.0)
+    parser.add_argument("--seed", type=int, default=2020)
+    args = parser.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 2 if args.device == "cuda" else 1
+    if args.max_batches is None:
+        args.max_batches = 0 if args.device == "cuda" else 4
+    args.inner_size = args.inner_size or 4 * args.hidden_size
+    return args
+
+
+class FirstBatches:
+    """The first ``count`` batches of a RecBole dataloader (all of them for count 0)."""
+
+    def __init__(self, loader, count):
+        self.loader, self.count = loader, count
+        self.shuffle = loader.shuffle
+        self.sampler = getattr(loader, "sampler", None)
+
+    def __len__(self):
+        return min(len(self.loader), self.count) if self.count else len(self.loader)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), len(self))
+
+
+def synchronize(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def variants(name, modes):
+    """``[(label, train_mode, overrides)]`` for one model, or ``(None, note)`` if it cannot run."""
+    try:
+        cls = get_model(name)
+    except (ValueError, ImportError):  # RecBole's lookup of an unknown name may hit exlib's missing lightgbm
+        return None, f"{name}: not found by get_model (not implemented in this checkout): skipped"
+    own_modes = [m for m in modes if m == "prefix" or issubclass(cls, FullSequence)]
+    if not own_modes:
+        return None, f"{name}: supports none of the modes {modes}: skipped"
+    out = []
+    for mode in own_modes:
+        if issubclass(cls, SPRINT):
+            out.append((f"{name} w0", mode, dict(SPRINT_OFF)))
+            out.append((f"{name} on", mode, {}))
+        else:
+            out.append((name, mode, {}))
+    return out, None
+
+
+def base_config(args, name, mode, overrides, **extra):
+    config = {
+        "MAX_ITEM_LIST_LENGTH": args.max_len,
+        "n_layers": args.n_layers,
+        "n_heads": args.n_heads,
+        "hidden_size": args.hidden_size,
+        "inner_size": args.inner_size,
+        "loss_type": args.loss_type if mode == "full_sequence" else "CE",
+        "train_neg_sample_args": None,
+        "device": args.device,
+        "use_gpu": args.device == "cuda",
+        "seed": args.seed,
+        "reproducibility": False,  # cudnn.benchmark on, as a real GPU run
+        "show_progress": False,
+        "log_flops": False,
+        "state": "ERROR",
+        "enable_amp": args.amp,
+        "amp_dtype": "bfloat16",
+        "checkpoint_dir": os.path.join(REPO, "saved", "benchmark"),
+    }
+    if os.path.isdir(os.path.join(args.data_path, args.dataset)):  # else RecBole's own copy (ml-100k)
+        config["data_path"] = args.data_path
+    if mode == "full_sequence":
+        config["train_mode"] = "full_sequence"
+    batch = args.full_batch_size if mode == "full_sequence" and args.full_batch_size else args.batch_size
+    if batch:
+        config["train_batch_size"] = batch
+    config.update(overrides)
+    config.update(extra)
+    return Config(model=name, dataset=args.dataset, config_dict=config)
+
+
+_DATA = {}
+
+
+def prepared_data(config, mode):
+    """Dataloaders, cached per (dataset, mode, max length, batch size): the dataset does not depend on the model."""
+    key = (config["dataset"], mode, config["MAX_ITEM_LIST_LENGTH"], config["train_batch_size"])
+    if key not in _DATA:
+        start = time.time()
+        _DATA[key] = data_preparation(config, create_dataset(config))
+        print(f"  data {key}: {time.time() - start:.1f} s, {len(_DATA[key][0].dataset)} training rows", flush=True)
+    return _DATA[key]
+
+
+def count_targets(train_data, mode, config):
+    if mode == "prefix":
+        return len(train_data.dataset)
+    return int(train_data.dataset.inter_feat[config["ITEM_LIST_LENGTH_FIELD"]].sum())
+
+
+def build(config, train_data):
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return model, trainer
+
+
+def time_row(args, name, label, mode, overrides):
+    config = base_config(args, name, mode, overrides)
+    train_data = prepared_data(config, mode)[0]
+    model, trainer = build(config, train_data)
+    warm = FirstBatches(train_data, 1)
+    trainer._train_epoch(warm, 0)  # warm-up: allocator, cudnn/cublas heuristics, lazy inits
+    batches = FirstBatches(train_data, args.max_batches)
+    seconds = []
+    for epoch in range(args.epochs):
+        synchronize(args.device)
+        start = time.perf_counter()
+        trainer._train_epoch(batches, epoch)
+        synchronize(args.device)
+        seconds.append((time.perf_counter() - start) * len(train_data) / len(batches))
+    per_epoch = min(seconds)
+    rows, targets = len(train_data.dataset), count_targets(train_data, mode, config)
+    return {
+        "label": label,
+        "mode": mode,
+        "s_epoch": per_epoch,
+        "estimated": len(batches) < len(train_data),
+        "samples_s": rows / per_epoch,
+        "targets_s": targets / per_epoch,
+        "rows": rows,
+        "batches": len(train_data),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def transformer_flops(config, batch, n, valid_tokens, n_items):
+    """Training FLOPs of one step (see the module docstring)."""
+    layers, d, d_ff = config["n_layers"], config["hidden_size"], config["inner_size"]
+    params = layers * (4 * d * d + 2 * d * d_ff)
+    scored = n_items if config["loss_type"] == "CE" else 1 + config["num_negatives"]
+    forward = 2 * batch * n * params + layers * 4 * batch * n * n * d + 2 * valid_tokens * d * scored
+    return 3 * forward, params
+
+
+def time_big(args, name):
+    """Step time and TFLOP/s of the 0.34B configuration, full_sequence, bf16 autocast."""
+    big_args = argparse.Namespace(**{**vars(args), "max_len": args.big_max_len, "full_batch_size": None,
+                                     "batch_size": args.big_batch_size, **BIG})
+    config = base_config(big_args, name, "full_sequence", {}, enable_amp=True, amp_dtype="bfloat16")
+    train_data = prepared_data(config, "full_sequence")[0]
+    model, trainer = build(config, train_data)
+    trainer._train_epoch(FirstBatches(train_data, 2), 0)  # warm-up
+    steps = FirstBatches(train_data, args.big_steps)
+    synchronize(args.device)
+    start = time.perf_counter()
+    trainer._train_epoch(steps, 1)
+    synchronize(args.device)
+    step_s = (time.perf_counter() - start) / len(steps)
+    mean_length = train_data.dataset.inter_feat[config["ITEM_LIST_LENGTH_FIELD"]].float().mean().item()
+    valid_tokens = config["train_batch_size"] * mean_length  # expected valid positions per step
+    flops, params = transformer_flops(config, config["train_batch_size"], config["MAX_ITEM_LIST_LENGTH"],
+                                      valid_tokens, model.n_items)
+    memory = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+    return {"label": name, "step_s": step_s, "tflops": flops / step_s / 1e12, "matmul_params": params,
+            "params": sum(p.numel() for p in model.parameters()), "memory_gib": memory}
+
+
+def overhead_rows(results):
+    """SPRINT on vs w0 for the same model and mode, in %."""
+    by_key = {(r["label"], r["mode"]): r for r in results}
+    out = []
+    for (label, mode), row in by_key.items():
+        if label.endswith(" on") and (label[:-3] + " w0", mode) in by_key:
+            base = by_key[(label[:-3] + " w0", mode)]
+            out.append((label[:-3], mode, 100.0 * (row["s_epoch"] / base["s_epoch"] - 1.0)))
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.disable(logging.WARNING)
+    sys.argv = sys.argv[:1]  # RecBole's Config would parse our options as config keys
+    modes = args.modes.split(",")
+    plan, notes = [], []
+    for name in args.models.split(","):
+        rows, note = variants(name, modes)
+        if note:
+            notes.append(note)
+            print("note:", note, flush=True)
+        else:
+            plan += [(name, *row) for row in rows]
+    results = []
+    for name, label, mode, overrides in plan:
+        print(f"timing {label} [{mode}] ...", flush=True)
+        results.append(time_row(args, name, label, mode, overrides))
+    big = []
+    if args.big:
+        for name in args.big_models.split(","):
+            rows, note = variants(name, ["full_sequence"])
+            if note:
+                notes.append(f"--big {note}")
+                continue
+            print(f"timing {name} 0.34B bf16 ...", flush=True)
+            big.append(time_big(args, name))
+
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    print()
+    print(f"# speed: {args.dataset}, max_len {args.max_len}, {args.n_layers} layers x {args.hidden_size} "
+          f"(heads {args.n_heads}, inner {args.inner_size}), loss {args.loss_type} in full_sequence, "
+          f"amp {'bf16' if args.amp else 'off'}; device {device}; torch {torch.__version__}")
+    if any(r["estimated"] for r in results):
+        print(f"# ~ = estimated from the first {args.max_batches} batches of each epoch (after 1 warm-up batch)")
+    for note in notes:
+        print(f"# note: {note}")
+    print(f"| {'model':<22} | {'mode':<13} | {'s/epoch':>9} | {'samples/s':>10} | {'targets/s':>10} | {'rows':>8} | {'batches':>7} |")
+    print(f"|{'-' * 24}|{'-' * 15}|{'-' * 11}|{'-' * 12}|{'-' * 12}|{'-' * 10}|{'-' * 9}|")
+    for r in results:
+        s = ("~" if r["estimated"] else "") + f"{r['s_epoch']:.2f}"
+        print(f"| {r['label']:<22} | {r['mode']:<13} | {s:>9} | {r['samples_s']:>10.0f} | {r['targets_s']:>10.0f} "
+              f"| {r['rows']:>8} | {r['batches']:>7} |")
+    overheads = overhead_rows(results)
+    if overheads:
+        print()
+        print("| SPRINT overhead (on vs w0) | mode | % per epoch |")
+        print("|---|---|---|")
+        for label, mode, pct in overheads:
+            print(f"| {label} | {mode} | {pct:+.1f} |")
+    prefix = {r["label"]: r for r in results if r["mode"] == "prefix"}
+    if "SASRec" in prefix:
+        print()
+        print("| speed-up over RecBole SASRec prefix (s/epoch ratio) | x |")
+        print("|---|---|")
+        for r in results:
+            if r["label"] != "SASRec":
+                print(f"| {r['label']} [{r['mode']}] | {prefix['SASRec']['s_epoch'] / r['s_epoch']:.1f} |")
+    if big:
+        print()
+        print(f"| 0.34B bf16 (12 x 1536, 24 heads, inner 6144, batch {args.big_batch_size}, len {args.big_max_len}) "
+              f"| step s | TFLOP/s | % of {args.peak_tflops:.0f} | matmul params | all params | peak GiB |")
+        print("|---|---|---|---|---|---|---|")
+        for b in big:
+            print(f"| {b['label']} | {b['step_s']:.3f} | {b['tflops']:.3g} | {100 * b['tflops'] / args.peak_tflops:.1f} "
+                  f"| {b['matmul_params'] / 1e6:.1f}M | {b['params'] / 1e6:.1f}M | {b['memory_gib']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+r"""recbole_sprint.model.full_sequence
+##################################
+
+The model side of ``train_mode: full_sequence`` (the data side is
+:class:`~recbole_sprint.data.dataset.FullSequenceDataset`): one sample per user, a next-item loss at every
+position (SASRec's original protocol, HSTU's, the SPRINT paper's; spec sprint.md §3.2, §4.4).
+
+Adopting it in a model (the protocol)
+-------------------------------------
+Put the :class:`FullSequence` mixin in the bases right before the RecBole backbone (after ``SPRINT``)::
+
+    class XSPRINT(SPRINT, FullSequence, X):
+        def forward_all_positions(self, item_seq, item_seq_len):   # [B, n] -> [B, n, d]
+            ...  # the backbone's output at EVERY position, computed by calling self.forward(...)
+        def item_representations(self):                           # -> [I, d]
+            return self.item_embedding.weight
+
+* ``forward_all_positions`` must run through ``self.forward`` so that wrappers of ``forward`` (SPRINT's
+  attention hook and masks) see the all-position pass. Output position ``t`` predicts the item after input
+  position ``t`` (causal models). For SASRec, whose ``forward`` gathers the last position, see
+  :class:`~recbole_sprint.model.sequential_recommender.sasrecsprint.SASRecSPRINT`: it switches the gather off;
+  a backbone whose ``forward`` already returns ``[B, n, d]`` simply returns ``self.forward(...)``.
+* ``item_representations`` is the table that scores items (row ``i`` = item ``i``, row 0 padding), the same
+  one ``full_sort_predict`` uses.
+* ``prefix_loss_types`` (class attribute) lists the ``loss_type`` values the backbone supports in ``prefix``
+  mode (default RecBole's ``CE``, ``BPR``); ``full_sequence`` mode supports
+  :data:`~recbole_sprint.model.losses.LOSS_TYPES`.
+
+Config keys (defaults in ``properties/model/FullSequence.yaml``): ``train_mode`` (``prefix`` | ``full_sequence``),
+``loss_type``, ``num_negatives``, ``sampled_softmax_temperature``. In ``prefix`` mode the model is its backbone,
+unchanged. Evaluation (``predict``/``full_sort_predict``) is the backbone's in both modes.
+"""
+
+import contextlib
+
+from recbole_sprint.data.dataset import check_train_mode, target_list_field
+from recbole_sprint.model.losses import FullSequenceLoss, check_loss_type
+
+
+@contextlib.contextmanager
+def backbone_loss_type(config, loss_type):
+    """Show the backbone's ``__init__`` a ``loss_type`` it accepts (RecBole's SASRec/BERT4Rec raise for any
+    value but ``CE``/``BPR``); its own loss module is then unused. The config is restored afterwards."""
+    original = config["loss_type"]
+    config["loss_type"] = loss_type
+    try:
+        yield
+    finally:
+        config["loss_type"] = original
+
+
+class FullSequence:
+    """Mixin adding ``train_mode: full_sequence`` to a RecBole sequential model (see the module docstring)."""
+
+    prefix_loss_types = ("CE", "BPR")
+
+    def __init__(self, config, dataset):
+        train_mode = check_train_mode(config)
+        loss_type = config["loss_type"]
+        if train_mode == "prefix":
+            if loss_type not in self.prefix_loss_types:
+                raise ValueError(
+                    f"loss_type must be one of {list(self.prefix_loss_types)} with train_mode 'prefix' "
+                    f"(BCE and sampled_softmax need train_mode 'full_sequence'), got {loss_type!r}"
+                )
+            super().__init__(config, dataset)
+        else:
+            check_loss_type(loss_type)
+            with backbone_loss_type(config, "CE"):
+                super().__init__(config, dataset)
+            self.loss_type = loss_type
+            self.full_sequence_loss = FullSequenceLoss(config, self.n_items)
+        self.train_mode = train_mode
+        self.ITEM_TARGET_SEQ = target_list_field(config)
+
+    # -- to implement -------------------------------------------------------------------------------
+    def forward_all_positions(self, item_seq, item_seq_len):
+        """``[B, n] -> [B, n, d]``: the backbone's output at every position (via ``self.forward``)."""
+        raise NotImplementedError
+
+    def item_representations(self):
+        """``[I, d]``: the item table that scores items."""
+        raise NotImplementedError
+
+    # -- provided -----------------------------------------------------------------------------------
+    def calculate_loss(self, interaction):
+        if self.train_mode == "prefix":
+            return super().calculate_loss(interaction)
+        return self.calculate_full_sequence_loss(interaction)
+
+    def calculate_full_sequence_loss(self, interaction):
+        if self.ITEM_TARGET_SEQ not in interaction:
+            raise ValueError(
+                f"train_mode 'full_sequence' needs training batches with '{self.ITEM_TARGET_SEQ}': build the "
+                "dataset with recbole_sprint.data.create_dataset (a FullSequenceDataset)"
+            )
+        item_seq = interaction[self.ITEM_SEQ]  # [B, n]
+        targets = interaction[self.ITEM_TARGET_SEQ]  # [B, n], 0 = padding
+        hidden = self.forward_all_positions(item_seq, interaction[self.ITEM_SEQ_LEN])  # [B, n, d]
+        return self.full_sequence_loss(hidden, item_seq, targets, self.item_representations())

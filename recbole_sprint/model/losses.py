@@ -1,0 +1,144 @@
+r"""recbole_sprint.model.losses
+###########################
+
+Next-item losses at every position of a sequence (``train_mode: full_sequence``), shared by every plugin model.
+
+All functions take
+
+* ``hidden``  ``[B, n, d]``: the model's output at every position (position ``t`` predicts ``targets[:, t]``);
+* ``targets`` ``[B, n]``: target item ids, **0 = padding** (no loss there);
+* ``items``   ``[I, d]``: the item representation table, row ``i`` scores item ``i`` (row 0 is the padding item);
+
+and return a scalar averaged over valid positions. The losses (spec sprint.md §4.4):
+
+``CE``
+    Full softmax over all ``I`` rows (as RecBole's ``loss_type: CE``), mean over valid positions.
+``BCE`` (the SPRINT paper's loss)
+    ``num_negatives`` uniform negatives per *sequence*, shared by all its positions, never an item of the
+    sequence (inputs or targets):
+    :math:`L = \mathrm{mean}_{t\ \mathrm{valid}}\,[-\log\sigma(s^+_t)]
+    + \mathrm{mean}_{(t\ \mathrm{valid},\,k)}\,[-\log\sigma(-s^-_{t,k})]`.
+``sampled_softmax`` (HSTU)
+    ``num_negatives`` uniform negatives per *position*; logits ``[s^+, s^-_1..s^-_N] / temperature``, a negative
+    equal to the positive gets logit ``-5e4``; cross-entropy of the positive, mean over valid positions.
+
+Scores and losses are computed in float32 (also under autocast).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSS_TYPES = ("CE", "BCE", "sampled_softmax")
+COLLISION_LOGIT = -5.0e4
+
+
+def check_loss_type(loss_type):
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {list(LOSS_TYPES)} with train_mode 'full_sequence', got {loss_type!r}")
+    return loss_type
+
+
+def ce_loss(hidden, targets, items):
+    """Full-softmax cross-entropy at every valid position."""
+    valid = targets > 0  # [B, n]
+    logits = hidden[valid].float() @ items.float().t()  # [N_valid, I]
+    return F.cross_entropy(logits, targets[valid])
+
+
+def sample_sequence_negatives(history, n_items, num_negatives, generator=None):
+    """``num_negatives`` uniform item ids per row from ``1 .. n_items - 1``, none of them in the row's history.
+
+    Args:
+        history: ``[B, m]`` item ids of each row (0 = padding, ignored).
+        n_items: size of the item table (ids ``1 .. n_items - 1`` are real items).
+
+    Returns:
+        ``[B, num_negatives]`` (with replacement within a row).
+    """
+    batch = history.size(0)
+    n_real = n_items - 1
+    distinct = torch.zeros(batch, n_items, dtype=torch.bool, device=history.device)
+    distinct.scatter_(1, history, True)
+    distinct[:, 0] = False
+    if int(distinct.sum(1).max()) >= n_real:
+        raise ValueError("a sequence contains every item: no negative can be sampled for it")
+
+    def draw(count):
+        return torch.randint(1, n_items, (count,), device=history.device, generator=generator)
+
+    negatives = draw(batch * num_negatives).view(batch, num_negatives)  # [B, N]
+    rejected = distinct.gather(1, negatives)  # [B, N]
+    while rejected.any():  # rejection sampling: each retry succeeds with probability >= 1/n_real
+        negatives[rejected] = draw(int(rejected.sum()))
+        rejected = distinct.gather(1, negatives)
+    return negatives
+
+
+def bce_loss(hidden, targets, items, negatives):
+    r"""The paper's BCE loss with negatives shared by all positions of a sequence.
+
+    Args:
+        negatives: ``[B, N]`` item ids (see :func:`sample_sequence_negatives`).
+    """
+    valid = targets > 0  # [B, n]
+    hidden = hidden.float()
+    positive = (hidden * items[targets].float()).sum(-1)  # [B, n]
+    negative = torch.einsum("bnd,bkd->bnk", hidden, items[negatives].float())  # [B, n, N]
+    positive_loss = F.softplus(-positive[valid]).mean()  # -log sigmoid(s+)
+    negative_loss = F.softplus(negative[valid]).mean()  # -log sigmoid(-s-), over (valid position, negative)
+    return positive_loss + negative_loss
+
+
+def sample_position_negatives(targets, n_items, num_negatives, generator=None):
+    """``[B, n, num_negatives]`` uniform item ids from ``1 .. n_items - 1``, drawn independently per position."""
+    shape = (*targets.shape, num_negatives)
+    return torch.randint(1, n_items, shape, device=targets.device, generator=generator)
+
+
+def sampled_softmax_loss(hidden, targets, items, negatives, temperature):
+    """Sampled softmax with per-position negatives ``[B, n, N]``; a negative equal to the target is masked."""
+    valid = targets > 0  # [B, n]
+    hidden = hidden[valid].float()  # [V, d]
+    positives = targets[valid]  # [V]
+    negatives = negatives[valid]  # [V, N]
+    positive = (hidden * items[positives].float()).sum(-1, keepdim=True)  # [V, 1]
+    negative = torch.einsum("vd,vkd->vk", hidden, items[negatives].float())  # [V, N]
+    logits = torch.cat([positive, negative], dim=1) / temperature  # [V, 1 + N]
+    collision = torch.cat([torch.zeros_like(positive, dtype=torch.bool), negatives == positives[:, None]], dim=1)
+    logits = logits.masked_fill(collision, COLLISION_LOGIT)
+    return F.cross_entropy(logits, torch.zeros_like(positives))
+
+
+class FullSequenceLoss(nn.Module):
+    """The configured next-item loss at every position.
+
+    Config keys: ``loss_type`` (one of :data:`LOSS_TYPES`), ``num_negatives`` (BCE, sampled_softmax; >= 1),
+    ``sampled_softmax_temperature`` (> 0).
+    """
+
+    def __init__(self, config, n_items):
+        super().__init__()
+        self.loss_type = check_loss_type(config["loss_type"])
+        self.n_items = n_items
+        self.num_negatives = config["num_negatives"]
+        self.temperature = config["sampled_softmax_temperature"]
+        if self.loss_type != "CE":
+            n = self.num_negatives
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ValueError(f"num_negatives must be an integer >= 1 for loss_type {self.loss_type}, got {n!r}")
+        if self.loss_type == "sampled_softmax":
+            tau = self.temperature
+            if not isinstance(tau, (int, float)) or isinstance(tau, bool) or tau <= 0:
+                raise ValueError(f"sampled_softmax_temperature must be a number > 0, got {tau!r}")
+
+    def forward(self, hidden, item_seq, targets, items):
+        """Args: hidden ``[B, n, d]``, item_seq ``[B, n]`` (inputs), targets ``[B, n]``, items ``[I, d]``."""
+        if self.loss_type == "CE":
+            return ce_loss(hidden, targets, items)
+        if self.loss_type == "BCE":
+            history = torch.cat([item_seq, targets], dim=1)  # [B, 2n]: every item of the training window
+            negatives = sample_sequence_negatives(history, self.n_items, self.num_negatives)
+            return bce_loss(hidden, targets, items, negatives)
+        negatives = sample_position_negatives(targets, self.n_items, self.num_negatives)
+        return sampled_softmax_loss(hidden, targets, items, negatives, self.temperature)

@@ -1,0 +1,125 @@
+"""The shared full-sequence losses: hand-computed values, BCE negatives, sampled-softmax collisions."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_sprint.model.losses import (
+    COLLISION_LOGIT,
+    FullSequenceLoss,
+    bce_loss,
+    ce_loss,
+    sample_position_negatives,
+    sample_sequence_negatives,
+    sampled_softmax_loss,
+)
+
+
+def _case(seed=0, batch=3, n=4, d=5, n_items=9):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(batch, n, d, generator=gen)
+    items = torch.randn(n_items, d, generator=gen)
+    targets = torch.tensor([[2, 3, 4, 0], [5, 0, 0, 0], [6, 7, 8, 1]])[:batch]
+    return hidden, targets, items
+
+
+def test_ce_is_mean_over_valid_positions_and_ignores_padding():
+    hidden, targets, items = _case()
+    expected = []
+    for b in range(3):
+        for t in range(4):
+            if targets[b, t] > 0:
+                expected.append(F.cross_entropy((hidden[b, t] @ items.t())[None], targets[b, t][None]))
+    assert torch.allclose(ce_loss(hidden, targets, items), torch.stack(expected).mean())
+    changed = hidden.clone()
+    changed[0, 3] += 100.0  # a padding position
+    assert torch.allclose(ce_loss(changed, targets, items), ce_loss(hidden, targets, items))
+
+
+def test_bce_by_hand_with_negatives_shared_by_positions():
+    hidden, targets, items = _case()
+    negatives = torch.tensor([[1, 5], [2, 3], [4, 5]])  # [B, N]: one set per sequence
+    pos_terms, neg_terms = [], []
+    for b in range(3):
+        for t in range(4):
+            if targets[b, t] == 0:
+                continue
+            h = hidden[b, t]
+            pos_terms.append(-math.log(torch.sigmoid(h @ items[targets[b, t]]).item()))
+            for k in negatives[b]:  # the same negatives at every position of sequence b
+                neg_terms.append(-math.log(torch.sigmoid(-(h @ items[k])).item()))
+    expected = sum(pos_terms) / len(pos_terms) + sum(neg_terms) / len(neg_terms)
+    assert bce_loss(hidden, targets, items, negatives).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_bce_negatives_never_in_history_and_shared_shape():
+    torch.manual_seed(0)
+    n_items = 12  # ids 1..11; each row's history leaves few candidates, so rejections happen a lot
+    history = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8, 0, 0], [11, 10, 9, 8, 7, 6, 5, 4, 3, 2], [3, 3, 0, 0, 0, 0, 0, 0, 0, 0]])
+    for _ in range(20):
+        negatives = sample_sequence_negatives(history, n_items, num_negatives=16)
+        assert negatives.shape == (3, 16)
+        assert ((negatives >= 1) & (negatives < n_items)).all()
+        for row, hist in zip(negatives.tolist(), history.tolist()):
+            assert not set(row) & set(hist)
+        assert set(negatives[1].tolist()) == {1}  # the only item not in row 1's history
+    with pytest.raises(ValueError, match="every item"):
+        sample_sequence_negatives(torch.arange(1, 12)[None], n_items, 4)
+
+
+def test_full_sequence_bce_excludes_inputs_and_targets(monkeypatch):
+    seen = {}
+    original = sample_sequence_negatives
+
+    def spy(history, n_items, num_negatives, generator=None):
+        seen["history"] = history
+        seen["negatives"] = original(history, n_items, num_negatives, generator)
+        return seen["negatives"]
+
+    monkeypatch.setattr("recbole_sprint.model.losses.sample_sequence_negatives", spy)
+    hidden, targets, items = _case()
+    item_seq = torch.tensor([[1, 2, 3, 0], [4, 0, 0, 0], [5, 6, 7, 8]])
+    config = {"loss_type": "BCE", "num_negatives": 4, "sampled_softmax_temperature": 0.05}
+    loss = FullSequenceLoss(config, n_items=9)(hidden, item_seq, targets, items)
+    assert torch.isfinite(loss)
+    assert seen["negatives"].shape == (3, 4)
+    for row, seq, tgt in zip(seen["negatives"].tolist(), item_seq.tolist(), targets.tolist()):
+        assert not set(row) & (set(seq) | set(tgt))
+
+
+def test_sampled_softmax_masks_collisions():
+    hidden, targets, items = _case()
+    negatives = sample_position_negatives(targets, 9, 3)
+    assert negatives.shape == (3, 4, 3)
+    negatives[..., 0] = targets  # every position: its first negative is its own positive
+    tau = 0.05
+    expected = []
+    for b in range(3):
+        for t in range(4):
+            if targets[b, t] == 0:
+                continue
+            h = hidden[b, t]
+            logits = torch.stack([h @ items[targets[b, t]]] + [h @ items[k] for k in negatives[b, t]]) / tau
+            logits[1] = COLLISION_LOGIT
+            expected.append(F.cross_entropy(logits[None], torch.tensor([0])))
+    loss = sampled_softmax_loss(hidden, targets, items, negatives, tau)
+    assert torch.allclose(loss, torch.stack(expected).mean(), rtol=1e-5)
+    # all negatives colliding: only the positive is left, the loss is 0 (unmasked it would be log(4) or more)
+    all_collide = targets[..., None].expand(-1, -1, 3).clone()
+    assert sampled_softmax_loss(hidden, targets, items, all_collide, tau).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"loss_type": "BPR"}, r"loss_type must be one of \['CE', 'BCE', 'sampled_softmax'\]"),
+        ({"loss_type": "BCE", "num_negatives": 0}, "num_negatives must be an integer >= 1"),
+        ({"loss_type": "sampled_softmax", "num_negatives": 8, "sampled_softmax_temperature": 0}, "temperature"),
+    ],
+)
+def test_bad_loss_config_is_a_clear_error(config, message):
+    full = {"num_negatives": 32, "sampled_softmax_temperature": 0.05, **config}
+    with pytest.raises(ValueError, match=message):
+        FullSequenceLoss(full, n_items=10)
