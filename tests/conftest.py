@@ -18,6 +18,8 @@ def tiny_config(tmp_dir, **overrides):
     """A config dict for a 1-epoch, 1-layer, 16-dimensional run on ml-100k (a few seconds on CPU)."""
     config = {
         "epochs": 1,
+        "eval_step": 1,
+        "stopping_step": 10,
         "n_layers": 1,
         "n_heads": 2,
         "hidden_size": 16,

@@ -19,7 +19,8 @@ def default_output_dir(spec):
     return os.path.join("outputs", "benchmark", spec.name)
 
 
-def run_benchmark(spec, output_dir=None, parallel=False, address=None, show_progress=True, keep_checkpoints=False):
+def run_benchmark(spec, output_dir=None, parallel=False, address=None, show_progress=True, keep_checkpoints=False,
+                  shard=None):
     """Run every unfinished run of ``spec``, then render its tables (and plots).
 
     Returns:
@@ -30,7 +31,7 @@ def run_benchmark(spec, output_dir=None, parallel=False, address=None, show_prog
 
     output_dir = output_dir or default_output_dir(spec)
     records, n_ran = run_grid(spec, output_dir, parallel=parallel, address=address, show_progress=show_progress,
-                              keep_checkpoints=keep_checkpoints)
+                              keep_checkpoints=keep_checkpoints, shard=shard)
     return {"records": records, "n_ran": n_ran, "paths": render(spec, records, output_dir)}
 
 

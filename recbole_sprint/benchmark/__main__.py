@@ -14,6 +14,8 @@ def main(argv=None):
     parser.add_argument("--keep_checkpoints", action="store_true",
                         help="keep each run's best checkpoint under OUTPUT_DIR/saved/<run id> (default: delete)")
     parser.add_argument("--render_only", action="store_true", help="only render tables/plots from the store")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="run only the grid cells at positions I, I+N, I+2N, ... (N processes share the store)")
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads every --key=value of sys.argv
 
@@ -21,7 +23,11 @@ def main(argv=None):
 
     try:
         spec = load_spec(args.spec)
-    except (SpecError, OSError) as error:
+        if args.shard is not None:
+            from recbole_sprint.benchmark.runner import check_shard
+
+            check_shard(args.shard)
+    except (SpecError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     output_dir = args.output_dir or default_output_dir(spec)
@@ -36,7 +42,7 @@ def main(argv=None):
         paths = render(spec, records, output_dir)
     else:
         paths = run_benchmark(spec, output_dir, parallel=args.parallel, address=args.address,
-                              keep_checkpoints=args.keep_checkpoints)["paths"]
+                              keep_checkpoints=args.keep_checkpoints, shard=args.shard)["paths"]
     with open(paths["markdown"]) as f:
         print(f.read())
     for kind, path in paths.items():

@@ -35,12 +35,13 @@ def run_cell(cell, output_dir, keep_checkpoints=False):
 
     start = time.time()
     config = run_config(cell, output_dir)
-    result = run_recbole_sprint(cell.model, cell.dataset, config_dict=config)
+    result = run_recbole_sprint(cell.model_name, cell.dataset, config_dict=config)
     if not keep_checkpoints:
         shutil.rmtree(config["checkpoint_dir"], ignore_errors=True)
     return {
         "run_id": cell.run_id,
         "model": cell.model,
+        "model_class": cell.model_name,
         "dataset": cell.dataset,
         "seed": cell.seed,
         "variant": cell.variant,
@@ -58,14 +59,32 @@ def run_cell(cell, output_dir, keep_checkpoints=False):
     }
 
 
-def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True, keep_checkpoints=False):
+def check_shard(shard):
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; ``ValueError`` naming the option otherwise."""
+    try:
+        index, count = (int(part) for part in str(shard).split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise ValueError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {shard!r}")
+    return index, count
+
+
+def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True, keep_checkpoints=False, shard=None):
     """Run every unfinished cell of ``spec``; returns the store's records of this spec's grid.
+
+    ``shard="i/n"`` runs only the cells whose position in the grid is ``i`` modulo ``n``, so that ``n``
+    processes (e.g. sharing one GPU) split a grid; they share the store (appends are locked).
 
     Returns:
         ``(records, n_ran)``: the stored records of the grid's cells, and how many runs this call trained.
     """
     store = ResultStore(os.path.join(output_dir, STORE_NAME))
-    cells = spec.cells()
+    grid = spec.cells()
+    cells = grid
+    if shard is not None:
+        index, count = check_shard(shard)
+        cells = grid[index::count]
     done = store.finished_ids()
     todo = [cell for cell in cells if cell.run_id not in done]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"benchmark {spec.name}", unit="run",
@@ -80,7 +99,7 @@ def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True,
                 bar.update()
     finally:
         bar.close()
-    ids = {cell.run_id for cell in cells}
+    ids = {cell.run_id for cell in grid}  # every finished run of the grid, this shard's or not
     return [r for r in store.load() if r["run_id"] in ids], len(todo)
 
 

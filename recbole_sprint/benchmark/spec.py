@@ -4,6 +4,7 @@ A spec (see ``recbole_sprint/properties/benchmark/*.yaml``)::
 
     name: smoke                       # names the default output folder
     models: [SASRec, {name: SASRecSPRINT, config: {sprint_attn_weight: 1.0}}]
+    # or {name: SASRecSPRINT, label: SASRec, config: {...weights 0}}: a labelled row (see MODEL_KEYS)
     datasets: [ml-100k, {name: amazon-beauty, data_path: ../shared/datasets, config: {...}}]
     data_path: ../shared/datasets     # default data_path of datasets that name none
     seeds: [2020, 2021]
@@ -32,6 +33,10 @@ import yaml
 
 from recbole_sprint.benchmark.scaling import SIZE_KEYS, SIZE_PRESETS, size_config
 
+# keys of a 'models' entry: 'label' names the table row (default: the model name), e.g. the backbone baseline
+# {name: SASRecSPRINT, label: SASRec, config: {sprint_attn_weight: 0, ...}} under a protocol RecBole's SASRec
+# cannot train (train_mode: full_sequence); SPRINT at weight 0 trains exactly like its backbone.
+MODEL_KEYS = ("name", "label", "config")
 TOP_LEVEL_KEYS = ("name", "models", "datasets", "data_path", "seeds", "config", "sizes", "sweep", "table", "scaling")
 TABLE_KEYS = ("metrics", "absolute_gain", "alpha")
 SCALING_KEYS = ("metrics",)
@@ -51,6 +56,12 @@ class Cell:
     variant: dict  # size name (key "size") and sweep values
     config: dict  # everything passed to run_recbole_sprint except output locations
     data_path: str = None
+    model_class: str = None  # the model class to train when ``model`` is a label (see MODEL_KEYS); None: ``model``
+
+    @property
+    def model_name(self):
+        """The RecBole / plugin model class name to train."""
+        return self.model_class or self.model
 
     @property
     def run_id(self):
@@ -58,6 +69,8 @@ class Cell:
         store stays valid when the datasets folder is reached from elsewhere)."""
         identity = {"model": self.model, "dataset": self.dataset, "seed": self.seed, "variant": self.variant,
                     "config": self.config}
+        if self.model_class and self.model_class != self.model:
+            identity["model_class"] = self.model_class
         return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
@@ -76,7 +89,7 @@ def variant_label(variant):
 class Spec:
     name: str
     path: str
-    models: list  # [(name, config dict)]
+    models: list  # [(label, config dict)]; the label is the model name unless the entry sets 'label'
     datasets: list  # [(name, data_path or None, config dict)]
     seeds: list
     config: dict
@@ -84,6 +97,7 @@ class Spec:
     sweep: dict = field(default_factory=dict)
     table: dict = field(default_factory=dict)
     scaling: dict = None
+    model_classes: dict = field(default_factory=dict)  # label -> model class name
 
     def variants(self):
         """Every combination of size preset and sweep values, as ordered dicts."""
@@ -111,7 +125,8 @@ class Spec:
                             config.update(size_config(variant["size"]))
                         config.update({k: v for k, v in variant.items() if k != "size"})
                         config["seed"] = seed
-                        cells.append(Cell(model, dataset, seed, dict(variant), config, data_path))
+                        cells.append(Cell(model, dataset, seed, dict(variant), config, data_path,
+                                          self.model_classes.get(model, model)))
         return cells
 
 
@@ -148,10 +163,12 @@ def parse_spec(raw, path="<spec>"):
         raise SpecError(f"{path}: unknown spec key(s) {unknown}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
     spec_dir = os.path.dirname(os.path.abspath(path)) if os.path.exists(str(path)) else os.getcwd()
     config = _mapping(raw.get("config"), "config")
+    models = _models(raw.get("models"))  # [(label, config, model class name)]
     spec = Spec(
         name=str(raw.get("name") or os.path.splitext(os.path.basename(str(path)))[0]),
         path=str(path),
-        models=_models(raw.get("models")),
+        models=[(label, config) for label, config, _ in models],
+        model_classes={label: name for label, _, name in models},
         datasets=_datasets(raw.get("datasets"), raw.get("data_path"), spec_dir),
         seeds=_seeds(raw.get("seeds")),
         config=config,
@@ -202,9 +219,13 @@ def _models(value):
     models = []
     for i, item in enumerate(value):
         name, extra = _named(item, f"models[{i}]")
-        unknown = sorted(set(extra) - {"config"})
+        unknown = sorted(set(extra) - set(MODEL_KEYS))
         if unknown:
-            raise SpecError(f"spec entry 'models[{i}]' ({name}): unknown key(s) {unknown}; allowed: name, config")
+            raise SpecError(f"spec entry 'models[{i}]' ({name}): unknown key(s) {unknown}; allowed: "
+                            f"{', '.join(MODEL_KEYS)}")
+        label = extra.get("label", name)
+        if not isinstance(label, str) or not label:
+            raise SpecError(f"spec entry 'models[{i}].label' must be a non-empty string, got {label!r}")
         try:
             get_model(name)
         except ValueError as error:
@@ -212,10 +233,10 @@ def _models(value):
         except ImportError as error:  # RecBole's lookup imports optional libraries (lightgbm, xgboost) on a miss
             raise SpecError(f"spec entry 'models[{i}]': unknown model [{name}] (neither a recbole_sprint nor a "
                             f"RecBole model; the lookup ended with: {error})") from None
-        models.append((name, _mapping(extra.get("config"), f"models[{i}].config")))
-    names = [name for name, _ in models]
-    if len(set(names)) != len(names):
-        raise SpecError(f"spec entry 'models' lists a model twice: {names}")
+        models.append((label, _mapping(extra.get("config"), f"models[{i}].config"), name))
+    labels = [label for label, _, _ in models]
+    if len(set(labels)) != len(labels):
+        raise SpecError(f"spec entry 'models' lists a model (label) twice: {labels}")
     return models
 
 
@@ -343,7 +364,7 @@ def _check_configs(spec):
             if data_path:
                 config_dict["data_path"] = data_path
             try:
-                config = Config(model=model, dataset=dataset, config_dict=config_dict)
+                config = Config(model=spec.model_classes.get(model, model), dataset=dataset, config_dict=config_dict)
             except (ValueError, KeyError, TypeError, NotImplementedError) as error:
                 raise SpecError(f"spec entries 'models[{i}]' ({model}) x 'datasets[{j}]' ({dataset}): RecBole "
                                 f"rejects the config: {error}") from None

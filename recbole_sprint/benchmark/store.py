@@ -2,9 +2,11 @@
 
 Each line is written with a single ``write`` followed by ``flush`` and ``fsync``, so that a crash loses at
 most the run that was being written. On reading, a last line without its newline (a write cut short) is
-ignored, and the run it described is simply run again.
+ignored, and the run it described is simply run again. Appends take an exclusive ``flock`` on
+``<store>.lock``, so several benchmark processes (``--shard``) can share one store.
 """
 
+import fcntl
 import json
 import os
 
@@ -35,11 +37,13 @@ class ResultStore:
     def append(self, record):
         """Append one record durably."""
         line = json.dumps(record, sort_keys=True, default=_to_json) + "\n"
-        self._drop_partial_tail()
-        with open(self.path, "ab") as f:
-            f.write(line.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the lock file is closed
+            self._drop_partial_tail()
+            with open(self.path, "ab") as f:
+                f.write(line.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
 
     def _drop_partial_tail(self):
         """Cut off a last line that a crash left without its newline, so the next record starts cleanly."""

@@ -29,16 +29,18 @@ def _unavailable_message(config, cause):
 
 def check_full_sequence_config(config):
     """Raise ``ValueError`` if ``train_mode: full_sequence`` cannot work with this config's model or sampling."""
-    from recbole_sprint.model.full_sequence import FullSequence  # the model side of the protocol
+    from recbole_sprint.model.full_sequence import ClozeFullSequence, FullSequence  # the model side
     from recbole_sprint.utils import get_model
 
     if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
         raise ValueError(f"train_mode 'full_sequence' needs a sequential model, got {config['model']}")
     model_class = get_model(config["model"])
-    if not issubclass(model_class, FullSequence):
+    if not issubclass(model_class, (FullSequence, ClozeFullSequence)):
         raise ValueError(
             f"train_mode 'full_sequence' is not supported by {config['model']} (allowed values for it: ['prefix']); "
-            "models that implement recbole_sprint.model.full_sequence.FullSequence support it, e.g. SASRecSPRINT"
+            "models that implement recbole_sprint.model.full_sequence.FullSequence support it (SASRecSPRINT, HSTU, "
+            "HSTUSPRINT), and BERT4RecSPRINT with its cloze loss; for a baseline use the SPRINT model with "
+            "sprint_*_weight: 0, which trains exactly like its backbone"
         )
     neg_args = config["train_neg_sample_args"]
     if neg_args is not None and neg_args.get("distribution", "none") != "none":

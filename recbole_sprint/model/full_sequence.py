@@ -10,7 +10,7 @@ Adopting it in a model (the protocol)
 Put the :class:`FullSequence` mixin in the bases right before the RecBole backbone (after ``SPRINT``)::
 
     class XSPRINT(SPRINT, FullSequence, X):
-        def forward_all_positions(self, item_seq, item_seq_len):   # [B, n] -> [B, n, d]
+        def forward_all_positions(self, interaction):              # -> [B, n, d]
             ...  # the backbone's output at EVERY position, computed by calling self.forward(...)
         def item_representations(self):                           # -> [I, d]
             return self.item_embedding.weight
@@ -20,8 +20,12 @@ Put the :class:`FullSequence` mixin in the bases right before the RecBole backbo
   position ``t`` (causal models). For SASRec, whose ``forward`` gathers the last position, see
   :class:`~recbole_sprint.model.sequential_recommender.sasrecsprint.SASRecSPRINT`: it switches the gather off;
   a backbone whose ``forward`` already returns ``[B, n, d]`` simply returns ``self.forward(...)``.
+  It takes the training batch, so a backbone can read any sequence field it needs (HSTU: ``timestamp_list``).
 * ``item_representations`` is the table that scores items (row ``i`` = item ``i``, row 0 padding), the same
   one ``full_sort_predict`` uses.
+* ``full_sequence_score_scale`` (default 1): factor on the scores of the ``CE`` and ``BCE`` losses. HSTU scores
+  by cosine similarity and trains on ``cos / sampled_softmax_temperature`` for every loss, so it returns
+  ``1 / temperature`` (``sampled_softmax`` always divides by the temperature itself).
 * ``prefix_loss_types`` (class attribute) lists the ``loss_type`` values the backbone supports in ``prefix``
   mode (default RecBole's ``CE``, ``BPR``); ``full_sequence`` mode supports
   :data:`~recbole_sprint.model.losses.LOSS_TYPES`.
@@ -34,7 +38,7 @@ unchanged. Evaluation (``predict``/``full_sort_predict``) is the backbone's in b
 import contextlib
 
 from recbole_sprint.data.dataset import check_train_mode, target_list_field
-from recbole_sprint.model.losses import FullSequenceLoss, check_loss_type
+from recbole_sprint.model.losses import LOSS_TYPES, FullSequenceLoss, check_loss_type
 
 
 @contextlib.contextmanager
@@ -53,6 +57,7 @@ class FullSequence:
     """Mixin adding ``train_mode: full_sequence`` to a RecBole sequential model (see the module docstring)."""
 
     prefix_loss_types = ("CE", "BPR")
+    full_sequence_score_scale = 1.0
 
     def __init__(self, config, dataset):
         train_mode = check_train_mode(config)
@@ -61,7 +66,7 @@ class FullSequence:
             if loss_type not in self.prefix_loss_types:
                 raise ValueError(
                     f"loss_type must be one of {list(self.prefix_loss_types)} with train_mode 'prefix' "
-                    f"(BCE and sampled_softmax need train_mode 'full_sequence'), got {loss_type!r}"
+                    f"(train_mode 'full_sequence' allows {list(LOSS_TYPES)}), got {loss_type!r}"
                 )
             super().__init__(config, dataset)
         else:
@@ -74,8 +79,8 @@ class FullSequence:
         self.ITEM_TARGET_SEQ = target_list_field(config)
 
     # -- to implement -------------------------------------------------------------------------------
-    def forward_all_positions(self, item_seq, item_seq_len):
-        """``[B, n] -> [B, n, d]``: the backbone's output at every position (via ``self.forward``)."""
+    def forward_all_positions(self, interaction):
+        """``[B, n, d]``: the backbone's output at every position of the batch's sequences (via ``self.forward``)."""
         raise NotImplementedError
 
     def item_representations(self):
@@ -84,6 +89,7 @@ class FullSequence:
 
     # -- provided -----------------------------------------------------------------------------------
     def calculate_loss(self, interaction):
+        # A backbone that is itself a FullSequence subclass (HSTU) overrides this and dispatches on train_mode.
         if self.train_mode == "prefix":
             return super().calculate_loss(interaction)
         return self.calculate_full_sequence_loss(interaction)
@@ -96,5 +102,29 @@ class FullSequence:
             )
         item_seq = interaction[self.ITEM_SEQ]  # [B, n]
         targets = interaction[self.ITEM_TARGET_SEQ]  # [B, n], 0 = padding
-        hidden = self.forward_all_positions(item_seq, interaction[self.ITEM_SEQ_LEN])  # [B, n, d]
+        hidden = self.forward_all_positions(interaction)  # [B, n, d]
+        if self.loss_type != "sampled_softmax" and self.full_sequence_score_scale != 1:
+            hidden = hidden * self.full_sequence_score_scale
         return self.full_sequence_loss(hidden, item_seq, targets, self.item_representations())
+
+
+class ClozeFullSequence:
+    """Marker mixin: the model accepts ``train_mode: full_sequence`` rows and trains on them with its own loss.
+
+    For a cloze model (BERT4Rec) the full-sequence row *is* its original protocol (Sun et al. 2019: one
+    sequence per user, random positions masked and predicted): RecBole's ``mask_itemseq`` transform masks the
+    row's ``item_id_list`` as it masks a prefix sample, and ``calculate_loss`` is the backbone's. The
+    next-item losses of :class:`FullSequence` (``BCE``, ``sampled_softmax``) do not apply: ``loss_type`` stays
+    the backbone's (``CE`` or ``BPR``).
+    """
+
+    def __init__(self, config, dataset):
+        train_mode = check_train_mode(config)
+        if train_mode == "full_sequence" and config["loss_type"] not in ("CE", "BPR"):
+            raise ValueError(
+                f"loss_type must be one of ['CE', 'BPR'] for {type(self).__name__} (a cloze model trains on "
+                f"full-sequence rows with its own masked-item loss), got {config['loss_type']!r}"
+            )
+        super().__init__(config, dataset)
+        self.train_mode = train_mode
+

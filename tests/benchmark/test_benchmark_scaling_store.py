@@ -46,3 +46,12 @@ def test_store_ignores_and_repairs_a_torn_last_line(tmp_path):
     store.append({"run_id": "b", "value": 2})
     lines = open(store.path).read().splitlines()
     assert [json.loads(line)["run_id"] for line in lines] == ["a", "b"]
+
+
+def test_shard_option_is_checked():
+    from recbole_sprint.benchmark.runner import check_shard
+
+    assert check_shard("1/4") == (1, 4)
+    for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError, match=r"--shard must be I/N with 0 <= I < N"):
+            check_shard(bad)

@@ -122,3 +122,17 @@ def test_shipped_specs_validate(monkeypatch):
         else:
             assert not pending
             assert spec.sizes == ["XXS", "XS", "Small", "Base"] and len(spec.cells()) == 6 * 4 * 3
+
+
+def test_model_label_names_the_row_and_the_class_trains(tmp_path):
+    off = {"sprint_attn_weight": 0.0, "sprint_ffn_weight": 0.0, "sprint_emb_weight": 0.0}
+    spec = load_spec(write(tmp_path, models=[{"name": "SASRecSPRINT", "label": "SASRec", "config": off},
+                                             "SASRecSPRINT"]))
+    cells = spec.cells()
+    assert [(c.model, c.model_name) for c in cells[::2]] == [("SASRec", "SASRecSPRINT"), ("SASRecSPRINT", "SASRecSPRINT")]
+    plain = load_spec(write(tmp_path, models=["SASRec"])).cells()[0]
+    assert plain.model_name == "SASRec" and plain.run_id != cells[0].run_id  # the class is part of the run's identity
+    with pytest.raises(SpecError, match=r"lists a model \(label\) twice"):
+        load_spec(write(tmp_path, models=[{"name": "SASRecSPRINT", "label": "SASRec"}, "SASRec"]))
+    with pytest.raises(SpecError, match=r"unknown key\(s\) \['lable'\]; allowed: name, label, config"):
+        load_spec(write(tmp_path, models=[{"name": "SASRecSPRINT", "lable": "SASRec"}]))

@@ -105,3 +105,17 @@ def test_main_job_trains_evaluates_and_reloads_bert4recsprint(tiny, tmp_path):
     assert code == 0 and len(checkpoints) == 1
     state = torch.load(checkpoints[0], map_location="cpu", weights_only=False)["state_dict"]
     assert "sprint.ffn_in.v" in state
+
+
+def test_full_sequence_rows_train_the_cloze_loss(tiny):
+    """train_mode full_sequence: one row per user, masked by RecBole's mask_itemseq transform; a tiny run."""
+    config = tiny(train_mode="full_sequence", **SMALL_ML100K)
+    result = run_with_recbole_trainer("BERT4RecSPRINT", config)
+    assert_valid_metrics(result)
+    with pytest.raises(ValueError, match=r"loss_type must be one of \['CE', 'BPR'\] for BERT4RecSPRINT"):
+        run_with_recbole_trainer("BERT4RecSPRINT", {**config, "loss_type": "BCE"})
+
+
+def test_recbole_bert4rec_full_sequence_is_refused_with_the_way_out(tiny):
+    with pytest.raises(ValueError, match=r"train_mode 'full_sequence' is not supported by BERT4Rec.*sprint_\*_weight: 0"):
+        run_with_recbole_trainer("BERT4Rec", tiny(train_mode="full_sequence"))

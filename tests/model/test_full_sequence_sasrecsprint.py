@@ -21,7 +21,8 @@ def data(tmp_path_factory):
 
 
 def _config(tmp, model="SASRecSPRINT", **overrides):
-    return Config(model=model, dataset="ml-100k", config_dict=tiny_config(tmp, **overrides))
+    """RecBole's prefix protocol unless overridden (SASRecSPRINT.yaml's default is full_sequence)."""
+    return Config(model=model, dataset="ml-100k", config_dict=tiny_config(tmp, **{"train_mode": "prefix", **overrides}))
 
 
 def _model(cls, config, dataset):
@@ -35,7 +36,7 @@ def test_all_positions_equal_prefix_outputs(data):
     batch = next(iter(train))
     item_seq, lengths = batch[model.ITEM_SEQ][:8], batch[model.ITEM_SEQ_LEN][:8]
     with torch.no_grad():
-        everything = model.forward_all_positions(item_seq, lengths)  # [B, n, d]
+        everything = model.forward_all_positions(batch[:8])  # [B, n, d]
         assert everything.shape == (*item_seq.shape, model.hidden_size)
         assert torch.allclose(everything[torch.arange(8), lengths - 1], model.forward(item_seq, lengths), atol=1e-6)
         for t in (0, 4):  # causal: position t equals SASRec's output for the prefix ending at t
@@ -56,7 +57,7 @@ def test_full_sequence_loss_is_ce_at_every_position_and_sprint_sees_the_pass(dat
     # the rec part is the CE over all valid positions (dropout off to compare deterministically)
     model.eval()
     with torch.no_grad():
-        hidden = model.forward_all_positions(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+        hidden = model.forward_all_positions(batch)
         targets = batch[model.ITEM_TARGET_SEQ]
         valid = targets > 0
         expected = torch.nn.functional.cross_entropy(hidden[valid] @ model.item_embedding.weight.t(), targets[valid])

@@ -15,17 +15,21 @@ SPRINT_OFF = {"sprint_attn_weight": 0.0, "sprint_ffn_weight": 0.0, "sprint_emb_w
 
 
 def test_weights_zero_trains_exactly_like_sasrec(tiny):
-    baseline = run_recbole_sprint("SASRec", "ml-100k", config_dict=tiny(), saved=False)
-    sprint_off = run_recbole_sprint("SASRecSPRINT", "ml-100k", config_dict=tiny(**SPRINT_OFF), saved=False)
+    """RecBole's protocol (train_mode prefix; SASRecSPRINT.yaml's default is full_sequence): bit-identical."""
+    baseline = run_recbole_sprint("SASRec", "ml-100k", config_dict=tiny(train_mode="prefix"), saved=False)
+    sprint_off = run_recbole_sprint(
+        "SASRecSPRINT", "ml-100k", config_dict=tiny(train_mode="prefix", **SPRINT_OFF), saved=False
+    )
     assert sprint_off["test_result"] == baseline["test_result"]
     assert sprint_off["best_valid_result"] == baseline["best_valid_result"]
     # ...and SPRINT on does change training (so the comparison above can fail)
-    sprint_on = run_recbole_sprint("SASRecSPRINT", "ml-100k", config_dict=tiny(), saved=False)
+    sprint_on = run_recbole_sprint("SASRecSPRINT", "ml-100k", config_dict=tiny(train_mode="prefix"), saved=False)
     assert sprint_on["test_result"] != baseline["test_result"]
 
 
 def _build(config_dict):
-    config = Config(model="SASRecSPRINT", dataset="ml-100k", config_dict=config_dict)
+    """RecBole's prefix protocol (many steps an epoch) unless ``config_dict`` sets train_mode."""
+    config = Config(model="SASRecSPRINT", dataset="ml-100k", config_dict={"train_mode": "prefix", **config_dict})
     train_data, _, _ = data_preparation(config, create_dataset(config))
     torch.manual_seed(config["seed"])
     model = get_model("SASRecSPRINT")(config, train_data._dataset)

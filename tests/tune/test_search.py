@@ -28,7 +28,9 @@ def tiny_search_files(tmp_path, tiny, hyper_text, n_users=120):
         for line in source:
             if int(line.split("\t", 1)[0]) <= n_users:
                 target.write(line)
-    config = tiny(data_path=str(tmp_path / "data"), load_col={"inter": ["user_id", "item_id", "timestamp"]})
+    # train_mode prefix: many steps an epoch on 120 users, so one epoch separates good and bad learning rates
+    config = tiny(data_path=str(tmp_path / "data"), load_col={"inter": ["user_id", "item_id", "timestamp"]},
+                  train_mode="prefix")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "space.hyper").write_text(hyper_text)
     return str(tmp_path / "tiny.yaml"), str(tmp_path / "space.hyper")

@@ -14,14 +14,18 @@ every valid query: keep-mask = (query valid) and (key valid), no causal conditio
 positions, ``[MASK]`` tokens included (their outputs are the predictions). Keys are the non-padding positions
 minus the ``[MASK]`` tokens when ``sprint_exclude_mask_keys`` is True (default): a ``[MASK]`` key is one shared
 learned embedding, not an item. The backbone, its cloze training, losses and evaluation are BERT4Rec's.
+
+``train_mode: full_sequence`` (:class:`~recbole_sprint.model.full_sequence.ClozeFullSequence`) trains the same
+cloze loss on one row per user (BERT4Rec's original protocol) instead of one row per prefix.
 """
 
 from recbole.model.sequential_recommender.bert4rec import BERT4Rec
 
+from recbole_sprint.model.full_sequence import ClozeFullSequence
 from recbole_sprint.model.sprint import SPRINT, recbole_transformer_blocks
 
 
-class BERT4RecSPRINT(SPRINT, BERT4Rec):
+class BERT4RecSPRINT(SPRINT, ClozeFullSequence, BERT4Rec):
     r"""BERT4Rec + SPRINT (bidirectional attention)."""
 
     def __init__(self, config, dataset):

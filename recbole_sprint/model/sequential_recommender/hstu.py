@@ -29,8 +29,12 @@ True`` in RecBole's ml-100k.yaml) or if the dataset has no time list (set ``hstu
 position-only bias). RecBole stores float fields as float32, so Unix-second timestamps (~1e9) are exact to
 64 s only: gaps under about a minute may land in bucket 0 or 13; coarser buckets are unaffected.
 
-Full-sequence training can reuse :meth:`forward` (``[B, n, d]`` at every position, optionally with explicit
-``query_times``) and :meth:`item_representations` (``[I, d]``); :meth:`gather_last` picks the last position.
+``train_mode: full_sequence`` (:mod:`recbole_sprint.model.full_sequence`; the research code's own protocol):
+one row per user, a next-item loss at every position, with ``loss_type`` ``sampled_softmax``, ``CE`` or ``BCE``
+(the SPRINT paper's); training logits are ``cos / sampled_softmax_temperature`` for every loss. Query times in
+that mode: ``hstu_target_time_visible: True`` biases position ``i`` with ``t[i+1]``, the time of its target (the
+research code); ``False`` (default) biases every position with its own time ``t[i]``, i.e. as the last position
+is biased at evaluation, so no training position sees its target's time.
 """
 
 import torch
@@ -38,14 +42,17 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
+from recbole_sprint.model.full_sequence import FullSequence
 from recbole_sprint.model.layers import HSTULayer, truncated_normal_
 
 HSTU_LOSS_TYPES = ("sampled_softmax", "CE")
 NEGATIVE_COLLISION_LOGIT = -5e4  # logit of a sampled negative that equals the positive (research value)
 
 
-class HSTU(SequentialRecommender):
-    r"""HSTU (research variant) for RecBole's prefix-augmented sequential training."""
+class HSTU(FullSequence, SequentialRecommender):
+    r"""HSTU (research variant) for RecBole's prefix training or the plugin's ``train_mode: full_sequence``."""
+
+    prefix_loss_types = HSTU_LOSS_TYPES
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -94,15 +101,16 @@ class HSTU(SequentialRecommender):
 
     # -- configuration checks ------------------------------------------------------------------------
     def _check_config(self):
-        if self.loss_type not in HSTU_LOSS_TYPES:
+        # full_sequence: FullSequence.__init__ has checked loss_type against recbole_sprint.model.losses.LOSS_TYPES
+        if self.train_mode == "prefix" and self.loss_type not in HSTU_LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {list(HSTU_LOSS_TYPES)} for HSTU, got {self.loss_type!r}")
         if not isinstance(self.n_heads, int) or self.n_heads < 1 or self.hidden_size % self.n_heads != 0:
             raise ValueError(
                 f"n_heads must be a positive integer dividing hidden_size for HSTU (per-head size = "
                 f"hidden_size / n_heads), got n_heads={self.n_heads!r}, hidden_size={self.hidden_size!r}"
             )
-        if self.loss_type == "sampled_softmax" and (not isinstance(self.num_negatives, int) or self.num_negatives < 1):
-            raise ValueError(f"num_negatives must be an integer >= 1 for sampled_softmax, got {self.num_negatives!r}")
+        if self.loss_type != "CE" and (not isinstance(self.num_negatives, int) or self.num_negatives < 1):
+            raise ValueError(f"num_negatives must be an integer >= 1 for {self.loss_type}, got {self.num_negatives!r}")
         if not self.temperature > 0:
             raise ValueError(f"sampled_softmax_temperature must be > 0, got {self.temperature!r}")
 
@@ -200,6 +208,16 @@ class HSTU(SequentialRecommender):
         hidden = self.forward(item_seq, item_seq_len, timestamps, next_timestamp)  # [B, n, d]
         return self.gather_last(hidden, item_seq_len)
 
+    def forward_all_positions(self, interaction):
+        """``[B, n, d]`` for ``train_mode: full_sequence`` (query times: see the module docstring)."""
+        item_seq, item_seq_len, timestamps, next_timestamp = self._sequence_inputs(interaction)
+        query_times = timestamps if self.time_bias and not self.target_time_visible else None  # [B, n] or None
+        return self.forward(item_seq, item_seq_len, timestamps, next_timestamp, query_times)
+
+    @property
+    def full_sequence_score_scale(self):
+        return 1.0 / self.temperature  # CE/BCE train on cos / T, as prefix CE does
+
     def score_factors(self, interaction):
         """``(X [B, d], E [I, d])`` with full-sort scores ``X @ E.T`` (``E`` includes the padding row 0)."""
         return self.user_representations(interaction), self.item_representations()
@@ -226,6 +244,8 @@ class HSTU(SequentialRecommender):
         return F.cross_entropy(logits.masked_fill(padding, float("-inf")), positives)
 
     def calculate_loss(self, interaction):
+        if self.train_mode == "full_sequence":
+            return self.calculate_full_sequence_loss(interaction)
         user = self.user_representations(interaction)  # [B, d]
         positives = interaction[self.POS_ITEM_ID]  # [B]
         if self.loss_type == "sampled_softmax":

@@ -37,11 +37,11 @@ class SASRecSPRINT(SPRINT, FullSequence, SASRec):
             return output  # [B, n, d]
         return super().gather_indexes(output, gather_index)  # [B, d]
 
-    def forward_all_positions(self, item_seq, item_seq_len):
+    def forward_all_positions(self, interaction):
         """SASRec's transformer output at every position, ``[B, n, d]`` (through ``forward``, so SPRINT sees it)."""
         self._gather_last = False
         try:
-            return self.forward(item_seq, item_seq_len)
+            return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         finally:
             self._gather_last = True
 
