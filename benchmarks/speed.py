@@ -12,7 +12,8 @@ Rows (models that ``get_model`` cannot find are skipped with a note, so BERT4Rec
 join the table once they exist):
 
 * a RecBole model (``SASRec``): prefix mode only;
-* a plugin model with the ``FullSequence`` mixin: ``prefix`` and ``full_sequence``; otherwise ``prefix`` only;
+* a plugin model with the ``FullSequence`` / ``ClozeFullSequence`` mixin: ``prefix`` and ``full_sequence``;
+  otherwise ``prefix`` only;
 * a SPRINT model: SPRINT weights 0 ("w0", must equal its backbone) and the yaml defaults ("on").
 
 Columns: ``s/epoch`` (estimated as seconds/batch x batches/epoch when ``--max_batches`` cuts the epoch, marked
@@ -52,7 +53,7 @@ from recbole.utils import init_seed  # noqa: E402
 import recbole_sprint  # noqa: E402,F401  (compatibility shims)
 from recbole_sprint.config import Config  # noqa: E402
 from recbole_sprint.data import create_dataset, data_preparation  # noqa: E402
-from recbole_sprint.model.full_sequence import FullSequence  # noqa: E402
+from recbole_sprint.model.full_sequence import ClozeFullSequence, FullSequence  # noqa: E402
 from recbole_sprint.model.sprint import SPRINT  # noqa: E402
 from recbole_sprint.utils import get_model, get_trainer  # noqa: E402
 
@@ -126,7 +127,7 @@ def variants(name, modes):
         cls = get_model(name)
     except (ValueError, ImportError):  # RecBole's lookup of an unknown name may hit exlib's missing lightgbm
         return None, f"{name}: not found by get_model (not implemented in this checkout): skipped"
-    own_modes = [m for m in modes if m == "prefix" or issubclass(cls, FullSequence)]
+    own_modes = [m for m in modes if m == "prefix" or issubclass(cls, (FullSequence, ClozeFullSequence))]
     if not own_modes:
         return None, f"{name}: supports none of the modes {modes}: skipped"
     out = []
@@ -161,8 +162,7 @@ def base_config(args, name, mode, overrides, **extra):
     }
     if os.path.isdir(os.path.join(args.data_path, args.dataset)):  # else RecBole's own copy (ml-100k)
         config["data_path"] = args.data_path
-    if mode == "full_sequence":
-        config["train_mode"] = "full_sequence"
+    config["train_mode"] = mode  # explicit: SASRecSPRINT.yaml's default is full_sequence
     batch = args.full_batch_size if mode == "full_sequence" and args.full_batch_size else args.batch_size
     if batch:
         config["train_batch_size"] = batch
@@ -176,12 +176,19 @@ _DATA = {}
 
 def prepared_data(config, mode):
     """Dataloaders, cached per (dataset, mode, max length, batch size): the dataset does not depend on the model."""
-    key = (config["dataset"], mode, config["MAX_ITEM_LIST_LENGTH"], config["train_batch_size"])
+    # the training dataloader's transform is the model's (BERT4Rec: mask_itemseq), so it is part of the key
+    key = (config["dataset"], mode, config["MAX_ITEM_LIST_LENGTH"], config["train_batch_size"], config["transform"])
     if key not in _DATA:
         start = time.time()
-        _DATA[key] = data_preparation(config, create_dataset(config))
-        print(f"  data {key}: {time.time() - start:.1f} s, {len(_DATA[key][0].dataset)} training rows", flush=True)
-    return _DATA[key]
+        _DATA[key] = (config, data_preparation(config, create_dataset(config)))
+        print(f"  data {key}: {time.time() - start:.1f} s, {len(_DATA[key][1][0].dataset)} training rows", flush=True)
+    first_config, data = _DATA[key]
+    # RecBole's transforms write field names into the config that built the dataloaders (BERT4Rec's mask_itemseq:
+    # MASK_ITEM_SEQ, POS_ITEMS, ...); a model built from another config of the same key needs them too
+    for name, value in first_config.final_config_dict.items():
+        if name not in config.final_config_dict:
+            config[name] = value
+    return data
 
 
 def count_targets(train_data, mode, config):
