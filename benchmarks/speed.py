@@ -75,10 +75,11 @@ def parse_args(argv=None):
     parser.add_argument("--hidden_size", type=int, default=64)
     parser.add_argument("--n_heads", type=int, default=2)
     parser.add_argument("--inner_size", type=int, default=None, help="default: 4 * hidden_size")
-    parser.add_argument("--batch_size", type=int, default=None,
-                        help="train_batch_size for both modes (default: the yaml's, RecBole 2048)")
-    parser.add_argument("--full_batch_size", type=int, default=None,
-                        help="train_batch_size in full_sequence mode only (rows are users there)")
+    parser.add_argument("--batch_size", type=int, default=2048,
+                        help="train_batch_size in prefix mode, every row (RecBole's default 2048); halved on "
+                             "CUDA out-of-memory down to 256, and the batch used is shown")
+    parser.add_argument("--full_batch_size", type=int, default=128,
+                        help="train_batch_size in full_sequence mode, every row (rows are users there)")
     parser.add_argument("--loss_type", default="CE", help="CE (both modes) or BCE / sampled_softmax (full_sequence)")
     parser.add_argument("--epochs", type=int, default=None, help="timed epochs per row (default: 2 on cuda, 1 on cpu)")
     parser.add_argument("--max_batches", type=int, default=None,
@@ -163,9 +164,7 @@ def base_config(args, name, mode, overrides, **extra):
     if os.path.isdir(os.path.join(args.data_path, args.dataset)):  # else RecBole's own copy (ml-100k)
         config["data_path"] = args.data_path
     config["train_mode"] = mode  # explicit: SASRecSPRINT.yaml's default is full_sequence
-    batch = args.full_batch_size if mode == "full_sequence" and args.full_batch_size else args.batch_size
-    if batch:
-        config["train_batch_size"] = batch
+    config["train_batch_size"] = args.full_batch_size if mode == "full_sequence" else args.batch_size
     config.update(overrides)
     config.update(extra)
     return Config(model=name, dataset=args.dataset, config_dict=config)
@@ -204,6 +203,21 @@ def build(config, train_data):
     return model, trainer
 
 
+def time_row_fitting_memory(args, name, label, mode, overrides, min_batch=256):
+    """:func:`time_row`, retried with half the batch after a CUDA out-of-memory error (down to ``min_batch``)."""
+    batch_key = "full_batch_size" if mode == "full_sequence" else "batch_size"
+    while True:
+        try:
+            return time_row(args, name, label, mode, overrides)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            half = getattr(args, batch_key) // 2
+            if half < min_batch:
+                raise
+            print(f"  out of memory at {batch_key} {getattr(args, batch_key)}: retrying with {half}", flush=True)
+            args = argparse.Namespace(**{**vars(args), batch_key: half})
+
+
 def time_row(args, name, label, mode, overrides):
     config = base_config(args, name, mode, overrides)
     train_data = prepared_data(config, mode)[0]
@@ -229,6 +243,7 @@ def time_row(args, name, label, mode, overrides):
         "targets_s": targets / per_epoch,
         "rows": rows,
         "batches": len(train_data),
+        "batch_size": config["train_batch_size"],
         "params": sum(p.numel() for p in model.parameters()),
     }
 
@@ -244,7 +259,7 @@ def transformer_flops(config, batch, n, valid_tokens, n_items):
 
 def time_big(args, name):
     """Step time and TFLOP/s of the 0.34B configuration, full_sequence, bf16 autocast."""
-    big_args = argparse.Namespace(**{**vars(args), "max_len": args.big_max_len, "full_batch_size": None,
+    big_args = argparse.Namespace(**{**vars(args), "max_len": args.big_max_len, "full_batch_size": args.big_batch_size,
                                      "batch_size": args.big_batch_size, **BIG})
     config = base_config(big_args, name, "full_sequence", {}, enable_amp=True, amp_dtype="bfloat16")
     train_data = prepared_data(config, "full_sequence")[0]
@@ -292,7 +307,10 @@ def main(argv=None):
     results = []
     for name, label, mode, overrides in plan:
         print(f"timing {label} [{mode}] ...", flush=True)
-        results.append(time_row(args, name, label, mode, overrides))
+        row = time_row_fitting_memory(args, name, label, mode, overrides)
+        results.append(row)
+        print(f"  {row['s_epoch']:.2f} s/epoch{' (estimated)' if row['estimated'] else ''}, "
+              f"batch {row['batch_size']}", flush=True)
     big = []
     if args.big:
         for name in args.big_models.split(","):
@@ -312,12 +330,12 @@ def main(argv=None):
         print(f"# ~ = estimated from the first {args.max_batches} batches of each epoch (after 1 warm-up batch)")
     for note in notes:
         print(f"# note: {note}")
-    print(f"| {'model':<22} | {'mode':<13} | {'s/epoch':>9} | {'samples/s':>10} | {'targets/s':>10} | {'rows':>8} | {'batches':>7} |")
-    print(f"|{'-' * 24}|{'-' * 15}|{'-' * 11}|{'-' * 12}|{'-' * 12}|{'-' * 10}|{'-' * 9}|")
+    print(f"| {'model':<22} | {'mode':<13} | {'s/epoch':>9} | {'samples/s':>10} | {'targets/s':>10} | {'rows':>8} | {'batch':>5} | {'batches':>7} |")
+    print(f"|{'-' * 24}|{'-' * 15}|{'-' * 11}|{'-' * 12}|{'-' * 12}|{'-' * 10}|{'-' * 7}|{'-' * 9}|")
     for r in results:
         s = ("~" if r["estimated"] else "") + f"{r['s_epoch']:.2f}"
         print(f"| {r['label']:<22} | {r['mode']:<13} | {s:>9} | {r['samples_s']:>10.0f} | {r['targets_s']:>10.0f} "
-              f"| {r['rows']:>8} | {r['batches']:>7} |")
+              f"| {r['rows']:>8} | {r['batch_size']:>5} | {r['batches']:>7} |")
     overheads = overhead_rows(results)
     if overheads:
         print()
