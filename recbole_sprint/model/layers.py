@@ -4,7 +4,8 @@ Transducers for Generative Recommendations", ICML 2024), as in the authors' *res
 ``../shared/spec/anchors.md`` section 1.2). Re-implemented from the description, dense and right-padded
 (RecBole's layout: the valid items of a sequence are positions ``0 .. len-1``).
 
-* :func:`time_bucket`: ``clamp(floor(ln(max(|dt|, 1)) / 0.301), 0, num_buckets)``.
+* :func:`time_bucket`: ``clamp(floor(ln(max(|dt|, 1)) / 0.301), 0, num_buckets)``; :func:`relative_time_buckets`
+  applies it to every (query, key) pair once per batch, and every layer's bias table reads the result.
 * :class:`RelativeBucketedTimeAndPositionBias`: ``rab[b, i, j] = w_pos[N-1 + j - i] + w_ts[bucket(tq[b,i] - tk[b,j])]``.
 * :class:`HSTULayer`: one HSTU block (pre-LayerNorm, fused U/V/Q/K projection, pointwise SiLU attention).
 """
@@ -31,6 +32,12 @@ def time_bucket(delta, num_buckets=128):
     delta = delta.double().abs().clamp_min(1.0)  # float64: exact floor at bucket boundaries
     buckets = torch.floor(torch.log(delta) / TIME_BUCKET_DIVISOR).clamp(0, num_buckets)  # clamp before .long(): inf
     return buckets.long()
+
+
+def relative_time_buckets(query_times, key_times, num_buckets):
+    """``[B, n, n]``: ``bucket(tq[b, i] - tk[b, j])`` for query times and key times ``[B, n]``."""
+    delta = query_times[:, :, None].double() - key_times[:, None, :].double()  # [B, n, n]
+    return time_bucket(delta, num_buckets)
 
 
 def lookup(weights, index):
@@ -75,18 +82,17 @@ class RelativeBucketedTimeAndPositionBias(nn.Module):
         relative = index[None, :] - index[:, None] + self.max_seq_length - 1  # [n, n], j - i + N - 1
         return lookup(self.position_weight, relative)
 
-    def forward(self, n, query_times=None, key_times=None):
+    def forward(self, n, time_buckets=None):
         """``[B, n, n]`` (or ``[1, n, n]`` without time).
 
         Args:
             n: sequence length (<= ``max_seq_length``).
-            query_times: ``[B, n]`` the time each query is biased with (see :meth:`HSTU.query_timestamps`).
-            key_times: ``[B, n]`` the time of each key's interaction.
+            time_buckets: ``[B, n, n]`` from :func:`relative_time_buckets` (computed once per sequence batch and
+                shared by the layers), or ``None`` without time.
         """
         bias = self.position_term(n, self.position_weight.device).unsqueeze(0)  # [1, n, n]
         if self.use_time:
-            delta = query_times[:, :, None].double() - key_times[:, None, :].double()  # [B, n, n]
-            bias = bias + lookup(self.time_weight, time_bucket(delta, self.num_buckets))
+            bias = bias + lookup(self.time_weight, time_buckets)
         return bias
 
 
@@ -153,13 +159,13 @@ class HSTULayer(nn.Module):
         probs = F.silu(scores) / n * causal_mask  # causal_mask: [n, n] lower-triangular (float)
         return self.attn_dropout(probs)
 
-    def forward(self, x, causal_mask, query_times=None, key_times=None):
-        """``x [B, n, d]`` -> ``[B, n, d]``. ``causal_mask [n, n]`` float; times ``[B, n]`` or ``None``."""
+    def forward(self, x, causal_mask, time_buckets=None):
+        """``x [B, n, d]`` -> ``[B, n, d]``. ``causal_mask [n, n]`` float; ``time_buckets [B, n, n]`` or ``None``."""
         batch, n, _ = x.shape
         normed = F.layer_norm(x, (self.hidden_size,), eps=self.layer_norm_eps)  # [B, n, d]
         u, v, q, k = F.silu(self.uvqk(normed)).chunk(4, dim=-1)  # each [B, n, H * d_h]
         v, q, k = (t.view(batch, n, self.n_heads, self.head_size) for t in (v, q, k))  # [B, n, H, d_h]
-        rab = self.relative_bias(n, query_times, key_times)  # [B or 1, n, n]
+        rab = self.relative_bias(n, time_buckets)  # [B or 1, n, n]
         probs = self.attention_probs(q, k, causal_mask, rab)  # [B, H, n, n]
         attn = torch.einsum("bhij,bjhd->bihd", probs, v).reshape(batch, n, -1)  # [B, n, H * d_h]
         attn = F.layer_norm(attn, (attn.size(-1),), eps=self.layer_norm_eps)

@@ -11,7 +11,7 @@ from recbole.data.interaction import Interaction
 
 from recbole_sprint.config import Config
 from recbole_sprint.data import create_dataset, data_preparation
-from recbole_sprint.model.layers import RelativeBucketedTimeAndPositionBias, time_bucket
+from recbole_sprint.model.layers import RelativeBucketedTimeAndPositionBias, relative_time_buckets, time_bucket
 from recbole_sprint.model.sequential_recommender.hstu import HSTU
 
 from .recbole_runs import SMALL_ML100K, run_main_job
@@ -72,7 +72,7 @@ def test_relative_bias_hand_values():
         bias.time_weight.copy_(torch.arange(129.0))  # w_ts[b] = b
     query_times = torch.tensor([[60.0, 3600.0, 3601.0, 0.0]])
     key_times = torch.tensor([[0.0, 0.0, 3600.0, 0.0]])
-    rab = bias(4, query_times, key_times)  # [1, 4, 4]
+    rab = bias(4, relative_time_buckets(query_times, key_times, num_buckets=128))  # [1, 4, 4]
     assert rab.shape == (1, 4, 4)
     assert rab[0, 0, 0].item() == 300 + 13  # j - i = 0, dt = 60 s
     assert rab[0, 1, 0].item() == 200 + 27  # j - i = -1, dt = 1 h

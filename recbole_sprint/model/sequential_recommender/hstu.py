@@ -43,7 +43,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
 from recbole_sprint.model.full_sequence import FullSequence
-from recbole_sprint.model.layers import HSTULayer, truncated_normal_
+from recbole_sprint.model.layers import HSTULayer, relative_time_buckets, truncated_normal_
 
 HSTU_LOSS_TYPES = ("sampled_softmax", "CE")
 NEGATIVE_COLLISION_LOGIT = -5e4  # logit of a sampled negative that equals the positive (research value)
@@ -174,11 +174,12 @@ class HSTU(FullSequence, SequentialRecommender):
                 raise ValueError("HSTU with hstu_time_bias: True needs the timestamps of the sequence")
             if query_times is None:
                 query_times = self.query_timestamps(timestamps, item_seq_len, next_timestamp)
+            time_buckets = relative_time_buckets(query_times, timestamps, self.num_time_buckets)  # [B, n, n]
         else:
-            timestamps = query_times = None
+            time_buckets = None
         x = self.embed_items(item_seq)  # [B, n, d]
         for layer in self.layers:
-            x = layer(x, causal_mask, query_times, timestamps) * valid
+            x = layer(x, causal_mask, time_buckets) * valid
         return self.l2_normalize(x)
 
     def l2_normalize(self, x):
