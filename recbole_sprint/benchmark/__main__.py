@@ -1,28 +1,48 @@
-"""``python -m recbole_sprint.benchmark SPEC.yaml [--output_dir DIR] [--parallel] [--address ADDR]``"""
+"""``python -m recbole_sprint.benchmark SPEC.yaml [--models A,B] [--datasets X,Y] [--shard I/N] [--output_dir DIR]
+[--parallel] [--address ADDR]``
+
+``--models`` / ``--datasets`` choose which cells of the spec run; a selected cell keeps its run id (the one it has
+in the whole grid), so runs stored by a filtered call are skipped by later calls, filtered or not. The tables are
+rendered from every stored run of the whole spec.
+"""
 
 import argparse
 import sys
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m recbole_sprint.benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m recbole_sprint.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", help="benchmark spec (YAML), e.g. recbole_sprint/properties/benchmark/smoke.yaml")
     parser.add_argument("--output_dir", default=None,
                         help="results store, tables and plots (default: outputs/benchmark/<spec name>)")
+    parser.add_argument("--models", default=None, metavar="A,B",
+                        help="run only these model entries: comma-separated labels (the table rows) or model names; "
+                             "an entry is selected when its label or its model name is listed, so with "
+                             "{name: SASRecSPRINT, label: SASRec} and {name: SASRecSPRINT} in the spec, "
+                             "'SASRecSPRINT' selects both entries and 'SASRec' only the first")
+    parser.add_argument("--datasets", default=None, metavar="X,Y",
+                        help="run only these datasets (comma-separated names)")
     parser.add_argument("--parallel", action="store_true", help="run the grid as Ray tasks on a local Ray")
     parser.add_argument("--address", default=None, help="Ray cluster address (implies --parallel)")
     parser.add_argument("--keep_checkpoints", action="store_true",
                         help="keep each run's best checkpoint under OUTPUT_DIR/saved/<run id> (default: delete)")
-    parser.add_argument("--render_only", action="store_true", help="only render tables/plots from the store")
+    parser.add_argument("--render_only", action="store_true",
+                        help="only render tables/plots from the store: every stored run of the whole spec "
+                             "(--models / --datasets choose what runs, not what is rendered)")
     parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="run only the grid cells at positions I, I+N, I+2N, ... (N processes share the store)")
+                        help="run only the grid cells (after --models / --datasets) at positions I, I+N, I+2N, ... "
+                             "(N processes share the store)")
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads every --key=value of sys.argv
 
-    from recbole_sprint.benchmark import SpecError, default_output_dir, load_spec, run_benchmark
+    from recbole_sprint.benchmark import SpecError, default_output_dir, load_spec
+    from recbole_sprint.benchmark.spec import select_cells
 
     try:
         spec = load_spec(args.spec)
+        if args.models is not None or args.datasets is not None:
+            select_cells(spec, args.models, args.datasets)  # a name that matches nothing fails before anything runs
         if args.shard is not None:
             from recbole_sprint.benchmark.runner import check_shard
 
@@ -31,18 +51,22 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     output_dir = args.output_dir or default_output_dir(spec)
+    from recbole_sprint.benchmark.report import render
+
     if args.render_only:
-        from recbole_sprint.benchmark.report import render
         from recbole_sprint.benchmark.runner import STORE_NAME
         from recbole_sprint.benchmark.store import ResultStore
         import os
 
         ids = {cell.run_id for cell in spec.cells()}
         records = [r for r in ResultStore(os.path.join(output_dir, STORE_NAME)).load() if r["run_id"] in ids]
-        paths = render(spec, records, output_dir)
     else:
-        paths = run_benchmark(spec, output_dir, parallel=args.parallel, address=args.address,
-                              keep_checkpoints=args.keep_checkpoints, shard=args.shard)["paths"]
+        from recbole_sprint.benchmark.runner import run_grid
+
+        records, _ = run_grid(spec, output_dir, parallel=args.parallel, address=args.address,
+                              keep_checkpoints=args.keep_checkpoints, shard=args.shard, models=args.models,
+                              datasets=args.datasets)
+    paths = render(spec, records, output_dir)
     with open(paths["markdown"]) as f:
         print(f.read())
     for kind, path in paths.items():

@@ -70,21 +70,26 @@ def check_shard(shard):
     return index, count
 
 
-def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True, keep_checkpoints=False, shard=None):
+def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True, keep_checkpoints=False, shard=None,
+             models=None, datasets=None):
     """Run every unfinished cell of ``spec``; returns the store's records of this spec's grid.
 
-    ``shard="i/n"`` runs only the cells whose position in the grid is ``i`` modulo ``n``, so that ``n``
-    processes (e.g. sharing one GPU) split a grid; they share the store (appends are locked).
+    ``models`` / ``datasets`` (labels or model names / dataset names, see :func:`spec.select_cells`) run only
+    the selected cells; their run ids are those of the whole grid. ``shard="i/n"`` then runs only the selected
+    cells whose position among them is ``i`` modulo ``n``, so that ``n`` processes (e.g. sharing one GPU) split
+    a grid; they share the store (appends are locked).
 
     Returns:
         ``(records, n_ran)``: the stored records of the grid's cells, and how many runs this call trained.
     """
+    from recbole_sprint.benchmark.spec import select_cells
+
     store = ResultStore(os.path.join(output_dir, STORE_NAME))
     grid = spec.cells()
-    cells = grid
+    cells = grid if models is None and datasets is None else select_cells(spec, models, datasets)
     if shard is not None:
         index, count = check_shard(shard)
-        cells = grid[index::count]
+        cells = cells[index::count]
     done = store.finished_ids()
     todo = [cell for cell in cells if cell.run_id not in done]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"benchmark {spec.name}", unit="run",
@@ -99,7 +104,7 @@ def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True,
                 bar.update()
     finally:
         bar.close()
-    ids = {cell.run_id for cell in grid}  # every finished run of the grid, this shard's or not
+    ids = {cell.run_id for cell in grid}  # every finished run of the whole grid, selected by this call or not
     return [r for r in store.load() if r["run_id"] in ids], len(todo)
 
 

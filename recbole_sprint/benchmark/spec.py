@@ -130,6 +130,62 @@ class Spec:
         return cells
 
 
+def split_names(value):
+    """``"A, B"`` -> ``["A", "B"]`` (a list is taken as is, blanks dropped); ``None`` -> ``None`` (no filter)."""
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    return [str(part).strip() for part in parts if str(part).strip()]
+
+
+def model_choices(spec):
+    """What ``--models`` accepts: every label and every model name of the spec, in spec order, once each."""
+    choices = []
+    for label, _ in spec.models:
+        for name in (label, spec.model_classes.get(label, label)):
+            if name not in choices:
+                choices.append(name)
+    return choices
+
+
+def select_cells(spec, models=None, datasets=None):
+    """The cells of ``spec.cells()`` that the filters select, in grid order, unchanged (same run ids, so runs
+    stored by a filtered call are skipped by an unfiltered one and the other way round).
+
+    Args:
+        models: labels or model names (a list or a comma-separated string); ``None``: every model. A model entry
+            is selected when its label (the table row) or its model name (the class it trains) is listed: with
+            ``{name: SASRecSPRINT, label: SASRec}`` and ``{name: SASRecSPRINT}`` in the spec, ``SASRecSPRINT``
+            selects both entries and ``SASRec`` only the first.
+        datasets: dataset names (a list or a comma-separated string); ``None``: every dataset.
+
+    Raises:
+        ValueError: naming the option (``--models`` / ``--datasets``), the names that match nothing and the
+            allowed values.
+    """
+    models, datasets = split_names(models), split_names(datasets)
+    cells = spec.cells()
+    if models is not None:
+        choices = model_choices(spec)
+        _check_names("--models", "model", models, choices, spec)
+        wanted = set(models)
+        cells = [c for c in cells if c.model in wanted or c.model_name in wanted]
+    if datasets is not None:
+        choices = [name for name, _, _ in spec.datasets]
+        _check_names("--datasets", "dataset", datasets, choices, spec)
+        cells = [c for c in cells if c.dataset in set(datasets)]
+    return cells
+
+
+def _check_names(option, kind, names, choices, spec):
+    if not names:
+        raise ValueError(f"{option}: no {kind} given; choose from {', '.join(choices)}")
+    unknown = [name for name in names if name not in choices]
+    if unknown:
+        listed = ", ".join(f"'{name}'" for name in unknown)
+        raise ValueError(f"{option}: no {kind} {listed} in spec {spec.name}; choose from {', '.join(choices)}")
+
+
 def load_spec(path, overrides=None):
     """Read and validate the spec at ``path``.
 

@@ -1,0 +1,181 @@
+"""``--models`` / ``--datasets`` choose which cells of a spec run, without changing any run id (no training here:
+the cell selection, and the command line with the training replaced by a fake record)."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+import recbole_sprint.quick_start
+from recbole_sprint.benchmark import load_spec
+from recbole_sprint.benchmark import runner
+from recbole_sprint.benchmark.__main__ import main
+from recbole_sprint.benchmark.spec import select_cells
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPECS = os.path.join(REPO, "recbole_sprint", "properties", "benchmark")
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+
+OFF = {"sprint_attn_weight": 0.0, "sprint_ffn_weight": 0.0, "sprint_emb_weight": 0.0}
+SPEC = {
+    "name": "filtered",
+    # rows: SASRec (= SASRecSPRINT with weights 0), SASRecSPRINT, GRU4Rec
+    "models": [{"name": "SASRecSPRINT", "label": "SASRec", "config": OFF}, "SASRecSPRINT", "GRU4Rec"],
+    "datasets": ["ml-100k", "ml-1m"],  # ml-1m: a dataset RecBole downloads, never loaded here
+    "seeds": [1, 2],
+    "config": {"metrics": ["Recall", "NDCG"], "topk": [10], "valid_metric": "NDCG@10", "train_neg_sample_args": None},
+}
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spec") / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    return load_spec(str(path))
+
+
+def keys(cells):
+    return [(c.dataset, c.model, c.seed) for c in cells]
+
+
+def test_no_filter_is_the_whole_grid(spec):
+    assert len(spec.cells()) == 2 * 3 * 2
+    assert [c.run_id for c in select_cells(spec)] == [c.run_id for c in spec.cells()]
+
+
+def test_filter_by_label_selects_only_that_row(spec):
+    cells = select_cells(spec, models="SASRec")
+    assert keys(cells) == [(d, "SASRec", s) for d in ("ml-100k", "ml-1m") for s in (1, 2)]
+    assert {c.model_name for c in cells} == {"SASRecSPRINT"}  # the labelled baseline, not a plain SASRec
+    assert keys(select_cells(spec, models="GRU4Rec")) == [(d, "GRU4Rec", s) for d in ("ml-100k", "ml-1m")
+                                                          for s in (1, 2)]
+
+
+def test_filter_by_model_name_selects_every_entry_of_that_class(spec):
+    cells = select_cells(spec, models="SASRecSPRINT")
+    assert keys(cells) == [(d, m, s) for d in ("ml-100k", "ml-1m") for m in ("SASRec", "SASRecSPRINT") for s in (1, 2)]
+    # a list, blanks and a repeat are accepted
+    assert keys(select_cells(spec, models=" SASRecSPRINT,, SASRecSPRINT")) == keys(cells)
+    assert keys(select_cells(spec, models=["SASRec", "GRU4Rec"])) == [
+        (d, m, s) for d in ("ml-100k", "ml-1m") for m in ("SASRec", "GRU4Rec") for s in (1, 2)]
+
+
+def test_filter_by_dataset_and_combined(spec):
+    assert keys(select_cells(spec, datasets="ml-1m")) == [(c.dataset, c.model, c.seed) for c in spec.cells()
+                                                          if c.dataset == "ml-1m"]
+    assert keys(select_cells(spec, datasets="ml-1m,ml-100k")) == keys(spec.cells())  # grid order, not the option's
+    assert keys(select_cells(spec, models="SASRecSPRINT", datasets="ml-1m")) == [
+        ("ml-1m", "SASRec", 1), ("ml-1m", "SASRec", 2), ("ml-1m", "SASRecSPRINT", 1), ("ml-1m", "SASRecSPRINT", 2)]
+
+
+def test_filtered_cells_keep_the_ids_of_the_whole_grid(spec):
+    whole = {(c.dataset, c.model, c.seed): (c.run_id, c.config) for c in spec.cells()}
+    for models, datasets in (("SASRec", None), ("SASRecSPRINT", "ml-1m"), (None, "ml-100k"), ("GRU4Rec,SASRec", None)):
+        cells = select_cells(spec, models, datasets)
+        assert cells
+        for cell in cells:
+            assert (cell.run_id, cell.config) == whole[(cell.dataset, cell.model, cell.seed)]
+
+
+@pytest.mark.parametrize("models, datasets, message", [
+    ("Foo", None, "--models: no model 'Foo' in spec filtered; choose from SASRec, SASRecSPRINT, GRU4Rec"),
+    ("SASRec,Foo,Bar", None, "--models: no model 'Foo', 'Bar' in spec filtered; choose from SASRec, SASRecSPRINT, "
+                             "GRU4Rec"),
+    ("sasrec", None, "--models: no model 'sasrec' in spec filtered"),  # names are case-sensitive, as in the spec
+    (",", None, "--models: no model given; choose from SASRec, SASRecSPRINT, GRU4Rec"),
+    (None, "ml-1m-3k", "--datasets: no dataset 'ml-1m-3k' in spec filtered; choose from ml-100k, ml-1m"),
+    ("SASRec", "ml-100k,beauty", "--datasets: no dataset 'beauty' in spec filtered; choose from ml-100k, ml-1m"),
+])
+def test_a_name_that_matches_nothing_is_an_error(spec, models, datasets, message):
+    with pytest.raises(ValueError) as error:
+        select_cells(spec, models, datasets)
+    assert message in str(error.value)
+
+
+def fake_record(cell, output_dir, keep_checkpoints=False):
+    return {"run_id": cell.run_id, "model": cell.model, "model_class": cell.model_name, "dataset": cell.dataset,
+            "seed": cell.seed, "variant": cell.variant, "variant_label": cell.variant_label, "config": cell.config,
+            "test_result": {"recall@10": 0.1 * cell.seed, "ndcg@10": 0.05 * cell.seed}}
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """run_cell replaced by a fake record; the real trainer must not be reached."""
+    trained = []
+
+    def fake(cell, output_dir, keep_checkpoints=False):
+        trained.append(cell.run_id)
+        return fake_record(cell, output_dir, keep_checkpoints)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a real run started")
+
+    monkeypatch.setattr(runner, "run_cell", fake)
+    monkeypatch.setattr(recbole_sprint.quick_start, "run_recbole_sprint", fail)
+    return trained
+
+
+def test_cli_filter_with_shard_then_unfiltered_run_skips_the_stored_cells(tmp_path, capsys, fake_training):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    spec = load_spec(str(path))
+    out = str(tmp_path / "out")
+    # expected from the whole grid, not from select_cells: every SASRecSPRINT-class cell of ml-1m, ids as in the grid
+    selected = [c for c in spec.cells() if c.dataset == "ml-1m" and c.model_name == "SASRecSPRINT"]
+    assert len(selected) == 4
+    # the shard splits the selected cells, not the whole grid
+    assert main([str(path), "--models", "SASRecSPRINT", "--datasets", "ml-1m", "--shard", "1/2",
+                 "--output_dir", out]) == 0
+    assert fake_training == [c.run_id for c in selected[1::2]]
+    assert main([str(path), "--models=SASRecSPRINT", "--datasets=ml-1m", "--shard=0/2", "--output_dir", out]) == 0
+    assert sorted(fake_training) == sorted(c.run_id for c in selected)
+    with open(os.path.join(out, "runs.jsonl")) as f:
+        assert {json.loads(line)["run_id"] for line in f} == {c.run_id for c in selected}
+    # the unfiltered spec trains only what is missing: the filtered runs are its own runs
+    del fake_training[:]
+    assert main([str(path), "--output_dir", out]) == 0
+    assert fake_training == [c.run_id for c in spec.cells() if c.run_id not in {s.run_id for s in selected}]
+    capsys.readouterr()
+
+
+def test_cli_filter_with_parallel_hands_only_the_selected_cells_to_ray(tmp_path, monkeypatch, fake_training):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    handed = []
+
+    def fake_ray(todo, output_dir, store, bar, address, keep_checkpoints):
+        handed.extend(cell.run_id for cell in todo)
+        for cell in todo:
+            store.append(fake_record(cell, output_dir))
+
+    monkeypatch.setattr(runner, "_run_ray", fake_ray)
+    assert main([str(path), "--models", "GRU4Rec", "--parallel", "--output_dir", str(tmp_path / "out")]) == 0
+    assert handed == [c.run_id for c in select_cells(load_spec(str(path)), models="GRU4Rec")] and len(handed) == 4
+
+
+def test_cli_bad_name_exits_2_before_anything_runs(tmp_path, capsys, fake_training):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    out = tmp_path / "out"
+    assert main([str(path), "--models", "SASRec,Foo", "--output_dir", str(out)]) == 2
+    assert "--models: no model 'Foo' in spec filtered; choose from SASRec, SASRecSPRINT, GRU4Rec" in capsys.readouterr().err
+    assert main([str(path), "--datasets", "ml-20m", "--shard", "0/2", "--output_dir", str(out)]) == 2
+    assert "--datasets: no dataset 'ml-20m' in spec filtered; choose from ml-100k, ml-1m" in capsys.readouterr().err
+    assert not out.exists() and not fake_training
+
+
+def test_stored_gpu_runs_are_the_filtered_cells_of_the_shipped_specs(monkeypatch):
+    """benchmarks/results/paper_{main,depth}/runs.jsonl hold the ml-1m-3k SASRec rows (run through subset copies of
+    the specs before this filter existed): the filtered shipped specs must name exactly those runs."""
+    monkeypatch.chdir(REPO)
+    if not os.path.isdir(os.path.join(REPO, "..", "shared", "datasets", "ml-1m-3k")):
+        pytest.skip("../shared/datasets is not next to this checkout")
+    for name, n_cells in (("paper_main", 4), ("paper_depth", 6)):
+        spec = load_spec(os.path.join(SPECS, f"{name}.yaml"))
+        cells = select_cells(spec, models="SASRecSPRINT", datasets="ml-1m-3k")
+        assert len(cells) == n_cells and {c.model for c in cells} == {"SASRec", "SASRecSPRINT"}
+        with open(os.path.join(RESULTS, name, "runs.jsonl")) as f:
+            stored = [json.loads(line) for line in f]
+        stored_ml1m = {r["run_id"] for r in stored if r["dataset"] == "ml-1m-3k" and r["model_class"] == "SASRecSPRINT"}
+        assert {c.run_id for c in cells} == stored_ml1m
