@@ -93,6 +93,11 @@ def parse_args(argv=None):
     parser.add_argument("--big_steps", type=int, default=10)
     parser.add_argument("--peak_tflops", type=float, default=798.0)
     parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--profile_steps", type=int, default=0,
+                        help="after timing each row, profile this many training steps with torch.profiler and "
+                             "print the top operators by device time (CUDA) or CPU time, and SPRINT on vs w0 "
+                             "by operator")
+    parser.add_argument("--profile_rows", type=int, default=12, help="operators listed per profile")
     args = parser.parse_args(argv)
     if args.epochs is None:
         args.epochs = 2 if args.device == "cuda" else 1
@@ -245,7 +250,55 @@ def time_row(args, name, label, mode, overrides):
         "batches": len(train_data),
         "batch_size": config["train_batch_size"],
         "params": sum(p.numel() for p in model.parameters()),
+        "profile": profile_steps(args, trainer, train_data) if args.profile_steps else None,
     }
+
+
+def profile_steps(args, trainer, train_data):
+    """``{operator: (self time in ms per step, calls per step)}`` over ``--profile_steps`` training steps.
+
+    Device (kernel) time on CUDA, CPU time on the CPU; the ``[wall]`` entry is the wall time per step.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    steps = FirstBatches(train_data, args.profile_steps)
+    synchronize(args.device)
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        trainer._train_epoch(steps, 0)
+        synchronize(args.device)
+    wall = (time.perf_counter() - start) / len(steps)
+    attribute = "self_device_time_total" if args.device == "cuda" else "self_cpu_time_total"
+    ops = {}
+    for event in prof.key_averages():
+        self_time = getattr(event, attribute, 0) or 0
+        if self_time > 0:
+            ops[event.key] = (self_time / 1e3 / len(steps), event.count / len(steps))
+    ops["[wall]"] = (wall * 1e3, 1.0)
+    ops["[total]"] = (sum(t for key, (t, _) in ops.items() if not key.startswith("[")), 0.0)
+    return ops
+
+
+def print_profile(label, mode, ops, limit):
+    unit = "device" if "[total]" in ops else "cpu"
+    print()
+    print(f"| profile {label} [{mode}] | ms/step | calls/step |")
+    print("|---|---|---|")
+    for key, (ms, calls) in sorted(ops.items(), key=lambda item: -item[1][0])[: limit + 2]:
+        print(f"| {key[:70]} | {ms:.3f} | {calls:.0f} |")
+
+
+def print_profile_diff(on, off, label, mode, limit):
+    """Operators that SPRINT adds or makes slower: ms/step and calls/step, on minus w0."""
+    keys = set(on) | set(off)
+    diff = {key: (on.get(key, (0, 0))[0] - off.get(key, (0, 0))[0], on.get(key, (0, 0))[1] - off.get(key, (0, 0))[1])
+            for key in keys}
+    print()
+    print(f"| SPRINT on - w0, {label} [{mode}] | +ms/step | +calls/step |")
+    print("|---|---|---|")
+    for key, (ms, calls) in sorted(diff.items(), key=lambda item: -abs(item[1][0]))[: limit + 2]:
+        print(f"| {key[:70]} | {ms:+.3f} | {calls:+.0f} |")
 
 
 def transformer_flops(config, batch, n, valid_tokens, n_items):
@@ -343,6 +396,15 @@ def main(argv=None):
         print("|---|---|---|")
         for label, mode, pct in overheads:
             print(f"| {label} | {mode} | {pct:+.1f} |")
+    if args.profile_steps:
+        print(f"\n# profiles: {args.profile_steps} steps per row after the timed epochs; [total] = summed self time "
+              f"of all operators ({'device kernels' if args.device == 'cuda' else 'CPU'}), [wall] = wall time per step")
+        by_key = {(r["label"], r["mode"]): r for r in results}
+        for r in results:
+            print_profile(r["label"], r["mode"], r["profile"], args.profile_rows)
+        for label, mode, _ in overheads:
+            print_profile_diff(by_key[(label + " on", mode)]["profile"], by_key[(label + " w0", mode)]["profile"],
+                               label, mode, args.profile_rows)
     prefix = {r["label"]: r for r in results if r["mode"] == "prefix"}
     if "SASRec" in prefix:
         print()
