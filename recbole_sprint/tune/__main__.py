@@ -1,8 +1,8 @@
-"""``python -m recbole_sprint.tune --model=... --dataset=... --params_file=... [--key=value ...]``"""
+"""``python -m recbole_sprint.tune --model=... --dataset=... --params_file=... [--backend=local] [--key=value ...]``"""
 
 import sys
 
-from recbole_sprint.tune.search import main
+from recbole_sprint.tune.common import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,14 +6,15 @@ One parameter per line, ``<name> <distribution> <arguments>``; blank lines and `
     dropout_prob       uniform 0.0,0.5          # "0.0 0.5" is accepted too
     hidden_size        choice [32,64,128]       # any Python literal list (values may be lists)
     n_layers           randint 1,5              # integers 1..4 (upper bound exclusive, as hyperopt and Ray)
-    sprint_attn_weight quniform 0,10,2.5        # round(uniform(0, 10) / 2.5) * 2.5
+    sprint_attn_weight quniform 0,10,2.5        # round(uniform(0, 10) / 2.5) * 2.5 (bounds: multiples of q)
     n_heads            grid [1,2,4]             # every value, in every sample (Ray's grid_search)
 
 ``loguniform`` keeps RecBole's (hyperopt's) meaning: the bounds are the NATURAL LOGARITHMS of the value
 range, and the value ``exp(u)``, ``u ~ uniform(low, high)``, is log-uniformly distributed on
 ``[exp(low), exp(high)]``. :func:`recbole_sprint.tune.search.ray_search_space` hands Ray the exponentiated
 bounds (``tune.loguniform(exp(low), exp(high))``: the same distribution), so one ``.hyper`` file means the
-same thing under RecBole's HyperTuning and under this package. ``randint``, ``grid`` and the space separator
+same thing under RecBole's HyperTuning and under this package; the local backend
+(:func:`recbole_sprint.tune.local.local_trials`) draws the trials Ray would draw. ``randint``, ``grid`` and the space separator
 are this package's additions; RecBole's own parser knows ``choice``, ``uniform``, ``quniform``, ``loguniform``.
 
 This module does not import Ray.
@@ -21,6 +22,7 @@ This module does not import Ray.
 
 import ast
 import difflib
+import math
 import os
 from dataclasses import dataclass
 
@@ -98,6 +100,8 @@ def parse_hyper_line(line, where="<line>"):
         low, high, q = _numbers(rest, 3, where)
         if q <= 0:
             raise HyperFileError(f"{where}: quniform step q must be > 0, got {q}")
+        if not all(math.isclose(bound / q, round(bound / q)) for bound in (low, high)):  # Ray's rule
+            raise HyperFileError(f"{where}: quniform bounds must be multiples of q, got low={low}, high={high}, q={q}")
         args = (low, high, q)
     elif distribution == "randint":
         args = low, high = _numbers(rest, 2, where, integer=True)

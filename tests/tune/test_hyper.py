@@ -50,6 +50,7 @@ def test_blank_and_comment_lines_are_skipped(tmp_path):
         ("learning_rate uniform 0.5,0.1", "uniform needs low < high"),
         ("n_layers randint 1.5,4", "expected 2 integers"),
         ("w quniform 0,1,0", "quniform step q must be > 0"),
+        ("w quniform 1,10,2.5", "quniform bounds must be multiples of q, got low=1.0"),  # Ray refuses them too
         ("hidden_size choice 64", "choice needs a non-empty list"),
         ("hidden_size choice [", "choice needs a Python list literal"),
         ("hidden_size choice []", "choice needs a non-empty list"),

@@ -1,0 +1,386 @@
+"""The command line and what both search backends share; this module does not import Ray.
+
+``python -m recbole_sprint.tune ... --backend {ray,local}``:
+
+* ``ray`` (default): :mod:`recbole_sprint.tune.search`, Ray Tune 2.6.3, trials in parallel, ASHA.
+* ``local``: :mod:`recbole_sprint.tune.local`, the trials one after another in this process, without Ray
+  (for machines where Ray 2.6.3 cannot be installed, e.g. Python 3.12).
+
+Both build the fixed configuration once (:func:`build_fixed_config`), run every trial with
+:func:`recbole_sprint.tune.trial.run_trial`, choose the best trial on its best validation score among the
+trials that trained to the end (never on test), and write under ``--output_dir``: ``trials.csv`` (rewritten
+as each trial finishes), ``best_config.yaml``, ``best_trial.json``, ``search_settings.json`` and ``search/``
+(Ray's experiment state, or the local trials' folders). ``--resume`` continues an interrupted search.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+
+import yaml
+
+import recbole_sprint
+from recbole_sprint.tune.hyper import HyperFileError, check_names, parse_hyper_file
+from recbole_sprint.tune.trial import recbole_argv_cleared
+
+EXPERIMENT_NAME = "search"  # under --output_dir: Ray's experiment folder, or the local trials' folders
+SETTINGS_FILE = "search_settings.json"
+TRIALS_CSV = "trials.csv"
+BEST_YAML = "best_config.yaml"
+BEST_JSON = "best_trial.json"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(recbole_sprint.__file__)))
+# Keys of a RecBole config that hold paths; made absolute because each trial runs in its own folder.
+PATH_KEYS = ("data_path", "checkpoint_dir", "dataset_save_path", "dataloaders_save_path")
+BACKENDS = ("ray", "local")
+# Options of the Ray backend only, with their defaults there (the parser's default is None: "not given").
+RAY_OPTIONS = {
+    "scheduler": "asha",
+    "grace_period": 1,
+    "reduction_factor": 2,
+    "cpus_per_trial": 1,
+    "gpus_per_trial": 0,
+    "max_concurrent_trials": None,
+    "address": None,
+    "num_cpus": None,
+    "verbose": 1,
+}
+
+
+class SearchError(RuntimeError):
+    """A search that cannot start (bad flags, bad resources, nothing to resume, ...)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixed configuration
+# --------------------------------------------------------------------------------------------------
+def parse_overrides(extra_args):
+    """RecBole-style ``--key=value`` arguments -> ``{key: "value"}`` (RecBole's Config converts the strings).
+
+    Raises:
+        SearchError: an argument that is not ``--key=value``.
+    """
+    overrides = {}
+    for arg in extra_args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise SearchError(f"unrecognized argument '{arg}': config overrides must look like --key=value")
+        key, value = arg[2:].split("=", 1)
+        overrides[key] = value
+    return overrides
+
+
+def build_fixed_config(model, dataset, config_files=None, overrides=None):
+    """The fixed (not searched) part of every trial's configuration.
+
+    Returns:
+        ``(config, fixed)``: the plugin Config built for ``model``/``dataset`` (its keys are the names a
+        ``.hyper`` file may search) and the external configuration (config files merged with the overrides,
+        converted as RecBole converts them, model and dataset set, path keys absolute) as a plain dict.
+    """
+    from recbole_sprint.config import Config
+    from recbole_sprint.utils import get_model
+
+    try:
+        get_model(model)
+    except (ValueError, ImportError) as error:  # RecBole's lookup can also fail on an optional import
+        raise SearchError(f"--model={model}: no such recbole_sprint or RecBole model ({error})") from None
+    config_files = [os.path.abspath(f) for f in (config_files or [])]
+    for path in config_files:
+        if not os.path.isfile(path):
+            raise SearchError(f"--config_files: no such file: {path}")
+    with recbole_argv_cleared():
+        config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(overrides or {}))
+    fixed = {key: value for key, value in config.external_config_dict.items()}
+    fixed["model"], fixed["dataset"] = config["model"], config["dataset"]
+    for key in PATH_KEYS:
+        if isinstance(fixed.get(key), str):
+            fixed[key] = os.path.abspath(fixed[key])
+    if "data_path" not in fixed and config["dataset"] != "ml-100k":  # RecBole's relative default 'dataset/'
+        fixed["data_path"] = os.path.dirname(os.path.abspath(config["data_path"]))
+    return config, fixed
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------------
+def result_row(trial_id, status, params, param_names, result, best_valid, trial_dir):
+    """One CSV row: trial id, status, searched parameters, best validation score, validation/test metrics
+    (``result``: the last result of :func:`~recbole_sprint.tune.trial.run_trial` or of a Ray report)."""
+    row = {"trial_id": trial_id, "status": status, "epochs": result.get("epoch", 0)}
+    row.update({name: params.get(name) for name in param_names})
+    row["best_valid_score"] = best_valid
+    row.update({k: v for k, v in sorted(result.items()) if k.startswith(("valid_", "test_")) and k != "valid_score"})
+    row["trial_dir"] = trial_dir
+    return row
+
+
+def write_trials_csv(path, rows):
+    """Write rows (dicts) to ``path`` atomically; the header is the union of the keys in first-seen order."""
+    header = []
+    for row in rows:
+        header += [key for key in row if key not in header]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def best_row(rows, mode):
+    """The completed trial with the best validation score (``mode`` "max" or "min"); ``None`` if none."""
+    completed = [r for r in rows if r["status"] == "completed"]
+    if not completed:
+        return None
+    pick = max if mode == "max" else min
+    return pick(completed, key=lambda r: r["best_valid_score"])
+
+
+def write_best(output_dir, settings, row):
+    params = {name: row[name] for name in settings["param_names"]}
+    best_config = dict(settings["fixed"])
+    best_config.update(params)
+    with open(os.path.join(output_dir, BEST_YAML), "w") as handle:
+        handle.write(
+            f"# Best of the search in {output_dir} (trial {row['trial_id']}, chosen on validation "
+            f"{settings['valid_metric']} = {row['best_valid_score']:.6g}).\n"
+            f"# Rerun: python run_recbole_sprint.py --model={settings['model']} --dataset={settings['dataset']} "
+            f"--config_files={os.path.join(output_dir, BEST_YAML)}\n"
+        )
+        yaml.safe_dump(_plain(best_config), handle, sort_keys=False)
+    with open(os.path.join(output_dir, BEST_JSON), "w") as handle:
+        json.dump(_plain(row), handle, indent=2)
+
+
+def _plain(value):
+    """Config values as yaml/json-safe builtins (tuples -> lists, numpy scalars -> numbers)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def summary_table(rows, settings, best):
+    """The final table: one line per finished trial, best first (validation order), best marked."""
+    import pandas as pd
+
+    if not rows:
+        return "no finished trials"
+    frame = pd.DataFrame(rows).drop(columns=["trial_dir"])
+    frame = frame.sort_values("best_valid_score", ascending=settings["mode"] == "min", kind="stable")
+    frame.insert(0, "best", ["*" if best is not None and t == best["trial_id"] else "" for t in frame["trial_id"]])
+    keep = ["best", "trial_id", "status", "epochs"] + settings["param_names"] + ["best_valid_score"]
+    keep += [c for c in frame.columns if c.startswith("test_")]
+    return frame[keep].to_string(index=False, float_format=lambda x: f"{x:.4g}")
+
+
+def finish_search(output_dir, settings, rows, seconds, not_finished, n_failed):
+    """Write ``trials.csv`` and the best trial's files, print the summary; the exit status (1: trials failed
+    or left).
+
+    Args:
+        rows: the finished trials' rows (:func:`result_row`).
+        not_finished: ``(trial_id, why)`` for each trial that failed or was interrupted.
+        n_failed: how many of them failed (the others were interrupted).
+    """
+    mode = settings["mode"]
+    write_trials_csv(os.path.join(output_dir, TRIALS_CSV), rows)
+    best = best_row(rows, mode)
+    if best is not None:
+        write_best(output_dir, settings, best)
+    n_left = settings["n_trials"] - len(rows) - n_failed  # interrupted or never started
+
+    print(f"\n== search {settings['model']} on {settings['dataset']}: {len(rows)} of {settings['n_trials']} "
+          f"trial(s) finished, {seconds:.1f} s; validation metric {settings['valid_metric']} ({mode}) ==")
+    print(summary_table(rows, settings, best))
+    for trial_id, why in not_finished:
+        print(f"not finished: {trial_id} ({why})")
+    if best is not None:
+        tests = ", ".join(f"{k[5:]}={best[k]:.4f}" for k in best if k.startswith("test_"))
+        print(f"best trial {best['trial_id']} (chosen on validation {settings['valid_metric']}="
+              f"{best['best_valid_score']:.4f}): test {tests}")
+        print(f"best config: {os.path.join(output_dir, BEST_YAML)}")
+    print(f"all trials: {os.path.join(output_dir, TRIALS_CSV)}")
+    if n_failed:
+        rerun = "runs them again" if settings.get("backend", "ray") == "local" else "does not rerun failed trials"
+        print(f"{n_failed} trial(s) failed (--resume {rerun}; see their error files)")
+    if n_left > 0:
+        resume = f"python -m recbole_sprint.tune --output_dir={output_dir} --resume"
+        print(f"{n_left} trial(s) left; continue with: {resume}")
+    return 1 if n_failed or n_left > 0 else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line and settings
+# --------------------------------------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_sprint.tune",
+        description="Hyperparameter search over a recbole_sprint or RecBole model, with Ray Tune (--backend=ray) "
+        "or one trial after another in this process (--backend=local, no Ray). Any other --key=value is a fixed "
+        "config override (as for run_recbole_sprint.py).",
+    )
+    parser.add_argument("--model", "-m", default=None, help="model name (plugin or RecBole)")
+    parser.add_argument("--dataset", "-d", default=None, help="dataset name")
+    parser.add_argument("--config_files", default=None, help="fixed config yaml files, separated by spaces")
+    parser.add_argument("--params_file", default=None, help="search space in RecBole's .hyper format")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="ray (default): Ray Tune, trials in parallel, ASHA; local: the trials one after another in this "
+        "process without Ray, each with RecBole's early stopping (stopping_step) and the config's "
+        "gpu_id/use_gpu; it refuses the options marked 'ray'. With --resume: the search's own backend",
+    )
+    parser.add_argument("--num_samples", type=int, default=8, help="number of sampled configurations")
+    parser.add_argument("--max_epochs", type=int, default=None, help="epochs per trial (sets config 'epochs')")
+    parser.add_argument("--scheduler", choices=["asha", "fifo"], default=None, help="ray: trial scheduler (asha)")
+    parser.add_argument("--grace_period", type=int, default=None, help="ray: ASHA epochs before a stop (1)")
+    parser.add_argument("--reduction_factor", type=float, default=None, help="ray: ASHA keeps 1/this per rung (2)")
+    parser.add_argument("--cpus_per_trial", type=float, default=None, help="ray: CPUs per trial (1)")
+    parser.add_argument("--gpus_per_trial", type=float, default=None, help="ray: GPUs per trial, fractions allowed (0)")
+    parser.add_argument("--max_concurrent_trials", type=int, default=None, help="ray: at most this many trials at once")
+    parser.add_argument("--address", default=None, help="ray: join this Ray cluster (e.g. 'auto' or host:6379)")
+    parser.add_argument("--num_cpus", type=int, default=None, help="ray: CPUs of the local Ray (default: all)")
+    parser.add_argument("--output_dir", default="tune_results", help="results and the search's state")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted search in --output_dir with its saved settings (other search flags are "
+        "ignored; --address and --num_cpus apply). The local backend skips the trials already in trials.csv",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the parameter sampling")
+    parser.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2, 3], help="ray: Ray's verbosity (1)")
+    return parser
+
+
+def saved_backend(output_dir):
+    """The backend of the search saved in ``output_dir`` (``None``: no saved search)."""
+    path = os.path.join(os.path.abspath(output_dir), SETTINGS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle).get("backend", "ray")  # settings written before --backend existed: Ray
+
+
+def resolve_backend(args):
+    """Set ``args.backend`` (given, or the resumed search's, or "ray") and the Ray options' defaults.
+
+    Raises:
+        SearchError: a Ray-only option with the local backend, or --resume with another backend.
+    """
+    backend = args.backend
+    if args.resume:
+        saved = saved_backend(args.output_dir)
+        if saved is not None and backend is not None and backend != saved:
+            raise SearchError(f"--resume: the search in {os.path.abspath(args.output_dir)} runs with "
+                              f"--backend={saved}, not {backend}; leave --backend out to resume it")
+        backend = backend or saved
+    backend = backend or "ray"
+    given = [f"--{name}" for name in RAY_OPTIONS if getattr(args, name) is not None]
+    if backend == "local" and given:
+        raise SearchError(
+            f"--backend=local does not take {', '.join(given)} (Ray-only: the local backend runs one trial at a "
+            "time in this process, each until RecBole's early stopping, on the device of the config's "
+            "gpu_id/use_gpu); drop them or use --backend=ray"
+        )
+    if backend == "ray":
+        for name, default in RAY_OPTIONS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+    args.backend = backend
+    return backend
+
+
+def prepare_settings(args, overrides):
+    """Validate the search (flags, space, fixed config) before anything starts; returns its settings."""
+    if not args.model or not args.dataset or not args.params_file:
+        raise SearchError("--model, --dataset and --params_file are required (unless --resume)")
+    if args.num_samples < 1:
+        raise SearchError(f"--num_samples must be >= 1, got {args.num_samples}")
+    params = parse_hyper_file(os.path.abspath(args.params_file))
+    if args.max_epochs is not None:
+        overrides["epochs"] = str(args.max_epochs)
+    config_files = args.config_files.split() if args.config_files else []
+    config, fixed = build_fixed_config(args.model, args.dataset, config_files, overrides)
+    check_names(params, config.final_config_dict.keys(), f"{config['model']} on {config['dataset']}")
+    for p in params:
+        if p.name in ("model", "dataset"):
+            raise SearchError(f"{p.source}: [{p.name}] cannot be searched; run one search per {p.name}")
+    clash = [p.name for p in params if p.name in fixed and p.name not in ("model", "dataset")]
+    if clash:
+        print(f"note: searched parameters override their fixed values: {', '.join(clash)}")
+    return {
+        "backend": args.backend,
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "params_file": os.path.abspath(args.params_file),
+        "param_names": [p.name for p in params],
+        "fixed": _plain(fixed),
+        "valid_metric": config["valid_metric"],
+        "mode": "max" if config["valid_metric_bigger"] else "min",
+        "epochs": int(config["epochs"]),
+        "num_samples": args.num_samples,
+        "n_trials": args.num_samples * math.prod(len(p.args) for p in params if p.distribution == "grid"),
+        "seed": args.seed,
+    }
+
+
+def refuse_existing_search(output_dir):
+    """A new search must not write over another one (``--resume`` continues it)."""
+    if os.path.isdir(os.path.join(output_dir, EXPERIMENT_NAME)):
+        raise SearchError(
+            f"{output_dir} already holds a search: pass --resume to continue it, or another --output_dir"
+        )
+
+
+def load_settings(output_dir, args):
+    path = os.path.join(output_dir, SETTINGS_FILE)
+    if not os.path.isfile(path) or not os.path.isdir(os.path.join(output_dir, EXPERIMENT_NAME)):
+        raise SearchError(f"--resume: no search to resume in {output_dir} (no {SETTINGS_FILE} / {EXPERIMENT_NAME}/)")
+    with open(path) as handle:
+        settings = json.load(handle)
+    for flag in ("model", "dataset"):
+        given = getattr(args, flag)
+        if given and given != settings[flag]:
+            raise SearchError(f"--resume: the search in {output_dir} is for --{flag}={settings[flag]}, not {given}")
+    return settings
+
+
+def write_settings(output_dir, settings):
+    with open(os.path.join(output_dir, SETTINGS_FILE), "w") as handle:
+        json.dump(settings, handle, indent=2)
+
+
+def backend_runner(backend):
+    """The ``run(args, overrides)`` of a backend, imported only when used (only "ray" imports Ray)."""
+    if backend == "local":
+        from recbole_sprint.tune.local import run_local_search
+
+        return run_local_search
+    try:
+        from recbole_sprint.tune.search import run_search
+    except ImportError as error:
+        raise SearchError(
+            f"--backend=ray needs Ray Tune (ray[tune]==2.6.3, as RecBole 1.2.1 pins), which cannot be imported "
+            f"here ({error}); use --backend=local to run the trials one after another without Ray"
+        ) from None
+    return run_search
+
+
+def main(argv=None):
+    args, extra = build_parser().parse_known_args(argv)
+    try:
+        overrides = parse_overrides(extra)
+        run = backend_runner(resolve_backend(args))
+        return run(args, overrides)
+    except (SearchError, HyperFileError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,208 @@
+"""The local backend of :mod:`recbole_sprint.tune` (``--backend=local``): no Ray.
+
+For machines where Ray 2.6.3 (RecBole 1.2.1's pin) cannot be installed, e.g. Python 3.12. The trials run one
+after another in this process, each with :func:`recbole_sprint.tune.trial.run_trial` (the Ray backend's
+trial): it trains until ``epochs`` or RecBole's own early stopping (``stopping_step`` evaluations without
+improvement), then tests its best checkpoint. There is no ASHA: no trial is stopped for being weaker than
+the others. The device is the configuration's (``gpu_id``, ``use_gpu``; ``device: cpu`` forces the CPU), so
+on a GPU machine the trials use the GPU.
+
+The search space means what it means under Ray: :func:`local_trials` draws the same trials, in the same
+order, as Ray's ``BasicVariantGenerator`` with the same ``--seed`` (``num_samples`` x grid combinations).
+The trials are drawn once and saved in ``search_settings.json`` (a search without ``--seed`` saves the seed
+it drew); ``--resume`` runs the saved trials whose parameter values are not yet in ``trials.csv``, so an
+interrupted local search loses at most the trial it was running. Outputs as for Ray, with each trial's folder
+(RecBole's log, checkpoints, ``error.txt`` if it failed) in ``search/trial_NNNNN``.
+"""
+
+import collections
+import csv
+import gc
+import itertools
+import math
+import os
+import random
+import shutil
+import time
+import traceback
+
+import numpy as np
+import torch
+
+from recbole_sprint.tune import common, trial
+from recbole_sprint.tune.hyper import HyperFileError, parse_hyper_file
+
+
+# --------------------------------------------------------------------------------------------------
+# Search space: Ray's BasicVariantGenerator, without Ray
+# --------------------------------------------------------------------------------------------------
+def _draw(param, rng):
+    """One value of a random ``.hyper`` parameter, drawn as Ray's domain of
+    :func:`recbole_sprint.tune.search.ray_search_space` draws it (``size=1``, same generator calls)."""
+    kind, args = param.distribution, param.args
+    if kind == "choice":
+        return args[int(rng.choice(np.arange(0, len(args)), size=1)[0])]
+    if kind == "uniform":
+        return float(rng.uniform(args[0], args[1], size=1)[0])
+    if kind == "quniform":  # Ray: bounds moved inward to multiples of q, then rounded to a multiple of q
+        low, high, q = args
+        value = rng.uniform(np.ceil(low / q) * q, np.floor(high / q) * q, size=1)[0]
+        return float(np.round(np.divide(value, q)) * q)
+    if kind == "loguniform":  # Ray: tune.loguniform(exp(ln_low), exp(ln_high)), base 10
+        low, high = math.exp(args[0]), math.exp(args[1])
+        exponent = rng.uniform(np.log(low) / np.log(10), np.log(high) / np.log(10), size=1)
+        return float((10 ** exponent)[0])
+    if kind == "randint":  # upper bound exclusive
+        return int(rng.integers(args[0], args[1], size=1)[0])
+    raise HyperFileError(f"{param.source}: unsupported distribution [{kind}]")
+
+
+def local_trials(params, num_samples, seed):
+    """The trials of a search: ``num_samples`` times every combination of the ``grid`` parameters, the other
+    parameters drawn per trial with ``numpy.random.default_rng(seed)``, as Ray Tune 2.6.3's
+    ``BasicVariantGenerator(random_state=seed)``: the same values in the same order (grid parameters in
+    name order, the first varying fastest; random parameters drawn in file order).
+
+    Returns:
+        a list of ``{name: value}`` in ``.hyper`` order (plain Python values).
+    """
+    rng = np.random.default_rng(seed)
+    grids = sorted((p for p in params if p.distribution == "grid"), key=lambda p: p.name)[::-1]
+    randoms = [p for p in params if p.distribution != "grid"]
+    trials = []
+    for _ in range(num_samples):
+        for combination in itertools.product(*(p.args for p in grids)):  # the last of `grids` varies fastest
+            values = dict(zip((p.name for p in grids), combination))
+            values.update((p.name, _draw(p, rng)) for p in randoms)
+            trials.append(common._plain({p.name: values[p.name] for p in params}))
+    return trials
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume
+# --------------------------------------------------------------------------------------------------
+def _param_key(params, names):
+    """What identifies a trial: its parameter values, as ``trials.csv`` writes them."""
+    return tuple(str(params[name]) for name in names)
+
+
+def _number(text):
+    try:
+        return int(text)
+    except ValueError:
+        return float(text) if text != "" else float("nan")
+
+
+def finished_trials(csv_path, trials, names):
+    """The trials of ``trials`` already in ``trials.csv``: ``{index: row}``, the row with its parameters as
+    planned (typed) and its numbers as numbers.
+
+    Raises:
+        common.SearchError: a row that is none of the search's trials (trials.csv edited by hand?).
+    """
+    if not os.path.isfile(csv_path):
+        return {}
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    waiting = collections.defaultdict(list)  # parameter values -> trial indices (a sample may repeat)
+    for index, params in enumerate(trials):
+        waiting[_param_key(params, names)].append(index)
+    done = {}
+    for number, row in enumerate(rows, start=2):
+        indices = waiting[tuple(row[name] for name in names)]
+        if not indices:
+            raise common.SearchError(f"{csv_path}:{number}: a trial that is not one of this search's (parameters "
+                                     f"{ {name: row[name] for name in names} }); was the file edited?")
+        index = indices.pop(0)
+        typed = {key: value if key in ("trial_id", "status", "trial_dir") else _number(value)
+                 for key, value in row.items() if key not in names}
+        typed.update(trials[index])
+        done[index] = {key: typed[key] for key in row}  # the CSV's column order
+    return done
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------
+def local_gpu_id(fixed):
+    """``gpu_id`` for the trials: ``""`` (CPU) where the config says ``use_gpu: False`` or ``device: cpu``
+    (RecBole 1.2.1 itself reads neither), else ``None``: the config's ``gpu_id`` (RecBole: CUDA when available
+    and ``gpu_id`` is not empty)."""
+    if fixed.get("use_gpu") in (False, "False", "false", 0) or str(fixed.get("device", "")).startswith("cpu"):
+        return ""
+    return None
+
+
+def local_device(fixed):
+    gpu_id = local_gpu_id(fixed)
+    if gpu_id is None:
+        gpu_id = str(fixed.get("gpu_id", "0"))
+    return f"cuda (gpu_id {gpu_id})" if gpu_id and torch.cuda.is_available() else "cpu"
+
+
+def new_local_settings(args, overrides, output_dir):
+    settings = common.prepare_settings(args, overrides)
+    common.refuse_existing_search(output_dir)
+    if settings["seed"] is None:  # saved, so that --resume (and a rerun with --seed) draws the same trials
+        settings["seed"] = random.SystemRandom().randrange(2**32)
+        print(f"note: sampling seed {settings['seed']} (saved in {common.SETTINGS_FILE})")
+    settings["trials"] = local_trials(parse_hyper_file(settings["params_file"]), settings["num_samples"],
+                                      settings["seed"])
+    os.makedirs(os.path.join(output_dir, common.EXPERIMENT_NAME))
+    common.write_settings(output_dir, settings)
+    return settings
+
+
+def run_local_search(args, overrides):
+    output_dir = os.path.abspath(args.output_dir)
+    if args.resume:
+        settings = common.load_settings(output_dir, args)
+    else:
+        settings = new_local_settings(args, overrides, output_dir)
+    names, trials, fixed = settings["param_names"], settings["trials"], settings["fixed"]
+    csv_path = os.path.join(output_dir, common.TRIALS_CSV)
+    done = finished_trials(csv_path, trials, names)
+    rows = [done[index] for index in sorted(done)]
+    todo = [index for index in range(len(trials)) if index not in done]
+    gpu_id = local_gpu_id(fixed)
+    print(f"local search: {len(todo)} of {len(trials)} trial(s) to run, one after another on "
+          f"{local_device(fixed)}; no ASHA: each trains up to {settings['epochs']} epochs with RecBole's early "
+          f"stopping (stopping_step={fixed.get('stopping_step', 10)}), then tests its best checkpoint", flush=True)
+
+    started = time.time()
+    not_finished, running = [], None
+    try:
+        for number, index in enumerate(todo, start=1):
+            params = trials[index]
+            running = trial_id = f"trial_{index:05d}"
+            trial_dir = os.path.join(output_dir, common.EXPERIMENT_NAME, trial_id)
+            if os.path.isdir(trial_dir):  # an attempt that did not finish: start afresh
+                shutil.rmtree(trial_dir)
+            trial_started = time.time()
+            try:
+                result = trial.run_trial(params, fixed, trial_dir, gpu_id=gpu_id)
+            except Exception:  # as Ray's raise_on_failed_trial=False: note it, go on with the next trial
+                error_file = os.path.join(trial_dir, "error.txt")
+                os.makedirs(trial_dir, exist_ok=True)
+                with open(error_file, "w") as handle:
+                    handle.write(traceback.format_exc())
+                not_finished.append((trial_id, f"ERROR, see {error_file}"))
+                print(f"[{number}/{len(todo)}] {trial_id} {params}: failed, see {error_file}", flush=True)
+                running = None
+                continue
+            finally:
+                gc.collect()  # the trial's model, data and optimizer, before the next trial's
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            rows.append(common.result_row(trial_id, "completed", params, names, result,
+                                          result["best_valid_score"], trial_dir))
+            running = None
+            common.write_trials_csv(csv_path, rows)
+            print(f"[{number}/{len(todo)}] {trial_id} {params}: best valid {settings['valid_metric']}="
+                  f"{rows[-1]['best_valid_score']:.4f}, {rows[-1]['epochs']} epoch(s), "
+                  f"{time.time() - trial_started:.1f} s", flush=True)
+    except KeyboardInterrupt:
+        if running is not None:
+            not_finished.append((running, "interrupted"))
+    n_failed = sum(why.startswith("ERROR") for _, why in not_finished)
+    return common.finish_search(output_dir, settings, rows, time.time() - started, not_finished, n_failed)
