@@ -71,6 +71,41 @@ def parse_overrides(extra_args):
     return overrides
 
 
+def spec_fixed_config(spec_path, label, dataset):
+    """``(model class, config)`` of a benchmark spec's run of the model entry ``label`` on ``dataset``.
+
+    The config is the one the benchmark trains that cell with (protocol, dataset and entry config, first seed)
+    plus its ``data_path``; a search under it tunes exactly what the benchmark then runs.
+
+    Raises:
+        SearchError: no such spec, entry or dataset (naming the allowed values), or a spec whose sizes / sweep
+            give this entry several runs per seed (which one to tune would be ambiguous).
+    """
+    from recbole_sprint.benchmark.spec import SpecError, load_spec
+
+    if not os.path.isfile(spec_path):
+        raise SearchError(f"--spec: no such file: {spec_path}")
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as error:
+        raise SearchError(f"--spec: {error}") from None
+    labels = [entry for entry, _ in spec.models]
+    if label not in labels:
+        raise SearchError(f"--model={label}: no model entry labelled so in spec {spec.name}; choose from "
+                          f"{', '.join(labels)}")
+    datasets = [name for name, _, _ in spec.datasets]
+    if dataset not in datasets:
+        raise SearchError(f"--dataset={dataset}: not in spec {spec.name}; choose from {', '.join(datasets)}")
+    cells = [c for c in spec.cells() if c.model == label and c.dataset == dataset and c.seed == spec.seeds[0]]
+    if len(cells) != 1:
+        raise SearchError(f"--spec: spec {spec.name} has {len(cells)} runs of {label} on {dataset} per seed (sizes "
+                          "or sweep); tune under a spec with one")
+    config = dict(cells[0].config)
+    if cells[0].data_path is not None:
+        config["data_path"] = os.path.abspath(cells[0].data_path)
+    return cells[0].model_name, config
+
+
 def build_fixed_config(model, dataset, config_files=None, overrides=None):
     """The fixed (not searched) part of every trial's configuration.
 
@@ -230,6 +265,13 @@ def build_parser():
     parser.add_argument("--model", "-m", default=None, help="model name (plugin or RecBole)")
     parser.add_argument("--dataset", "-d", default=None, help="dataset name")
     parser.add_argument("--config_files", default=None, help="fixed config yaml files, separated by spaces")
+    parser.add_argument(
+        "--spec",
+        default=None,
+        help="a benchmark spec (YAML): the fixed config is the spec's run of --model (a model entry's label, the "
+        "table row) on --dataset with its first seed: the benchmark's protocol, data_path and the entry's own "
+        "config; --config_files and --key=value still override it",
+    )
     parser.add_argument("--params_file", default=None, help="search space in RecBole's .hyper format")
     parser.add_argument(
         "--backend",
@@ -309,7 +351,11 @@ def prepare_settings(args, overrides):
     if args.max_epochs is not None:
         overrides["epochs"] = str(args.max_epochs)
     config_files = args.config_files.split() if args.config_files else []
-    config, fixed = build_fixed_config(args.model, args.dataset, config_files, overrides)
+    model = args.model
+    if args.spec:
+        model, spec_config = spec_fixed_config(args.spec, args.model, args.dataset)
+        overrides = {**spec_config, **overrides}
+    config, fixed = build_fixed_config(model, args.dataset, config_files, overrides)
     check_names(params, config.final_config_dict.keys(), f"{config['model']} on {config['dataset']}")
     for p in params:
         if p.name in ("model", "dataset"):
@@ -322,6 +368,8 @@ def prepare_settings(args, overrides):
         "model": config["model"],
         "dataset": config["dataset"],
         "params_file": os.path.abspath(args.params_file),
+        "spec": os.path.abspath(args.spec) if args.spec else None,
+        "spec_model": args.model if args.spec else None,  # the spec entry's label (the model class is "model")
         "param_names": [p.name for p in params],
         "fixed": _plain(fixed),
         "valid_metric": config["valid_metric"],
@@ -349,7 +397,7 @@ def load_settings(output_dir, args):
         settings = json.load(handle)
     for flag in ("model", "dataset"):
         given = getattr(args, flag)
-        if given and given != settings[flag]:
+        if given and given not in (settings[flag], settings.get(f"spec_{flag}")):
             raise SearchError(f"--resume: the search in {output_dir} is for --{flag}={settings[flag]}, not {given}")
     return settings
 
