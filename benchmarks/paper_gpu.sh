@@ -6,6 +6,7 @@
 # GPU (more ran out of memory or time-sliced on the H100).
 #
 #   benchmarks/paper_gpu.sh tune     # SPRINT weights for SASRecSPRINT on amazon-beauty: 6 trials of the paper's grid
+#   benchmarks/paper_gpu.sh tune BERT4RecSPRINT   # its own grid (sprint_bidirectional_grid.hyper: lambda_attn x tau)
 #   benchmarks/paper_gpu.sh main     # main-table rows not run yet: BERT4Rec(SPRINT), HSTU, HSTUSPRINT, 2 seeds
 #   benchmarks/paper_gpu.sh depth    # amazon-beauty depth sweep: SASRec vs SASRecSPRINT at 2, 4, 8 layers
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
@@ -29,12 +30,15 @@ shards() {  # shards SPEC OUTPUT_DIR LOG_NAME [filters...]: three processes, one
 
 case "${1:-}" in
   tune)
-    out=$RESULTS/tune/SASRecSPRINT_amazon-beauty
+    model=${2:-SASRecSPRINT}
+    grid=properties/hyper/sprint_small_grid.hyper
+    [ "$model" = BERT4RecSPRINT ] && grid=properties/hyper/sprint_bidirectional_grid.hyper
+    out=$RESULTS/tune/${model}_amazon-beauty
     resume=()
     [ -f "$out/search_settings.json" ] && resume=(--resume)
-    python -m recbole_sprint.tune --backend=local --spec="$SPECS/paper_main.yaml" --model=SASRecSPRINT \
-      --dataset=amazon-beauty --params_file=properties/hyper/sprint_small_grid.hyper --num_samples=1 --seed=0 \
-      --output_dir="$out" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_sasrecsprint_beauty.log"
+    python -m recbole_sprint.tune --backend=local --spec="$SPECS/paper_main.yaml" --model="$model" \
+      --dataset=amazon-beauty --params_file="$grid" --num_samples=1 --seed=0 \
+      --output_dir="$out" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_${model}_amazon-beauty.log"
     ;;
   main)
     shards "$SPECS/paper_main.yaml" "$RESULTS/paper_main" main --models BERT4Rec,BERT4RecSPRINT,HSTU,HSTUSPRINT
@@ -47,7 +51,7 @@ case "${1:-}" in
     python -m recbole_sprint.benchmark "$SPECS/paper_depth.yaml" --output_dir "$RESULTS/paper_depth" --render_only
     ;;
   *)
-    echo "usage: $0 tune|main|depth|render (see the comments at the top)" >&2
+    echo "usage: $0 tune [MODEL]|main|depth|render (see the comments at the top)" >&2
     exit 2
     ;;
 esac
