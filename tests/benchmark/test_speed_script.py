@@ -1,0 +1,33 @@
+"""benchmarks/speed.py end to end on CPU with a tiny model: the table, SPRINT's overhead row and --profile_steps."""
+
+import importlib.util
+import os
+import re
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_speed():
+    spec = importlib.util.spec_from_file_location("speed", os.path.join(REPO, "benchmarks", "speed.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_speed_table_overhead_and_profiles(capsys):
+    speed = load_speed()
+    speed.main(["--dataset", "ml-100k", "--device", "cpu", "--models", "SASRecSPRINT", "--modes", "full_sequence",
+                "--max_len", "10", "--n_layers", "1", "--hidden_size", "16", "--n_heads", "1", "--max_batches", "2",
+                "--epochs", "1", "--profile_steps", "2", "--profile_rows", "500"])
+    out = capsys.readouterr().out
+    rows = {m.group(1).strip(): float(m.group(2)) for m in
+            re.finditer(r"^\| (SASRecSPRINT (?:w0|on)) +\| full_sequence +\| +~([0-9.]+) \|", out, re.M)}
+    assert set(rows) == {"SASRecSPRINT w0", "SASRecSPRINT on"} and all(v > 0 for v in rows.values())
+    assert re.search(r"^\| SASRecSPRINT \| full_sequence \| [+-][0-9.]+ \|$", out, re.M)  # overhead in %
+    for label in ("w0", "on"):
+        block = out.split(f"| profile SASRecSPRINT {label} [full_sequence] | ms/step | calls/step |")[1]
+        assert "| [wall] |" in block.split("\n\n")[0] and "| aten::" in block.split("\n\n")[0]
+    diff = out.split("| SPRINT on - w0, SASRecSPRINT [full_sequence] | +ms/step | +calls/step |")[1]
+    # SPRINT adds operator calls (column sums, power iterations): some operator has more calls per step with it on
+    added = [int(m.group(1)) for m in re.finditer(r"^\| aten::\S+ \| [+-][0-9.]+ \| \+(\d+) \|$", diff, re.M)]
+    assert added and max(added) > 0
