@@ -34,6 +34,7 @@ layer (references to its existing modules). The attention matrix is read by a fo
 whose output is the attention matrix applied to V (RecBole's ``MultiHeadAttention.attn_dropout``).
 """
 
+import contextlib
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -47,6 +48,14 @@ SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
 # ---------------------------------------------------------------------------------------------------
 # Pure functions (tested one by one)
 # ---------------------------------------------------------------------------------------------------
+def autocast_off(device_type):
+    """A context that switches autocast off, or a no-op where it is off already (entering ``torch.autocast``
+    costs host time on every call, which adds up over the layers of every training step)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def power_iteration(weight, v, n_iters, eps=1e-12):
     r"""Estimate the spectral norm of a batch of matrices.
 
@@ -71,7 +80,7 @@ def attention_column_sums(probs, query_mask):
 
     Args:
         probs: ``[B, H, n, n]`` attention matrix applied to V (query i, key j).
-        query_mask: ``[B, n]`` bool, True where the query position holds a real token.
+        query_mask: ``[B, n]``, True (or 1.0) where the query position holds a real token.
 
     Returns:
         ``[B, H, n]``: :math:`c_{b,h,j} = \sum_i \mathrm{query\_mask}_{b,i} P_{b,h,i,j}`, in ``probs``' dtype
@@ -82,7 +91,7 @@ def attention_column_sums(probs, query_mask):
     ``n x n`` matrices once, and its backward writes the rank-one gradient directly (2-3x faster forward + backward
     on CPU at B=64, H=4, n=200).
     """
-    with torch.autocast(device_type=probs.device.type, enabled=False):
+    with autocast_off(probs.device.type):
         weights = query_mask.to(probs.dtype)[:, None, None, :]  # [B, 1, 1, n]
         return torch.matmul(weights, probs).squeeze(2)  # [B, H, 1, n] -> [B, H, n]
 
@@ -94,16 +103,16 @@ def soft_max_columns(column_sums, key_mask, temperature):
     it satisfies :math:`\max c \le \tilde S_h \le \max c + \log(M)/\tau` for M valid columns.
 
     Args:
-        column_sums: ``[B, H, n]``.
+        column_sums: ``[B, H, n]``, or ``[L, B, H, n]`` for L layers at once.
         key_mask: ``[B, n]`` bool, True for key columns that take part.
         temperature: :math:`\tau > 0`.
 
     Returns:
-        ``[H]``, in float32 at least (half-precision inputs are upcast).
+        ``[H]`` (``[L, H]``), in float32 at least (half-precision inputs are upcast).
     """
     column_sums = column_sums.to(torch.promote_types(column_sums.dtype, torch.float32))
-    scaled = (temperature * column_sums).masked_fill(~key_mask[:, None, :], float("-inf"))  # [B, H, n]
-    return torch.logsumexp(scaled, dim=(0, 2)) / temperature  # over every (b, j) of a head
+    scaled = (temperature * column_sums).masked_fill(~key_mask[:, None, :], float("-inf"))  # [(L,) B, H, n]
+    return torch.logsumexp(scaled, dim=(-3, -1)) / temperature  # over every (b, j) of a head
 
 
 def attention_block_term(soft_max, value_norms, output_norm, eps=1e-12):
@@ -148,7 +157,7 @@ class SpectralNormEstimator(nn.Module):
 
     def forward(self, weight):
         # weight: [G, m, n]
-        with torch.autocast(device_type=weight.device.type, enabled=False):
+        with autocast_off(weight.device.type):
             sigma, u, v = power_iteration(weight.float(), self.v.clone(), self.n_iters)
         if self.training:
             with torch.no_grad():
@@ -286,9 +295,9 @@ class SPRINTRegularizer(nn.Module):
                 self.ffn_out = _estimator(ffn_out, self.power_iters, generator)
             self.embedding = _estimator(item_embedding.weight.unsqueeze(0), self.power_iters, generator)
 
-        self._query_mask = None  # [B, n] bool
+        self._query_weights = None  # [B, n] float: 1 for a valid query row, 0 for padding
         self._key_mask = None  # [B, n] bool
-        self._soft_max: List[Optional[torch.Tensor]] = [None] * self.n_layers  # per layer: [H]
+        self._column_sums: List[Optional[torch.Tensor]] = [None] * self.n_layers  # per layer: [B, H, n]
         self._epoch_parts = None  # running sum of (rec, attn, ffn, emb) over the steps of an epoch, on device
         self._epoch_steps = 0
         if self.attn_weight > 0:
@@ -302,28 +311,34 @@ class SPRINTRegularizer(nn.Module):
     # -- attention statistics, collected during the backbone's forward pass -------------------------
     def observe(self, query_mask, key_mask):
         """Set the masks of the coming forward pass (``[B, n]`` bool each)."""
-        self._query_mask = query_mask
+        self._query_weights = query_mask.float()
         self._key_mask = key_mask
-        self._soft_max = [None] * self.n_layers
+        self._column_sums = [None] * self.n_layers
 
     def _attention_hook(self, index):
+        # Only the column sums are taken per layer; the soft maximum runs once for all layers in
+        # attention_term (per-layer small ops cost host time that a GPU step of a small model cannot hide).
         def hook(module, inputs, probs):
-            if self.training and self._query_mask is not None:
-                column_sums = attention_column_sums(probs, self._query_mask)  # [B, H, n]
-                self._soft_max[index] = soft_max_columns(column_sums, self._key_mask, self.temperature)  # [H]
+            if self.training and self._query_weights is not None:
+                self._column_sums[index] = attention_column_sums(probs, self._query_weights)  # [B, H, n]
 
         return hook
 
-    # -- the terms -----------------------------------------------------------------------------------
-    def attention_term(self):
-        """Mean over layers of the attention-block terms (needs a training forward pass first)."""
-        missing = [index for index, soft_max in enumerate(self._soft_max) if soft_max is None]
+    def soft_max(self):
+        r"""``[L, H]``: :math:`\tilde S_h` of every layer, from the column sums of the last training forward pass."""
+        missing = [index for index, sums in enumerate(self._column_sums) if sums is None]
         if missing:
             raise RuntimeError(
                 f"SPRINT saw no attention matrix for layer {missing[0]} in this forward pass: call "
                 "observe() before the backbone's forward, in training mode, with a non-fused attention"
             )
-        soft_max = torch.stack(self._soft_max)  # [L, H]
+        column_sums = torch.stack(self._column_sums)  # [L, B, H, n]
+        return soft_max_columns(column_sums, self._key_mask, self.temperature)  # [L, H]
+
+    # -- the terms -----------------------------------------------------------------------------------
+    def attention_term(self):
+        """Mean over layers of the attention-block terms (needs a training forward pass first)."""
+        soft_max = self.soft_max()  # [L, H]
         value_norms = self.value(self.targets.value_weights()).view(self.n_layers, self.n_heads)  # [L, H]
         output_norms = self.output(self.targets.output_weights())  # [L]
         radicand = (soft_max * value_norms.pow(2)).sum(1).clamp_min(1e-12)  # [L]; see attention_block_term
@@ -343,8 +358,8 @@ class SPRINTRegularizer(nn.Module):
         attn = self.attn_weight * self.attention_term() if self.attn_weight > 0 else zero
         ffn = self.ffn_weight * self.ffn_term() if self.ffn_weight > 0 else zero
         emb = self.emb_weight * self.embedding_term() if self.emb_weight > 0 else zero
-        self._query_mask = self._key_mask = None
-        self._soft_max = [None] * self.n_layers
+        self._query_weights = self._key_mask = None
+        self._column_sums = [None] * self.n_layers
         return attn, ffn, emb
 
     def add_to(self, rec_loss):

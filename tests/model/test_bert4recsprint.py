@@ -43,7 +43,7 @@ def _soft_max_and_probs(model, item_seq):
     model.train()
     model(item_seq)
     handle.remove()
-    return model.sprint._soft_max[0].detach(), captured[0]  # [H], [B, H, n, n]
+    return model.sprint.soft_max()[0].detach(), captured[0]  # [H], [B, H, n, n]
 
 
 def test_masks_keep_mask_queries_and_drop_padding_and_mask_keys(tiny):
