@@ -20,8 +20,10 @@ def default_output_dir(spec):
 
 
 def run_benchmark(spec, output_dir=None, parallel=False, address=None, show_progress=True, keep_checkpoints=False,
-                  shard=None):
-    """Run every unfinished run of ``spec``, then render its tables (and plots).
+                  shard=None, models=None, datasets=None):
+    """Run every unfinished run of ``spec`` (or of the cells that ``models`` / ``datasets`` select, see
+    :func:`~recbole_sprint.benchmark.spec.select_cells`), then render its tables (and plots) from every stored run
+    of the spec.
 
     Returns:
         dict with ``records`` (the grid's stored runs), ``n_ran`` (runs trained by this call) and ``paths``.
@@ -31,7 +33,7 @@ def run_benchmark(spec, output_dir=None, parallel=False, address=None, show_prog
 
     output_dir = output_dir or default_output_dir(spec)
     records, n_ran = run_grid(spec, output_dir, parallel=parallel, address=address, show_progress=show_progress,
-                              keep_checkpoints=keep_checkpoints, shard=shard)
+                              keep_checkpoints=keep_checkpoints, shard=shard, models=models, datasets=datasets)
     return {"records": records, "n_ran": n_ran, "paths": render(spec, records, output_dir)}
 
 

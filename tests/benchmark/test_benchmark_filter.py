@@ -179,3 +179,16 @@ def test_stored_gpu_runs_are_the_filtered_cells_of_the_shipped_specs(monkeypatch
             stored = [json.loads(line) for line in f]
         stored_ml1m = {r["run_id"] for r in stored if r["dataset"] == "ml-1m-3k" and r["model_class"] == "SASRecSPRINT"}
         assert {c.run_id for c in cells} == stored_ml1m
+
+
+def test_python_api_run_benchmark_takes_the_filters(tmp_path, fake_training):
+    from recbole_sprint.benchmark import run_benchmark
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    spec = load_spec(str(path))
+    result = run_benchmark(spec, output_dir=str(tmp_path / "out"), show_progress=False, models="SASRecSPRINT",
+                           datasets=["ml-1m"])
+    selected = [c.run_id for c in spec.cells() if c.dataset == "ml-1m" and c.model_name == "SASRecSPRINT"]
+    assert fake_training == selected and result["n_ran"] == len(selected)
+    assert os.path.isfile(result["paths"]["markdown"])
