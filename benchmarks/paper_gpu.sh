@@ -10,6 +10,7 @@
 #   benchmarks/paper_gpu.sh main     # main-table rows not run yet: BERT4Rec(SPRINT), HSTU, HSTUSPRINT, 2 seeds
 #   benchmarks/paper_gpu.sh depth    # amazon-beauty depth sweep: SASRec vs SASRecSPRINT at 2, 4, 8 layers
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
+#   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
 # The tune step searches under paper_main.yaml's protocol (--spec). Its best weights go into the spec's
 # SASRecSPRINT entry by hand (best_config.yaml lists them); that changes the entry's run ids, so the main step
@@ -50,8 +51,16 @@ case "${1:-}" in
     python -m recbole_sprint.benchmark "$SPECS/paper_main.yaml" --output_dir "$RESULTS/paper_main" --render_only
     python -m recbole_sprint.benchmark "$SPECS/paper_depth.yaml" --output_dir "$RESULTS/paper_depth" --render_only
     ;;
+  speed)  # one process at a time: these are timings
+    python benchmarks/sprint_overhead.py --device cuda --max_len 200 --hidden_size 256 --batch_size 128 \
+      --dataset ml-1m-3k --rounds 5 --steps 20 2>&1 | tee "$RESULTS/logs/sprint_overhead_h100.log"
+    python benchmarks/speed.py --device cuda --max_len 200 --n_layers 8 --hidden_size 256 --n_heads 4 \
+      --models SASRecSPRINT,HSTUSPRINT --modes full_sequence --epochs 3 --profile_steps 10 --big \
+      2>&1 | tee "$RESULTS/logs/speed_h100_profile.log"
+    python benchmarks/equal_time.py --device cuda --budget 120 2>&1 | tee "$RESULTS/logs/equal_time_h100.log"
+    ;;
   *)
-    echo "usage: $0 tune [MODEL]|main|depth|render (see the comments at the top)" >&2
+    echo "usage: $0 tune [MODEL]|main|depth|render|speed (see the comments at the top)" >&2
     exit 2
     ;;
 esac
