@@ -85,13 +85,13 @@ def main(argv=None):
     sys.argv = sys.argv[:1]  # RecBole's Config would parse our options as config keys
     results = []
     for name, label, mode, overrides in ROWS:
-        print(f"training {label} for {args.budget:.0f} s ...", flush=True)
+        print(f"training {label} for {args.budget:g} s ...", flush=True)
         results.append((label, train_for(args, name, mode, overrides)))
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print()
     print(f"# equal training time: {args.dataset}, max_len {args.max_len}, {args.n_layers} layers x {args.hidden_size} "
-          f"(heads {args.n_heads}), CE, lr {args.learning_rate}, budget {args.budget:.0f} s per row; {device}; "
+          f"(heads {args.n_heads}), CE, lr {args.learning_rate}, budget {args.budget:g} s per row; {device}; "
           f"torch {torch.__version__}")
     print("| row | epochs | train s | best valid NDCG@10 | at train s | evaluations |")
     print("|---|---|---|---|---|---|")

@@ -1,0 +1,31 @@
+"""benchmarks/equal_time.py end to end on CPU with a tiny model and a budget that one epoch exhausts."""
+
+import importlib.util
+import os
+import re
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_script():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))  # it imports speed.py beside it
+    spec = importlib.util.spec_from_file_location("equal_time", os.path.join(REPO, "benchmarks", "equal_time.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_row_trains_until_the_budget_and_reports_its_best_validation(capsys):
+    load_script().main(["--dataset", "ml-100k", "--device", "cpu", "--max_len", "5", "--n_layers", "1",
+                        "--hidden_size", "8", "--n_heads", "1", "--budget", "0.01", "--batch_size", "4096"])
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\| (SASRec prefix|SASRecSPRINT w0 full) \| (\d+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| (\d+) \|$",
+                      out, re.M)
+    assert [r[0] for r in rows] == ["SASRec prefix", "SASRecSPRINT w0 full"]
+    for _, epochs, trained, best, at, evaluations in rows:
+        # the first epoch already exceeds a 0.01 s budget: one epoch, one validation, its score is the best
+        assert int(epochs) == 1 and int(evaluations) == 1 and float(trained) >= 0.01 and float(at) == float(trained)
+        assert 0 < float(best) < 1
+    curve = re.findall(r"epoch 1: [0-9.]+ s trained, valid NDCG@10 ([0-9.]+)", out)
+    assert len(curve) == 2 and [float(c) for c in curve] == [float(r[3]) for r in rows]
