@@ -61,12 +61,11 @@ def train_for(args, name, mode, overrides):
                                eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user",
                                           "mode": "full"}, eval_batch_size=4096)
     train_data, valid_data, _ = speed.prepared_data(config, mode)
-    model, trainer = speed.build(config, train_data)
+    _, trainer = speed.build(config, train_data)
     curve, trained, epoch, last_eval = [], 0.0, 0, 0.0
     while trained < args.budget:
         speed.synchronize(args.device)
         start = time.perf_counter()
-        model.train()
         trainer._train_epoch(train_data, epoch)
         speed.synchronize(args.device)
         trained += time.perf_counter() - start

@@ -281,7 +281,6 @@ def profile_steps(args, trainer, train_data):
 
 
 def print_profile(label, mode, ops, limit):
-    unit = "device" if "[total]" in ops else "cpu"
     print()
     print(f"| profile {label} [{mode}] | ms/step | calls/step |")
     print("|---|---|---|")
@@ -291,9 +290,8 @@ def print_profile(label, mode, ops, limit):
 
 def print_profile_diff(on, off, label, mode, limit):
     """Operators that SPRINT adds or makes slower: ms/step and calls/step, on minus w0."""
-    keys = set(on) | set(off)
-    diff = {key: (on.get(key, (0, 0))[0] - off.get(key, (0, 0))[0], on.get(key, (0, 0))[1] - off.get(key, (0, 0))[1])
-            for key in keys}
+    none = (0.0, 0.0)
+    diff = {key: tuple(a - b for a, b in zip(on.get(key, none), off.get(key, none))) for key in set(on) | set(off)}
     print()
     print(f"| SPRINT on - w0, {label} [{mode}] | +ms/step | +calls/step |")
     print("|---|---|---|")

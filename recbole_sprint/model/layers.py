@@ -75,12 +75,13 @@ class RelativeBucketedTimeAndPositionBias(nn.Module):
         self.position_weight = nn.Parameter(torch.empty(2 * max_seq_length - 1).normal_(0.0, initializer_range))
         if use_time:
             self.time_weight = nn.Parameter(torch.empty(num_buckets + 1).normal_(0.0, initializer_range))
+        index = torch.arange(max_seq_length)
+        # [N, N], j - i + N - 1; its top-left [n, n] block serves a length-n batch (not saved in the state dict)
+        self.register_buffer("relative_index", index[None, :] - index[:, None] + max_seq_length - 1, persistent=False)
 
-    def position_term(self, n, device):
+    def position_term(self, n):
         """``[n, n]``: ``w_pos[N-1 + j - i]``."""
-        index = torch.arange(n, device=device)
-        relative = index[None, :] - index[:, None] + self.max_seq_length - 1  # [n, n], j - i + N - 1
-        return lookup(self.position_weight, relative)
+        return lookup(self.position_weight, self.relative_index[:n, :n])
 
     def forward(self, n, time_buckets=None):
         """``[B, n, n]`` (or ``[1, n, n]`` without time).
@@ -90,7 +91,7 @@ class RelativeBucketedTimeAndPositionBias(nn.Module):
             time_buckets: ``[B, n, n]`` from :func:`relative_time_buckets` (computed once per sequence batch and
                 shared by the layers), or ``None`` without time.
         """
-        bias = self.position_term(n, self.position_weight.device).unsqueeze(0)  # [1, n, n]
+        bias = self.position_term(n).unsqueeze(0)  # [1, n, n]
         if self.use_time:
             bias = bias + lookup(self.time_weight, time_buckets)
         return bias

@@ -102,7 +102,7 @@ def spec_fixed_config(spec_path, label, dataset):
                           "or sweep); tune under a spec with one")
     config = dict(cells[0].config)
     if cells[0].data_path is not None:
-        config["data_path"] = os.path.abspath(cells[0].data_path)
+        config["data_path"] = cells[0].data_path
     return cells[0].model_name, config
 
 
