@@ -18,9 +18,11 @@ SPRINT_SUFFIX = "SPRINT"
 
 
 def backbone_of(model):
-    """``SASRecSPRINT`` -> ``SASRec``; ``None`` for models that are not SPRINT variants."""
-    if model.endswith(SPRINT_SUFFIX) and len(model) > len(SPRINT_SUFFIX):
-        return model[: -len(SPRINT_SUFFIX)]
+    """``SASRecSPRINT`` -> ``SASRec``, also for a labelled variant (``SASRecSPRINT-tuned`` -> ``SASRec``);
+    ``None`` for models that are not SPRINT variants."""
+    name = model.split("-", 1)[0]  # RecBole's model names have no "-"
+    if name.endswith(SPRINT_SUFFIX) and len(name) > len(SPRINT_SUFFIX):
+        return name[: -len(SPRINT_SUFFIX)]
     return None
 
 

@@ -3,8 +3,9 @@
 ``python -m recbole_sprint.tune ... --backend {ray,local}``:
 
 * ``ray`` (default): :mod:`recbole_sprint.tune.search`, Ray Tune 2.6.3, trials in parallel, ASHA.
-* ``local``: :mod:`recbole_sprint.tune.local`, the trials one after another in this process, without Ray
-  (for machines where Ray 2.6.3 cannot be installed, e.g. Python 3.12).
+* ``local``: :mod:`recbole_sprint.tune.local`, without Ray (for machines where Ray 2.6.3 cannot be installed,
+  e.g. Python 3.12): the trials one after another in this process, or with ``--workers=N`` in N worker
+  processes at once (sharing the config's device).
 
 Both build the fixed configuration once (:func:`build_fixed_config`), run every trial with
 :func:`recbole_sprint.tune.trial.run_trial`, choose the best trial on its best validation score among the
@@ -291,6 +292,14 @@ def build_parser():
     parser.add_argument("--max_concurrent_trials", type=int, default=None, help="ray: at most this many trials at once")
     parser.add_argument("--address", default=None, help="ray: join this Ray cluster (e.g. 'auto' or host:6379)")
     parser.add_argument("--num_cpus", type=int, default=None, help="ray: CPUs of the local Ray (default: all)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local: run the trials in this many worker processes at once, all on the config's device (one GPU "
+        "shared: small models leave most of it idle); each worker's output goes to search/worker_<i>.log (1)",
+    )
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # "i/n": one worker of --workers=n
     parser.add_argument("--output_dir", default="tune_results", help="results and the search's state")
     parser.add_argument(
         "--resume",
@@ -333,6 +342,11 @@ def resolve_backend(args):
             "time in this process, each until RecBole's early stopping, on the device of the config's "
             "gpu_id/use_gpu); drop them or use --backend=ray"
         )
+    if backend == "ray" and args.workers is not None:
+        raise SearchError("--workers is an option of --backend=local (Ray runs trials in parallel itself: "
+                          "--max_concurrent_trials, --gpus_per_trial)")
+    if args.workers is not None and args.workers < 1:
+        raise SearchError(f"--workers must be >= 1, got {args.workers}")
     if backend == "ray":
         for name, default in RAY_OPTIONS.items():
             if getattr(args, name) is None:

@@ -13,9 +13,16 @@ The trials are drawn once and saved in ``search_settings.json`` (a search withou
 it drew); ``--resume`` runs the saved trials whose parameter values are not yet in ``trials.csv``, so an
 interrupted local search loses at most the trial it was running. Outputs as for Ray, with each trial's folder
 (RecBole's log, checkpoints, ``error.txt`` if it failed) in ``search/trial_NNNNN``.
+
+``--workers=N`` runs the trials in N processes at once (``python -m recbole_sprint.tune --resume
+--worker=i/N``, trials ``i, i+N, ...``; output in ``search/worker_<i>.log``), all on the config's device: a GPU
+that one small model leaves mostly idle trains several at once. Each worker adds its finished trial to
+``trials.csv`` under a file lock; this process reports the trials as they finish and writes the best trial's
+files at the end. Resume works as without workers, with any number of them.
 """
 
 import collections
+import contextlib
 import csv
 import gc
 import itertools
@@ -23,6 +30,9 @@ import math
 import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import traceback
 
@@ -113,12 +123,51 @@ def finished_trials(csv_path, trials, names):
         if not indices:
             raise common.SearchError(f"{csv_path}:{number}: a trial that is not one of this search's (parameters "
                                      f"{ {name: row[name] for name in names} }); was the file edited?")
-        index = indices.pop(0)
+        # its own index where the trial id names one (workers finish repeated samples in any order)
+        index = next((i for i in indices if _trial_id(i) == row.get("trial_id")), indices[0])
+        indices.remove(index)
         typed = {key: value if key in ("trial_id", "status", "trial_dir") else _number(value)
                  for key, value in row.items() if key not in names}
         typed.update(trials[index])
         done[index] = {key: typed[key] for key in row}  # the CSV's column order
     return done
+
+
+def _trial_id(index):
+    return f"trial_{index:05d}"
+
+
+@contextlib.contextmanager
+def _locked(csv_path):
+    """An exclusive lock on ``trials.csv`` (a ``.lock`` file beside it) while a worker rewrites it."""
+    import fcntl  # POSIX only; imported here so that the module imports everywhere
+
+    with open(csv_path + ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def record_trial(csv_path, trials, names, index, row):
+    """Add trial ``index``'s row to ``trials.csv`` and rewrite it in trial order, under the lock: other workers
+    may have added theirs since this one started."""
+    with _locked(csv_path):
+        done = finished_trials(csv_path, trials, names)
+        done[index] = row
+        common.write_trials_csv(csv_path, [done[i] for i in sorted(done)])
+
+
+def parse_worker(text):
+    """``"i/n"`` (the hidden ``--worker`` flag) -> ``(i, n)``."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise common.SearchError(f"--worker must be i/n with 0 <= i < n, got {text!r}")
+    return i, n
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,6 +204,7 @@ def new_local_settings(args, overrides, output_dir):
 
 def run_local_search(args, overrides):
     output_dir = os.path.abspath(args.output_dir)
+    worker = parse_worker(args.worker) if args.worker else None
     if args.resume:
         settings = common.load_settings(output_dir, args)
     else:
@@ -162,19 +212,36 @@ def run_local_search(args, overrides):
     names, trials, fixed = settings["param_names"], settings["trials"], settings["fixed"]
     csv_path = os.path.join(output_dir, common.TRIALS_CSV)
     done = finished_trials(csv_path, trials, names)
-    rows = [done[index] for index in sorted(done)]
     todo = [index for index in range(len(trials)) if index not in done]
-    gpu_id = local_gpu_id(fixed)
-    print(f"local search: {len(todo)} of {len(trials)} trial(s) to run, one after another on "
+    if worker is not None:
+        todo = [index for index in todo if index % worker[1] == worker[0]]
+    n_workers = 1 if worker is not None else min(args.workers or 1, max(len(todo), 1))  # none idle
+    how = "one after another"
+    if worker is not None:
+        how = f"one after another in worker {worker[0]} of {worker[1]}"
+    elif n_workers > 1:
+        how = f"in {n_workers} worker processes at once"
+    print(f"local search: {len(todo)} of {len(trials)} trial(s) to run, {how} on "
           f"{local_device(fixed)}; no ASHA: each trains up to {settings['epochs']} epochs with RecBole's early "
           f"stopping (stopping_step={fixed.get('stopping_step', 10)}), then tests its best checkpoint", flush=True)
+    if n_workers > 1:
+        return run_workers(output_dir, settings, todo, n_workers)
+    return run_trials(output_dir, settings, todo, worker)
+
+
+def run_trials(output_dir, settings, todo, worker):
+    """Run the trials ``todo`` one after another in this process; record each as it finishes. Without
+    ``worker``, finish the search (summary, best trial); a worker only says what it ran."""
+    names, trials, fixed = settings["param_names"], settings["trials"], settings["fixed"]
+    csv_path = os.path.join(output_dir, common.TRIALS_CSV)
+    gpu_id = local_gpu_id(fixed)
 
     started = time.time()
     not_finished, running = [], None
     try:
         for number, index in enumerate(todo, start=1):
             params = trials[index]
-            running = trial_id = f"trial_{index:05d}"
+            running = trial_id = _trial_id(index)
             trial_dir = os.path.join(output_dir, common.EXPERIMENT_NAME, trial_id)
             if os.path.isdir(trial_dir):  # an attempt that did not finish: start afresh
                 shutil.rmtree(trial_dir)
@@ -194,15 +261,72 @@ def run_local_search(args, overrides):
                 gc.collect()  # the trial's model, data and optimizer, before the next trial's
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-            rows.append(common.result_row(trial_id, "completed", params, names, result,
-                                          result["best_valid_score"], trial_dir))
+            row = common.result_row(trial_id, "completed", params, names, result, result["best_valid_score"],
+                                    trial_dir)
             running = None
-            common.write_trials_csv(csv_path, rows)
+            record_trial(csv_path, trials, names, index, row)
             print(f"[{number}/{len(todo)}] {trial_id} {params}: best valid {settings['valid_metric']}="
-                  f"{rows[-1]['best_valid_score']:.4f}, {rows[-1]['epochs']} epoch(s), "
+                  f"{row['best_valid_score']:.4f}, {row['epochs']} epoch(s), "
                   f"{time.time() - trial_started:.1f} s", flush=True)
     except KeyboardInterrupt:
         if running is not None:
             not_finished.append((running, "interrupted"))
     n_failed = sum(why.startswith("ERROR") for _, why in not_finished)
+    if worker is not None:
+        print(f"worker {worker[0]} of {worker[1]}: {len(todo) - len(not_finished)} of {len(todo)} trial(s) "
+              f"finished, {time.time() - started:.1f} s", flush=True)
+        return 1 if not_finished else 0
+    done = finished_trials(csv_path, trials, names)
+    rows = [done[index] for index in sorted(done)]
+    return common.finish_search(output_dir, settings, rows, time.time() - started, not_finished, n_failed)
+
+
+def run_workers(output_dir, settings, todo, n_workers, poll_s=5.0):
+    """Run ``todo`` in ``n_workers`` processes (``--resume --worker=i/n``), report each trial as it lands in
+    ``trials.csv``, then finish the search. Ctrl+C stops the workers (each records what it finished)."""
+    names, trials = settings["param_names"], settings["trials"]
+    csv_path = os.path.join(output_dir, common.TRIALS_CSV)
+    search_dir = os.path.join(output_dir, common.EXPERIMENT_NAME)
+    env = dict(os.environ)  # the workers import this package from where this process did
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (common.REPO_ROOT, env.get("PYTHONPATH")) if p)
+    started = time.time()
+    workers = []
+    for i in range(n_workers):
+        log_path = os.path.join(search_dir, f"worker_{i}.log")
+        with open(log_path, "a") as log:
+            command = [sys.executable, "-m", "recbole_sprint.tune", f"--output_dir={output_dir}", "--resume",
+                       f"--worker={i}/{n_workers}"]
+            workers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
+        print(f"worker {i}: trials {[_trial_id(t) for t in todo if t % n_workers == i]}, output {log_path}",
+              flush=True)
+    reported = set(finished_trials(csv_path, trials, names))
+    try:
+        while True:
+            running = any(worker.poll() is None for worker in workers)
+            with _locked(csv_path):
+                done = finished_trials(csv_path, trials, names)
+            for index in sorted(set(done) - reported):
+                row = done[index]
+                print(f"{_trial_id(index)} {trials[index]}: best valid {settings['valid_metric']}="
+                      f"{row['best_valid_score']:.4f}, {row['epochs']} epoch(s) "
+                      f"({time.time() - started:.0f} s into the search)", flush=True)
+            reported |= set(done)
+            if not running:
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        for worker in workers:
+            worker.send_signal(signal.SIGINT)
+        for worker in workers:
+            worker.wait()
+    done = finished_trials(csv_path, trials, names)
+    not_finished = []
+    for index in todo:
+        if index in done:
+            continue
+        error_file = os.path.join(search_dir, _trial_id(index), "error.txt")
+        why = f"ERROR, see {error_file}" if os.path.isfile(error_file) else "interrupted or not started"
+        not_finished.append((_trial_id(index), why))
+    n_failed = sum(why.startswith("ERROR") for _, why in not_finished)
+    rows = [done[index] for index in sorted(done)]
     return common.finish_search(output_dir, settings, rows, time.time() - started, not_finished, n_failed)

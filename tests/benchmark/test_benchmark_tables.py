@@ -59,6 +59,7 @@ def test_table_cells_bold_and_gains():
     # gains only for the SPRINT model, against its own backbone (not against the best baseline GRU4Rec)
     assert backbone_of("SASRecSPRINT") == "SASRec" and backbone_of("BERT4RecSPRINT") == "BERT4Rec"
     assert backbone_of("SASRec") is None and rows["SASRec"].gains == {}
+    assert backbone_of("SASRecSPRINT-tuned") == "SASRec" and backbone_of("SPRINT-x") is None  # labelled rows
     gains = rows["SASRecSPRINT"].gains
     assert rows["SASRecSPRINT"].backbone == "SASRec"
     assert gains[("toy", "ndcg@10")]["gain"] == pytest.approx(25.0)

@@ -224,3 +224,66 @@ def test_local_search_runs_where_ray_cannot_be_imported(tiny, tmp_path):
 def test_local_trials_run_on_the_config_device(fixed, gpu_id):
     """None: RecBole's own choice from the config's gpu_id (CUDA when available); "": the CPU."""
     assert local.local_gpu_id(fixed) == gpu_id
+
+
+def test_local_workers_run_each_trial_once_and_resume(tiny, tmp_path, capsys):
+    """--workers=2: trials 0 and 2 in worker 0, trial 1 in worker 1, each in its own process; trials.csv ends
+    in trial order with all three; a resume with workers finds nothing left to run."""
+    config_file, hyper = tiny_search_files(tmp_path, tiny, "learning_rate grid [0.01,0.001,0.0001]\n", n_users=60)
+    out = tmp_path / "out"
+    assert common.main(local_argv(hyper, config_file, out, "--workers=2")) == 0
+    printed = capsys.readouterr().out
+    assert "local search: 3 of 3 trial(s) to run, in 2 worker processes at once" in printed
+    assert "3 of 3 trial(s) finished" in printed
+    rows = read_csv(out / "trials.csv")
+    assert [(r["trial_id"], float(r["learning_rate"]), r["status"]) for r in rows] == [
+        ("trial_00000", 0.01, "completed"), ("trial_00001", 0.001, "completed"), ("trial_00002", 0.0001, "completed")]
+    for row in rows:
+        assert f"{row['trial_id']} {{'learning_rate': {float(row['learning_rate'])}}}: best valid" in printed
+    logs = [(out / "search" / f"worker_{i}.log").read_text() for i in (0, 1)]
+    assert "worker 0 of 2: 2 of 2 trial(s) finished" in logs[0] and "worker 1 of 2: 1 of 1 trial(s) finished" in logs[1]
+    assert "trial_00000" in logs[0] and "trial_00002" in logs[0] and "trial_00001" not in logs[0]
+    assert "trial_00001" in logs[1] and "trial_00000" not in logs[1]
+    best = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert best["learning_rate"] == float(max(rows, key=lambda r: float(r["best_valid_score"]))["learning_rate"])
+
+    assert common.main([f"--output_dir={out}", "--resume", "--workers=2"]) == 0
+    again = capsys.readouterr().out
+    assert "local search: 0 of 3 trial(s) to run, one after another" in again and read_csv(out / "trials.csv") == rows
+
+
+def test_record_trial_merges_rows_written_by_other_workers(tmp_path):
+    """Two workers, each holding only its own row, both end up in trials.csv, in trial order; a repeated sample
+    (same parameter values) keeps its own trial id."""
+    trials = [{"lr": 0.1}, {"lr": 0.2}, {"lr": 0.1}]
+    csv_path = str(tmp_path / "trials.csv")
+
+    def row(index, score):
+        return {"trial_id": f"trial_{index:05d}", "status": "completed", "epochs": 1, "lr": trials[index]["lr"],
+                "best_valid_score": score, "trial_dir": f"/t/{index}"}
+
+    local.record_trial(csv_path, trials, ["lr"], 2, row(2, 0.3))  # worker 0 finishes the repeat of lr=0.1 first
+    local.record_trial(csv_path, trials, ["lr"], 1, row(1, 0.2))  # worker 1 knows nothing of it
+    local.record_trial(csv_path, trials, ["lr"], 0, row(0, 0.1))
+    rows = read_csv(csv_path)
+    assert [(r["trial_id"], r["lr"], r["best_valid_score"]) for r in rows] == [
+        ("trial_00000", "0.1", "0.1"), ("trial_00001", "0.2", "0.2"), ("trial_00002", "0.1", "0.3")]
+    done = local.finished_trials(csv_path, trials, ["lr"])
+    assert {index: r["best_valid_score"] for index, r in done.items()} == {0: 0.1, 1: 0.2, 2: 0.3}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--workers=0"], "--workers must be >= 1, got 0"),
+        (["--workers=2", "--backend=ray"], "--workers is an option of --backend=local"),
+        (["--worker=2/2"], "--worker must be i/n with 0 <= i < n, got '2/2'"),
+    ],
+)
+def test_bad_workers_are_refused(tiny, tmp_path, capsys, extra, message):
+    config_file, hyper = tiny_search_files(tmp_path, tiny, "learning_rate grid [0.01]\n", n_users=5)
+    argv = [a for a in local_argv(hyper, config_file, tmp_path / "out") if not (a == "--backend=local" and
+                                                                                "--backend=ray" in extra)]
+    assert common.main(argv + extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before the search was created
