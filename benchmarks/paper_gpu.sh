@@ -14,10 +14,12 @@
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
-# The tuned rows: `tuned` writes $RESULTS/paper_main_tuned.yaml, paper_main.yaml plus one entry
-# {name: SASRecSPRINT, label: SASRecSPRINT-tuned, config: <the best trial's weights>}, and trains that entry on
-# amazon-beauty into the paper_main store. The same entry, added to paper_main.yaml by hand, has the same run ids,
-# so the committed spec renders those rows (the weights were searched on amazon-beauty only).
+# The tuned rows: paper_main.yaml's entry {label: SASRecSPRINT-tuned} holds the best weights of the `tune` search
+# (copied by hand from its best_config.yaml), trained on amazon-beauty only, where they were searched.
+#
+# On the GPU machine of this project (benchmarks/results/README.md): run `queue` detached (setsid) with RESULTS
+# outside the repository, and name the datasets folder in EVERY call's carry: a call that does not carry it
+# removes it there, and the runs still queued then fail to find their data.
 set -euo pipefail
 SPECS=recbole_sprint/properties/benchmark
 RESULTS=${RESULTS:-benchmarks/results}
@@ -45,18 +47,7 @@ case "${1:-}" in
       --output_dir="$out" --workers="${TUNE_WORKERS:-6}" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_${model}_amazon-beauty.log"
     ;;
   tuned)
-    best=$RESULTS/tune/SASRecSPRINT_amazon-beauty/best_config.yaml
-    [ -f "$best" ] || { echo "no $best yet: run '$0 tune' first" >&2; exit 1; }
-    python - "$SPECS/paper_main.yaml" "$best" "$RESULTS/paper_main_tuned.yaml" <<'PY'
-import sys, yaml
-spec, best, out = sys.argv[1:]
-spec_dict, best_dict = yaml.safe_load(open(spec)), yaml.safe_load(open(best))
-weights = {k: best_dict[k] for k in ("sprint_attn_weight", "sprint_ffn_weight", "sprint_emb_weight")}
-spec_dict["models"].append({"name": "SASRecSPRINT", "label": "SASRecSPRINT-tuned", "config": weights})
-yaml.safe_dump(spec_dict, open(out, "w"), sort_keys=False)
-print("SASRecSPRINT-tuned:", weights)
-PY
-    shards 2 "$RESULTS/paper_main_tuned.yaml" "$RESULTS/paper_main" tuned --models SASRecSPRINT-tuned --datasets amazon-beauty
+    shards 2 "$SPECS/paper_main.yaml" "$RESULTS/paper_main" tuned --models SASRecSPRINT-tuned --datasets amazon-beauty
     ;;
   main)
     shards "${MAIN_SHARDS:-4}" "$SPECS/paper_main.yaml" "$RESULTS/paper_main" main --models BERT4Rec,BERT4RecSPRINT,HSTU,HSTUSPRINT
