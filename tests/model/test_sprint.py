@@ -33,6 +33,29 @@ def test_power_iteration_reaches_the_spectral_norm():
     assert torch.allclose(torch.bmm(weights, v.unsqueeze(-1)).squeeze(-1), sigma[:, None] * u, atol=1e-3)
 
 
+def test_power_iteration_equals_the_textbook_steps_in_value_and_gradient():
+    """Skipping u's normalisation (its scale cancels in v's) changes neither sigma nor its gradient."""
+
+    def textbook(weight, v, n_iters):
+        for _ in range(n_iters):
+            u = torch.nn.functional.normalize(torch.bmm(weight, v.unsqueeze(-1)).squeeze(-1), dim=-1)
+            v = torch.nn.functional.normalize(torch.bmm(weight.transpose(1, 2), u.unsqueeze(-1)).squeeze(-1), dim=-1)
+        return torch.linalg.vector_norm(torch.bmm(weight, v.unsqueeze(-1)).squeeze(-1), dim=-1), v
+
+    generator = torch.Generator().manual_seed(3)
+    v0 = _unit(torch.randn(4, 6, generator=generator, dtype=torch.float64))
+    for n_iters in (1, 3):
+        weight = torch.randn(4, 9, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+        sigma, u, v = power_iteration(weight, v0, n_iters)
+        (grad,) = torch.autograd.grad((sigma * torch.arange(1.0, 5.0, dtype=torch.float64)).sum(), weight)
+        expected_sigma, expected_v = textbook(weight, v0, n_iters)
+        (expected_grad,) = torch.autograd.grad((expected_sigma * torch.arange(1.0, 5.0, dtype=torch.float64)).sum(),
+                                               weight)
+        assert torch.allclose(sigma, expected_sigma, atol=1e-12) and torch.allclose(v, expected_v, atol=1e-12)
+        assert torch.allclose(grad, expected_grad, atol=1e-10)
+        assert not u.requires_grad and torch.allclose(u.norm(dim=-1), torch.ones(4, dtype=torch.float64))
+
+
 def test_estimator_buffers_persist_and_warm_start():
     generator = torch.Generator().manual_seed(1)
     weight = torch.randn(1, 20, 10, generator=generator)
