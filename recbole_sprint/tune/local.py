@@ -271,13 +271,18 @@ def run_trials(output_dir, settings, todo, worker):
     except KeyboardInterrupt:
         if running is not None:
             not_finished.append((running, "interrupted"))
-    n_failed = sum(why.startswith("ERROR") for _, why in not_finished)
     if worker is not None:
         print(f"worker {worker[0]} of {worker[1]}: {len(todo) - len(not_finished)} of {len(todo)} trial(s) "
               f"finished, {time.time() - started:.1f} s", flush=True)
         return 1 if not_finished else 0
-    done = finished_trials(csv_path, trials, names)
+    return finish_local_search(output_dir, settings, started, not_finished)
+
+
+def finish_local_search(output_dir, settings, started, not_finished):
+    """Summary and best trial from ``trials.csv`` (every finished trial, whichever process ran it)."""
+    done = finished_trials(os.path.join(output_dir, common.TRIALS_CSV), settings["trials"], settings["param_names"])
     rows = [done[index] for index in sorted(done)]
+    n_failed = sum(why.startswith("ERROR") for _, why in not_finished)
     return common.finish_search(output_dir, settings, rows, time.time() - started, not_finished, n_failed)
 
 
@@ -303,8 +308,7 @@ def run_workers(output_dir, settings, todo, n_workers, poll_s=5.0):
     try:
         while True:
             running = any(worker.poll() is None for worker in workers)
-            with _locked(csv_path):
-                done = finished_trials(csv_path, trials, names)
+            done = finished_trials(csv_path, trials, names)  # no lock to read: trials.csv is replaced atomically
             for index in sorted(set(done) - reported):
                 row = done[index]
                 print(f"{_trial_id(index)} {trials[index]}: best valid {settings['valid_metric']}="
@@ -327,6 +331,4 @@ def run_workers(output_dir, settings, todo, n_workers, poll_s=5.0):
         error_file = os.path.join(search_dir, _trial_id(index), "error.txt")
         why = f"ERROR, see {error_file}" if os.path.isfile(error_file) else "interrupted or not started"
         not_finished.append((_trial_id(index), why))
-    n_failed = sum(why.startswith("ERROR") for _, why in not_finished)
-    rows = [done[index] for index in sorted(done)]
-    return common.finish_search(output_dir, settings, rows, time.time() - started, not_finished, n_failed)
+    return finish_local_search(output_dir, settings, started, not_finished)
