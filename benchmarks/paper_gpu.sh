@@ -11,6 +11,7 @@
 #   benchmarks/paper_gpu.sh main     # main-table rows not run yet: BERT4Rec(SPRINT), HSTU, HSTUSPRINT, 2 seeds
 #   benchmarks/paper_gpu.sh depth    # amazon-beauty depth sweep: SASRec vs SASRecSPRINT at 2, 4, 8 layers
 #   benchmarks/paper_gpu.sh queue    # all of the above in order of value, as many processes at once as pay off
+#   benchmarks/paper_gpu.sh pool     # the same runs, one process per run, POOL (12) at once, longest first
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
@@ -32,6 +33,22 @@ shards() {  # shards N SPEC OUTPUT_DIR LOG_NAME [filters...]: N processes, one s
     python -m recbole_sprint.benchmark "$spec" "$@" --output_dir "$out" --shard="$i/$n" > "$RESULTS/logs/${log}_$i.log" 2>&1 &
   done
   wait
+}
+
+pool_jobs() {  # one line per benchmark run still missing: LOG_NAME SPEC OUTPUT_DIR FILTERS (a finished run exits at once)
+  local m d i
+  for m in HSTU HSTUSPRINT; do for d in ml-1m-3k amazon-beauty; do for i in 0 1; do
+    echo "pool_${m}_${d}_$i $SPECS/paper_main.yaml $RESULTS/paper_main --models $m --datasets $d --shard $i/2"
+  done; done; done
+  for m in BERT4Rec BERT4RecSPRINT; do for i in 0 1; do
+    echo "pool_${m}_ml-1m-3k_$i $SPECS/paper_main.yaml $RESULTS/paper_main --models $m --datasets ml-1m-3k --shard $i/2"
+  done; done
+  for i in 0 1 2 3 4 5; do
+    echo "pool_depth_amazon-beauty_$i $SPECS/paper_depth.yaml $RESULTS/paper_depth --models SASRecSPRINT --datasets amazon-beauty --shard $i/6"
+  done
+  for i in 0 1; do
+    echo "pool_tuned_amazon-beauty_$i $SPECS/paper_main.yaml $RESULTS/paper_main --models SASRecSPRINT-tuned --datasets amazon-beauty --shard $i/2"
+  done
 }
 
 case "${1:-}" in
@@ -61,6 +78,15 @@ case "${1:-}" in
     ("$0" tune || true; "$0" tuned) > "$RESULTS/logs/queue_tune.log" 2>&1 &
     wait
     ;;
+  pool)  # one process per run, POOL at once (~5 GiB of GPU memory each), in the order of pool_jobs
+    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+    while read -r name spec out filters; do
+      while (($(jobs -rp | wc -l) >= ${POOL:-12})); do wait -n || true; done
+      # shellcheck disable=SC2086  # the filters are separate words
+      python -m recbole_sprint.benchmark "$spec" --output_dir "$out" $filters > "$RESULTS/logs/$name.log" 2>&1 &
+    done < <(pool_jobs)
+    wait
+    ;;
   render)
     python -m recbole_sprint.benchmark "$SPECS/paper_main.yaml" --output_dir "$RESULTS/paper_main" --render_only
     python -m recbole_sprint.benchmark "$SPECS/paper_depth.yaml" --output_dir "$RESULTS/paper_depth" --render_only
@@ -74,7 +100,7 @@ case "${1:-}" in
     python benchmarks/equal_time.py --device cuda --budget 120 2>&1 | tee "$RESULTS/logs/equal_time_h100.log"
     ;;
   *)
-    echo "usage: $0 tune [MODEL]|tuned|main|depth|queue|render|speed (see the comments at the top)" >&2
+    echo "usage: $0 tune [MODEL]|tuned|main|depth|queue|pool|render|speed (see the comments at the top)" >&2
     exit 2
     ;;
 esac

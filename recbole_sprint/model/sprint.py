@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
+SPRINT_COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "aot_eager")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -163,14 +164,21 @@ class SpectralNormEstimator(nn.Module):
         self.register_buffer("u", F.normalize(torch.randn(n_matrices, rows, generator=generator), dim=-1))
         self.register_buffer("v", F.normalize(torch.randn(n_matrices, cols, generator=generator), dim=-1))
 
-    def forward(self, weight):
-        # weight: [G, m, n]
+    def estimate(self, weight):
+        """``(sigma [G], u [G, m], v [G, n])`` for ``weight [G, m, n]``, started from the stored ``v``; changes
+        no state, so it can run inside a compiled graph."""
         with autocast_off(weight.device.type):
-            sigma, u, v = power_iteration(weight.float(), self.v.clone(), self.n_iters)
+            return power_iteration(weight.float(), self.v, self.n_iters)
+
+    def store(self, u, v):
+        """Keep ``u``, ``v`` for the next step's warm start (training mode only). The buffers are rebound to the
+        new tensors, never written in place: this step's backward pass still reads the ``v`` it started from."""
         if self.training:
-            with torch.no_grad():
-                self.u.copy_(u)
-                self.v.copy_(v)
+            self.u, self.v = u.detach(), v.detach()
+
+    def forward(self, weight):
+        sigma, u, v = self.estimate(weight)
+        self.store(u, v)
         return sigma
 
 
@@ -242,6 +250,9 @@ def check_sprint_config(config):
     tau = config["sprint_temperature"]
     if not isinstance(tau, (int, float)) or isinstance(tau, bool) or tau <= 0:
         raise ValueError(f"sprint_temperature must be a number > 0, got {tau!r}")
+    compile_mode = config["sprint_compile"]
+    if compile_mode not in SPRINT_COMPILE_MODES:
+        raise ValueError(f"sprint_compile must be one of {', '.join(SPRINT_COMPILE_MODES)}, got {compile_mode!r}")
     iters = config["sprint_power_iters"]
     if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
         raise ValueError(f"sprint_power_iters must be an integer >= 1, got {iters!r}")
@@ -303,6 +314,7 @@ class SPRINTRegularizer(nn.Module):
                 self.ffn_out = _estimator(ffn_out, self.power_iters, generator)
             self.embedding = _estimator(item_embedding.weight.unsqueeze(0), self.power_iters, generator)
 
+        self._compile_terms(config["sprint_compile"])
         self._query_weights = None  # [B, n] float: 1 for a valid query row, 0 for padding
         self._key_mask = None  # [B, n] bool
         self._column_sums: List[Optional[torch.Tensor]] = [None] * self.n_layers  # per layer: [B, H, n]
@@ -311,6 +323,18 @@ class SPRINTRegularizer(nn.Module):
         if self.attn_weight > 0:
             for index, block in enumerate(blocks):
                 block.probs_module.register_forward_hook(self._attention_hook(index))
+
+    def _compile_terms(self, mode):
+        """``sprint_compile``: ``none`` computes the terms eagerly; ``default`` / ``reduce-overhead`` /
+        ``max-autotune`` compile them (power iterations included) into one graph with ``torch.compile(mode=...)``
+        (fused kernels, and CUDA graphs for the latter two on a GPU), which cuts the host time of a launch-bound
+        step; ``aot_eager`` traces them without generating code (a check of the tracing, for tests). The
+        per-layer column sums (forward hooks) stay eager."""
+        self._terms = self._eager_terms
+        if mode == "aot_eager":
+            self._terms = torch.compile(self._eager_terms, fullgraph=True, backend="aot_eager")
+        elif mode != "none":
+            self._terms = torch.compile(self._eager_terms, fullgraph=True, mode=mode)
 
     @property
     def enabled(self):
@@ -332,40 +356,60 @@ class SPRINTRegularizer(nn.Module):
 
         return hook
 
-    def soft_max(self):
-        r"""``[L, H]``: :math:`\tilde S_h` of every layer, from the column sums of the last training forward pass."""
+    def _collected_column_sums(self):
         missing = [index for index, sums in enumerate(self._column_sums) if sums is None]
         if missing:
             raise RuntimeError(
                 f"SPRINT saw no attention matrix for layer {missing[0]} in this forward pass: call "
                 "observe() before the backbone's forward, in training mode, with a non-fused attention"
             )
-        column_sums = torch.stack(self._column_sums)  # [L, B, H, n]
-        return soft_max_columns(column_sums, self._key_mask, self.temperature)  # [L, H]
+        return list(self._column_sums)  # L x [B, H, n]
+
+    def soft_max(self):
+        r"""``[L, H]``: :math:`\tilde S_h` of every layer, from the column sums of the last training forward pass."""
+        return soft_max_columns(torch.stack(self._collected_column_sums()), self._key_mask, self.temperature)
 
     # -- the terms -----------------------------------------------------------------------------------
-    def attention_term(self):
-        """Mean over layers of the attention-block terms (needs a training forward pass first)."""
-        soft_max = self.soft_max()  # [L, H]
-        value_norms = self.value(self.targets.value_weights()).view(self.n_layers, self.n_heads)  # [L, H]
-        output_norms = self.output(self.targets.output_weights())  # [L]
+    # Everything after the backbone's forward pass is one function of the weights, the column sums and the
+    # stored power-iteration vectors, which returns the new vectors instead of storing them: with
+    # ``sprint_compile`` it is one graph without side effects (see _compile_terms), and forward() stores them.
+    def _attention_term(self, column_sums, key_mask, vectors):
+        # column_sums: L x [B, H, n]; key_mask: [B, n] bool
+        soft_max = soft_max_columns(torch.stack(column_sums), key_mask, self.temperature)  # [L, H]
+        value_norms = self._norms("value", self.targets.value_weights(), vectors).view(self.n_layers, self.n_heads)
+        output_norms = self._norms("output", self.targets.output_weights(), vectors)  # [L]
         radicand = (soft_max * value_norms.pow(2)).sum(1).clamp_min(1e-12)  # [L]; see attention_block_term
         return torch.log1p(radicand.sqrt() * output_norms).mean()
 
-    def ffn_term(self):
-        """Mean over layers of the feed-forward terms."""
-        ffn_in, ffn_out = self.targets.ffn_weights()
-        return torch.log1p(self.ffn_in(ffn_in) * self.ffn_out(ffn_out)).mean()
+    def _ffn_term(self, vectors):
+        ffn_in, ffn_out = self.targets.ffn_weights()  # [L, inner, d], [L, d, inner]
+        return torch.log1p(self._norms("ffn_in", ffn_in, vectors) * self._norms("ffn_out", ffn_out, vectors)).mean()
 
-    def embedding_term(self):
-        return embedding_term(self.embedding(self.targets.item_embedding.weight.unsqueeze(0)))
+    def _embedding_term(self, vectors):
+        return embedding_term(self._norms("embedding", self.targets.item_embedding.weight.unsqueeze(0), vectors))
+
+    def _norms(self, name, weights, vectors):
+        """Spectral norms ``[G]`` of ``weights [G, m, n]`` by estimator ``name``; its new ``(u, v)`` go to ``vectors``."""
+        sigma, u, v = getattr(self, name).estimate(weights)
+        vectors[name] = (u, v)
+        return sigma
+
+    def _eager_terms(self, column_sums, key_mask):
+        """``(attn, ffn, emb, vectors)``: the weighted terms (a disabled term is an exact zero) and the new
+        power-iteration vectors, ``{estimator name: (u, v)}``."""
+        vectors = {}
+        zero = self.targets.item_embedding.weight.new_zeros(())
+        attn = self.attn_weight * self._attention_term(column_sums, key_mask, vectors) if self.attn_weight > 0 else zero
+        ffn = self.ffn_weight * self._ffn_term(vectors) if self.ffn_weight > 0 else zero
+        emb = self.emb_weight * self._embedding_term(vectors) if self.emb_weight > 0 else zero
+        return attn, ffn, emb, vectors
 
     def forward(self):
-        """The weighted terms ``(attn, ffn, emb)``; a disabled term is an exact zero."""
-        zero = self.targets.item_embedding.weight.new_zeros(())
-        attn = self.attn_weight * self.attention_term() if self.attn_weight > 0 else zero
-        ffn = self.ffn_weight * self.ffn_term() if self.ffn_weight > 0 else zero
-        emb = self.emb_weight * self.embedding_term() if self.emb_weight > 0 else zero
+        """The weighted terms ``(attn, ffn, emb)`` of the last training forward pass; a disabled term is 0."""
+        column_sums = self._collected_column_sums() if self.attn_weight > 0 else None
+        attn, ffn, emb, vectors = self._terms(column_sums, self._key_mask)
+        for name, (u, v) in vectors.items():
+            getattr(self, name).store(u, v)
         self._query_weights = self._key_mask = None
         self._column_sums = [None] * self.n_layers
         return attn, ffn, emb
