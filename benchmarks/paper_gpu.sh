@@ -11,7 +11,8 @@
 #   benchmarks/paper_gpu.sh main     # main-table rows not run yet: BERT4Rec(SPRINT), HSTU, HSTUSPRINT, 2 seeds
 #   benchmarks/paper_gpu.sh depth    # amazon-beauty depth sweep: SASRec vs SASRecSPRINT at 2, 4, 8 layers
 #   benchmarks/paper_gpu.sh queue    # all of the above in order of value, as many processes at once as pay off
-#   benchmarks/paper_gpu.sh pool     # the same runs, one process per run, POOL (12) at once, longest first
+#   benchmarks/paper_gpu.sh pool     # the same runs, one process per run, POOL (6) at once (12 ran out of the
+#                                    # H100's 80 GB: benchmarks/results/README.md)
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
@@ -35,20 +36,21 @@ shards() {  # shards N SPEC OUTPUT_DIR LOG_NAME [filters...]: N processes, one s
   wait
 }
 
-pool_jobs() {  # one line per benchmark run still missing: LOG_NAME SPEC OUTPUT_DIR FILTERS (a finished run exits at once)
-  local m d i
-  for m in HSTU HSTUSPRINT; do for d in ml-1m-3k amazon-beauty; do for i in 0 1; do
-    echo "pool_${m}_${d}_$i $SPECS/paper_main.yaml $RESULTS/paper_main --models $m --datasets $d --shard $i/2"
-  done; done; done
-  for m in BERT4Rec BERT4RecSPRINT; do for i in 0 1; do
-    echo "pool_${m}_ml-1m-3k_$i $SPECS/paper_main.yaml $RESULTS/paper_main --models $m --datasets ml-1m-3k --shard $i/2"
-  done; done
-  for i in 0 1 2 3 4 5; do
-    echo "pool_depth_amazon-beauty_$i $SPECS/paper_depth.yaml $RESULTS/paper_depth --models SASRecSPRINT --datasets amazon-beauty --shard $i/6"
-  done
-  for i in 0 1; do
-    echo "pool_tuned_amazon-beauty_$i $SPECS/paper_main.yaml $RESULTS/paper_main --models SASRecSPRINT-tuned --datasets amazon-beauty --shard $i/2"
-  done
+pool_jobs() {  # one line per benchmark run: LOG_NAME SPEC OUTPUT_DIR FILTERS (a finished run exits at once)
+  # Each group selects N cells (a SPRINT model name also selects its baseline row, the same class with weights
+  # 0); shard i/N of a group is exactly one cell, so no two processes train the same run.
+  local group spec out models d n i
+  while read -r group spec out models d n; do
+    for ((i = 0; i < n; i++)); do
+      echo "pool_${group}_${d}_$i $SPECS/$spec $RESULTS/$out --models $models --datasets $d --shard $i/$n"
+    done
+  done <<GROUPS
+hstu paper_main.yaml paper_main HSTU,HSTUSPRINT ml-1m-3k 4
+hstu paper_main.yaml paper_main HSTU,HSTUSPRINT amazon-beauty 4
+bert4rec paper_main.yaml paper_main BERT4RecSPRINT ml-1m-3k 4
+depth paper_depth.yaml paper_depth SASRecSPRINT amazon-beauty 6
+tuned paper_main.yaml paper_main SASRecSPRINT-tuned amazon-beauty 2
+GROUPS
 }
 
 case "${1:-}" in
@@ -78,10 +80,10 @@ case "${1:-}" in
     ("$0" tune || true; "$0" tuned) > "$RESULTS/logs/queue_tune.log" 2>&1 &
     wait
     ;;
-  pool)  # one process per run, POOL at once (~5 GiB of GPU memory each), in the order of pool_jobs
+  pool)  # one process per run, POOL at once, in the order of pool_jobs; 3.5-13.5 GiB of GPU memory each
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
     while read -r name spec out filters; do
-      while (($(jobs -rp | wc -l) >= ${POOL:-12})); do wait -n || true; done
+      while (($(jobs -rp | wc -l) >= ${POOL:-6})); do wait -n || true; done
       # shellcheck disable=SC2086  # the filters are separate words
       python -m recbole_sprint.benchmark "$spec" --output_dir "$out" $filters > "$RESULTS/logs/$name.log" 2>&1 &
     done < <(pool_jobs)
@@ -93,7 +95,7 @@ case "${1:-}" in
     ;;
   speed)  # one process at a time: these are timings
     python benchmarks/sprint_overhead.py --device cuda --max_len 200 --hidden_size 256 --batch_size 128 \
-      --dataset ml-1m-3k --rounds 5 --steps 20 2>&1 | tee "$RESULTS/logs/sprint_overhead_h100.log"
+      --dataset ml-1m-3k --rounds 5 --steps 20 --compile default 2>&1 | tee "$RESULTS/logs/sprint_overhead_h100.log"
     python benchmarks/speed.py --device cuda --max_len 200 --n_layers 8 --hidden_size 256 --n_heads 4 \
       --models SASRecSPRINT,HSTUSPRINT --modes full_sequence --epochs 3 --profile_steps 10 --big \
       2>&1 | tee "$RESULTS/logs/speed_h100_profile.log"

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
-SPRINT_COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "aot_eager")
+SPRINT_COMPILE_MODES = ("none", "default", "aot_eager")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -325,16 +325,17 @@ class SPRINTRegularizer(nn.Module):
                 block.probs_module.register_forward_hook(self._attention_hook(index))
 
     def _compile_terms(self, mode):
-        """``sprint_compile``: ``none`` computes the terms eagerly; ``default`` / ``reduce-overhead`` /
-        ``max-autotune`` compile them (power iterations included) into one graph with ``torch.compile(mode=...)``
-        (fused kernels, and CUDA graphs for the latter two on a GPU), which cuts the host time of a launch-bound
-        step; ``aot_eager`` traces them without generating code (a check of the tracing, for tests). The
-        per-layer column sums (forward hooks) stay eager."""
+        """``sprint_compile``: ``none`` computes the terms eagerly; ``default`` compiles them (power iterations
+        included) into one graph with ``torch.compile`` (fused kernels: fewer operator calls in a launch-bound
+        step); ``aot_eager`` traces them without generating code (a check of the tracing, for tests). The
+        per-layer column sums (forward hooks) stay eager. ``reduce-overhead`` (CUDA graphs) is not offered: on the
+        H100 it failed, because a step's new power-iteration vectors are outputs of the graph, which its next
+        replay overwrites while they are still stored as the next start vectors."""
         self._terms = self._eager_terms
         if mode == "aot_eager":
             self._terms = torch.compile(self._eager_terms, fullgraph=True, backend="aot_eager")
         elif mode != "none":
-            self._terms = torch.compile(self._eager_terms, fullgraph=True, mode=mode)
+            self._terms = torch.compile(self._eager_terms, fullgraph=True)
 
     @property
     def enabled(self):

@@ -173,7 +173,7 @@ def _config(**overrides):
         ("sprint_temperature", 0.0, "sprint_temperature must be a number > 0"),
         ("sprint_temperature", -2, "sprint_temperature must be a number > 0"),
         ("sprint_power_iters", 0, "sprint_power_iters must be an integer >= 1"),
-        ("sprint_compile", "fast", "sprint_compile must be one of none, default, reduce-overhead"),
+        ("sprint_compile", "reduce-overhead", "sprint_compile must be one of none, default, aot_eager"),
         ("sprint_power_iters", 1.5, "sprint_power_iters must be an integer >= 1"),
     ],
 )
