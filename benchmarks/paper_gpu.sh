@@ -80,7 +80,7 @@ case "${1:-}" in
     ("$0" tune || true; "$0" tuned) > "$RESULTS/logs/queue_tune.log" 2>&1 &
     wait
     ;;
-  pool)  # one process per run, POOL at once, in the order of pool_jobs; 3.5-13.5 GiB of GPU memory each
+  pool)  # one process per run, POOL at once, in the order of pool_jobs; 2.5-13.5 GiB of GPU memory each
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
     while read -r name spec out filters; do
       while (($(jobs -rp | wc -l) >= ${POOL:-6})); do wait -n || true; done
