@@ -7,19 +7,16 @@
 #   benchmarks/paper_gpu.sh tune     # SPRINT weights for SASRecSPRINT on amazon-beauty: 6 trials of the paper's grid
 #                                    # under paper_main.yaml's protocol, TUNE_WORKERS (6) trials at once on the GPU
 #   benchmarks/paper_gpu.sh tune BERT4RecSPRINT   # its own grid (sprint_bidirectional_grid.hyper: lambda_attn x tau)
-#   benchmarks/paper_gpu.sh tuned    # the SASRecSPRINT-tuned rows (amazon-beauty, 2 seeds) with the search's best weights
-#   benchmarks/paper_gpu.sh main     # main-table rows not run yet: BERT4Rec(SPRINT), HSTU, HSTUSPRINT, 2 seeds
-#   benchmarks/paper_gpu.sh depth    # amazon-beauty depth sweep: SASRec vs SASRecSPRINT at 2, 4, 8 layers
-#   benchmarks/paper_gpu.sh queue    # all of the above in order of value, as many processes at once as pay off
-#   benchmarks/paper_gpu.sh pool     # the same runs, one process per run, POOL (6) at once (12 ran out of the
-#                                    # H100's 80 GB: benchmarks/results/README.md)
+#   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs (default: all, in
+#                                    # order of value), one process per run, POOL (6) at once: 12 at once ran out of
+#                                    # the H100's 80 GB (benchmarks/results/README.md)
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
 # The tuned rows: paper_main.yaml's entry {label: SASRecSPRINT-tuned} holds the best weights of the `tune` search
 # (copied by hand from its best_config.yaml), trained on amazon-beauty only, where they were searched.
 #
-# On the GPU machine of this project (benchmarks/results/README.md): run `queue` detached (setsid) with RESULTS
+# On the GPU machine of this project (benchmarks/results/README.md): run `pool` detached (setsid) with RESULTS
 # outside the repository, and name the datasets folder in EVERY call's carry: a call that does not carry it
 # removes it there, and the runs still queued then fail to find their data.
 set -euo pipefail
@@ -27,20 +24,13 @@ SPECS=recbole_sprint/properties/benchmark
 RESULTS=${RESULTS:-benchmarks/results}
 mkdir -p "$RESULTS/logs"
 
-shards() {  # shards N SPEC OUTPUT_DIR LOG_NAME [filters...]: N processes, one shard each
-  local n=$1 spec=$2 out=$3 log=$4
-  shift 4
-  for ((i = 0; i < n; i++)); do
-    python -m recbole_sprint.benchmark "$spec" "$@" --output_dir "$out" --shard="$i/$n" > "$RESULTS/logs/${log}_$i.log" 2>&1 &
-  done
-  wait
-}
-
-pool_jobs() {  # one line per benchmark run: LOG_NAME SPEC OUTPUT_DIR FILTERS (a finished run exits at once)
+pool_jobs() {  # pool_jobs [GROUP ...]: one line per benchmark run, LOG_NAME SPEC OUTPUT_DIR FILTERS
   # Each group selects N cells (a SPRINT model name also selects its baseline row, the same class with weights
-  # 0); shard i/N of a group is exactly one cell, so no two processes train the same run.
+  # 0); shard i/N of a group is exactly one cell, so no two processes train the same run. A finished run exits
+  # at once.
   local group spec out models d n i
   while read -r group spec out models d n; do
+    if (($# > 0)) && [[ " $* " != *" $group "* ]]; then continue; fi
     for ((i = 0; i < n; i++)); do
       echo "pool_${group}_${d}_$i $SPECS/$spec $RESULTS/$out --models $models --datasets $d --shard $i/$n"
     done
@@ -48,8 +38,12 @@ pool_jobs() {  # one line per benchmark run: LOG_NAME SPEC OUTPUT_DIR FILTERS (a
 hstu paper_main.yaml paper_main HSTU,HSTUSPRINT ml-1m-3k 4
 hstu paper_main.yaml paper_main HSTU,HSTUSPRINT amazon-beauty 4
 bert4rec paper_main.yaml paper_main BERT4RecSPRINT ml-1m-3k 4
+bert4rec paper_main.yaml paper_main BERT4RecSPRINT amazon-beauty 4
 depth paper_depth.yaml paper_depth SASRecSPRINT amazon-beauty 6
+depth paper_depth.yaml paper_depth SASRecSPRINT ml-1m-3k 6
 tuned paper_main.yaml paper_main SASRecSPRINT-tuned amazon-beauty 2
+hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 6
+hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT amazon-beauty 6
 GROUPS
 }
 
@@ -65,28 +59,13 @@ case "${1:-}" in
       --dataset=amazon-beauty --params_file="$grid" --num_samples=1 --seed=0 \
       --output_dir="$out" --workers="${TUNE_WORKERS:-6}" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_${model}_amazon-beauty.log"
     ;;
-  tuned)
-    shards 2 "$SPECS/paper_main.yaml" "$RESULTS/paper_main" tuned --models SASRecSPRINT-tuned --datasets amazon-beauty
-    ;;
-  main)
-    shards "${MAIN_SHARDS:-4}" "$SPECS/paper_main.yaml" "$RESULTS/paper_main" main --models BERT4Rec,BERT4RecSPRINT,HSTU,HSTUSPRINT
-    ;;
-  depth)
-    shards "${DEPTH_SHARDS:-3}" "$SPECS/paper_depth.yaml" "$RESULTS/paper_depth" depth --models SASRecSPRINT --datasets amazon-beauty
-    ;;
-  queue)  # ~10 processes on one H100: each small model keeps the GPU mostly idle (host-bound), one CPU thread each
-    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-    ("$0" main || true; "$0" depth) > "$RESULTS/logs/queue_main.log" 2>&1 &
-    ("$0" tune || true; "$0" tuned) > "$RESULTS/logs/queue_tune.log" 2>&1 &
-    wait
-    ;;
   pool)  # one process per run, POOL at once, in the order of pool_jobs; 2.5-13.5 GiB of GPU memory each
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
     while read -r name spec out filters; do
       while (($(jobs -rp | wc -l) >= ${POOL:-6})); do wait -n || true; done
       # shellcheck disable=SC2086  # the filters are separate words
       python -m recbole_sprint.benchmark "$spec" --output_dir "$out" $filters > "$RESULTS/logs/$name.log" 2>&1 &
-    done < <(pool_jobs)
+    done < <(pool_jobs "${@:2}")
     wait
     ;;
   render)
@@ -102,7 +81,7 @@ case "${1:-}" in
     python benchmarks/equal_time.py --device cuda --budget 120 2>&1 | tee "$RESULTS/logs/equal_time_h100.log"
     ;;
   *)
-    echo "usage: $0 tune [MODEL]|tuned|main|depth|queue|pool|render|speed (see the comments at the top)" >&2
+    echo "usage: $0 tune [MODEL]|pool [GROUP ...]|render|speed (see the comments at the top)" >&2
     exit 2
     ;;
 esac
