@@ -8,7 +8,7 @@
 #                                    # under paper_main.yaml's protocol, TUNE_WORKERS (6) trials at once on the GPU
 #   benchmarks/paper_gpu.sh tune BERT4RecSPRINT   # its own grid (sprint_bidirectional_grid.hyper: lambda_attn x tau)
 #   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs (default: all, in
-#                                    # order of value), one process per run, POOL (6) at once: 12 at once ran out of
+#                                    # order of value: the cheap Beauty runs of a group before ml-1m-3k), one process per run, POOL (6) at once: 12 at once ran out of
 #                                    # the H100's 80 GB (benchmarks/results/README.md)
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
@@ -42,8 +42,8 @@ bert4rec paper_main.yaml paper_main BERT4RecSPRINT amazon-beauty 4
 depth paper_depth.yaml paper_depth SASRecSPRINT amazon-beauty 6
 depth paper_depth.yaml paper_depth SASRecSPRINT ml-1m-3k 6
 tuned paper_main.yaml paper_main SASRecSPRINT-tuned amazon-beauty 2
-hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 6
 hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT amazon-beauty 6
+hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 6
 GROUPS
 }
 
