@@ -26,20 +26,41 @@ shim   symptom                                                     fix
 7      CPU training ~1.7x slower than needed: RecBole's            :func:`fused_gelu`: the same exact-erf GELU
        ``FeedForward.gelu`` (layers.py:512) is a hand-written       through ``torch.nn.functional.gelu`` (one
        erf formula (5 elementwise kernels + their backward)         fused kernel); identical math
+8      ``ValueError: DistributedDataParallel device_ids and         :func:`ddp_on_cpu`: no ``device_ids`` for a
+       output_device arguments only work with single-device/       model on the CPU (the plugin's gloo
+       multiple-device GPU modules or CPU modules`` in a            multi-process runs, ``ddp_backend``)
+       multi-process run on the CPU (trainer.py:62 always passes
+       ``device_ids=[local_rank]``)
+9      multi-process runs report other values than one process      :func:`unsharded_eval_loader` (called by
+       for metrics of the whole recommendation set (TailCoverage,  ``recbole_sprint.data.data_preparation``):
+       ItemCoverage, GiniIndex, SpectralCollapse): each process    every process evaluates every user, so
+       evaluates 1/N of the users and RecBole averages the         RecBole's average is of N equal values
+       processes' values (trainer.py:624 ``_map_reduce``)
+10     multi-process runs: ``PytorchStreamReader failed reading    :class:`CompatTrainerMixin`: every process
+       zip archive`` (or file not found) when the test reloads     takes rank 0's file name, and waits at a
+       the best checkpoint: processes > 0 read the file while      barrier until rank 0 has written the file
+       rank 0 still writes it, and name it by their own clock
+       (trainer.py:132,296)
+11     multi-process runs: ``FileExistsError`` for the checkpoint  :func:`race_free_ensure_dir`:
+       or log folder (``ensure_dir`` tests, then creates:           ``os.makedirs(..., exist_ok=True)``
+       utils.py:51, two processes pass the test)
 =====  ==========================================================  =============================================
 
-:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7); it runs once when ``recbole_sprint`` is
-imported. Shims 1 and 3 are installed per trainer through :class:`CompatTrainerMixin`.
+:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11); it runs once when ``recbole_sprint`` is
+imported. Shims 1, 3 and 10 are installed per trainer through :class:`CompatTrainerMixin`; shim 9 by the
+plugin's ``data_preparation``.
 """
 
 import contextlib
 import copy
 import functools
+import os
 import warnings
 
 import numpy as np
 import torch
 from recbole.evaluator.collector import Collector
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
     "apply",
@@ -50,6 +71,9 @@ __all__ = [
     "CompatTrainerMixin",
     "install_warning_filters",
     "fused_gelu",
+    "ddp_on_cpu",
+    "unsharded_eval_loader",
+    "race_free_ensure_dir",
 ]
 
 # Shim 4 -------------------------------------------------------------------------------------------
@@ -129,7 +153,7 @@ class CompatCollector(Collector):
 
 
 class CompatTrainerMixin:
-    """Mix into any RecBole trainer: shims 1 and 3.
+    """Mix into any RecBole trainer: shims 1, 3 and 10.
 
     ``recbole_sprint.utils.get_trainer`` builds ``Compat<RecBoleTrainer>`` classes from it, so RecBole's
     special trainers (pre-training, KG, ...) get the same fixes.
@@ -140,6 +164,15 @@ class CompatTrainerMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         self.eval_collector = self.collector_class(config)
+        if not config["single_spec"]:  # shim 10: one checkpoint file for all processes, rank 0's
+            names = [self.saved_model_file]
+            torch.distributed.broadcast_object_list(names, src=0)
+            self.saved_model_file = names[0]
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)  # rank 0 writes, the others return
+        if not self.config["single_spec"]:  # shim 10: no process reads the file before it is complete
+            torch.distributed.barrier()
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         with trusted_checkpoint_loading():
@@ -209,6 +242,56 @@ def fused_gelu():
     FeedForward.gelu = _fused_gelu
 
 
+# Shim 8 -------------------------------------------------------------------------------------------
+def _distributed_data_parallel(module, device_ids=None, **kwargs):
+    """``DistributedDataParallel`` as RecBole's trainer calls it, without ``device_ids`` for a CPU module."""
+    if next(module.parameters()).device.type == "cpu":
+        device_ids = None
+    return DistributedDataParallel(module, device_ids=device_ids, **kwargs)
+
+
+def ddp_on_cpu():
+    """Let RecBole's ``AbstractTrainer`` wrap a CPU model in DDP (multi-process runs with gloo)."""
+    import recbole.trainer.trainer
+
+    recbole.trainer.trainer.DistributedDataParallel = _distributed_data_parallel
+
+
+# Shim 9 -------------------------------------------------------------------------------------------
+def unsharded_eval_loader(config, eval_loader):
+    """``eval_loader`` of a multi-process run, rebuilt to serve every evaluation row in every process.
+
+    RecBole gives each process 1/N of the users (a ``DistributedSampler``, padded with repeated users to equal
+    shares) and averages the processes' metric values, weighted by their user counts: exact for per-user means
+    (NDCG, Hit) up to the padding, not for metrics of the whole recommendation set. Measured on ml-100k, two
+    gloo processes, one checkpoint: TailCoverage@10 .2683 sharded against .3361 in one process. Unsharded, each
+    process computes the single-process values. Evaluation takes as long as in one process.
+    """
+    config["single_spec"] = True  # read once, by AbstractDataLoader.__init__: whether to shard
+    try:
+        return type(eval_loader)(config, eval_loader._dataset, eval_loader._sampler, shuffle=False)
+    finally:
+        config["single_spec"] = False
+
+
+# Shim 11 ------------------------------------------------------------------------------------------
+def _ensure_dir(dir_path):
+    """Make sure the directory exists; safe when several processes create it at once."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def race_free_ensure_dir():
+    """Replace RecBole's ``ensure_dir`` in every module that imported it."""
+    import recbole.data.utils
+    import recbole.trainer.trainer
+    import recbole.utils
+    import recbole.utils.logger
+    import recbole.utils.utils
+
+    for module in (recbole.utils.utils, recbole.utils, recbole.utils.logger, recbole.trainer.trainer, recbole.data.utils):
+        module.ensure_dir = _ensure_dir
+
+
 _APPLIED = False
 
 
@@ -222,4 +305,6 @@ def apply():
     disable_anomaly_detection()
     _patch_dataset_download()
     fused_gelu()
+    ddp_on_cpu()
+    race_free_ensure_dir()
     _APPLIED = True

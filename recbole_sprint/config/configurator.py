@@ -12,11 +12,17 @@ defaults. For a model class ``M`` the internal (lowest-priority) configuration i
    defaults.
 
 External configuration (files < dict < command line) always wins, exactly as in RecBole.
+
+Multi-process runs (``run_recbole_sprint.py --nproc=N``): RecBole starts one process per GPU and joins them
+with NCCL. ``ddp_backend`` (overall.yaml) picks the backend: ``nccl`` is RecBole's own CUDA path, unchanged;
+``gloo`` runs the N processes on the CPU (RecBole has no CPU path: it asserts N GPU ids and calls
+``torch.cuda.set_device``). Unset, it is ``nccl`` where CUDA is available and ``gloo`` elsewhere.
 """
 
 import os
 
 import recbole.config
+import torch
 from recbole.utils import ModelType
 
 from recbole_sprint import compat
@@ -60,6 +66,29 @@ class Config(recbole.config.Config):
         if loaded and self.internal_config_dict["MODEL_TYPE"] == ModelType.SEQUENTIAL:
             self._load_if_exists(os.path.join(RECBOLE_PROPERTIES, "quick_start_config", "sequential.yaml"))
 
+    def _init_device(self):
+        config = self.final_config_dict
+        if "local_rank" not in config or ddp_backend(config) == "nccl":
+            return super()._init_device()
+        self._init_gloo_process_group()
+
+    def _init_gloo_process_group(self):
+        """RecBole's multi-process branch of ``_init_device`` with gloo and CPU processes."""
+        config = self.final_config_dict
+        config["gpu_id"] = str(config["gpu_id"])
+        torch.distributed.init_process_group(
+            backend="gloo",
+            rank=config["local_rank"] + config["offset"],
+            world_size=config["world_size"],
+            init_method=f"tcp://{config['ip']}:{config['port']}",
+        )
+        config["device"] = torch.device("cpu")
+        config["single_spec"] = False
+        if config["local_rank"] != 0:  # as RecBole: only rank 0 logs
+            config["state"] = "error"
+            config["show_progress"] = False
+            config["verbose"] = False
+
     def _set_default_parameters(self):
         super()._set_default_parameters()
         self._check_time_field_is_loaded()
@@ -77,3 +106,16 @@ class Config(recbole.config.Config):
                 f"models order interactions by (eval_args order: TO); add it, e.g. --load_col=\"{{'inter': "
                 f"{inter_columns + [time_field]}}}\", or set TIME_FIELD/eval_args for your data"
             )
+
+
+DDP_BACKENDS = ("nccl", "gloo")
+
+
+def ddp_backend(config):
+    """``config["ddp_backend"]``, or ``nccl`` with CUDA and ``gloo`` without; ``ValueError`` for other values."""
+    backend = config.get("ddp_backend")
+    if backend is None:
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    if backend not in DDP_BACKENDS:
+        raise ValueError(f"ddp_backend must be one of {list(DDP_BACKENDS)} (or unset), got {backend!r}")
+    return backend

@@ -7,6 +7,7 @@ import urllib.error
 import recbole.data
 from recbole.utils import ModelType
 
+from recbole_sprint.compat import unsharded_eval_loader
 from recbole_sprint.data.dataset import FullSequenceDataset, check_train_mode
 
 
@@ -76,7 +77,10 @@ def data_preparation(config, dataset):
 
     The training dataset also carries the per-item counts of every interaction, for the evaluator's
     ``popularity_source: all``. RecBole's ``TrainDataLoader`` serves the full-sequence rows of a
-    :class:`FullSequenceDataset` unchanged (``train_batch_size`` then counts users)."""
+    :class:`FullSequenceDataset` unchanged (``train_batch_size`` then counts users).
+
+    In a multi-process (DDP) run the training rows are split between the processes, as in RecBole, but the
+    validation and test loaders are not (:func:`recbole_sprint.compat.unsharded_eval_loader`)."""
     from recbole_sprint.evaluator.popularity import attach_full_popularity
 
     if check_train_mode(config) == "full_sequence" and not isinstance(dataset, FullSequenceDataset):
@@ -86,4 +90,7 @@ def data_preparation(config, dataset):
         )
     train_data, valid_data, test_data = recbole.data.data_preparation(config, dataset)
     attach_full_popularity(train_data._dataset, dataset)
+    if not config["single_spec"]:
+        valid_data, test_data = unsharded_eval_loader(config, valid_data), unsharded_eval_loader(config, test_data)
     return train_data, valid_data, test_data
+

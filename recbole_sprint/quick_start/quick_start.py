@@ -139,6 +139,21 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     }
 
 
+def as_single_process(config):
+    """``config`` of a multi-process (DDP) run, turned into this process's single-process config.
+
+    A checkpoint keeps the config of the run that wrote it; with ``single_spec`` False, RecBole's dataloaders
+    would ask for a process group that a later, single process does not have.
+    """
+    if config["single_spec"]:
+        return config
+    config["single_spec"] = True
+    config["local_rank"] = 0
+    config["world_size"] = 1
+    config["device"] = torch.device("cuda" if config["device"].type == "cuda" and torch.cuda.is_available() else "cpu")
+    return config
+
+
 def load_data_and_model(model_file):
     """Rebuild config, model (with the checkpoint's weights), dataset and dataloaders from a checkpoint
     written by a plugin or RecBole trainer (works under torch >= 2.6, see ``compat``).
@@ -147,7 +162,7 @@ def load_data_and_model(model_file):
         ``(config, model, dataset, train_data, valid_data, test_data)``
     """
     checkpoint = torch.load(model_file, weights_only=False)  # our own checkpoint: trusted (compat shim 1)
-    config = checkpoint["config"]
+    config = as_single_process(checkpoint["config"])
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)
