@@ -42,11 +42,13 @@ def main(argv=None):
         "MAX_ITEM_LIST_LENGTH": 50, "train_batch_size": 256, "train_mode": "full_sequence", "loss_type": "BCE",
         "num_negatives": 16, "train_neg_sample_args": None, "metrics": METRICS, "topk": [10],
         "valid_metric": "NDCG@10", "show_progress": False, "log_flops": False, "gpu_id": args.gpu_id,
-        "checkpoint_dir": os.path.join(out, "saved"), "port": args.port, "state": "INFO",
+        "checkpoint_dir": os.path.join(out, "saved"), "state": "INFO",
     }
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line
     start = time.time()
-    result = run(args.model, args.dataset, config_dict=config, nproc=args.nproc, world_size=args.world_size)
+    result = run(
+        args.model, args.dataset, config_dict=config, nproc=args.nproc, world_size=args.world_size, port=args.port
+    )
     seconds = time.time() - start
     (checkpoint,) = glob.glob(os.path.join(out, "saved", "*.pth"))
     loaded, model, _, train_data, _, test_data = load_data_and_model(checkpoint)

@@ -44,9 +44,13 @@ shim   symptom                                                     fix
 11     multi-process runs: ``FileExistsError`` for the checkpoint  :func:`race_free_ensure_dir`:
        or log folder (``ensure_dir`` tests, then creates:           ``os.makedirs(..., exist_ok=True)``
        utils.py:51, two processes pass the test)
+12     under pandas >= 3 (or pandas' copy-on-write mode) missing   :func:`fill_nan_by_assignment`: the token and
+       token and float feature values stay NaN, silently           float fields are filled by assignment first
+       (``feat[field].fillna(..., inplace=True)`` fills a copy:    (same values: 0 / the field's mean)
+       dataset.py:648,650; ``ChainedAssignmentError`` warning)
 =====  ==========================================================  =============================================
 
-:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11); it runs once when ``recbole_sprint`` is
+:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12); it runs once when ``recbole_sprint`` is
 imported. Shims 1, 3 and 10 are installed per trainer through :class:`CompatTrainerMixin`; shim 9 by the
 plugin's ``data_preparation``.
 """
@@ -74,6 +78,7 @@ __all__ = [
     "ddp_on_cpu",
     "unsharded_eval_loader",
     "race_free_ensure_dir",
+    "fill_nan_by_assignment",
 ]
 
 # Shim 4 -------------------------------------------------------------------------------------------
@@ -292,6 +297,33 @@ def race_free_ensure_dir():
         module.ensure_dir = _ensure_dir
 
 
+# Shim 12 ------------------------------------------------------------------------------------------
+def _fill_nan_by_assignment(original_fill_nan):
+    @functools.wraps(original_fill_nan)
+    def _fill_nan(self):
+        from recbole.utils import FeatureType
+
+        for feat_name in self.feat_name_list:
+            feat = getattr(self, feat_name)
+            for field in feat:
+                if self.field2type[field] == FeatureType.TOKEN:
+                    feat[field] = feat[field].fillna(value=0)
+                elif self.field2type[field] == FeatureType.FLOAT:
+                    feat[field] = feat[field].fillna(value=feat[field].mean())
+        return original_fill_nan(self)  # its own fills now find nothing; it still handles sequence fields
+
+    _fill_nan.recbole_sprint_shim = True
+    return _fill_nan
+
+
+def fill_nan_by_assignment():
+    """Make RecBole's ``Dataset._fill_nan`` fill token and float fields under copy-on-write pandas."""
+    from recbole.data.dataset.dataset import Dataset
+
+    if not getattr(Dataset._fill_nan, "recbole_sprint_shim", False):
+        Dataset._fill_nan = _fill_nan_by_assignment(Dataset._fill_nan)
+
+
 _APPLIED = False
 
 
@@ -307,4 +339,5 @@ def apply():
     fused_gelu()
     ddp_on_cpu()
     race_free_ensure_dir()
+    fill_nan_by_assignment()
     _APPLIED = True

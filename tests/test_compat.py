@@ -69,3 +69,36 @@ def test_download_needs_no_process_group(monkeypatch, tmp_path):
     assert not torch.distributed.is_initialized()
     recbole_dataset.Dataset._download(FakeDataset())  # RecBole's own raises "Default process group ..."
     assert calls == ["http://example.invalid/fake.zip"]
+
+
+def _features_with_gaps():
+    """A stand-in for a RecBole Dataset after its side features were merged: one token, one float field."""
+    import logging
+    import types
+
+    import pandas as pd
+    from recbole.utils import FeatureType
+
+    item_feat = pd.DataFrame({"brand": [3.0, np.nan, 5.0], "price": [1.0, np.nan, 3.0]})
+    return types.SimpleNamespace(
+        logger=logging.getLogger("test"),
+        feat_name_list=["item_feat"],
+        item_feat=item_feat,
+        field2type={"brand": FeatureType.TOKEN, "price": FeatureType.FLOAT},
+    )
+
+
+@pytest.mark.filterwarnings("ignore::pandas.errors.ChainedAssignmentError")  # RecBole's own fills warn, then fail
+def test_fill_nan_fills_token_and_float_fields_under_copy_on_write():
+    import pandas as pd
+    from recbole.data.dataset.dataset import Dataset
+
+    with pd.option_context("mode.copy_on_write", True):  # pandas 3's only mode
+        unpatched = _features_with_gaps()
+        Dataset._fill_nan.__wrapped__(unpatched)  # RecBole's own: fills a copy
+        assert unpatched.item_feat.isna().sum().sum() == 2
+
+        dataset = _features_with_gaps()
+        Dataset._fill_nan(dataset)
+    assert dataset.item_feat["brand"].tolist() == [3.0, 0.0, 5.0]  # TOKEN: [PAD] = 0
+    assert dataset.item_feat["price"].tolist() == [1.0, 2.0, 3.0]  # FLOAT: the field's mean

@@ -34,8 +34,8 @@ def free_port():
     ids=["prefix", "full_sequence"],
 )
 def test_two_processes_report_the_metrics_of_one_process_on_the_same_checkpoint(tiny, tmp_path, overrides):
-    config = tiny(**SMALL_ML100K, **overrides, metrics=METRICS, port=free_port())
-    result = run("SASRecSPRINT", "ml-100k", config_dict=config, nproc=2)
+    config = tiny(**SMALL_ML100K, **overrides, metrics=METRICS)
+    result = run("SASRecSPRINT", "ml-100k", config_dict=config, nproc=2, port=free_port())  # tests may run at once
 
     assert result is not None, "rank 0 returned no result"
     checkpoints = glob.glob(os.path.join(config["checkpoint_dir"], "SASRecSPRINT-*.pth"))
