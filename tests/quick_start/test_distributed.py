@@ -12,9 +12,13 @@ import socket
 import pytest
 import torch
 
+from recbole.utils import init_seed
+
+from recbole_sprint.config import Config
 from recbole_sprint.config.configurator import ddp_backend
+from recbole_sprint.data import create_dataset, data_preparation
 from recbole_sprint.quick_start import load_data_and_model, run
-from recbole_sprint.utils import get_trainer
+from recbole_sprint.utils import get_model, get_trainer
 from tests.model.recbole_runs import SMALL_ML100K
 
 # TailCoverage and SpectralCollapse are metrics of the whole recommendation set: with RecBole's sharded
@@ -52,6 +56,40 @@ def test_two_processes_report_the_metrics_of_one_process_on_the_same_checkpoint(
     assert set(result["test_result"]) == {"recall@10", "ndcg@10", "tailcoverage@10", "spectralcollapse"}
     assert result["test_result"] == pytest.approx(dict(single), abs=1e-12)
     assert 0 < result["test_result"]["tailcoverage@10"] < 1
+
+
+def _train_and_compare_states(rank, config_dict, queue):
+    """One process of a 2-process run: train, then gather both processes' state dicts on rank 0."""
+    config = Config(model="SASRecSPRINT", dataset="ml-100k", config_dict={**config_dict, "local_rank": rank})
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"] + rank, config["reproducibility"])  # as RecBole: other initial weights per process
+    model = get_model("SASRecSPRINT")(config, train_data._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train_data, None, saved=False)
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    states = [None, None]
+    torch.distributed.all_gather_object(states, state)
+    if rank == 0:
+        queue.put({name: (states[0][name] - states[1][name]).abs().max().item() for name in state})
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_end_training_with_equal_weights_and_power_iteration_vectors(tiny):
+    """DDP broadcasts rank 0's weights once and all-reduces gradients; SPRINT's power-iteration vectors are
+    buffers it does not reach after the first step (they are rebound, not written in place), so they stay
+    equal only because every process updates them from the same weights. Both are checked here."""
+    import torch.multiprocessing as mp
+
+    config = tiny(**SMALL_ML100K, epochs=2, train_batch_size=256)
+    config.update({"world_size": 2, "nproc": 2, "offset": 0, "ip": "localhost", "port": free_port()})
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_train_and_compare_states, args=(config, queue), nprocs=2, join=True)
+    differences = queue.get()
+
+    sprint_buffers = [name for name in differences if name.startswith("sprint.") and name.endswith((".u", ".v"))]
+    assert sprint_buffers, sorted(differences)
+    assert all(value == 0.0 for value in differences.values()), {k: v for k, v in differences.items() if v}
 
 
 def test_ddp_backend_defaults_to_gloo_without_cuda_and_rejects_unknown_values():
