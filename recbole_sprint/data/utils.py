@@ -8,7 +8,7 @@ import recbole.data
 from recbole.utils import ModelType
 
 from recbole_sprint.compat import unsharded_eval_loader
-from recbole_sprint.data.dataset import FullSequenceDataset, check_train_mode
+from recbole_sprint.data.dataset import ExactTimeSequentialDataset, FullSequenceDataset, check_train_mode
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -51,13 +51,24 @@ def check_full_sequence_config(config):
         )
 
 
+def needs_exact_timestamps(config):
+    """Whether ``config["model"]`` reads timestamps and so needs them in float64 (``exact_timestamps``)."""
+    from recbole_sprint.utils import get_model
+
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        return False
+    return getattr(get_model(config["model"]), "exact_timestamps", False)
+
+
 def create_dataset(config):
     """``recbole.data.create_dataset``; a failed download of a missing dataset raises
     :class:`DatasetUnavailableError` with instructions instead of a urllib traceback.
 
     With ``train_mode: full_sequence`` the dataset is a :class:`FullSequenceDataset` (RecBole's
-    ``SequentialDataset``, one training row per user; valid/test unchanged). It is built directly, so
-    RecBole's ``dataset_save_path`` reuse of a pickled dataset does not apply to it."""
+    ``SequentialDataset``, one training row per user; valid/test unchanged). A model whose class sets
+    ``exact_timestamps = True`` (HSTU) gets, in prefix mode, RecBole's ``SequentialDataset`` with float64
+    timestamps (:class:`ExactTimeSequentialDataset`; the full-sequence dataset has them too). These are built
+    directly, so RecBole's ``dataset_save_path`` reuse of a pickled dataset does not apply to them."""
     on_disk = os.path.isdir(config["data_path"])
     full_sequence = check_train_mode(config) == "full_sequence"
     if full_sequence:
@@ -65,6 +76,8 @@ def create_dataset(config):
     try:
         if full_sequence:
             return FullSequenceDataset(config)
+        if needs_exact_timestamps(config):
+            return ExactTimeSequentialDataset(config)
         return recbole.data.create_dataset(config)
     except (urllib.error.URLError, OSError) as error:
         if on_disk:

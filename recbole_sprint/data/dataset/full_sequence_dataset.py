@@ -32,6 +32,7 @@ import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.utils.enum_type import FeatureSource, FeatureType
 
+from recbole_sprint.data.dataset.exact_time_dataset import ExactTimeMixin
 from recbole_sprint.evaluator.popularity import TRAIN_POPULARITY_ATTRIBUTE, item_interaction_counts
 
 TRAIN_MODES = ("prefix", "full_sequence")
@@ -77,8 +78,9 @@ def shifted_targets(item_seq, item_seq_len, last_target):
     return targets
 
 
-class FullSequenceDataset(SequentialDataset):
-    """RecBole's :class:`SequentialDataset` whose training split has one full-sequence row per user."""
+class FullSequenceDataset(ExactTimeMixin, SequentialDataset):
+    """RecBole's :class:`SequentialDataset` whose training split has one full-sequence row per user (and float64
+    timestamps: :mod:`~recbole_sprint.data.dataset.exact_time_dataset`)."""
 
     @property
     def item_counter(self):

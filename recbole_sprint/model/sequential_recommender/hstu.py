@@ -26,8 +26,9 @@ input (RecBole's prefix samples carry the target's timestamp in ``TIME_FIELD``).
 
 Timestamps must be in seconds: HSTU raises if RecBole min-max normalises the time field (``normalize_all:
 True`` in RecBole's ml-100k.yaml) or if the dataset has no time list (set ``hstu_time_bias: False`` for a
-position-only bias). RecBole stores float fields as float32, so Unix-second timestamps (~1e9) are exact to
-64 s only: gaps under about a minute may land in bucket 0 or 13; coarser buckets are unaffected.
+position-only bias). RecBole stores float fields as float32 (Unix-second timestamps ~1e9 exact to 64 s only);
+``exact_timestamps = True`` makes the plugin's ``create_dataset`` keep the time field in float64
+(:mod:`recbole_sprint.data.dataset.exact_time_dataset`).
 
 ``train_mode: full_sequence`` (:mod:`recbole_sprint.model.full_sequence`; the research code's own protocol):
 one row per user, a next-item loss at every position, with ``loss_type`` ``sampled_softmax``, ``CE`` or ``BCE``
@@ -53,6 +54,7 @@ class HSTU(FullSequence, SequentialRecommender):
     r"""HSTU (research variant) for RecBole's prefix training or the plugin's ``train_mode: full_sequence``."""
 
     prefix_loss_types = HSTU_LOSS_TYPES
+    exact_timestamps = True  # time buckets: recbole_sprint.data.create_dataset keeps TIME_FIELD in float64
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
