@@ -10,6 +10,9 @@
 #   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs (default: all, in
 #                                    # order of value: the cheap Beauty runs of a group before ml-1m-3k), one process per run, POOL (6) at once: 12 at once ran out of
 #                                    # the H100's 80 GB (benchmarks/results/README.md)
+#   RERUN_BEFORE=2026-11-23T20:00:00 benchmarks/paper_gpu.sh pool hstu hstu_depth
+#                                    # train again the runs of these groups stored before that time (here: the
+#                                    # HSTU rows, trained with float32 timestamps before the exact-time fix)
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
@@ -61,10 +64,13 @@ case "${1:-}" in
     ;;
   pool)  # one process per run, POOL at once, in the order of pool_jobs; 2.5-13.5 GiB of GPU memory each
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+    rerun=()
+    [ -n "${RERUN_BEFORE:-}" ] && rerun=(--rerun_before "$RERUN_BEFORE")
     while read -r name spec out filters; do
       while (($(jobs -rp | wc -l) >= ${POOL:-6})); do wait -n || true; done
       # shellcheck disable=SC2086  # the filters are separate words
-      python -m recbole_sprint.benchmark "$spec" --output_dir "$out" $filters > "$RESULTS/logs/$name.log" 2>&1 &
+      python -m recbole_sprint.benchmark "$spec" --output_dir "$out" $filters "${rerun[@]}" \
+        > "$RESULTS/logs/$name.log" 2>&1 &
     done < <(pool_jobs "${@:2}")
     wait
     ;;

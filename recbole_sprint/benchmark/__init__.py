@@ -20,7 +20,7 @@ def default_output_dir(spec):
 
 
 def run_benchmark(spec, output_dir=None, parallel=False, address=None, show_progress=True, keep_checkpoints=False,
-                  shard=None, models=None, datasets=None):
+                  shard=None, models=None, datasets=None, rerun_before=None):
     """Run every unfinished run of ``spec`` (or of the cells that ``models`` / ``datasets`` select, see
     :func:`~recbole_sprint.benchmark.spec.select_cells`), then render its tables (and plots) from every stored run
     of the spec.
@@ -33,7 +33,8 @@ def run_benchmark(spec, output_dir=None, parallel=False, address=None, show_prog
 
     output_dir = output_dir or default_output_dir(spec)
     records, n_ran = run_grid(spec, output_dir, parallel=parallel, address=address, show_progress=show_progress,
-                              keep_checkpoints=keep_checkpoints, shard=shard, models=models, datasets=datasets)
+                              keep_checkpoints=keep_checkpoints, shard=shard, models=models, datasets=datasets,
+                              rerun_before=rerun_before)
     return {"records": records, "n_ran": n_ran, "paths": render(spec, records, output_dir)}
 
 

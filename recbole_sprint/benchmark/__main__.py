@@ -1,5 +1,5 @@
 """``python -m recbole_sprint.benchmark SPEC.yaml [--models A,B] [--datasets X,Y] [--shard I/N] [--output_dir DIR]
-[--parallel] [--address ADDR]``
+[--parallel] [--address ADDR] [--rerun_before YYYY-MM-DDTHH:MM:SS]``
 
 ``--models`` / ``--datasets`` choose which cells of the spec run; a selected cell keeps its run id (the one it has
 in the whole grid), so runs stored by a filtered call are skipped by later calls, filtered or not. The tables are
@@ -33,6 +33,9 @@ def main(argv=None):
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="run only the grid cells (after --models / --datasets) at positions I, I+N, I+2N, ... "
                              "(N processes share the store)")
+    parser.add_argument("--rerun_before", default=None, metavar="YYYY-MM-DDTHH:MM:SS",
+                        help="run the selected cells again whose stored run finished before this time (after a "
+                             "code change that alters results; resumable: new records are later)")
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads every --key=value of sys.argv
 
@@ -47,6 +50,10 @@ def main(argv=None):
             from recbole_sprint.benchmark.runner import check_shard
 
             check_shard(args.shard)
+        if args.rerun_before is not None:
+            from recbole_sprint.benchmark.runner import check_rerun_before
+
+            check_rerun_before(args.rerun_before)
     except (SpecError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -65,7 +72,7 @@ def main(argv=None):
 
         records, _ = run_grid(spec, output_dir, parallel=args.parallel, address=args.address,
                               keep_checkpoints=args.keep_checkpoints, shard=args.shard, models=args.models,
-                              datasets=args.datasets)
+                              datasets=args.datasets, rerun_before=args.rerun_before)
     paths = render(spec, records, output_dir)
     with open(paths["markdown"]) as f:
         print(f.read())

@@ -55,7 +55,7 @@ def run_cell(cell, output_dir, keep_checkpoints=False):
         "n_params_non_embedding": int(result["n_params_non_embedding"]),
         "train_seconds": float(result["train_seconds"]),
         "wall_seconds": time.time() - start,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "finished_at": time.strftime(FINISHED_AT_FORMAT),
     }
 
 
@@ -70,14 +70,30 @@ def check_shard(shard):
     return index, count
 
 
+FINISHED_AT_FORMAT = "%Y-%m-%dT%H:%M:%S"  # a record's finished_at (local time)
+
+
+def check_rerun_before(value):
+    """``--rerun_before``: a time in :data:`FINISHED_AT_FORMAT`; ``ValueError`` naming the option otherwise."""
+    try:
+        time.strptime(str(value), FINISHED_AT_FORMAT)
+    except ValueError:
+        raise ValueError(f"--rerun_before must be a time YYYY-MM-DDTHH:MM:SS (e.g. 2026-11-23T20:00:00), got {value!r}")
+    return str(value)
+
+
 def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True, keep_checkpoints=False, shard=None,
-             models=None, datasets=None):
+             models=None, datasets=None, rerun_before=None):
     """Run every unfinished cell of ``spec``; returns the store's records of this spec's grid.
 
     ``models`` / ``datasets`` (labels or model names / dataset names, see :func:`spec.select_cells`) run only
     the selected cells; their run ids are those of the whole grid. ``shard="i/n"`` then runs only the selected
     cells whose position among them is ``i`` modulo ``n``, so that ``n`` processes (e.g. sharing one GPU) split
     a grid; they share the store (appends are locked).
+
+    ``rerun_before`` (``YYYY-MM-DDTHH:MM:SS``): selected cells whose stored run finished before that time run
+    again (after a code change that alters results); the new record replaces the old one in the tables (the
+    store's later record wins) and is itself finished after the cutoff, so an interrupted rerun resumes.
 
     Returns:
         ``(records, n_ran)``: the stored records of the grid's cells, and how many runs this call trained.
@@ -90,7 +106,11 @@ def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True,
     if shard is not None:
         index, count = check_shard(shard)
         cells = cells[index::count]
-    done = store.finished_ids()
+    records = store.load()
+    if rerun_before is not None:
+        cutoff = check_rerun_before(rerun_before)
+        records = [r for r in records if r.get("finished_at", "") >= cutoff]
+    done = {r["run_id"] for r in records}
     todo = [cell for cell in cells if cell.run_id not in done]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"benchmark {spec.name}", unit="run",
                disable=not show_progress)

@@ -196,3 +196,29 @@ def test_python_api_run_benchmark_takes_the_filters(tmp_path, fake_training):
     selected = [c.run_id for c in spec.cells() if c.dataset == "ml-1m" and c.model_name == "SASRecSPRINT"]
     assert fake_training == selected and result["n_ran"] == len(selected)
     assert os.path.isfile(result["paths"]["markdown"])
+
+
+def test_cli_rerun_before_runs_older_records_again_once_and_resumes(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    cells = load_spec(str(path)).cells()
+    selected = [c.run_id for c in cells if c.dataset == "ml-1m" and c.model_name == "SASRecSPRINT"]
+    out = str(tmp_path / "out")
+    trained, now = [], ["2026-01-01T00:00:00"]
+
+    def fake(cell, output_dir, keep_checkpoints=False):
+        trained.append(cell.run_id)
+        return {**fake_record(cell, output_dir), "finished_at": now[0]}
+
+    monkeypatch.setattr(runner, "run_cell", fake)
+    filters = ["--models", "SASRecSPRINT", "--datasets", "ml-1m", "--output_dir", out]
+    assert main([str(path), *filters]) == 0 and trained == selected
+    del trained[:]
+    now[0] = "2026-12-01T00:00:00"
+    assert main([str(path), *filters, "--rerun_before", "2026-06-01T00:00:00", "--shard", "0/2"]) == 0
+    assert trained == selected[0::2]  # only the old records of this shard
+    assert main([str(path), *filters, "--rerun_before", "2026-06-01T00:00:00"]) == 0
+    assert trained == selected[0::2] + selected[1::2]  # resumed: the new records are not run a third time
+    assert main([str(path), *filters]) == 0 and len(trained) == 4  # without the option: nothing to run
+    assert main([str(path), *filters, "--rerun_before", "yesterday"]) == 2
+    assert "--rerun_before must be a time YYYY-MM-DDTHH:MM:SS" in capsys.readouterr().err
