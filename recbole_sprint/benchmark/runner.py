@@ -106,11 +106,7 @@ def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True,
     if shard is not None:
         index, count = check_shard(shard)
         cells = cells[index::count]
-    records = store.load()
-    if rerun_before is not None:
-        cutoff = check_rerun_before(rerun_before)
-        records = [r for r in records if r.get("finished_at", "") >= cutoff]
-    done = {r["run_id"] for r in records}
+    done = store.finished_ids(None if rerun_before is None else check_rerun_before(rerun_before))
     todo = [cell for cell in cells if cell.run_id not in done]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"benchmark {spec.name}", unit="run",
                disable=not show_progress)

@@ -31,8 +31,13 @@ class ResultStore:
                 records[record["run_id"]] = record
         return list(records.values())
 
-    def finished_ids(self):
-        return {record["run_id"] for record in self.load()}
+    def finished_ids(self, finished_since=None):
+        """Run ids of the stored runs; with ``finished_since`` (a ``finished_at`` string), only those of the runs
+        that finished at or after it."""
+        records = self.load()
+        if finished_since is not None:
+            records = [r for r in records if r.get("finished_at", "") >= finished_since]
+        return {record["run_id"] for record in records}
 
     def append(self, record):
         """Append one record durably."""

@@ -106,4 +106,3 @@ def data_preparation(config, dataset):
     if not config["single_spec"]:
         valid_data, test_data = unsharded_eval_loader(config, valid_data), unsharded_eval_loader(config, test_data)
     return train_data, valid_data, test_data
-

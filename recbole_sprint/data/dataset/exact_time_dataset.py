@@ -34,7 +34,6 @@ class ExactTimeMixin:
             interaction[time_field] = torch.from_numpy(data[time_field].to_numpy(dtype="float64", copy=True))
         return interaction
 
-
     def sort(self, by, ascending=True):
         """RecBole's ``Dataset.sort``, keyed by the float32-rounded times (RecBole's order), exact values kept."""
         keys = [by] if isinstance(by, str) else list(by)
