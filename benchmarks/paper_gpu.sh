@@ -6,13 +6,19 @@
 #
 #   benchmarks/paper_gpu.sh tune     # SPRINT weights for SASRecSPRINT on amazon-beauty: 6 trials of the paper's grid
 #                                    # under paper_main.yaml's protocol, TUNE_WORKERS (6) trials at once on the GPU
+#   benchmarks/paper_gpu.sh tune SASRecSPRINT ml-1m-3k   # the same search on another dataset of the spec
 #   benchmarks/paper_gpu.sh tune BERT4RecSPRINT   # its own grid (sprint_bidirectional_grid.hyper: lambda_attn x tau)
+#   benchmarks/paper_gpu.sh tune HSTUSPRINT       # its own grid (sprint_hstu_grid.hyper: lambda_attn x lambda_emb)
+#   benchmarks/paper_gpu.sh tuned HSTUSPRINT      # the row <MODEL>-tuned (the search's best weights) on its dataset,
+#                                    # both seeds at once, under a copy of paper_main.yaml (benchmarks/tuned_spec.py)
 #   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs (default: all, in
 #                                    # order of value: the cheap Beauty runs of a group before ml-1m-3k), one process per run, POOL (6) at once: 12 at once ran out of
 #                                    # the H100's 80 GB (benchmarks/results/README.md)
-#   RERUN_BEFORE=2026-11-23T20:00:00 benchmarks/paper_gpu.sh pool hstu hstu_depth
+#   RERUN_BEFORE=2026-11-23T20:00:00 DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu hstu_depth
 #                                    # train again the runs of these groups stored before that time (here: the
-#                                    # HSTU rows, trained with float32 timestamps before the exact-time fix)
+#                                    # HSTU rows, trained with float32 timestamps before the exact-time fix; only
+#                                    # ml-1m-3k's: Beauty's timestamps, 0..203, are exact in float32). DATASETS
+#                                    # (comma-separated) keeps the groups' runs on these datasets only
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
@@ -34,6 +40,7 @@ pool_jobs() {  # pool_jobs [GROUP ...]: one line per benchmark run, LOG_NAME SPE
   local group spec out models d n i
   while read -r group spec out models d n; do
     if (($# > 0)) && [[ " $* " != *" $group "* ]]; then continue; fi
+    if [ -n "${DATASETS:-}" ] && [[ ",$DATASETS," != *",$d,"* ]]; then continue; fi
     for ((i = 0; i < n; i++)); do
       echo "pool_${group}_${d}_$i $SPECS/$spec $RESULTS/$out --models $models --datasets $d --shard $i/$n"
     done
@@ -53,14 +60,31 @@ GROUPS
 case "${1:-}" in
   tune)
     model=${2:-SASRecSPRINT}
-    grid=properties/hyper/sprint_small_grid.hyper
-    [ "$model" = BERT4RecSPRINT ] && grid=properties/hyper/sprint_bidirectional_grid.hyper
-    out=$RESULTS/tune/${model}_amazon-beauty
+    dataset=${3:-amazon-beauty}
+    case $model in
+      BERT4RecSPRINT) grid=properties/hyper/sprint_bidirectional_grid.hyper ;;
+      HSTUSPRINT) grid=properties/hyper/sprint_hstu_grid.hyper ;;
+      *) grid=properties/hyper/sprint_small_grid.hyper ;;
+    esac
+    out=$RESULTS/tune/${model}_$dataset
     resume=()
     [ -f "$out/search_settings.json" ] && resume=(--resume)
     python -m recbole_sprint.tune --backend=local --spec="$SPECS/paper_main.yaml" --model="$model" \
-      --dataset=amazon-beauty --params_file="$grid" --num_samples=1 --seed=0 \
-      --output_dir="$out" --workers="${TUNE_WORKERS:-6}" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_${model}_amazon-beauty.log"
+      --dataset="$dataset" --params_file="$grid" --num_samples=1 --seed=0 \
+      --output_dir="$out" --workers="${TUNE_WORKERS:-6}" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_${model}_$dataset.log"
+    ;;
+  tuned)  # tuned MODEL [DATASET]: both seeds of MODEL-tuned at once (resumes like pool)
+    model=${2:?usage: $0 tuned MODEL [DATASET]}
+    dataset=${3:-amazon-beauty}
+    spec=$SPECS/paper_main_${model}_tuned.yaml
+    python benchmarks/tuned_spec.py --spec "$SPECS/paper_main.yaml" --tune_dir "$RESULTS/tune/${model}_$dataset" \
+      --out "$spec"
+    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+    for i in 0 1; do
+      python -m recbole_sprint.benchmark "$spec" --output_dir "$RESULTS/paper_main" --models "$model-tuned" \
+        --datasets "$dataset" --shard $i/2 > "$RESULTS/logs/tuned_${model}_${dataset}_$i.log" 2>&1 &
+    done
+    wait
     ;;
   pool)  # one process per run, POOL at once, in the order of pool_jobs; 2.5-13.5 GiB of GPU memory each
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -87,7 +111,7 @@ case "${1:-}" in
     python benchmarks/equal_time.py --device cuda --budget 120 2>&1 | tee "$RESULTS/logs/equal_time_h100.log"
     ;;
   *)
-    echo "usage: $0 tune [MODEL]|pool [GROUP ...]|render|speed (see the comments at the top)" >&2
+    echo "usage: $0 tune [MODEL [DATASET]]|tuned MODEL [DATASET]|pool [GROUP ...]|render|speed (see the comments at the top)" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,83 @@
+"""benchmarks/tuned_spec.py: the spec copy's tuned entry, its run ids, and its errors."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+import yaml
+
+from recbole_sprint.benchmark.spec import load_spec
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("tuned_spec", os.path.join(REPO, "benchmarks", "tuned_spec.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SPEC = {
+    "name": "t",
+    "models": ["HSTU", {"name": "HSTUSPRINT", "config": {"sprint_attn_weight": 2.5, "sprint_emb_weight": 0.1,
+                                                          "sprint_temperature": 4.0}}],
+    "datasets": ["ml-100k"],
+    "seeds": [1, 2],
+    "config": {"epochs": 1},
+}
+
+
+def write_search(folder, best, param_names=("sprint_attn_weight", "sprint_emb_weight"), spec_model="HSTUSPRINT"):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "search_settings.json"), "w") as f:
+        json.dump({"model": "HSTUSPRINT", "spec_model": spec_model, "param_names": list(param_names)}, f)
+    if best is not None:
+        with open(os.path.join(folder, "best_trial.json"), "w") as f:
+            json.dump({"trial_id": "trial_00003", "best_valid_score": 0.02, **best}, f)
+
+
+def test_tuned_entry_takes_the_best_values_and_gets_the_run_ids_of_the_same_entry_written_by_hand(tmp_path):
+    spec_path, out = tmp_path / "spec.yaml", tmp_path / "out.yaml"
+    spec_path.write_text(yaml.safe_dump(SPEC))
+    write_search(str(tmp_path / "search"), {"sprint_attn_weight": 0.1, "sprint_emb_weight": 0.0})
+    assert load_script().main(["--spec", str(spec_path), "--tune_dir", str(tmp_path / "search"),
+                               "--out", str(out)]) == 0
+
+    written = yaml.safe_load(out.read_text())
+    assert written["models"][:2] == SPEC["models"]  # the spec's own entries untouched
+    # the searched values replace the entry's, the rest of its config (tau) stays
+    assert written["models"][2] == {"name": "HSTUSPRINT", "label": "HSTUSPRINT-tuned",
+                                    "config": {"sprint_attn_weight": 0.1, "sprint_emb_weight": 0.0,
+                                               "sprint_temperature": 4.0}}
+    by_hand = dict(SPEC, models=SPEC["models"] + [
+        {"name": "HSTUSPRINT", "label": "HSTUSPRINT-tuned",
+         "config": {"sprint_attn_weight": 0.1, "sprint_emb_weight": 0.0, "sprint_temperature": 4.0}}])
+    (tmp_path / "by_hand.yaml").write_text(yaml.safe_dump(by_hand))
+    ids = [{c.run_id for c in load_spec(str(p)).cells() if c.model == "HSTUSPRINT-tuned"}
+           for p in (out, tmp_path / "by_hand.yaml")]
+    assert len(ids[0]) == 2 and ids[0] == ids[1]  # two seeds, the stored results stay valid
+
+
+@pytest.mark.parametrize("best, spec_model, message", [
+    (None, "HSTUSPRINT", "no best_trial.json"),  # the search has no finished trial
+    ({"sprint_attn_weight": 1.0, "sprint_emb_weight": 0.0}, "SASRecSPRINT", "no single model entry labelled SASRecSPRINT"),
+])
+def test_bad_searches_raise_a_clear_error(tmp_path, best, spec_model, message):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(SPEC))
+    write_search(str(tmp_path / "search"), best, spec_model=spec_model)
+    with pytest.raises(SystemExit, match=message):
+        load_script().main(["--spec", str(spec_path), "--tune_dir", str(tmp_path / "search"),
+                            "--out", str(tmp_path / "out.yaml")])
+
+
+def test_an_existing_tuned_label_is_not_added_twice(tmp_path):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(dict(SPEC, models=SPEC["models"] + [
+        {"name": "HSTUSPRINT", "label": "HSTUSPRINT-tuned", "config": {"sprint_attn_weight": 5.0}}])))
+    write_search(str(tmp_path / "search"), {"sprint_attn_weight": 1.0, "sprint_emb_weight": 0.0})
+    with pytest.raises(SystemExit, match="already has an entry labelled HSTUSPRINT-tuned"):
+        load_script().main(["--spec", str(spec_path), "--tune_dir", str(tmp_path / "search"),
+                            "--out", str(tmp_path / "out.yaml")])
