@@ -1,24 +1,14 @@
 """benchmarks/equal_time.py end to end on CPU with a tiny model and a budget that one epoch exhausts."""
 
-import importlib.util
-import os
 import re
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def load_script():
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))  # it imports speed.py beside it
-    spec = importlib.util.spec_from_file_location("equal_time", os.path.join(REPO, "benchmarks", "equal_time.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .scripts import load_benchmark_script
 
 
 def test_each_row_trains_until_the_budget_and_reports_its_best_validation(capsys):
-    load_script().main(["--dataset", "ml-100k", "--device", "cpu", "--max_len", "5", "--n_layers", "1",
-                        "--hidden_size", "8", "--n_heads", "1", "--budget", "0.01", "--batch_size", "4096"])
+    load_benchmark_script("equal_time").main(["--dataset", "ml-100k", "--device", "cpu", "--max_len", "5",
+                                              "--n_layers", "1", "--hidden_size", "8", "--n_heads", "1",
+                                              "--budget", "0.01", "--batch_size", "4096"])
     out = capsys.readouterr().out
     rows = re.findall(r"^\| (SASRec prefix|SASRecSPRINT w0 full) \| (\d+) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) \| (\d+) \|$",
                       out, re.M)

@@ -1,21 +1,12 @@
 """benchmarks/speed.py end to end on CPU with a tiny model: the table, SPRINT's overhead row and --profile_steps."""
 
-import importlib.util
-import os
 import re
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def load_speed():
-    spec = importlib.util.spec_from_file_location("speed", os.path.join(REPO, "benchmarks", "speed.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .scripts import load_benchmark_script
 
 
 def test_speed_table_overhead_and_profiles(capsys):
-    speed = load_speed()
+    speed = load_benchmark_script("speed")
     speed.main(["--dataset", "ml-100k", "--device", "cpu", "--models", "SASRecSPRINT", "--modes", "full_sequence",
                 "--max_len", "10", "--n_layers", "1", "--hidden_size", "16", "--n_heads", "1", "--max_batches", "2",
                 "--epochs", "1", "--profile_steps", "2", "--profile_rows", "500"])

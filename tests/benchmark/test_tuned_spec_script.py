@@ -1,6 +1,5 @@
 """benchmarks/tuned_spec.py: the spec copy's tuned entry, its run ids, and its errors."""
 
-import importlib.util
 import json
 import os
 
@@ -9,14 +8,7 @@ import yaml
 
 from recbole_sprint.benchmark.spec import load_spec
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("tuned_spec", os.path.join(REPO, "benchmarks", "tuned_spec.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .scripts import load_benchmark_script
 
 
 SPEC = {
@@ -42,7 +34,7 @@ def test_tuned_entry_takes_the_best_values_and_gets_the_run_ids_of_the_same_entr
     spec_path, out = tmp_path / "spec.yaml", tmp_path / "out.yaml"
     spec_path.write_text(yaml.safe_dump(SPEC))
     write_search(str(tmp_path / "search"), {"sprint_attn_weight": 0.1, "sprint_emb_weight": 0.0})
-    assert load_script().main(["--spec", str(spec_path), "--tune_dir", str(tmp_path / "search"),
+    assert load_benchmark_script("tuned_spec").main(["--spec", str(spec_path), "--tune_dir", str(tmp_path / "search"),
                                "--out", str(out)]) == 0
 
     written = yaml.safe_load(out.read_text())
@@ -69,7 +61,7 @@ def test_bad_searches_raise_a_clear_error(tmp_path, best, spec_model, message):
     spec_path.write_text(yaml.safe_dump(SPEC))
     write_search(str(tmp_path / "search"), best, spec_model=spec_model)
     with pytest.raises(SystemExit, match=message):
-        load_script().main(["--spec", str(spec_path), "--tune_dir", str(tmp_path / "search"),
+        load_benchmark_script("tuned_spec").main(["--spec", str(spec_path), "--tune_dir", str(tmp_path / "search"),
                             "--out", str(tmp_path / "out.yaml")])
 
 
@@ -79,5 +71,5 @@ def test_an_existing_tuned_label_is_not_added_twice(tmp_path):
         {"name": "HSTUSPRINT", "label": "HSTUSPRINT-tuned", "config": {"sprint_attn_weight": 5.0}}])))
     write_search(str(tmp_path / "search"), {"sprint_attn_weight": 1.0, "sprint_emb_weight": 0.0})
     with pytest.raises(SystemExit, match="already has an entry labelled HSTUSPRINT-tuned"):
-        load_script().main(["--spec", str(spec_path), "--tune_dir", str(tmp_path / "search"),
+        load_benchmark_script("tuned_spec").main(["--spec", str(spec_path), "--tune_dir", str(tmp_path / "search"),
                             "--out", str(tmp_path / "out.yaml")])
