@@ -74,7 +74,7 @@ def train_for(args, name, mode, overrides):
             score, _ = trainer._valid_epoch(valid_data)
             curve.append((epoch, trained, float(score)))
             last_eval = trained
-            print(f"  epoch {epoch}: {trained:.1f} s trained, valid NDCG@10 {score:.4f}", flush=True)
+            print(f"  epoch {epoch}: {trained:.2f} s trained, valid NDCG@10 {score:.4f}", flush=True)
     return curve
 
 
@@ -96,7 +96,7 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     for label, curve in results:
         best = max(curve, key=lambda point: point[2])
-        print(f"| {label} | {curve[-1][0]} | {curve[-1][1]:.1f} | {best[2]:.4f} | {best[1]:.1f} | {len(curve)} |")
+        print(f"| {label} | {curve[-1][0]} | {curve[-1][1]:.2f} | {best[2]:.4f} | {best[1]:.2f} | {len(curve)} |")
 
 
 if __name__ == "__main__":
