@@ -5,6 +5,8 @@ A spec (see ``recbole_sprint/properties/benchmark/*.yaml``)::
     name: smoke                       # names the default output folder
     models: [SASRec, {name: SASRecSPRINT, config: {sprint_attn_weight: 1.0}}]
     # or {name: SASRecSPRINT, label: SASRec, config: {...weights 0}}: a labelled row (see MODEL_KEYS)
+    # or {name: HSTUSPRINT, label: HSTUSPRINT-tuned, config: {...}, dataset_config: {ml-1m-3k: {...}}}: values
+    #    for one dataset's runs only (e.g. weights searched on each dataset)
     datasets: [ml-100k, {name: amazon-beauty, data_path: ../shared/datasets, config: {...}}]
     data_path: ../shared/datasets     # default data_path of datasets that name none
     seeds: [2020, 2021]
@@ -15,7 +17,7 @@ A spec (see ``recbole_sprint/properties/benchmark/*.yaml``)::
     scaling: {metrics: [ndcg@10, averagepopularity@10]}                      # optional: draws plots
 
 Config priority (lowest first): the model's yaml defaults, ``config``, the dataset's ``config``, the model's
-``config``, the size preset, the sweep values, the seed.
+``config``, the model's ``dataset_config`` for that dataset, the size preset, the sweep values, the seed.
 
 A relative ``data_path`` is resolved against the spec file's folder first, then against the current
 directory; the first that holds ``<name>/<name>.inter`` wins. ``ml-100k`` (inside the recbole wheel) and the
@@ -36,7 +38,8 @@ from recbole_sprint.benchmark.scaling import SIZE_KEYS, SIZE_PRESETS, size_confi
 # keys of a 'models' entry: 'label' names the table row (default: the model name), e.g. the backbone baseline
 # {name: SASRecSPRINT, label: SASRec, config: {sprint_attn_weight: 0, ...}} under a protocol RecBole's SASRec
 # cannot train (train_mode: full_sequence); SPRINT at weight 0 trains exactly like its backbone.
-MODEL_KEYS = ("name", "label", "config")
+# 'dataset_config' maps dataset names to config values for that dataset's runs of the entry only.
+MODEL_KEYS = ("name", "label", "config", "dataset_config")
 TOP_LEVEL_KEYS = ("name", "models", "datasets", "data_path", "seeds", "config", "sizes", "sweep", "table", "scaling")
 TABLE_KEYS = ("metrics", "absolute_gain", "alpha")
 SCALING_KEYS = ("metrics",)
@@ -98,6 +101,11 @@ class Spec:
     table: dict = field(default_factory=dict)
     scaling: dict = None
     model_classes: dict = field(default_factory=dict)  # label -> model class name
+    model_dataset_configs: dict = field(default_factory=dict)  # label -> {dataset: config} ('dataset_config')
+
+    def model_config(self, model, model_config, dataset):
+        """The entry's config for ``dataset``: its ``config`` updated with its ``dataset_config[dataset]``."""
+        return {**model_config, **self.model_dataset_configs.get(model, {}).get(dataset, {})}
 
     def variants(self):
         """Every combination of size preset and sweep values, as ordered dicts."""
@@ -120,7 +128,7 @@ class Spec:
                     for seed in self.seeds:
                         config = copy.deepcopy(self.config)
                         config.update(dataset_config)
-                        config.update(model_config)
+                        config.update(self.model_config(model, model_config, dataset))
                         if "size" in variant:
                             config.update(size_config(variant["size"]))
                         config.update({k: v for k, v in variant.items() if k != "size"})
@@ -219,12 +227,13 @@ def parse_spec(raw, path="<spec>"):
         raise SpecError(f"{path}: unknown spec key(s) {unknown}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
     spec_dir = os.path.dirname(os.path.abspath(path)) if os.path.exists(str(path)) else os.getcwd()
     config = _mapping(raw.get("config"), "config")
-    models = _models(raw.get("models"))  # [(label, config, model class name)]
+    models = _models(raw.get("models"))  # [(label, config, model class name, dataset_config)]
     spec = Spec(
         name=str(raw.get("name") or os.path.splitext(os.path.basename(str(path)))[0]),
         path=str(path),
-        models=[(label, config) for label, config, _ in models],
-        model_classes={label: name for label, _, name in models},
+        models=[(label, config) for label, config, _, _ in models],
+        model_classes={label: name for label, _, name, _ in models},
+        model_dataset_configs={label: by_dataset for label, _, _, by_dataset in models if by_dataset},
         datasets=_datasets(raw.get("datasets"), raw.get("data_path"), spec_dir),
         seeds=_seeds(raw.get("seeds")),
         config=config,
@@ -233,6 +242,7 @@ def parse_spec(raw, path="<spec>"):
         table=_section(raw.get("table"), "table", TABLE_KEYS),
         scaling=None if raw.get("scaling") is None else _section(raw.get("scaling"), "scaling", SCALING_KEYS),
     )
+    _check_dataset_configs(spec)
     if spec.sizes:
         clash = sorted(set(spec.sweep) & set(SIZE_KEYS))
         if clash:
@@ -289,11 +299,23 @@ def _models(value):
         except ImportError as error:  # RecBole's lookup imports optional libraries (lightgbm, xgboost) on a miss
             raise SpecError(f"spec entry 'models[{i}]': unknown model [{name}] (neither a recbole_sprint nor a "
                             f"RecBole model; the lookup ended with: {error})") from None
-        models.append((label, _mapping(extra.get("config"), f"models[{i}].config"), name))
-    labels = [label for label, _, _ in models]
+        by_dataset = _mapping(extra.get("dataset_config"), f"models[{i}].dataset_config")
+        by_dataset = {d: _mapping(c, f"models[{i}].dataset_config.{d}") for d, c in by_dataset.items()}
+        models.append((label, _mapping(extra.get("config"), f"models[{i}].config"), name, by_dataset))
+    labels = [label for label, _, _, _ in models]
     if len(set(labels)) != len(labels):
         raise SpecError(f"spec entry 'models' lists a model (label) twice: {labels}")
     return models
+
+
+def _check_dataset_configs(spec):
+    """Every dataset named in a model entry's 'dataset_config' is one of the spec's datasets."""
+    names = [name for name, _, _ in spec.datasets]
+    for i, (model, _) in enumerate(spec.models):
+        for dataset in spec.model_dataset_configs.get(model, {}):
+            if dataset not in names:
+                raise SpecError(f"spec entry 'models[{i}].dataset_config' ({model}): no dataset {dataset} in "
+                                f"'datasets'; choose from {', '.join(names)}")
 
 
 def _recbole_url_datasets():
@@ -376,6 +398,8 @@ def _check_metrics(spec):
     configs = [("config", spec.config)]
     configs += [(f"datasets[{i}].config", c) for i, (_, _, c) in enumerate(spec.datasets) if "metrics" in c]
     configs += [(f"models[{i}].config", c) for i, (_, c) in enumerate(spec.models) if "metrics" in c]
+    configs += [(f"models[{i}].dataset_config.{d}", c) for i, (m, _) in enumerate(spec.models)
+                for d, c in spec.model_dataset_configs.get(m, {}).items() if "metrics" in c]
     produced = set()
     for entry, config in configs:
         names = metric_names(config)
@@ -389,7 +413,8 @@ def _check_metrics(spec):
             raise SpecError(f"spec entry '{entry}.valid_metric': [{valid}] is not among its metrics {names}")
     topk = spec.config.get("topk", [10])  # RecBole's default
     topks = {str(k) for k in ([topk] if isinstance(topk, int) else topk)}
-    for c in [c for _, _, c in spec.datasets] + [c for _, c in spec.models]:
+    per_dataset = [c for by_dataset in spec.model_dataset_configs.values() for c in by_dataset.values()]
+    for c in [c for _, _, c in spec.datasets] + [c for _, c in spec.models] + per_dataset:
         if "topk" in c:
             topks |= {str(k) for k in ([c["topk"]] if isinstance(c["topk"], int) else c["topk"])}
     for section, keys in (("table", ("metrics", "absolute_gain")), ("scaling", ("metrics",))):
@@ -416,7 +441,8 @@ def _check_configs(spec):
     variant_config = size_config(spec.sizes[0]) if spec.sizes else {}  # sweep values left out: see below
     for i, (model, model_config) in enumerate(spec.models):
         for j, (dataset, data_path, dataset_config) in enumerate(spec.datasets):
-            config_dict = {**spec.config, **dataset_config, **model_config, **variant_config, "seed": spec.seeds[0]}
+            config_dict = {**spec.config, **dataset_config, **spec.model_config(model, model_config, dataset),
+                           **variant_config, "seed": spec.seeds[0]}
             if data_path:
                 config_dict["data_path"] = data_path
             try:

@@ -136,3 +136,25 @@ def test_model_label_names_the_row_and_the_class_trains(tmp_path):
         load_spec(write(tmp_path, models=[{"name": "SASRecSPRINT", "label": "SASRec"}, "SASRec"]))
     with pytest.raises(SpecError, match=r"unknown key\(s\) \['lable'\]; allowed: name, label, config"):
         load_spec(write(tmp_path, models=[{"name": "SASRecSPRINT", "lable": "SASRec"}]))
+
+
+def test_dataset_config_applies_to_that_datasets_runs_only(tmp_path):
+    """Weights searched per dataset: the entry's dataset_config overrides its config on that dataset; the other
+    dataset's runs keep their run ids, so adding a dataset's values keeps the stored runs of the others."""
+    entry = {"name": "SASRecSPRINT", "label": "SASRecSPRINT-tuned", "config": {"sprint_attn_weight": 2.5}}
+    plain = load_spec(write(tmp_path, datasets=["ml-100k", "ml-1m"], models=[entry])).cells()
+    by_dataset = load_spec(write(tmp_path, datasets=["ml-100k", "ml-1m"], models=[
+        {**entry, "dataset_config": {"ml-1m": {"sprint_attn_weight": 0.1, "sprint_ffn_weight": 0.001}}}])).cells()
+    for before, after in zip(plain, by_dataset):
+        assert (before.dataset, before.seed) == (after.dataset, after.seed)
+        if after.dataset == "ml-100k":
+            assert after.config == before.config and after.run_id == before.run_id
+        else:
+            assert after.config == {**before.config, "sprint_attn_weight": 0.1, "sprint_ffn_weight": 0.001}
+            assert after.run_id != before.run_id
+    with pytest.raises(SpecError, match=r"'models\[0\].dataset_config' \(SASRecSPRINT-tuned\): no dataset ml-20m "
+                                        r"in 'datasets'; choose from ml-100k, ml-1m"):
+        load_spec(write(tmp_path, datasets=["ml-100k", "ml-1m"], models=[
+            {**entry, "dataset_config": {"ml-20m": {"sprint_attn_weight": 0.1}}}]))
+    with pytest.raises(SpecError, match=r"'models\[0\].dataset_config.ml-1m' must be a mapping"):
+        load_spec(write(tmp_path, datasets=["ml-100k", "ml-1m"], models=[{**entry, "dataset_config": {"ml-1m": 0.1}}]))
