@@ -54,6 +54,7 @@ bert4rec paper_main.yaml paper_main BERT4RecSPRINT amazon-beauty 4
 depth paper_depth.yaml paper_depth SASRecSPRINT amazon-beauty 6
 depth paper_depth.yaml paper_depth SASRecSPRINT ml-1m-3k 6
 tuned paper_main.yaml paper_main SASRecSPRINT-tuned amazon-beauty 2
+tuned paper_main.yaml paper_main SASRecSPRINT-tuned ml-1m-3k 2
 hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT amazon-beauty 6
 hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 6
 GROUPS
