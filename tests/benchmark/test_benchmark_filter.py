@@ -166,19 +166,20 @@ def test_cli_bad_name_exits_2_before_anything_runs(tmp_path, capsys, fake_traini
 
 
 def test_stored_gpu_runs_are_the_filtered_cells_of_the_shipped_specs(monkeypatch):
-    """benchmarks/results/paper_{main,depth}/runs.jsonl hold the ml-1m-3k SASRec rows (run through subset copies of
-    the specs before this filter existed): the filtered shipped specs must name exactly those runs."""
+    """benchmarks/results/paper_{main,depth}/runs.jsonl hold the ml-1m-3k SASRec rows (partly run through subset copies
+    of the specs before this filter existed): the filtered shipped specs must name exactly those runs."""
     monkeypatch.chdir(REPO)
     if not os.path.isdir(os.path.join(REPO, "..", "shared", "datasets", "ml-1m-3k")):
         pytest.skip("../shared/datasets is not next to this checkout")
     for name, n_cells in (("paper_main", 4), ("paper_depth", 6)):
         spec = load_spec(os.path.join(SPECS, f"{name}.yaml"))
         cells = select_cells(spec, models="SASRecSPRINT", datasets="ml-1m-3k")
-        # the model name also selects paper_main's SASRecSPRINT-tuned entry (weights searched on Beauty, not run here)
+        # the model name also selects paper_main's SASRecSPRINT-tuned entry (its ml-1m-3k dataset_config; sixth session)
         tuned = [c for c in cells if c.model == "SASRecSPRINT-tuned"]
         assert len(tuned) == (2 if name == "paper_main" else 0)
-        cells = [c for c in cells if c not in tuned]
-        assert len(cells) == n_cells and {c.model for c in cells} == {"SASRec", "SASRecSPRINT"}
+        assert all(c.config["sprint_ffn_weight"] == 0.01 for c in tuned)  # ml-1m-3k's searched value, not Beauty's
+        plain = [c for c in cells if c not in tuned]
+        assert len(plain) == n_cells and {c.model for c in plain} == {"SASRec", "SASRecSPRINT"}
         with open(os.path.join(RESULTS, name, "runs.jsonl")) as f:
             stored = [json.loads(line) for line in f]
         stored_ml1m = {r["run_id"] for r in stored if r["dataset"] == "ml-1m-3k" and r["model_class"] == "SASRecSPRINT"}
