@@ -22,10 +22,10 @@
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
-# The tuned rows: paper_main.yaml's entries labelled SASRecSPRINT-tuned (copied by hand from the search's
-# best_config.yaml) and HSTUSPRINT-tuned (the entry `tuned` printed) hold the best weights of the Beauty searches,
-# trained on amazon-beauty only, where they were searched. After `tuned`, add its printed entry to paper_main.yaml:
-# it has the same run ids, so the stored runs count.
+# The tuned rows: paper_main.yaml's entries labelled SASRecSPRINT-tuned and HSTUSPRINT-tuned hold the best weights
+# of the searches, per dataset (a second dataset's values go into the entry's dataset_config); a dataset that was
+# not searched has no runs of the row. After `tuned`, put its printed entry into paper_main.yaml: it has the same
+# run ids, so the stored runs count.
 #
 # On the GPU machine of this project (benchmarks/results/README.md): run `pool` detached (setsid) with RESULTS
 # outside the repository, and name the datasets folder in EVERY call's carry: a call that does not carry it
