@@ -79,7 +79,7 @@ case "${1:-}" in
   tuned)  # tuned MODEL [DATASET]: both seeds of MODEL-tuned at once (resumes like pool)
     model=${2:?usage: $0 tuned MODEL [DATASET]}
     dataset=${3:-amazon-beauty}
-    spec=$SPECS/paper_main_${model}_tuned.yaml
+    spec=$SPECS/paper_main_${model}_${dataset}_tuned.yaml  # per dataset: two tuned jobs of one model can run at once
     python benchmarks/tuned_spec.py --spec "$SPECS/paper_main.yaml" --tune_dir "$RESULTS/tune/${model}_$dataset" \
       --out "$spec"
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
