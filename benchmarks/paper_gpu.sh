@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU runs still missing from the paper reproduction (benchmarks/results/README.md, "Not run yet"). Every
+# The GPU runs of the paper reproduction (benchmarks/results/README.md; what is still missing: "Not run yet"). Every
 # step resumes: rerunning it skips finished benchmark runs and finished tune trials, so a step cut short by a time
 # limit loses only the runs in progress. Run from the repository root, with the datasets in ../shared/datasets
 # (see its README) and recbole importable. RESULTS (default benchmarks/results) is where the stores live.
@@ -19,10 +19,11 @@
 #                                    # HSTU rows, trained with float32 timestamps before the exact-time fix; only
 #                                    # ml-1m-3k's: Beauty's timestamps, 0..203, are exact in float32). DATASETS
 #                                    # (comma-separated) keeps the groups' runs on these datasets only
+#   DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu_depth   # the one depth group with seed 43 missing
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
-# The tuned rows: paper_main.yaml's entries labelled SASRecSPRINT-tuned and HSTUSPRINT-tuned hold the best weights
+# The tuned rows: paper_main.yaml's entries labelled SASRecSPRINT-, HSTUSPRINT- and BERT4RecSPRINT-tuned hold the best weights
 # of the searches, per dataset (a second dataset's values go into the entry's dataset_config); a dataset that was
 # not searched has no runs of the row. After `tuned`, put its printed entry into paper_main.yaml: it has the same
 # run ids, so the stored runs count.
@@ -51,12 +52,12 @@ hstu paper_main.yaml paper_main HSTU,HSTUSPRINT ml-1m-3k 4
 hstu paper_main.yaml paper_main HSTU,HSTUSPRINT amazon-beauty 4
 bert4rec paper_main.yaml paper_main BERT4RecSPRINT ml-1m-3k 4
 bert4rec paper_main.yaml paper_main BERT4RecSPRINT amazon-beauty 4
-depth paper_depth.yaml paper_depth SASRecSPRINT amazon-beauty 6
-depth paper_depth.yaml paper_depth SASRecSPRINT ml-1m-3k 6
+depth paper_depth.yaml paper_depth SASRecSPRINT amazon-beauty 12
+depth paper_depth.yaml paper_depth SASRecSPRINT ml-1m-3k 12
 tuned paper_main.yaml paper_main SASRecSPRINT-tuned amazon-beauty 2
 tuned paper_main.yaml paper_main SASRecSPRINT-tuned ml-1m-3k 2
-hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT amazon-beauty 6
-hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 6
+hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT amazon-beauty 12
+hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 12
 GROUPS
 }
 
