@@ -38,8 +38,9 @@ mkdir -p "$RESULTS/logs"
 
 pool_jobs() {  # pool_jobs [GROUP ...]: one line per benchmark run, LOG_NAME SPEC OUTPUT_DIR FILTERS
   # Each group selects N cells (a SPRINT model name also selects its baseline row, the same class with weights
-  # 0); shard i/N of a group is exactly one cell, so no two processes train the same run. A finished run exits
-  # at once.
+  # 0, and its -tuned entry: the hstu and bert4rec groups hold HSTUSPRINT-tuned and BERT4RecSPRINT-tuned); N is
+  # the group's number of cells, so shard i/N is exactly one cell and no two processes train the same run
+  # (tests/benchmark/test_paper_gpu_script.py checks both). A finished run exits at once.
   local group spec out models d n i
   while read -r group spec out models d n; do
     if (($# > 0)) && [[ " $* " != *" $group "* ]]; then continue; fi
@@ -48,10 +49,10 @@ pool_jobs() {  # pool_jobs [GROUP ...]: one line per benchmark run, LOG_NAME SPE
       echo "pool_${group}_${d}_$i $SPECS/$spec $RESULTS/$out --models $models --datasets $d --shard $i/$n"
     done
   done <<GROUPS
-hstu paper_main.yaml paper_main HSTU,HSTUSPRINT ml-1m-3k 4
-hstu paper_main.yaml paper_main HSTU,HSTUSPRINT amazon-beauty 4
-bert4rec paper_main.yaml paper_main BERT4RecSPRINT ml-1m-3k 4
-bert4rec paper_main.yaml paper_main BERT4RecSPRINT amazon-beauty 4
+hstu paper_main.yaml paper_main HSTU,HSTUSPRINT ml-1m-3k 6
+hstu paper_main.yaml paper_main HSTU,HSTUSPRINT amazon-beauty 6
+bert4rec paper_main.yaml paper_main BERT4RecSPRINT ml-1m-3k 6
+bert4rec paper_main.yaml paper_main BERT4RecSPRINT amazon-beauty 6
 depth paper_depth.yaml paper_depth SASRecSPRINT amazon-beauty 12
 depth paper_depth.yaml paper_depth SASRecSPRINT ml-1m-3k 12
 tuned paper_main.yaml paper_main SASRecSPRINT-tuned amazon-beauty 2
