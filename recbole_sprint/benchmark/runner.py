@@ -15,6 +15,7 @@ from tqdm import tqdm
 from recbole_sprint.benchmark.store import ResultStore
 
 STORE_NAME = "runs.jsonl"
+FINISHED_AT_FORMAT = "%Y-%m-%dT%H:%M:%S"  # a record's finished_at (local time)
 
 
 def run_config(cell, output_dir):
@@ -68,9 +69,6 @@ def check_shard(shard):
     if not 0 <= index < count:
         raise ValueError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {shard!r}")
     return index, count
-
-
-FINISHED_AT_FORMAT = "%Y-%m-%dT%H:%M:%S"  # a record's finished_at (local time)
 
 
 def check_rerun_before(value):
