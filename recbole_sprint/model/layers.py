@@ -1,13 +1,24 @@
-r"""Building blocks of HSTU (Zhai et al., "Actions Speak Louder than Words: Trillion-Parameter Sequential
-Transducers for Generative Recommendations", ICML 2024), as in the authors' *research* model
-(facebookresearch/generative-recommenders, ``research/modeling/sequential/hstu.py``; spec:
-``../shared/spec/anchors.md`` section 1.2). Re-implemented from the description, dense and right-padded
+r"""Building blocks of the plugin's own backbones, re-implemented from their descriptions, dense and right-padded
 (RecBole's layout: the valid items of a sequence are positions ``0 .. len-1``).
+
+HSTU (Zhai et al., "Actions Speak Louder than Words: Trillion-Parameter Sequential Transducers for Generative
+Recommendations", ICML 2024), as in the authors' *research* model (facebookresearch/generative-recommenders,
+``research/modeling/sequential/hstu.py``; spec: ``../shared/spec/anchors.md`` section 1.2):
 
 * :func:`time_bucket`: ``clamp(floor(ln(max(|dt|, 1)) / 0.301), 0, num_buckets)``; :func:`relative_time_buckets`
   applies it to every (query, key) pair once per batch, and every layer's bias table reads the result.
 * :class:`RelativeBucketedTimeAndPositionBias`: ``rab[b, i, j] = w_pos[N-1 + j - i] + w_ts[bucket(tq[b,i] - tk[b,j])]``.
 * :class:`HSTULayer`: one HSTU block (pre-LayerNorm, fused U/V/Q/K projection, pointwise SiLU attention).
+
+SASRec++ (the SPRINT paper's backbone, a Llama-style causal decoder over item ids; spec:
+``../shared/spec/sasrecpp.md``, written from the description, not from the authors' GPL code):
+
+* :class:`RMSNorm`: ``x * rsqrt(mean(x^2) + eps) * g`` in float32, learned scale ``g``, no bias.
+* :func:`rotary_cos_sin`, :func:`rotate_half`, :func:`apply_rotary`: RoPE, the half-split rotation.
+* :class:`RotarySelfAttention`: q/k/v/o without bias, RoPE on q and k, masked softmax, dropout on the
+  probabilities (the matrix applied to V, seen by SPRINT's hook), output projection.
+* :class:`SwiGLUFeedForward`: ``W_down(SiLU(W_gate x) * W_up x)``, no biases.
+* :class:`SASRecPPBlock`: ``x + Attn(RMSNorm(x))``, then ``x + FFN(RMSNorm(x))``.
 """
 
 import math
@@ -171,3 +182,148 @@ class HSTULayer(nn.Module):
         attn = torch.einsum("bhij,bjhd->bihd", probs, v).reshape(batch, n, -1)  # [B, n, H * d_h]
         attn = F.layer_norm(attn, (attn.size(-1),), eps=self.layer_norm_eps)
         return x + self.output(self.linear_dropout(u * attn))
+
+
+# ---------------------------------------------------------------------------------------------------
+# SASRec++ (spec sasrecpp.md)
+# ---------------------------------------------------------------------------------------------------
+class RMSNorm(nn.Module):
+    r"""Root-mean-square normalisation with a learned scale and no bias.
+
+    .. math:: y = \frac{x}{\sqrt{\mathrm{mean}(x^2) + \epsilon}} \odot g
+
+    The statistics and the product are computed in float32 whatever the input dtype; the result has the
+    input's dtype. ``g`` (``weight``, ``[d]``) starts at 1.
+    """
+
+    def __init__(self, hidden_size, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+
+    def forward(self, x):
+        """``[..., d] -> [..., d]``."""
+        x32 = x.float()
+        inverse_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # [..., 1]
+        return (x32 * inverse_rms * self.weight.float()).to(x.dtype)
+
+
+def rotary_cos_sin(seq_len, head_size, base=10000.0, device=None):
+    r"""Cosines and sines of the rotary angles, ``(cos, sin)``, each ``[n, d_h]`` in float32.
+
+    Frequency ``k`` (``0 <= k < d_h / 2``) turns position ``p`` by :math:`\theta_{p,k} = p \cdot
+    \mathrm{base}^{-2k/d_h}`; the ``d_h / 2`` angles are repeated over both halves of the head
+    (``[theta, theta]``), the layout :func:`apply_rotary` expects. Positions are the indices ``0 .. n-1``.
+    """
+    exponents = torch.arange(0, head_size, 2, dtype=torch.float32, device=device) / head_size  # [d_h/2]: 2k/d_h
+    inverse_frequencies = 1.0 / (base**exponents)  # [d_h/2]
+    positions = torch.arange(seq_len, dtype=torch.float32, device=device)  # [n]
+    angles = positions[:, None] * inverse_frequencies[None, :]  # [n, d_h/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [n, d_h]
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x):
+    """``[..., d_h]``: the halves ``(x1, x2)`` become ``(-x2, x1)``."""
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+def apply_rotary(x, cos, sin):
+    r"""Rotate each pair ``(x[k], x[k + d_h/2])`` of a head by its angle (the half-split RoPE).
+
+    :math:`(x_1, x_2) \mapsto (x_1 \cos\theta - x_2 \sin\theta,\ x_2 \cos\theta + x_1 \sin\theta)`.
+
+    Args:
+        x: ``[B, H, n, d_h]`` queries or keys; cos, sin: ``[n, d_h]`` from :func:`rotary_cos_sin`.
+    """
+    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
+
+
+class RotarySelfAttention(nn.Module):
+    r"""Multi-head self-attention with rotary positions, no biases.
+
+    ``q, k, v = x W_q^T, x W_k^T, x W_v^T`` (each ``[d, d]``, split into ``H`` heads of ``d_h = d / H``), RoPE on
+    ``q`` and ``k``, ``P = softmax(q k^T / sqrt(d_h) + mask)`` in float32, dropout on ``P`` (:attr:`attn_dropout`:
+    its output is the matrix applied to ``V``, which SPRINT's forward hook reads), then ``W_o`` on the heads'
+    concatenated outputs.
+    """
+
+    def __init__(self, hidden_size, n_heads, attn_dropout_prob):
+        super().__init__()
+        if hidden_size % n_heads != 0 or (hidden_size // n_heads) % 2 != 0:
+            raise ValueError(
+                f"n_heads ({n_heads}) must divide hidden_size ({hidden_size}) into heads of even size (RoPE rotates "
+                "pairs of dimensions)"
+            )
+        self.n_heads = n_heads
+        self.head_size = hidden_size // n_heads
+        self.q_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)  # rows: H blocks of d_h (head h: h*d_h ...)
+        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.attn_dropout = nn.Dropout(attn_dropout_prob)
+
+    def split_heads(self, x):
+        """``[B, n, H * d_h] -> [B, H, n, d_h]``."""
+        batch, n, _ = x.shape
+        return x.view(batch, n, self.n_heads, self.head_size).transpose(1, 2)
+
+    def merge_heads(self, x):
+        """``[B, H, n, d_h] -> [B, n, H * d_h]``."""
+        batch, _, n, _ = x.shape
+        return x.transpose(1, 2).reshape(batch, n, self.n_heads * self.head_size)
+
+    def attention_probs(self, q, k, mask):
+        """``[B, H, n, n]``: softmax over the allowed keys (``mask`` True), after dropout.
+
+        A masked entry gets the dtype's lowest finite score, so its probability is exactly 0 in any row with an
+        allowed key (a row without one, which RecBole's batches do not produce, becomes uniform, not NaN).
+        """
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_size)  # [B, H, n, n]
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        return self.attn_dropout(probs)
+
+    def forward(self, x, cos, sin, mask):
+        """``x [B, n, d]`` -> ``[B, n, d]``; ``cos``, ``sin`` ``[n, d_h]``; ``mask [B, 1, n, n]`` bool (True: query i may
+        attend to key j)."""
+        q = apply_rotary(self.split_heads(self.q_proj(x)), cos, sin)  # [B, H, n, d_h]
+        k = apply_rotary(self.split_heads(self.k_proj(x)), cos, sin)  # [B, H, n, d_h]
+        v = self.split_heads(self.v_proj(x))  # [B, H, n, d_h]
+        probs = self.attention_probs(q, k, mask)  # [B, H, n, n]
+        return self.o_proj(self.merge_heads(torch.matmul(probs, v)))  # [B, n, d]
+
+
+class SwiGLUFeedForward(nn.Module):
+    r"""SwiGLU: :math:`W_{down}\,(\mathrm{SiLU}(W_{gate} x) \odot W_{up} x)`, inner size ``inner_size``, no biases."""
+
+    def __init__(self, hidden_size, inner_size):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, inner_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, inner_size, bias=False)
+        self.down_proj = nn.Linear(inner_size, hidden_size, bias=False)
+
+    def forward(self, x):
+        """``[B, n, d] -> [B, n, d]`` (through ``[B, n, inner]``)."""
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class SASRecPPBlock(nn.Module):
+    r"""One pre-norm decoder block of SASRec++: :math:`x \leftarrow x + \mathrm{Attn}(\mathrm{RMSNorm}(x))`,
+    then :math:`x \leftarrow x + \mathrm{FFN}(\mathrm{RMSNorm}(x))`.
+
+    Parameters: ``4 d^2`` (q, k, v, o) ``+ 3 d * inner`` (gate, up, down) ``+ 2 d`` (the two norm scales).
+    """
+
+    def __init__(self, hidden_size, n_heads, inner_size, attn_dropout_prob, rms_norm_eps):
+        super().__init__()
+        self.attention_norm = RMSNorm(hidden_size, rms_norm_eps)
+        self.attention = RotarySelfAttention(hidden_size, n_heads, attn_dropout_prob)
+        self.ffn_norm = RMSNorm(hidden_size, rms_norm_eps)
+        self.feed_forward = SwiGLUFeedForward(hidden_size, inner_size)
+
+    def forward(self, x, cos, sin, mask):
+        """``x [B, n, d]`` -> ``[B, n, d]`` (see :meth:`RotarySelfAttention.forward` for the other arguments)."""
+        x = x + self.attention(self.attention_norm(x), cos, sin, mask)
+        return x + self.feed_forward(self.ffn_norm(x))

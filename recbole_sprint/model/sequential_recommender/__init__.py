@@ -3,3 +3,5 @@ from recbole_sprint.model.sequential_recommender.sasrecsprint import SASRecSPRIN
 from recbole_sprint.model.sequential_recommender.bert4recsprint import BERT4RecSPRINT
 from recbole_sprint.model.sequential_recommender.hstu import HSTU
 from recbole_sprint.model.sequential_recommender.hstusprint import HSTUSPRINT
+from recbole_sprint.model.sequential_recommender.sasrecpp import SASRecPP
+from recbole_sprint.model.sequential_recommender.sasrecppsprint import SASRecPPSPRINT
