@@ -14,6 +14,11 @@ device's default dtype (float16 on CUDA). The plugin adds ``amp_dtype``:
 
 SPRINT's power iterations always run in float32 (the estimators disable autocast), and the plugin
 losses score in float32.
+
+The authors' optimisation protocol, for any model (:mod:`recbole_sprint.trainer.optimisation`): ``lr_scheduler:
+linear`` with ``lr_warmup_ratio`` (linear warm-up over that share of all training steps, then linear decay to 0),
+RecBole's ``clip_grad_norm`` (validated here), and ``tf32`` (TF32 CUDA matmuls). The defaults keep RecBole's
+behaviour.
 """
 
 import functools
@@ -24,6 +29,7 @@ from recbole.utils import set_color
 
 from recbole_sprint.compat import CompatTrainerMixin
 from recbole_sprint.evaluator import SprintCollector
+from recbole_sprint.trainer.optimisation import LinearWarmupDecay, check_optimisation_config, set_tf32
 
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -60,6 +66,30 @@ class SprintTrainer(CompatTrainerMixin, Trainer):
         if self.enable_amp:
             self.enable_scaler = self.amp_dtype == torch.float16 and torch.cuda.is_available()
         self.sprint_parts = None  # {"rec": ..., "sprint_attn": ..., ...} of the last epoch
+        self.lr_scheduler, self.lr_warmup_ratio, self.tf32 = check_optimisation_config(config)
+        set_tf32(self.tf32)
+        self.lr_schedule = None  # a LinearWarmupDecay while fit() runs with lr_scheduler: linear
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's ``fit``; with ``lr_scheduler: linear`` every optimiser step gets its scheduled rate, over
+        ``epochs * len(train_data)`` steps (a resumed run continues at ``start_epoch * len(train_data)``)."""
+        if self.lr_scheduler == "linear":
+            steps_per_epoch = len(train_data)
+            self.lr_schedule = LinearWarmupDecay(
+                self.optimizer,
+                self.learning_rate,
+                total_steps=self.epochs * steps_per_epoch,
+                warmup_ratio=self.lr_warmup_ratio,
+                start_step=self.start_epoch * steps_per_epoch,
+            )
+        try:
+            return super().fit(
+                train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                callback_fn=callback_fn,
+            )
+        finally:
+            if self.lr_schedule is not None:
+                self.lr_schedule.remove()
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss_func = loss_func or self.model.calculate_loss
