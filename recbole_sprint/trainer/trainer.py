@@ -30,6 +30,7 @@ from recbole.utils import set_color
 from recbole_sprint.compat import CompatTrainerMixin
 from recbole_sprint.evaluator import SprintCollector
 from recbole_sprint.trainer.optimisation import LinearWarmupDecay, check_optimisation_config, set_tf32
+from recbole_sprint.trainer.evaluation import HistoryMaskingMixin
 
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -55,7 +56,7 @@ def autocast_loss(loss_func, device_type, dtype):
     return run
 
 
-class SprintTrainer(CompatTrainerMixin, Trainer):
+class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
     """Trainer for plugin models and for RecBole models that use RecBole's plain Trainer."""
 
     collector_class = SprintCollector  # data for the plugin's metrics (recbole_sprint.evaluator)
