@@ -7,10 +7,12 @@ and the RecBole location it fixes.
 =====  ==========================================================  =============================================
 shim   symptom                                                     fix
 =====  ==========================================================  =============================================
-1      ``UnpicklingError: Weights only load failed`` when RecBole   :func:`trusted_checkpoint_loading` around
-       reloads its own best checkpoint / resumes (torch >= 2.6      RecBole's ``torch.load`` calls in
-       defaults ``weights_only=True``; trainer.py:323,583)          :class:`CompatTrainerMixin` (the files are
-                                                                   written by the same run: trusted)
+1      ``UnpicklingError: Weights only load failed`` when RecBole   :class:`CompatTrainerMixin` saves weights
+       reloads its own best checkpoint / resumes (torch >= 2.6      and the config as plain data and reads them
+       defaults ``weights_only=True``; trainer.py:323,583); and     with ``weights_only=True``
+       loading RecBole's pickled ``{"config": Config}`` with        (:mod:`recbole_sprint.checkpoint`); a pickled
+       ``weights_only=False`` runs any code a downloaded file       checkpoint loads only with
+       names (trainer.py:308 saves it so)                          ``trust_pickle=True``
 2      CPU training 1.15x and GPU training 2.3x slower than it      :func:`disable_anomaly_detection` right after
        should be: ``sine.py:25`` switches autograd anomaly          RecBole's sequential models are imported
        detection on for the whole process at import
@@ -48,14 +50,20 @@ shim   symptom                                                     fix
        token and float feature values stay NaN, silently           float fields are filled by assignment first
        (``feat[field].fillna(..., inplace=True)`` fills a copy:    (same values: 0 / the field's mean)
        dataset.py:648,650; ``ChainedAssignmentError`` warning)
+13     ``AttributeError: 'dok_matrix' object has no attribute      :func:`dok_update`: ``_update`` defined again
+       '_update'`` when LightGCN, NGCF, NCL, GCMC, SpectralCF,     as it was (``dict.update`` of the entries,
+       KGIN or MCCLK build their adjacency matrix (scipy's DOK     unchecked), on scipy's own entry dict
+       rework dropped the private method; seen with scipy 1.17
+       and 1.18; lightgcn.py:111, ngcf.py:110,
+       ncl.py:131, gcmc.py:174, spectralcf.py:123, kgin.py:356,
+       mcclk.py:425)
 =====  ==========================================================  =============================================
 
-:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12); it runs once when ``recbole_sprint`` is
+:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12, 13); it runs once when ``recbole_sprint`` is
 imported. Shims 1, 3 and 10 are installed per trainer through :class:`CompatTrainerMixin`; shim 9 by the
 plugin's ``data_preparation``.
 """
 
-import contextlib
 import copy
 import functools
 import os
@@ -64,13 +72,15 @@ import warnings
 import numpy as np
 import torch
 from recbole.evaluator.collector import Collector
+from recbole.utils import set_color
 from torch.nn.parallel import DistributedDataParallel
+
+from recbole_sprint.checkpoint import checkpoint_state, load_checkpoint
 
 __all__ = [
     "apply",
     "numpy_aliases",
     "disable_anomaly_detection",
-    "trusted_checkpoint_loading",
     "CompatCollector",
     "CompatTrainerMixin",
     "install_warning_filters",
@@ -79,6 +89,7 @@ __all__ = [
     "unsharded_eval_loader",
     "race_free_ensure_dir",
     "fill_nan_by_assignment",
+    "dok_update",
 ]
 
 # Shim 4 -------------------------------------------------------------------------------------------
@@ -110,30 +121,6 @@ def disable_anomaly_detection():
     torch.autograd.set_detect_anomaly(False)
 
 
-# Shim 1 -------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def trusted_checkpoint_loading():
-    """Let ``torch.load`` read RecBole's own pickled checkpoints (``{"config": Config, ...}``).
-
-    torch >= 2.6 loads with ``weights_only=True`` by default; RecBole saves with ``pickle_protocol=4``, whose
-    FRAME opcode the weights-only unpickler rejects, so ``add_safe_globals`` cannot help. Inside this
-    context a ``torch.load`` call that does not choose ``weights_only`` itself gets ``weights_only=False``.
-    Only use it for checkpoints this process (or you) wrote.
-    """
-    original = torch.load
-
-    @functools.wraps(original)
-    def load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return original(*args, **kwargs)
-
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = original
-
-
 # Shim 3 -------------------------------------------------------------------------------------------
 class CompatCollector(Collector):
     """RecBole's Collector, except that ``get_data_struct`` moves only tensors to the CPU.
@@ -157,6 +144,12 @@ class CompatCollector(Collector):
         return ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]
 
 
+def _saves_weights(trainer):
+    from recbole.trainer import Trainer
+
+    return isinstance(trainer, Trainer)
+
+
 class CompatTrainerMixin:
     """Mix into any RecBole trainer: shims 1, 3 and 10.
 
@@ -165,6 +158,7 @@ class CompatTrainerMixin:
     """
 
     collector_class = CompatCollector
+    trust_pickle = False  # shim 1: True lets evaluate() read a pickled (RecBole / legacy) checkpoint
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -175,19 +169,49 @@ class CompatTrainerMixin:
             self.saved_model_file = names[0]
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        super()._save_checkpoint(epoch, verbose=verbose, **kwargs)  # rank 0 writes, the others return
+        if not _saves_weights(self):  # RecBole's decision-tree trainers save a file name, not weights
+            return super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        if self.config["single_spec"] or self.config["local_rank"] == 0:  # as RecBole: rank 0 writes
+            torch.save(checkpoint_state(self, epoch), saved_model_file)  # shim 1: plain data, no pickled objects
+            if verbose:
+                self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
         if not self.config["single_spec"]:  # shim 10: no process reads the file before it is complete
             torch.distributed.barrier()
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        with trusted_checkpoint_loading():
-            return super().evaluate(
-                eval_data, load_best_model=load_best_model, model_file=model_file, show_progress=show_progress
-            )
+        """RecBole's ``evaluate``; the checkpoint is read by :func:`recbole_sprint.checkpoint.load_checkpoint`
+        (``weights_only=True``; a pickled one only if the trainer's ``trust_pickle`` is True)."""
+        if eval_data and load_best_model and _saves_weights(self):
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device, trust_pickle=self.trust_pickle)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+            load_best_model = False
+        return super().evaluate(
+            eval_data, load_best_model=load_best_model, model_file=model_file, show_progress=show_progress
+        )
 
-    def resume_checkpoint(self, resume_file):
-        with trusted_checkpoint_loading():
-            return super().resume_checkpoint(resume_file)
+    def resume_checkpoint(self, resume_file, trust_pickle=None):
+        """RecBole's ``resume_checkpoint`` through :func:`recbole_sprint.checkpoint.load_checkpoint` (shim 1); a
+        pickled checkpoint needs ``trust_pickle=True`` (default: the trainer's ``trust_pickle``)."""
+        resume_file = str(resume_file)
+        trust = self.trust_pickle if trust_pickle is None else trust_pickle
+        checkpoint = load_checkpoint(resume_file, map_location=self.device, trust_pickle=trust)
+        self.saved_model_file = resume_file
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            self.logger.warning(
+                "Architecture configuration given in config file is different from that of checkpoint. "
+                "This may yield an exception while state_dict is being loaded."
+            )
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
 
 # Shim 5 -------------------------------------------------------------------------------------------
@@ -324,6 +348,25 @@ def fill_nan_by_assignment():
         Dataset._fill_nan = _fill_nan_by_assignment(Dataset._fill_nan)
 
 
+# Shim 13 ------------------------------------------------------------------------------------------
+def _dok_update(self, data):
+    """scipy < 1.12's ``dok_matrix._update``: add ``{(row, col): value}`` entries without checking them."""
+    self._dict.update(data)
+
+
+def dok_update():
+    """Give scipy's DOK matrices back the private ``_update`` that RecBole's graph models call.
+
+    Current scipy (seen: 1.17, 1.18) keeps a DOK matrix's entries in ``self._dict`` and has no ``_update``; its public ``update`` checks every key in Python (slow for RecBole's million-entry
+    adjacency dicts). RecBole's keys are in range by construction (user and item ids), as before.
+    """
+    import scipy.sparse
+
+    for cls in (scipy.sparse.dok_matrix, getattr(scipy.sparse, "dok_array", None)):
+        if cls is not None and not hasattr(cls, "_update"):
+            cls._update = _dok_update
+
+
 _APPLIED = False
 
 
@@ -340,4 +383,5 @@ def apply():
     ddp_on_cpu()
     race_free_ensure_dir()
     fill_nan_by_assignment()
+    dok_update()
     _APPLIED = True

@@ -35,17 +35,6 @@ def test_collector_moves_only_tensors(tiny):
     assert "rec.items" not in collector.data_struct  # per-evaluation data is cleared, as in RecBole
 
 
-def test_trusted_checkpoint_loading(tmp_path):
-    path = os.path.join(str(tmp_path), "ckpt.pth")
-    torch.save({"config": Counter(a=1), "state_dict": {}}, path, pickle_protocol=4)  # like RecBole's trainer
-    with pytest.raises(Exception, match="Weights only load failed"):
-        torch.load(path)
-    with compat.trusted_checkpoint_loading():
-        assert torch.load(path)["config"] == Counter(a=1)
-    with pytest.raises(Exception, match="Weights only load failed"):
-        torch.load(path)  # restored afterwards
-
-
 def test_download_needs_no_process_group(monkeypatch, tmp_path):
     """RecBole calls torch.distributed.barrier() after a single-process download (issue #1989)."""
     from recbole.data.dataset import dataset as recbole_dataset
@@ -102,3 +91,23 @@ def test_fill_nan_fills_token_and_float_fields_under_copy_on_write():
         Dataset._fill_nan(dataset)
     assert dataset.item_feat["brand"].tolist() == [3.0, 0.0, 5.0]  # TOKEN: [PAD] = 0
     assert dataset.item_feat["price"].tolist() == [1.0, 2.0, 3.0]  # FLOAT: the field's mean
+
+
+def test_dok_update_adds_entries_as_recbole_graph_models_expect():
+    import scipy.sparse as sp
+
+    compat.dok_update()
+    matrix = sp.dok_matrix((3, 4), dtype=np.float32)
+    matrix._update({(0, 1): 1, (2, 3): 1})  # lightgcn.py:111 (and NGCF, NCL, GCMC, SpectralCF, KGIN, MCCLK)
+    assert matrix.nnz == 2 and matrix.toarray().tolist() == [[0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1]]
+
+
+def test_lightgcn_trains_and_tests_on_current_scipy(tiny):
+    """RecBole's LightGCN through the plugin (its adjacency matrix needs shim 13)."""
+    from recbole_sprint.quick_start import run_recbole_sprint
+
+    config = tiny(embedding_size=16, n_layers=1, train_batch_size=4096)
+    for key in ("train_neg_sample_args", "MAX_ITEM_LIST_LENGTH", "hidden_size", "inner_size", "n_heads"):
+        config.pop(key)  # general model: RecBole's default negative sampling (BPR)
+    result = run_recbole_sprint("LightGCN", "ml-100k", config_dict=config)
+    assert 0 < result["test_result"]["ndcg@10"] <= 1

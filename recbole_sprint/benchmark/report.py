@@ -7,6 +7,21 @@ from recbole_sprint.benchmark.spec import variant_label
 from recbole_sprint.benchmark.tables import build_table, write_tables
 
 
+def unmasked_runs(records):
+    """The records whose metrics ranked items of the user's own history (``eval_exclude_history`` off, or stored
+    before the option existed: no key)."""
+    return [record for record in records if not record.get("eval_exclude_history", False)]
+
+
+def unmasked_warning(n_unmasked, n_records):
+    return (
+        f"> **Not comparable:** {n_unmasked} of {n_records} runs in this table were evaluated without history "
+        "masking (`eval_exclude_history` off, or stored before it existed): their rankings may put items the user "
+        "already consumed first, so HR@1 and the long-tail metrics describe the user's past. Retrain them with "
+        "`--rerun_before <now>` (same run ids; the newer record wins)."
+    )
+
+
 def render(spec, records, output_dir):
     """Write ``table.{md,tex,csv}`` and, if the spec has a ``scaling`` section, ``scaling_*.png`` and
     ``scaling.csv`` into ``output_dir``. Returns a dict of the written paths."""
@@ -22,6 +37,12 @@ def render(spec, records, output_dir):
         alpha=float(table_options.get("alpha", 0.05)),
     )
     paths = write_tables(table, os.path.join(output_dir, "table"))
+    unmasked = unmasked_runs(records)
+    if unmasked:
+        with open(paths["markdown"]) as f:
+            markdown = f.read()
+        with open(paths["markdown"], "w") as f:
+            f.write(unmasked_warning(len(unmasked), len(records)) + "\n\n" + markdown)
     if spec.scaling is not None:
         metrics = [m.lower() for m in (spec.scaling.get("metrics") or table.metrics[:1])]
         paths["plots"] = write_scaling(records, [name for name, _, _ in spec.datasets], metrics, output_dir)

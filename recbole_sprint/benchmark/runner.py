@@ -55,6 +55,7 @@ def run_cell(cell, output_dir, keep_checkpoints=False):
         "n_params_embedding": int(result["n_params_embedding"]),
         "n_params_non_embedding": int(result["n_params_non_embedding"]),
         "train_seconds": float(result["train_seconds"]),
+        "eval_exclude_history": bool(result["eval_exclude_history"]),
         "wall_seconds": time.time() - start,
         "finished_at": time.strftime(FINISHED_AT_FORMAT),
     }

@@ -11,6 +11,9 @@ defaults. For a model class ``M`` the internal (lowest-priority) configuration i
 3. RecBole's dataset yaml and quick-start yaml again, so that they keep RecBole's precedence over model
    defaults.
 
+A sequential model whose ``loss_type`` is ``CE`` trains without sampled negatives unless the user sets
+``train_neg_sample_args`` (RecBole's own defaults contradict each other there; :meth:`Config._no_negatives_for_ce`).
+
 External configuration (files < dict < command line) always wins, exactly as in RecBole.
 
 Multi-process runs (``run_recbole_sprint.py --nproc=N``): RecBole starts one process per GPU and joins them
@@ -90,8 +93,28 @@ class Config(recbole.config.Config):
             config["verbose"] = False
 
     def _set_default_parameters(self):
+        self._no_negatives_for_ce()
         super()._set_default_parameters()
         self._check_time_field_is_loaded()
+
+    def _no_negatives_for_ce(self):
+        """A sequential model trained with ``loss_type: CE`` (SASRec's, BERT4Rec's, GRU4Rec's default, ...) gets
+        ``train_neg_sample_args: None`` unless the user set that key.
+
+        RecBole's overall.yaml samples one uniform negative for every model, and its own check then rejects
+        the combination (``train_neg_sample_args [...] should be None when the loss_type is CE``,
+        configurator.py:342), so ``run_recbole --model=SASRec`` stops unless the user knows to add
+        ``train_neg_sample_args: ~``. Here the default follows the loss; an explicit ``train_neg_sample_args``
+        (file, dict or command line) is kept, and RecBole's check still rejects it with CE.
+        """
+        config = self.final_config_dict
+        if (
+            config.get("MODEL_TYPE") == ModelType.SEQUENTIAL
+            and not hasattr(self.model_class, "input_type")  # RecBole reads loss_type only for these
+            and config.get("loss_type") == "CE"
+            and "train_neg_sample_args" not in self.external_config_dict
+        ):
+            config["train_neg_sample_args"] = None
 
     def _check_time_field_is_loaded(self):
         """Sequential models order interactions by TIME_FIELD; RecBole fails late and obscurely without it."""

@@ -93,7 +93,10 @@ def data_preparation(config, dataset):
     :class:`FullSequenceDataset` unchanged (``train_batch_size`` then counts users).
 
     In a multi-process (DDP) run the training rows are split between the processes, as in RecBole, but the
-    validation and test loaders are not (:func:`recbole_sprint.compat.unsharded_eval_loader`)."""
+    validation and test loaders are not (:func:`recbole_sprint.compat.unsharded_eval_loader`).
+
+    For sequential models in full-ranking mode the validation and test loaders carry each user's history
+    (:func:`attach_user_histories`)."""
     from recbole_sprint.evaluator.popularity import attach_full_popularity
 
     if check_train_mode(config) == "full_sequence" and not isinstance(dataset, FullSequenceDataset):
@@ -105,4 +108,20 @@ def data_preparation(config, dataset):
     attach_full_popularity(train_data._dataset, dataset)
     if not config["single_spec"]:
         valid_data, test_data = unsharded_eval_loader(config, valid_data), unsharded_eval_loader(config, test_data)
+    attach_user_histories(config, dataset, valid_data, test_data)
     return train_data, valid_data, test_data
+
+
+def attach_user_histories(config, dataset, valid_data, test_data):
+    """Give the full-ranking loaders of a sequential model the users' histories before each split
+    (``loader.user_history``, a :class:`~recbole_sprint.evaluator.history.UserHistory`), which the plugin's
+    trainers mask (``eval_exclude_history``) and count (``HistoryShare``)."""
+    from recbole_sprint.evaluator.history import split_histories
+
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        return
+    loaders = (valid_data, test_data)
+    histories = split_histories(dataset, [loader._dataset if loader else None for loader in loaders])
+    for loader, history in zip(loaders, histories):
+        if loader is not None:
+            loader.user_history = history

@@ -6,7 +6,9 @@ Popularity-bias, long-tail and spectral-collapse metrics inside RecBole's evalua
 included, can list them in ``metrics: [...]`` next to ``Recall`` and ``NDCG``:
 
 ``ARP``, ``TailCoverage``, ``TailExposure``, ``TailRecall`` (options ``tail_ratio``, ``popularity_source``;
-defaults in ``recbole_sprint/properties/overall.yaml``), ``SpectralCollapse``, ``InformationAbundance``.
+defaults in ``recbole_sprint/properties/overall.yaml``), ``SpectralCollapse``, ``InformationAbundance``,
+``HistoryShare`` (repeat recommendations before ``eval_exclude_history`` masks them;
+:mod:`recbole_sprint.evaluator.history`).
 RecBole's ``AveragePopularity``, ``TailPercentage`` and ``GiniIndex`` are replaced by vectorised versions with
 identical results. The data they need is gathered by :class:`SprintCollector`, which the plugin's trainers
 install.
@@ -18,6 +20,7 @@ from recbole_sprint.evaluator.metrics import (
     ARP,
     AveragePopularity,
     GiniIndex,
+    HistoryShare,
     InformationAbundance,
     SpectralCollapse,
     TailCoverage,
@@ -27,7 +30,7 @@ from recbole_sprint.evaluator.metrics import (
 )
 from recbole_sprint.evaluator.register import register_metric
 
-PLUGIN_METRICS = (ARP, TailCoverage, TailExposure, TailRecall, SpectralCollapse, InformationAbundance)
+PLUGIN_METRICS = (ARP, TailCoverage, TailExposure, TailRecall, SpectralCollapse, InformationAbundance, HistoryShare)
 VECTORISED_RECBOLE_METRICS = (AveragePopularity, TailPercentage, GiniIndex)
 
 for _metric in PLUGIN_METRICS + VECTORISED_RECBOLE_METRICS:

@@ -9,6 +9,8 @@ need key                   content (collected only when a configured metric list
 ``rec.user_factors``       [U, d] final user states X of the evaluated users (full ranking only)
 ``model.item_factors``     [num_items, d] item matrix E such that scores = X E^T (+ ``model.item_bias``)
 ``model.item_bias``        [num_items] per-item score bias, only for models that have one (BERT4Rec)
+``rec.history``            [U, max_k] bool: top-k slot of the ranking before history masking holds an item of
+                           the user's history (:meth:`history_collect`, called by the plugin's trainers)
 =========================  ================================================================================
 
 Every tensor is moved to the CPU before the metrics see it (:class:`~recbole_sprint.compat.CompatCollector`),
@@ -35,6 +37,7 @@ class SprintCollector(CompatCollector):
             self.popularity_source = check_popularity_source(config["popularity_source"])
         self.needs_user_factors = bool(self.register.need("rec.user_factors"))
         self.needs_item_factors = self.needs_user_factors or bool(self.register.need("model.item_factors"))
+        self.needs_history_hits = bool(self.register.need("rec.history"))
         self._reset_evaluation()
 
     def _reset_evaluation(self):
@@ -48,7 +51,12 @@ class SprintCollector(CompatCollector):
             "rec.user_factors",
             "model.item_factors",
             "model.item_bias",
+            "rec.history",
         ]
+
+    def history_collect(self, hits):
+        """``hits [B, max_k]`` bool of one batch: top-k slots (before masking) holding a history item."""
+        self.data_struct.update_tensor("rec.history", hits)
 
     def data_collect(self, train_data):
         super().data_collect(train_data)

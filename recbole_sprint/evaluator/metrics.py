@@ -24,6 +24,11 @@ metric (``metrics: [...]``)       definition
 ``InformationAbundance``          :math:`\sum_k\sigma_k/\sigma_1` of the non-padding item-embedding matrix
                                   (Guo et al., ICML 2024, "On the Embedding Collapse when Scaling up
                                   Recommendation Models")
+``HistoryShare@K``                :math:`\frac{1}{|U|}\sum_u |L^{raw}_u \cap H_u| / K`: share of the top-K
+  (smaller is better)             slots of the ranking *as scored* (before ``eval_exclude_history`` masks
+                                  anything) that hold an item of the user's own history :math:`H_u`
+                                  (:mod:`recbole_sprint.evaluator.history`) other than the evaluated target
+                                  (the slots masking would empty); a diagnostic of repeat recommendations
 ================================  =========================================================================
 
 The pure functions below take torch tensors on any device and return tensors on that device; the metric
@@ -53,6 +58,7 @@ __all__ = [
     "TailRecall",
     "SpectralCollapse",
     "InformationAbundance",
+    "HistoryShare",
     "AveragePopularity",
     "TailPercentage",
     "GiniIndex",
@@ -304,6 +310,31 @@ class InformationAbundance(_FactorMetric):
     def calculate_metric(self, dataobject):
         items = _require(dataobject, "model.item_factors", "InformationAbundance", _FACTOR_HINT)
         return {"informationabundance": round(float(information_abundance(items[1:])), self.decimal_place)}
+
+
+class HistoryShare(AbstractMetric):
+    r"""Share of the top-K slots, ranked before history masking, that hold an item of the user's own history
+    (:mod:`recbole_sprint.evaluator.history`). Shows the failure that ``eval_exclude_history`` hides: a model
+    whose top-1 is the item the user just consumed has ``HistoryShare@1`` near 1."""
+
+    metric_type = EvaluatorType.RANKING
+    metric_need = ["rec.history"]
+    smaller = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.topk = _topk_list(config)
+
+    def calculate_metric(self, dataobject):
+        hint = (
+            "evaluate with a recbole_sprint trainer in full-ranking mode (eval_args.mode: full) on data built by "
+            "recbole_sprint.data.data_preparation, which gives the evaluation loaders the users' histories"
+        )
+        hits = _require(dataobject, "rec.history", "HistoryShare", hint).double()  # [U, max_k]
+        ranks = torch.arange(1, hits.shape[1] + 1, dtype=torch.float64)
+        per_user = hits.cumsum(dim=1) / ranks  # [U, max_k]
+        values = per_user.mean(dim=0)[_rank_positions(self.topk, hits.device)]
+        return {f"historyshare@{k}": round(float(v), self.decimal_place) for k, v in zip(self.topk, values.tolist())}
 
 
 # RecBole's metrics, vectorised (same definitions, same floating-point operations) ---------------------

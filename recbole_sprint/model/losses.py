@@ -22,6 +22,18 @@ and return a scalar averaged over valid positions. The losses (spec sprint.md §
     ``num_negatives`` uniform negatives per *position*; logits ``[s^+, s^-_1..s^-_N] / temperature``, a negative
     equal to the positive gets logit ``-5e4``; cross-entropy of the positive, mean over valid positions.
 
+Where the negatives come from (``negatives_exclude``), the two classic choices:
+
+``history``
+    never an item of the sequence's training window (inputs or targets). The SPRINT paper's BCE protocol
+    (the authors' trainer excludes the user's input items) and the default of ``BCE``. Nothing then teaches
+    the model to score the user's consumed items low: evaluate with ``eval_exclude_history`` (the default).
+``target``
+    any item except the position's own target (a sampled negative equal to it is left out of that position's
+    loss). The default of ``sampled_softmax`` (HSTU's protocol).
+
+Unset (``~``) means each loss's default above.
+
 Scores and losses are computed in float32 (also under autocast).
 """
 
@@ -30,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 LOSS_TYPES = ("CE", "BCE", "sampled_softmax")
+NEGATIVE_EXCLUSIONS = ("history", "target")
+DEFAULT_NEGATIVE_EXCLUSION = {"BCE": "history", "sampled_softmax": "target"}
 COLLISION_LOGIT = -5.0e4
 
 
@@ -79,14 +93,16 @@ def bce_loss(hidden, targets, items, negatives):
     r"""The paper's BCE loss with negatives shared by all positions of a sequence.
 
     Args:
-        negatives: ``[B, N]`` item ids (see :func:`sample_sequence_negatives`).
+        negatives: ``[B, N]`` item ids (see :func:`sample_sequence_negatives`). A negative equal to a position's
+            target is left out of that position's negative term (it never is with ``history`` negatives).
     """
     valid = targets > 0  # [B, n]
     hidden = hidden.float()
     positive = (hidden * items[targets].float()).sum(-1)  # [B, n]
     negative = torch.einsum("bnd,bkd->bnk", hidden, items[negatives].float())  # [B, n, N]
+    counted = valid[:, :, None] & (negatives[:, None, :] != targets[:, :, None])  # [B, n, N]
     positive_loss = F.softplus(-positive[valid]).mean()  # -log sigmoid(s+)
-    negative_loss = F.softplus(negative[valid]).mean()  # -log sigmoid(-s-), over (valid position, negative)
+    negative_loss = F.softplus(negative[counted]).mean()  # -log sigmoid(-s-), over (valid position, negative)
     return positive_loss + negative_loss
 
 
@@ -110,11 +126,21 @@ def sampled_softmax_loss(hidden, targets, items, negatives, temperature):
     return F.cross_entropy(logits, torch.zeros_like(positives))
 
 
+def check_negatives_exclude(config, loss_type):
+    """``negatives_exclude`` for ``loss_type`` (unset: the loss's default); ``ValueError`` naming the values."""
+    value = config["negatives_exclude"] if "negatives_exclude" in config else None
+    if value is None:
+        return DEFAULT_NEGATIVE_EXCLUSION.get(loss_type)
+    if value not in NEGATIVE_EXCLUSIONS:
+        raise ValueError(f"negatives_exclude must be one of {list(NEGATIVE_EXCLUSIONS)} (or ~), got {value!r}")
+    return value
+
+
 class FullSequenceLoss(nn.Module):
     """The configured next-item loss at every position.
 
     Config keys: ``loss_type`` (one of :data:`LOSS_TYPES`), ``num_negatives`` (BCE, sampled_softmax; >= 1),
-    ``sampled_softmax_temperature`` (> 0).
+    ``sampled_softmax_temperature`` (> 0), ``negatives_exclude`` (``history`` | ``target`` | ~).
     """
 
     def __init__(self, config, n_items):
@@ -123,6 +149,7 @@ class FullSequenceLoss(nn.Module):
         self.n_items = n_items
         self.num_negatives = config["num_negatives"]
         self.temperature = config["sampled_softmax_temperature"]
+        self.negatives_exclude = check_negatives_exclude(config, self.loss_type)
         if self.loss_type != "CE":
             n = self.num_negatives
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -136,9 +163,17 @@ class FullSequenceLoss(nn.Module):
         """Args: hidden ``[B, n, d]``, item_seq ``[B, n]`` (inputs), targets ``[B, n]``, items ``[I, d]``."""
         if self.loss_type == "CE":
             return ce_loss(hidden, targets, items)
-        if self.loss_type == "BCE":
+        per_position = self.loss_type == "sampled_softmax"
+        if self.negatives_exclude == "history":
             history = torch.cat([item_seq, targets], dim=1)  # [B, 2n]: every item of the training window
-            negatives = sample_sequence_negatives(history, self.n_items, self.num_negatives)
-            return bce_loss(hidden, targets, items, negatives)
-        negatives = sample_position_negatives(targets, self.n_items, self.num_negatives)
-        return sampled_softmax_loss(hidden, targets, items, negatives, self.temperature)
+            count = self.num_negatives * (targets.size(1) if per_position else 1)
+            negatives = sample_sequence_negatives(history, self.n_items, count)  # [B, count]
+            if per_position:
+                negatives = negatives.view(*targets.shape, self.num_negatives)  # [B, n, N]
+        elif per_position:
+            negatives = sample_position_negatives(targets, self.n_items, self.num_negatives)  # [B, n, N]
+        else:
+            negatives = torch.randint(1, self.n_items, (targets.size(0), self.num_negatives), device=targets.device)
+        if per_position:
+            return sampled_softmax_loss(hidden, targets, items, negatives, self.temperature)
+        return bce_loss(hidden, targets, items, negatives)

@@ -64,7 +64,8 @@ def run_recbole_sprint(model=None, dataset=None, config_file_list=None, config_d
     Returns:
         dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` (as
         RecBole's ``run_recbole``) plus ``model``, ``dataset``, ``n_params`` (split into
-        ``n_params_embedding`` and ``n_params_non_embedding``) and ``train_seconds``.
+        ``n_params_embedding`` and ``n_params_non_embedding``), ``train_seconds`` and ``eval_exclude_history``
+        (whether the metrics ranked only items outside the user's history).
     """
     import time
 
@@ -108,6 +109,7 @@ def run_recbole_sprint(model=None, dataset=None, config_file_list=None, config_d
         "test_result": test_result,
         "n_params": sum(p.numel() for p in model.parameters()),
         "train_seconds": train_seconds,
+        "eval_exclude_history": bool(config["eval_exclude_history"]),  # the ranking protocol of the metrics
     }
     result.update(parameter_counts(model))  # n_params_embedding / n_params_non_embedding (benchmark tables)
     if not config["single_spec"]:

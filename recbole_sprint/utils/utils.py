@@ -42,9 +42,10 @@ def get_model(model_name):
 def get_trainer(model_type, model_name):
     """The trainer class for a model: ``recbole_sprint.trainer.<Model>Trainer`` if the plugin defines one,
     else :class:`~recbole_sprint.trainer.SprintTrainer` for models that use RecBole's plain ``Trainer``, else
-    RecBole's special trainer with the compatibility fixes mixed in."""
+    RecBole's special trainer with the compatibility fixes and the plugin's evaluation (history masking) mixed in."""
     from recbole_sprint import trainer as plugin_trainers
     from recbole_sprint.compat import CompatTrainerMixin
+    from recbole_sprint.trainer.evaluation import HistoryMaskingMixin
 
     if hasattr(plugin_trainers, f"{model_name}Trainer"):
         return getattr(plugin_trainers, f"{model_name}Trainer")
@@ -54,7 +55,9 @@ def get_trainer(model_type, model_name):
     from recbole_sprint.evaluator import SprintCollector
 
     return type(
-        f"Compat{recbole_trainer.__name__}", (CompatTrainerMixin, recbole_trainer), {"collector_class": SprintCollector}
+        f"Compat{recbole_trainer.__name__}",
+        (HistoryMaskingMixin, CompatTrainerMixin, recbole_trainer),
+        {"collector_class": SprintCollector},
     )
 
 

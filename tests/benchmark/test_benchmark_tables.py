@@ -60,6 +60,8 @@ def test_table_cells_bold_and_gains():
     assert backbone_of("SASRecSPRINT") == "SASRec" and backbone_of("BERT4RecSPRINT") == "BERT4Rec"
     assert backbone_of("SASRec") is None and rows["SASRec"].gains == {}
     assert backbone_of("SASRecSPRINT-tuned") == "SASRec" and backbone_of("SPRINT-x") is None  # labelled rows
+    assert backbone_of("SASRec++-SPRINT") == "SASRec++" and backbone_of("SASRec++-SPRINT-tuned") == "SASRec++"
+    assert backbone_of("SASRec++") is None and backbone_of("-SPRINT") is None and backbone_of("X-SPRINTER") is None
     gains = rows["SASRecSPRINT"].gains
     assert rows["SASRecSPRINT"].backbone == "SASRec"
     assert gains[("toy", "ndcg@10")]["gain"] == pytest.approx(25.0)
@@ -90,3 +92,23 @@ def test_csv_round_trip(tmp_path):
     assert float(rows["SASRecSPRINT"]["toy/ndcg@10/gain"]) == pytest.approx(25.0)
     assert rows["SASRecSPRINT"]["backbone"] == "SASRec"
     assert rows["GRU4Rec"]["toy/ndcg@10/gain"] == ""
+
+
+def test_rendered_table_warns_about_runs_evaluated_without_history_masking(tmp_path):
+    from types import SimpleNamespace
+
+    from recbole_sprint.benchmark.report import render
+
+    spec = SimpleNamespace(
+        table={"metrics": ["ndcg@10"]}, datasets=[("toy", None, {})],
+        models=[("GRU4Rec", {}), ("SASRec", {}), ("SASRecSPRINT", {})], variants=lambda: [{}], scaling=None,
+    )
+    masked = [{**r, "eval_exclude_history": True} for r in RECORDS]
+    render(spec, masked, str(tmp_path / "masked"))
+    assert "Not comparable" not in (tmp_path / "masked" / "table.md").read_text()
+    # two stored before the option existed (no key), one with it off
+    mixed = [dict(r) for r in RECORDS[:2]] + [{**RECORDS[2], "eval_exclude_history": False}] + masked[3:]
+    render(spec, mixed, str(tmp_path / "mixed"))
+    text = (tmp_path / "mixed" / "table.md").read_text()
+    assert text.startswith("> **Not comparable:** 3 of 9 runs")
+    assert "| SASRec |" in text  # the table itself follows

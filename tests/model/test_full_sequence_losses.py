@@ -111,9 +111,58 @@ def test_sampled_softmax_masks_collisions():
     assert sampled_softmax_loss(hidden, targets, items, all_collide, tau).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_bce_target_negatives_may_be_history_items_but_never_count_against_their_own_position():
+    hidden, targets, items = _case()
+    negatives = torch.tensor([[1, 2, 5], [4, 6, 7], [3, 8, 6]])  # [B, N]; row 0: 1 and 2 are its targets
+    positive = (hidden * items[targets]).sum(-1)
+    expected_negative = []
+    for b in range(3):
+        for t in range(4):
+            if targets[b, t] == 0:
+                continue
+            for k in negatives[b].tolist():
+                if k != targets[b, t]:  # the position's own target is left out, every other item counts
+                    expected_negative.append(F.softplus(hidden[b, t] @ items[k]))
+    expected = F.softplus(-positive[targets > 0]).mean() + torch.stack(expected_negative).mean()
+    assert torch.allclose(bce_loss(hidden, targets, items, negatives), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["BCE", "sampled_softmax"])
+def test_negatives_exclude_picks_where_negatives_come_from(monkeypatch, loss_type):
+    hidden, targets, items = _case()
+    item_seq = torch.tensor([[1, 2, 3, 0], [4, 0, 0, 0], [5, 6, 7, 8]])
+    drawn = {}
+
+    def spy(name, original):
+        def wrapped(*args, **kwargs):
+            drawn[name] = original(*args, **kwargs)
+            return drawn[name]
+
+        return wrapped
+
+    import recbole_sprint.model.losses as losses
+
+    for name in ("sample_sequence_negatives", "sample_position_negatives"):
+        monkeypatch.setattr(losses, name, spy(name, getattr(losses, name)))
+    base = {"loss_type": loss_type, "num_negatives": 4, "sampled_softmax_temperature": 0.05}
+    # history: one sampler that excludes the window, for both losses
+    loss = FullSequenceLoss({**base, "negatives_exclude": "history"}, n_items=9)(hidden, item_seq, targets, items)
+    assert torch.isfinite(loss) and set(drawn) == {"sample_sequence_negatives"}
+    negatives = drawn["sample_sequence_negatives"].view(3, -1)
+    for row, seq, tgt in zip(negatives.tolist(), item_seq.tolist(), targets.tolist()):
+        assert not set(row) & (set(seq) | set(tgt))
+    drawn.clear()
+    # target: no exclusion at sampling time (sampled_softmax keeps its per-position sampler)
+    FullSequenceLoss({**base, "negatives_exclude": "target"}, n_items=9)(hidden, item_seq, targets, items)
+    assert set(drawn) == ({"sample_position_negatives"} if loss_type == "sampled_softmax" else set())
+    # unset: each loss's default
+    assert FullSequenceLoss(base, n_items=9).negatives_exclude == {"BCE": "history", "sampled_softmax": "target"}[loss_type]
+
+
 @pytest.mark.parametrize(
     "config, message",
     [
+        ({"loss_type": "BCE", "negatives_exclude": "items"}, r"negatives_exclude must be one of \['history', 'target'\]"),
         ({"loss_type": "BPR"}, r"loss_type must be one of \['CE', 'BCE', 'sampled_softmax'\]"),
         ({"loss_type": "BCE", "num_negatives": 0}, "num_negatives must be an integer >= 1"),
         ({"loss_type": "sampled_softmax", "num_negatives": 8, "sampled_softmax_temperature": 0}, "temperature"),

@@ -23,7 +23,8 @@ from tests.model.recbole_runs import SMALL_ML100K
 
 # TailCoverage and SpectralCollapse are metrics of the whole recommendation set: with RecBole's sharded
 # evaluation, the two processes' values would be averaged and differ from one process's (compat shim 9).
-METRICS = ["Recall", "NDCG", "TailCoverage", "SpectralCollapse"]
+# HistoryShare and TailExposure: the users' histories reach every process (eval_exclude_history is on by default).
+METRICS = ["Recall", "NDCG", "TailCoverage", "SpectralCollapse", "HistoryShare", "TailExposure"]
 
 
 def free_port():
@@ -53,7 +54,10 @@ def test_two_processes_report_the_metrics_of_one_process_on_the_same_checkpoint(
     trainer.eval_collector.data_collect(train_data)
     single = trainer.evaluate(test_data, load_best_model=False)
 
-    assert set(result["test_result"]) == {"recall@10", "ndcg@10", "tailcoverage@10", "spectralcollapse"}
+    assert set(result["test_result"]) == {
+        "recall@10", "ndcg@10", "tailcoverage@10", "spectralcollapse", "historyshare@10", "tailexposure@10"
+    }
+    assert loaded_config["eval_exclude_history"] is True
     assert result["test_result"] == pytest.approx(dict(single), abs=1e-12)
     assert 0 < result["test_result"]["tailcoverage@10"] < 1
 

@@ -1,0 +1,63 @@
+"""Full-ranking evaluation without the user's history (``eval_exclude_history``), for every trainer of the plugin.
+
+:class:`HistoryMaskingMixin` goes into the bases of :class:`~recbole_sprint.trainer.SprintTrainer` and of the
+``Compat<Trainer>`` classes that :func:`recbole_sprint.utils.get_trainer` builds for RecBole's special trainers,
+so plugin models and RecBole's baselines are ranked alike. Per evaluation batch:
+
+1. the model scores every item (RecBole's ``_full_sort_batch_eval``, padding item at ``-inf``);
+2. the batch's history ``(row, item)`` pairs: for a sequential model from the loader's
+   :class:`~recbole_sprint.evaluator.history.UserHistory` (attached by :func:`recbole_sprint.data.data_preparation`),
+   for a general model RecBole's own ``history_index``; the row's target is never among them;
+3. ``HistoryShare@K`` (if listed in ``metrics``) is read off the top-K of the ranking as scored;
+4. with ``eval_exclude_history: True`` (the plugin's default) the pairs are set to ``-inf`` before every other
+   metric sees the scores. RecBole's general models are always masked (RecBole's behaviour).
+"""
+
+from recbole.utils import ModelType
+
+from recbole_sprint.evaluator.history import check_exclude_history, history_hits, history_pairs, mask_history
+
+
+class HistoryMaskingMixin:
+    """Mix into a RecBole trainer whose ``eval_collector`` is a :class:`~recbole_sprint.evaluator.SprintCollector`."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.exclude_history = check_exclude_history(config)
+        self.sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+        self._eval_history = None  # the UserHistory of the loader being evaluated
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        history = getattr(eval_data, "user_history", None) if self.sequential else None
+        self._eval_history = history.to(self.device) if history is not None else None
+        try:
+            return super().evaluate(
+                eval_data, load_best_model=load_best_model, model_file=model_file, show_progress=show_progress
+            )
+        finally:
+            self._eval_history = None
+
+    def _history_pairs(self, interaction, history_index, positive_i):
+        """``(rows, items)`` of the batch's history on the scores' device, or ``None``."""
+        if history_index is not None:  # RecBole's general models: targets already left out
+            return tuple(index.to(self.device) for index in history_index)
+        if self._eval_history is None:
+            return None
+        users = interaction[self.config["USER_ID_FIELD"]].to(self.device)  # [B]
+        return history_pairs(self._eval_history, users, positive_i.to(self.device))
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, history_index, positive_u, positive_i = batched_data
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(
+            (interaction, None, positive_u, positive_i)
+        )  # [B, I] as scored, padding at -inf
+        pairs = self._history_pairs(interaction, history_index, positive_i)
+        if pairs is None:
+            return interaction, scores, positive_u, positive_i
+        rows, items = pairs
+        collector = self.eval_collector
+        if getattr(collector, "needs_history_hits", False):
+            collector.history_collect(history_hits(scores, rows, items, max(collector.topk)))
+        if self.exclude_history or history_index is not None:
+            mask_history(scores, rows, items)
+        return interaction, scores, positive_u, positive_i
