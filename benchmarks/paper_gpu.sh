@@ -20,6 +20,8 @@
 #                                    # ml-1m-3k's: Beauty's timestamps, 0..203, are exact in float32). DATASETS
 #                                    # (comma-separated) keeps the groups' runs on these datasets only
 #   DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu_depth   # the one depth group with seed 43 missing
+#   benchmarks/paper_gpu.sh pool sasrecpp sasrecpp_depth   # the SASRec++ / SASRec++-SPRINT rows (SASRecPPSPRINT, the
+#                                    # authors' backbone and optimiser settings) of paper_main and paper_depth
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
@@ -59,6 +61,10 @@ tuned paper_main.yaml paper_main SASRecSPRINT-tuned amazon-beauty 2
 tuned paper_main.yaml paper_main SASRecSPRINT-tuned ml-1m-3k 2
 hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT amazon-beauty 12
 hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 12
+sasrecpp paper_main.yaml paper_main SASRecPPSPRINT amazon-beauty 4
+sasrecpp paper_main.yaml paper_main SASRecPPSPRINT ml-1m-3k 4
+sasrecpp_depth paper_depth.yaml paper_depth SASRecPPSPRINT amazon-beauty 12
+sasrecpp_depth paper_depth.yaml paper_depth SASRecPPSPRINT ml-1m-3k 12
 GROUPS
 }
 

@@ -18,11 +18,14 @@ SPRINT_SUFFIX = "SPRINT"
 
 
 def backbone_of(model):
-    """``SASRecSPRINT`` -> ``SASRec``, also for a labelled variant (``SASRecSPRINT-tuned`` -> ``SASRec``);
-    ``None`` for models that are not SPRINT variants."""
-    name = model.split("-", 1)[0]  # RecBole's model names have no "-"
+    """``SASRecSPRINT`` -> ``SASRec``, also for a labelled variant (``SASRecSPRINT-tuned`` -> ``SASRec``), and a
+    label ``X-SPRINT`` (``X-SPRINT-tuned``) -> ``X`` (``SASRec++-SPRINT`` -> ``SASRec++``); ``None`` for models that
+    are not SPRINT variants."""
+    name, _, rest = model.partition("-")  # RecBole's model names have no "-"
     if name.endswith(SPRINT_SUFFIX) and len(name) > len(SPRINT_SUFFIX):
         return name[: -len(SPRINT_SUFFIX)]
+    if name and rest.split("-", 1)[0] == SPRINT_SUFFIX:
+        return name
     return None
 
 
