@@ -1,6 +1,5 @@
 """recbole_sprint.compat: each shim against the RecBole symptom it fixes."""
 
-import os
 from collections import Counter
 
 import numpy as np

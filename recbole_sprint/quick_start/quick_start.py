@@ -15,6 +15,7 @@ import torch.distributed as dist
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
+from recbole_sprint.checkpoint import load_checkpoint
 from recbole_sprint.config import Config
 from recbole_sprint.data import create_dataset, data_preparation
 from recbole_sprint.utils import get_model, get_trainer, parameter_counts
@@ -156,14 +157,22 @@ def as_single_process(config):
     return config
 
 
-def load_data_and_model(model_file):
-    """Rebuild config, model (with the checkpoint's weights), dataset and dataloaders from a checkpoint
-    written by a plugin or RecBole trainer (works under torch >= 2.6, see ``compat``).
+def load_data_and_model(model_file, trust_pickle=False):
+    """Rebuild config, model (with the checkpoint's weights), dataset and dataloaders from a checkpoint.
+
+    The plugin's trainers write checkpoints that load with ``torch.load(weights_only=True)``: weights, and the
+    config as plain data (:mod:`recbole_sprint.checkpoint`). A pickled checkpoint (RecBole's own trainer, older
+    recbole_sprint) can run code while it loads and is refused unless ``trust_pickle=True``: only for files
+    whose origin you trust.
+
+    Raises:
+        recbole_sprint.checkpoint.UntrustedCheckpointError: a pickled checkpoint without ``trust_pickle``.
+        recbole_sprint.checkpoint.CheckpointError: no such file, or not a checkpoint.
 
     Returns:
         ``(config, model, dataset, train_data, valid_data, test_data)``
     """
-    checkpoint = torch.load(model_file, weights_only=False)  # our own checkpoint: trusted (compat shim 1)
+    checkpoint = load_checkpoint(model_file, map_location="cpu", trust_pickle=trust_pickle)  # weights copied to the device
     config = as_single_process(checkpoint["config"])
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
