@@ -57,20 +57,40 @@ shim   symptom                                                     fix
        and 1.18; lightgcn.py:111, ngcf.py:110,
        ncl.py:131, gcmc.py:174, spectralcf.py:123, kgin.py:356,
        mcclk.py:425)
+14     a config value such as ``__import__('os').system(...)``      :func:`literal_config_values`, called by the
+       from the command line, a spec or ``.hyper`` file runs:      plugin Config instead: ``ast.literal_eval``
+       RecBole ``eval()``s every string of a config dict and the   (numbers, lists, dicts, ``None``, ...), else
+       command line (configurator.py:131                          ``true``/``false``, else the plain string;
+       ``_convert_config_dict``); a missing or malformed           never evaluated. :func:`load_config_files`:
+       ``--config_files`` yaml ends in a bare ``FileNotFoundError``  plain-data yaml (a SafeLoader with RecBole's
+       or a YAML error about ``"<unicode string>"``                float resolver), errors name the file and
+       (configurator.py:143); the yaml loader is ``FullLoader``     line
+       (python tags), changed process-wide (configurator.py:106)
+15     a NaN timestamp silently becomes the column mean            :func:`check_atomic_files`: RecBole's
+       (dataset.py:650), reordering the user's history;            ``_load_feat`` and ``_data_processing``
+       duplicate (user, item, time) rows train silently, rows      wrapped; order field (TIME_FIELD) missing or
+       with NaN ids are dropped with a log line only; a            non-finite: error naming file, rows and
+       malformed ``.inter`` ends in ``not enough values to         field; NaN ids and duplicates: a warning
+       unpack`` / ``Type tokn ... is not supported`` / ``Unable    (``DataWarning``) with counts; header and
+       to convert column`` (dataset.py:455-497); a TIME_FIELD      value errors name the file and column; a
+       the file lacks: ``KeyError: 'timestamp'``                   TIME_FIELD the file lacks: a clear error
 =====  ==========================================================  =============================================
 
-:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12, 13); it runs once when ``recbole_sprint`` is
+:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12, 13, 15); it runs once when ``recbole_sprint`` is
 imported. Shims 1, 3 and 10 are installed per trainer through :class:`CompatTrainerMixin`; shim 9 by the
-plugin's ``data_preparation``.
+plugin's ``data_preparation``; shim 14 by the plugin's Config.
 """
 
+import ast
 import copy
 import functools
 import os
+import re
 import warnings
 
 import numpy as np
 import torch
+import yaml
 from recbole.evaluator.collector import Collector
 from recbole.utils import set_color
 from torch.nn.parallel import DistributedDataParallel
@@ -90,6 +110,10 @@ __all__ = [
     "race_free_ensure_dir",
     "fill_nan_by_assignment",
     "dok_update",
+    "literal_config_values",
+    "load_config_files",
+    "ConfigYamlLoader",
+    "check_atomic_files",
 ]
 
 # Shim 4 -------------------------------------------------------------------------------------------
@@ -367,6 +391,117 @@ def dok_update():
             cls._update = _dok_update
 
 
+# Shim 14 ------------------------------------------------------------------------------------------
+def literal_value(text):
+    """A config string as a Python literal (``ast.literal_eval``: numbers, strings, lists, tuples, dicts, ``None``,
+    booleans), else ``True``/``False`` for ``true``/``false`` (any case), else the string itself. Nothing is
+    evaluated: ``__import__('os').system('...')`` stays that string."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        lowered = text.strip().lower()
+        return {"true": True, "false": False}.get(lowered, text)
+    if value is not None and not isinstance(value, (str, int, float, list, tuple, dict, bool)):
+        return text  # a set, bytes or complex number: kept as written, as RecBole keeps non-config types
+    return value
+
+
+def literal_config_values(config_dict):
+    """RecBole's ``Config._convert_config_dict`` without ``eval``: every string value through :func:`literal_value`."""
+    for key, value in config_dict.items():
+        if isinstance(value, str):
+            config_dict[key] = literal_value(value)
+    return config_dict
+
+
+class ConfigYamlLoader(yaml.SafeLoader):
+    """Plain-data yaml (no python tags), with RecBole's resolver for floats such as ``1e-3`` (configurator.py:106,
+    which adds it to ``yaml.FullLoader`` itself, for every user of that class)."""
+
+
+ConfigYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        """^(?:
+     [-+]?(?:[0-9][0-9_]*)\\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\\.[0-9_]*
+    |[-+]?\\.(?:inf|Inf|INF)
+    |\\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_config_files(file_list, loader=ConfigYamlLoader):
+    """RecBole's ``Config._load_config_files``: the files' keys merged in order, each file a yaml mapping.
+
+    Raises:
+        FileNotFoundError: naming the missing file.
+        ValueError: naming the file, and the line of a yaml syntax error, or saying that it is not a mapping.
+    """
+    merged = {}
+    for file in file_list or []:
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"config file {file}: no such file")
+        with open(file, "r", encoding="utf-8") as f:
+            text = f.read()
+        try:
+            values = yaml.load(text, Loader=loader)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ValueError(f"config file {file}: not valid YAML{where}: {problem}") from None
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {file}: must be a yaml mapping of config keys (key: value lines), "
+                             f"got a {type(values).__name__}")
+        merged.update(values)
+    return merged
+
+
+# Shim 15 ------------------------------------------------------------------------------------------
+def _load_feat_checked(original_load_feat):
+    @functools.wraps(original_load_feat)
+    def _load_feat(self, filepath, source):
+        from recbole_sprint.data.checks import check_header, explain_load_error
+
+        check_header(self, filepath)
+        try:
+            return original_load_feat(self, filepath, source)
+        except ValueError as error:
+            raise explain_load_error(self, filepath, error) from error
+
+    _load_feat.recbole_sprint_shim = True
+    return _load_feat
+
+
+def _data_processing_checked(original_data_processing):
+    @functools.wraps(original_data_processing)
+    def _data_processing(self):
+        from recbole_sprint.data.checks import check_interactions
+
+        check_interactions(self)  # before RecBole drops NaN ids, removes duplicates or fills NaN times
+        return original_data_processing(self)
+
+    _data_processing.recbole_sprint_shim = True
+    return _data_processing
+
+
+def check_atomic_files():
+    """Check RecBole's atomic files as it loads them (:mod:`recbole_sprint.data.checks`)."""
+    from recbole.data.dataset.dataset import Dataset
+
+    if not getattr(Dataset._load_feat, "recbole_sprint_shim", False):
+        Dataset._load_feat = _load_feat_checked(Dataset._load_feat)
+    if not getattr(Dataset._data_processing, "recbole_sprint_shim", False):
+        Dataset._data_processing = _data_processing_checked(Dataset._data_processing)
+
+
 _APPLIED = False
 
 
@@ -384,4 +519,5 @@ def apply():
     race_free_ensure_dir()
     fill_nan_by_assignment()
     dok_update()
+    check_atomic_files()
     _APPLIED = True

@@ -1,9 +1,13 @@
 """``python -m recbole_sprint.benchmark SPEC.yaml [--models A,B] [--datasets X,Y] [--shard I/N] [--output_dir DIR]
-[--parallel] [--address ADDR] [--rerun_before YYYY-MM-DDTHH:MM:SS]``
+[--parallel] [--address ADDR] [--rerun_before YYYY-MM-DDTHH:MM:SS] [--debug]``
 
 ``--models`` / ``--datasets`` choose which cells of the spec run; a selected cell keeps its run id (the one it has
 in the whole grid), so runs stored by a filtered call are skipped by later calls, filtered or not. The tables are
 rendered from every stored run of the whole spec.
+
+A wrong input (spec, dataset, config value, a corrupt line of the results store) prints one line,
+``error: <message>``, and exits with status 2; ``--debug`` shows the traceback instead. Config values in a spec
+are read as data (a string stays a string: it is never ``eval()``ed as RecBole would).
 """
 
 import argparse
@@ -36,10 +40,23 @@ def main(argv=None):
     parser.add_argument("--rerun_before", default=None, metavar="YYYY-MM-DDTHH:MM:SS",
                         help="run the selected cells again whose stored run finished before this time (after a "
                              "code change that alters results; resumable: new records are later)")
+    from recbole_sprint.cli import DEBUG_HELP, one_line_data_warnings, report, user_errors
+
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads every --key=value of sys.argv
+    one_line_data_warnings()
+    try:
+        return _run(args)
+    except user_errors() as error:  # a wrong input (spec, data, store, config): one line; --debug: the traceback
+        if args.debug:
+            raise
+        return report(error)
 
+
+def _run(args):
     from recbole_sprint.benchmark import SpecError, default_output_dir, load_spec
+    from recbole_sprint.cli import report
     from recbole_sprint.benchmark.spec import select_cells
 
     try:
@@ -55,8 +72,9 @@ def main(argv=None):
 
             check_rerun_before(args.rerun_before)
     except (SpecError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        if args.debug:
+            raise
+        return report(error)
     output_dir = args.output_dir or default_output_dir(spec)
     from recbole_sprint.benchmark.report import render
 

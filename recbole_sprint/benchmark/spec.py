@@ -243,6 +243,7 @@ def parse_spec(raw, path="<spec>"):
         scaling=None if raw.get("scaling") is None else _section(raw.get("scaling"), "scaling", SCALING_KEYS),
     )
     _check_dataset_configs(spec)
+    _check_unique_cells(spec)
     if spec.sizes:
         clash = sorted(set(spec.sweep) & set(SIZE_KEYS))
         if clash:
@@ -316,6 +317,36 @@ def _check_dataset_configs(spec):
             if dataset not in names:
                 raise SpecError(f"spec entry 'models[{i}].dataset_config' ({model}): no dataset {dataset} in "
                                 f"'datasets'; choose from {', '.join(names)}")
+
+
+def _repeated(values):
+    """The first value that occurs twice in ``values`` (compared as JSON), or ``None``."""
+    seen = set()
+    for value in values:
+        key = json.dumps(value, sort_keys=True, default=str)
+        if key in seen:
+            return value
+        seen.add(key)
+    return None
+
+
+def _check_unique_cells(spec):
+    """No run of the grid twice: a dataset, size or sweep value listed twice would train the same cells again."""
+    names = [name for name, _, _ in spec.datasets]
+    if _repeated(names) is not None:
+        raise SpecError(f"spec entry 'datasets' lists [{_repeated(names)}] twice: {names}; each of its runs would "
+                        "train twice")
+    if _repeated(spec.sizes) is not None:
+        raise SpecError(f"spec entry 'sizes' lists [{_repeated(spec.sizes)}] twice: {spec.sizes}")
+    for key, values in spec.sweep.items():
+        if _repeated(values) is not None:
+            raise SpecError(f"spec entry 'sweep.{key}' lists [{_repeated(values)}] twice: {values}")
+    seen = {}
+    for cell in spec.cells():
+        if cell.run_id in seen:
+            raise SpecError(f"spec lists the same run twice: {cell.model} on {cell.dataset} "
+                            f"({cell.variant_label or 'no variant'}, seed {cell.seed}); remove the repeated entry")
+        seen[cell.run_id] = cell
 
 
 def _recbole_url_datasets():

@@ -2,13 +2,18 @@
 
 Each line is written with a single ``write`` followed by ``flush`` and ``fsync``, so that a crash loses at
 most the run that was being written. On reading, a last line without its newline (a write cut short) is
-ignored, and the run it described is simply run again. Appends take an exclusive ``flock`` on
+ignored, and the run it described is simply run again; any other line that is not a stored run is an error
+(:class:`StoreError`) naming the line and how to recover. Appends take an exclusive ``flock`` on
 ``<store>.lock``, so several benchmark processes (``--shard``) can share one store.
 """
 
 import fcntl
 import json
 import os
+
+
+class StoreError(ValueError):
+    """A line of the results store that is not a stored run (edited by hand, or written by something else)."""
 
 
 class ResultStore:
@@ -25,11 +30,27 @@ class ResultStore:
         with open(self.path, "rb") as f:
             data = f.read()
         records = {}
-        for line in data.split(b"\n")[:-1]:  # the piece after the last newline is incomplete (or empty)
+        for number, line in enumerate(data.split(b"\n")[:-1], start=1):  # after the last newline: incomplete
             if line.strip():
-                record = json.loads(line)
+                record = self._parse(line, number)
                 records[record["run_id"]] = record
         return list(records.values())
+
+    def _parse(self, line, number):
+        """One stored run; :class:`StoreError` naming the line and how to recover when it is not one."""
+        try:
+            record = json.loads(line)
+        except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+            problem = f"is not valid JSON ({error})"
+        else:
+            if isinstance(record, dict) and isinstance(record.get("run_id"), str):
+                return record
+            problem = "is not a stored run (a JSON object with a 'run_id')"
+        raise StoreError(
+            f"results store {self.path}: line {number} {problem}. Each line is one finished run; delete that line "
+            f"(e.g. sed -i '{number}d' {self.path}, after a backup) and the run it held is trained again on the "
+            "next call"
+        )
 
     def finished_ids(self, finished_since=None):
         """Run ids of the stored runs; with ``finished_since`` (a ``finished_at`` string), only those of the runs

@@ -29,6 +29,7 @@ import torch
 from recbole.utils import ModelType
 
 from recbole_sprint import compat
+from recbole_sprint.config import checks
 from recbole_sprint.utils import get_model
 
 RECBOLE_PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(recbole.config.__file__)), "..", "properties")
@@ -40,6 +41,16 @@ class Config(recbole.config.Config):
 
     def compatibility_settings(self):
         compat.numpy_aliases()
+
+    def _build_yaml_loader(self):
+        return compat.ConfigYamlLoader  # plain data only, RecBole's float resolver (compat shim 14)
+
+    def _load_config_files(self, file_list):
+        return compat.load_config_files(file_list, self.yaml_loader)  # errors name the file (compat shim 14)
+
+    def _convert_config_dict(self, config_dict):
+        """String values (``--key=value``, config_dict) parsed as literals, never ``eval()``ed (compat shim 14)."""
+        return compat.literal_config_values(config_dict)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -95,6 +106,11 @@ class Config(recbole.config.Config):
     def _set_default_parameters(self):
         self._no_negatives_for_ce()
         super()._set_default_parameters()
+        checks.check_keys(self)
+        from recbole_sprint.data.utils import check_dataset_files  # (the data package imports this module)
+
+        check_dataset_files(self)  # a misnamed dataset: "no such dataset" before any advice about its columns
+        checks.check_config(self)
         self._check_time_field_is_loaded()
 
     def _no_negatives_for_ce(self):

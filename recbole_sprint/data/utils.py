@@ -28,6 +28,64 @@ def _unavailable_message(config, cause):
     )
 
 
+def downloadable_datasets():
+    """Names of the datasets RecBole can download (``recbole/properties/dataset/{url,kg_url}.yaml``)."""
+    import yaml
+
+    folder = os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset")
+    names = set()
+    for file in ("url.yaml", "kg_url.yaml"):
+        path = os.path.join(folder, file)
+        if os.path.isfile(path):
+            with open(path) as f:
+                names |= set(yaml.safe_load(f) or {})
+    return names
+
+
+def datasets_under(data_path):
+    """Names ``n`` of the folders ``<data_path>/n/`` that hold ``n.inter``, sorted."""
+    if not os.path.isdir(data_path):
+        return []
+    return sorted(n for n in os.listdir(data_path) if os.path.isfile(os.path.join(data_path, n, f"{n}.inter")))
+
+
+def check_dataset_files(config):
+    """``DatasetUnavailableError`` (one line) when the dataset cannot be there: its folder is missing and RecBole
+    cannot download a dataset of that name ("no such dataset"), or its folder has no ``.inter`` file. Run by the
+    plugin's Config, before any check of the dataset's columns.
+
+    A downloadable name whose folder is missing passes (RecBole downloads it in ``create_dataset``), as does a
+    config that reads a saved dataset (``dataset_save_path``)."""
+    import difflib
+
+    name, folder = config["dataset"], config["data_path"]
+    if config["dataset_save_path"] or not isinstance(name, str) or not isinstance(folder, str):
+        return
+    parts = config["benchmark_filename"]
+    files = [f"{name}.inter"] if parts is None else [f"{name}.{part}.inter" for part in parts]
+    missing = [file for file in files if not os.path.isfile(os.path.join(folder, file))]
+    if not missing:
+        return
+    if os.path.isdir(folder):
+        present = sorted(f for f in os.listdir(folder) if not f.startswith("."))[:10]
+        raise DatasetUnavailableError(
+            f"no .inter file for dataset [{name}]: {folder}/ has no {missing[0]} (RecBole's interactions file; "
+            f"the folder holds {present or 'nothing'})"
+        )
+    if name in downloadable_datasets():
+        return
+    parent = os.path.dirname(os.path.abspath(folder))
+    on_disk = datasets_under(parent)
+    close = difflib.get_close_matches(name, on_disk + sorted(downloadable_datasets()), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    listed = ", ".join(on_disk[:10]) + (f", ... ({len(on_disk)} in all)" if len(on_disk) > 10 else "")
+    where = f"datasets there: {listed}" if on_disk else "no datasets there"
+    raise DatasetUnavailableError(
+        f"no such dataset [{name}]: no {name}/{name}.inter under data_path {parent} ({where}), and RecBole cannot "
+        f"download a dataset of that name{hint} (set --data_path to the folder holding {name}/)"
+    )
+
+
 def check_full_sequence_config(config):
     """Raise ``ValueError`` if ``train_mode: full_sequence`` cannot work with this config's model or sampling."""
     from recbole_sprint.model.full_sequence import ClozeFullSequence, FullSequence  # the model side

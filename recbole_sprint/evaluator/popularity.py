@@ -11,7 +11,8 @@ Definitions (``../shared/spec/anchors.md`` section 4, ``sprint.md`` section 3.4)
 
 For a RecBole ``SequentialDataset`` the interaction table holds one row per *prefix* (``history -> target``),
 so each user's first item only occurs inside ``item_id_list``. :func:`item_interaction_counts` counts the
-targets plus the first item of every length-1 prefix, i.e. every interaction of the split exactly once.
+targets plus each user's first item (from the user's first prefix row), i.e. every interaction of the split
+exactly once.
 (RecBole's own ``data.count_items`` / ``AveragePopularity`` count targets only and miss each user's first
 item; that is why ``ARP`` and RecBole's ``AveragePopularity`` differ slightly on sequential data.)
 """
@@ -53,7 +54,7 @@ def item_interaction_counts(dataset):
     """Number of interactions of every item id in ``dataset.inter_feat``: LongTensor [num_items], entry 0 = 0.
 
     Works for RecBole's plain datasets (one row per interaction) and for augmented ``SequentialDataset``s
-    (one row per prefix: targets are counted, plus the first item of every length-1 prefix).
+    (one row per prefix: targets are counted, plus each user's first item, from the user's first prefix row).
     """
     iid_field = dataset.iid_field
     num_items = dataset.num(iid_field)
@@ -62,11 +63,33 @@ def item_interaction_counts(dataset):
     list_field = getattr(dataset, f"{iid_field}_list_field", None)
     length_field = getattr(dataset, "item_list_length_field", None)
     if list_field in inter_feat and length_field in inter_feat:
-        first_prefix = inter_feat[length_field] == 1  # [rows] a user's first training sample
+        first_prefix = _first_prefix_rows(dataset)  # [rows] each user's first training sample
         first_items = inter_feat[list_field][first_prefix, 0].long()  # [users]
         counts += torch.bincount(first_items, minlength=num_items)
     counts[0] = 0  # padding
     return counts
+
+
+def _first_prefix_rows(dataset):
+    """Boolean mask [rows] of each user's first prefix row (history of length 1, the user's first item).
+
+    With ``MAX_ITEM_LIST_LENGTH`` >= 2 that is the only length-1 row of a user. With ``MAX_ITEM_LIST_LENGTH: 1``
+    every history has length 1, so among them the user's first row is taken (RecBole's ``SequentialDataset``
+    writes a user's prefixes in time order, and its splits keep that order)."""
+    inter_feat = dataset.inter_feat
+    length_one = inter_feat[dataset.item_list_length_field] == 1  # [rows]
+    uid_field = dataset.uid_field
+    if uid_field not in inter_feat:
+        return length_one
+    rows = torch.nonzero(length_one).flatten()  # [n] row indices, ascending
+    users = inter_feat[uid_field][rows].long()  # [n]
+    order = torch.sort(users, stable=True).indices  # same user together, ascending rows within a user
+    sorted_users = users[order]
+    first = torch.ones_like(sorted_users, dtype=torch.bool)
+    first[1:] = sorted_users[1:] != sorted_users[:-1]  # the first length-1 row of each user
+    mask = torch.zeros_like(length_one)
+    mask[rows[order[first]]] = True
+    return mask
 
 
 def attach_full_popularity(train_dataset, full_dataset):

@@ -243,13 +243,15 @@ class _Targets:
 
 def check_sprint_config(config):
     """Validate the SPRINT options; raise ``ValueError`` naming the key and the allowed values."""
+    import math
+
     for key in ("sprint_attn_weight", "sprint_ffn_weight", "sprint_emb_weight"):
         value = config[key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"{key} must be a number >= 0 (0 switches the term off), got {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{key} must be a number >= 0 (finite; 0 switches the term off), got {value!r}")
     tau = config["sprint_temperature"]
-    if not isinstance(tau, (int, float)) or isinstance(tau, bool) or tau <= 0:
-        raise ValueError(f"sprint_temperature must be a number > 0, got {tau!r}")
+    if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not math.isfinite(tau) or tau <= 0:
+        raise ValueError(f"sprint_temperature must be a number > 0 (finite), got {tau!r}")
     compile_mode = config["sprint_compile"]
     if compile_mode not in SPRINT_COMPILE_MODES:
         raise ValueError(f"sprint_compile must be one of {', '.join(SPRINT_COMPILE_MODES)}, got {compile_mode!r}")

@@ -309,6 +309,9 @@ def build_parser():
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the parameter sampling")
     parser.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2, 3], help="ray: Ray's verbosity (1)")
+    from recbole_sprint.cli import DEBUG_HELP
+
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser
 
 
@@ -438,11 +441,15 @@ def backend_runner(backend):
 
 
 def main(argv=None):
+    from recbole_sprint.cli import one_line_data_warnings, report, user_errors
+
     args, extra = build_parser().parse_known_args(argv)
+    one_line_data_warnings()
     try:
         overrides = parse_overrides(extra)
         run = backend_runner(resolve_backend(args))
         return run(args, overrides)
-    except (SearchError, HyperFileError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (SearchError, HyperFileError, *user_errors()) as error:  # a wrong input: one line, or --debug's traceback
+        if args.debug:
+            raise
+        return report(error)

@@ -21,7 +21,6 @@ This module does not import Ray.
 """
 
 import ast
-import difflib
 import math
 import os
 from dataclasses import dataclass
@@ -141,11 +140,12 @@ def check_names(params, known_keys, context):
     Raises:
         HyperFileError: naming the unknown parameter, its line and the closest known keys.
     """
+    from recbole_sprint.config.checks import did_you_mean  # the same hint as for a misspelled --key=value
+
     known = set(known_keys)
     for param in params:
         if param.name not in known:
-            close = difflib.get_close_matches(param.name, sorted(known), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            hint = did_you_mean(param.name, known)
             raise HyperFileError(
                 f"{param.source}: unknown parameter [{param.name}]: not a configuration key of {context} "
                 f"(overall, dataset and model yaml){hint}"

@@ -47,7 +47,8 @@ def test_popularity_counts_and_score_factors_on_real_data(tiny):
     train, full = train_data._dataset, dataset
 
     # popularity_source: all == train + the valid and test targets, and covers every interaction once
-    collector = SprintCollector(Config("SASRec", "ml-100k", config_dict=tiny(metrics=["ARP"], popularity_source="all", **SMALL)))
+    collector = SprintCollector(Config("SASRec", "ml-100k", config_dict=tiny(metrics=["ARP"], valid_metric="ARP@10",
+                                                                             popularity_source="all", **SMALL)))
     collector.data_collect(train_data)
     every = collector.data_struct.get("data.item_popularity")
     from recbole_sprint.evaluator.popularity import item_interaction_counts
@@ -94,12 +95,14 @@ def test_plugin_defaults_reach_every_model_and_user_values_win(tiny):
     ],
 )
 def test_bad_configuration_fails_when_the_evaluator_is_built(tiny, overrides, message):
-    config = Config("SASRec", "ml-100k", config_dict=tiny(metrics=["Recall", "TailExposure"], **overrides))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message):  # tail_ratio: already by the Config (recbole_sprint.config.checks)
+        config = Config("SASRec", "ml-100k", config_dict=tiny(metrics=["Recall", "TailExposure"],
+                                                              valid_metric="Recall@10", **overrides))
         Evaluator(config)  # built by the trainer's constructor, before any training
 
 
 def test_recbole_tailpercentage_keeps_its_count_threshold_mode(tiny):
     """tail_ratio > 1 is RecBole's count threshold for TailPercentage; only the plugin's metrics reject it."""
-    config = Config("SASRec", "ml-100k", config_dict=tiny(metrics=["TailPercentage"], tail_ratio=20))
+    config = Config("SASRec", "ml-100k", config_dict=tiny(metrics=["TailPercentage"], valid_metric="TailPercentage@10",
+                                                          tail_ratio=20))
     Evaluator(config)

@@ -172,6 +172,11 @@ def _config(**overrides):
         ("sprint_emb_weight", "big", "sprint_emb_weight must be a number >= 0"),
         ("sprint_temperature", 0.0, "sprint_temperature must be a number > 0"),
         ("sprint_temperature", -2, "sprint_temperature must be a number > 0"),
+        ("sprint_attn_weight", float("nan"), r"sprint_attn_weight must be a number >= 0 \(finite"),  # nan < 0 is False
+        ("sprint_ffn_weight", float("inf"), r"sprint_ffn_weight must be a number >= 0 \(finite"),
+        ("sprint_emb_weight", float("nan"), r"sprint_emb_weight must be a number >= 0 \(finite"),
+        ("sprint_temperature", float("nan"), r"sprint_temperature must be a number > 0 \(finite\)"),
+        ("sprint_temperature", float("inf"), r"sprint_temperature must be a number > 0 \(finite\)"),
         ("sprint_power_iters", 0, "sprint_power_iters must be an integer >= 1"),
         ("sprint_compile", "reduce-overhead", "sprint_compile must be one of none, default, aot_eager"),
         ("sprint_power_iters", 1.5, "sprint_power_iters must be an integer >= 1"),
