@@ -155,7 +155,8 @@ class SpectralNormEstimator(nn.Module):
 
     Calling it with the current weights returns their spectral norms ``[G]`` (with gradient) and, in
     training mode, stores the new ``u``/``v`` (detached) so the next step starts where this one ended.
-    The iteration runs in float32 whatever the autocast context.
+    The iteration runs in float32 whatever the autocast context (in float64 for float64 weights: a model
+    converted with ``.double()``, whose buffers are then float64 too).
     """
 
     def __init__(self, n_matrices, rows, cols, n_iters, generator):
@@ -167,8 +168,9 @@ class SpectralNormEstimator(nn.Module):
     def estimate(self, weight):
         """``(sigma [G], u [G, m], v [G, n])`` for ``weight [G, m, n]``, started from the stored ``v``; changes
         no state, so it can run inside a compiled graph."""
+        dtype = torch.promote_types(weight.dtype, torch.float32)  # float32 for half, bfloat16 and float32 weights
         with autocast_off(weight.device.type):
-            return power_iteration(weight.float(), self.v, self.n_iters)
+            return power_iteration(weight.to(dtype), self.v.to(dtype), self.n_iters)
 
     def store(self, u, v):
         """Keep ``u``, ``v`` for the next step's warm start (training mode only). The buffers are rebound to the
