@@ -11,8 +11,9 @@ plugin's trainers (:class:`recbole_sprint.compat.CompatTrainerMixin`) write inst
 
 :func:`load_checkpoint` reads these with ``weights_only=True``. Anything else (RecBole's own checkpoints, those
 of recbole_sprint before this format, foreign files) holds pickled objects and is refused with
-:class:`UntrustedCheckpointError` unless the caller opts in with ``trust_pickle=True`` (on the command line
-``--trust_checkpoint``): only for files whose origin you trust.
+:class:`UntrustedCheckpointError` unless the caller opts in with ``trust_pickle=True``
+(``load_data_and_model(path, trust_pickle=True)``, ``trainer.resume_checkpoint(path, trust_pickle=True)``, or
+``trainer.trust_pickle = True`` before ``trainer.evaluate``): only for files whose origin you trust.
 """
 
 import enum
@@ -28,11 +29,6 @@ _TAG = "__recbole_sprint__"
 # Config attributes saved (besides final_config_dict): RecBole's Config keeps the merged sources as well
 _CONFIG_DICTS = ("final_config_dict", "internal_config_dict", "external_config_dict", "file_config_dict",
                  "variable_config_dict", "cmd_config_dict")
-TRUST_HELP = (
-    "load checkpoints that hold pickled Python objects (RecBole's own format, or recbole_sprint's before it "
-    "saved plain data): unpickling runs whatever code the file names, so pass this only for files whose origin "
-    "you trust; recbole_sprint's own checkpoints never need it"
-)
 
 
 class CheckpointError(ValueError):
@@ -161,7 +157,7 @@ def load_checkpoint(path, map_location=None, trust_pickle=False):
                 f"checkpoint {path} holds pickled Python objects (RecBole's own format, recbole_sprint's before it "
                 f"saved plain data, or a foreign file; torch: {reason[:200]}), and unpickling runs whatever code "
                 "the file names, so it was not loaded. If you trust where it came from, load it with "
-                "trust_pickle=True (command line: --trust_checkpoint)"
+                "trust_pickle=True (load_data_and_model, resume_checkpoint; trainer.trust_pickle for evaluate)"
             ) from None
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
     except (RuntimeError, EOFError, OSError) as error:
