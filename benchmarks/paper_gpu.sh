@@ -14,18 +14,16 @@
 #   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs (default: all, in
 #                                    # order of value: the cheap Beauty runs of a group before ml-1m-3k), one process per run, POOL (6) at once: 12 at once ran out of
 #                                    # the H100's 80 GB (benchmarks/results/README.md)
-#   RERUN_BEFORE=2026-11-23T20:00:00 DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu hstu_depth
-#                                    # train again the runs of these groups stored before that time (here: the
-#                                    # HSTU rows, trained with float32 timestamps before the exact-time fix; only
-#                                    # ml-1m-3k's: Beauty's timestamps, 0..203, are exact in float32). DATASETS
-#                                    # (comma-separated) keeps the groups' runs on these datasets only
-#   DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu_depth   # the one depth group with seed 43 missing
+#   RERUN_BEFORE=2026-12-02T00:00:00 DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu hstu_depth
+#                                    # train again the runs of these groups stored before that time (after a fix
+#                                    # that changes results; the newer record wins). DATASETS (comma-separated)
+#                                    # keeps the groups' runs on these datasets only
 #   benchmarks/paper_gpu.sh pool sasrecpp sasrecpp_depth   # the SASRec++ / SASRec++-SPRINT rows (SASRecPPSPRINT, the
 #                                    # authors' backbone and optimiser settings) of paper_main and paper_depth
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
-# The tuned rows: paper_main.yaml's entries labelled SASRecSPRINT-, HSTUSPRINT- and BERT4RecSPRINT-tuned hold the best weights
+# Tuned rows (none in paper_main.yaml at present: the earlier searches ranked trials without history masking): entries labelled <MODEL>-tuned hold the best weights
 # of the searches, per dataset (a second dataset's values go into the entry's dataset_config); a dataset that was
 # not searched has no runs of the row. After `tuned`, put its printed entry into paper_main.yaml: it has the same
 # run ids, so the stored runs count.
@@ -40,7 +38,7 @@ mkdir -p "$RESULTS/logs"
 
 pool_jobs() {  # pool_jobs [GROUP ...]: one line per benchmark run, LOG_NAME SPEC OUTPUT_DIR FILTERS
   # Each group selects N cells (a SPRINT model name also selects its baseline row, the same class with weights
-  # 0, and its -tuned entry: the hstu and bert4rec groups hold HSTUSPRINT-tuned and BERT4RecSPRINT-tuned); N is
+  # 0, and any -tuned entry of that class); together the groups cover every cell of both specs once; N is
   # the group's number of cells, so shard i/N is exactly one cell and no two processes train the same run
   # (tests/benchmark/test_paper_gpu_script.py checks both). A finished run exits at once.
   local group spec out models d n i
@@ -51,20 +49,22 @@ pool_jobs() {  # pool_jobs [GROUP ...]: one line per benchmark run, LOG_NAME SPE
       echo "pool_${group}_${d}_$i $SPECS/$spec $RESULTS/$out --models $models --datasets $d --shard $i/$n"
     done
   done <<GROUPS
-hstu paper_main.yaml paper_main HSTU,HSTUSPRINT ml-1m-3k 6
-hstu paper_main.yaml paper_main HSTU,HSTUSPRINT amazon-beauty 6
-bert4rec paper_main.yaml paper_main BERT4RecSPRINT ml-1m-3k 6
-bert4rec paper_main.yaml paper_main BERT4RecSPRINT amazon-beauty 6
-depth paper_depth.yaml paper_depth SASRecSPRINT amazon-beauty 12
-depth paper_depth.yaml paper_depth SASRecSPRINT ml-1m-3k 12
-tuned paper_main.yaml paper_main SASRecSPRINT-tuned amazon-beauty 2
-tuned paper_main.yaml paper_main SASRecSPRINT-tuned ml-1m-3k 2
-hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT amazon-beauty 12
-hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 12
+pop paper_main.yaml paper_main Pop amazon-beauty 2
+pop paper_main.yaml paper_main Pop ml-1m-3k 2
+sasrec paper_main.yaml paper_main SASRecSPRINT amazon-beauty 4
+sasrec paper_main.yaml paper_main SASRecSPRINT ml-1m-3k 4
 sasrecpp paper_main.yaml paper_main SASRecPPSPRINT amazon-beauty 4
 sasrecpp paper_main.yaml paper_main SASRecPPSPRINT ml-1m-3k 4
+hstu paper_main.yaml paper_main HSTU,HSTUSPRINT amazon-beauty 4
+hstu paper_main.yaml paper_main HSTU,HSTUSPRINT ml-1m-3k 4
+bert4rec paper_main.yaml paper_main BERT4RecSPRINT amazon-beauty 4
+bert4rec paper_main.yaml paper_main BERT4RecSPRINT ml-1m-3k 4
+depth paper_depth.yaml paper_depth SASRecSPRINT amazon-beauty 12
+depth paper_depth.yaml paper_depth SASRecSPRINT ml-1m-3k 12
 sasrecpp_depth paper_depth.yaml paper_depth SASRecPPSPRINT amazon-beauty 12
 sasrecpp_depth paper_depth.yaml paper_depth SASRecPPSPRINT ml-1m-3k 12
+hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT amazon-beauty 12
+hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 12
 GROUPS
 }
 

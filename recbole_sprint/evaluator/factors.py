@@ -12,9 +12,10 @@ evaluation collector checks, once per evaluation, that the factors reproduce the
 first rows of the first batch, so a wrong implementation fails loudly.
 
 Models without the method are looked up in :data:`ADAPTERS` (by class, along the MRO): RecBole's
-``SASRec`` (so ``SASRecSPRINT`` too) and ``BERT4Rec``. A plugin model (e.g. HSTU) implements the method.
+``SASRec`` (so ``SASRecSPRINT`` too), ``BERT4Rec`` and ``Pop`` (the popularity baseline of every table). A plugin model (e.g. HSTU) implements the method.
 """
 
+from recbole.model.general_recommender.pop import Pop
 from recbole.model.sequential_recommender.bert4rec import BERT4Rec
 from recbole.model.sequential_recommender.sasrec import SASRec
 
@@ -36,7 +37,15 @@ def bert4rec_factors(model, interaction):
     return user_states, model.item_embedding.weight[: model.n_items], model.output_bias
 
 
-ADAPTERS = {SASRec: sasrec_factors, BERT4Rec: bert4rec_factors}
+def pop_factors(model, interaction):
+    """Pop: every user gets the same scores, the normalised interaction counts: X = 1 [B, 1], E = counts [I, 1]
+    (a rank-one score matrix, SpectralCollapse 1 by construction)."""
+    scores = model.item_cnt.float() / model.max_cnt  # [num_items, 1], as Pop.full_sort_predict
+    users = scores.new_ones(len(interaction), 1)  # [B, 1]
+    return users, scores, None
+
+
+ADAPTERS = {SASRec: sasrec_factors, BERT4Rec: bert4rec_factors, Pop: pop_factors}
 
 
 def has_score_factors(model):

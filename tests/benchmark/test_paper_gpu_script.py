@@ -37,4 +37,6 @@ def test_each_pool_process_trains_one_cell_and_no_cell_twice(monkeypatch):
         (cell,) = cells[index::count]
         assert cell.run_id not in seen, f"{name} trains {cell.model} {cell.dataset} seed {cell.seed}, as {seen.get(cell.run_id)}"
         seen[cell.run_id] = name
+    every_cell = {cell.run_id for spec in specs.values() for cell in spec.cells()}
+    assert set(seen) == every_cell, f"{len(every_cell - set(seen))} cells of the specs are in no pool group"
     assert {job[0] for job in pool_jobs("ml-1m-3k")} == {name for name in seen.values() if "_ml-1m-3k_" in name}
