@@ -2,18 +2,44 @@
 
     python benchmarks/sprint_overhead.py                       # CPU, host-bound tiny model (8 layers x 16)
     python benchmarks/sprint_overhead.py --device cuda --max_len 200 --hidden_size 256 --batch_size 128
+    python benchmarks/sprint_overhead.py --device cuda --model SASRecPPSPRINT --attention_impl dense,fused --tf32 off,on
+    python benchmarks/sprint_overhead.py --preset issue25      # CUDA: every issue-25 row in one run (below)
 
 speed.py times its rows one after another, which a shared machine's drifting load turns into noise of tens of
 percent on a small difference. Here both models train ``--steps`` steps in turn, ``--rounds`` times, and the
 fastest round of each counts. The default configuration is tiny on purpose: its arithmetic is negligible, so the
 difference measures the host time of SPRINT's extra operators (dispatch, autograd nodes, Python), which is what a
 small model on a fast GPU cannot hide. The table is printed last.
+
+Variants: ``--attention_impl`` (SASRecPP models: ``dense`` and/or ``fused``, the Triton attention that returns
+SPRINT's column sums without the n x n matrix; recbole_sprint/model/fused_attention.py) times every listed
+attention, ``--tf32`` (``off`` and/or ``on``: the trainer option ``tf32``, set again before every timed epoch)
+every listed precision, each with SPRINT weights 0 ("w0") and the yaml defaults ("on"). A variant that fails (a
+Triton kernel that does not compile, out of memory) prints its error and drops out; the others go on.
+
+``--check`` (CUDA) compares the Triton kernels with the dense formula in float64 on the device (output, column
+sums, dq, dk, dv with an upstream gradient on the column sums; float32 exact and TF32, bfloat16; dropout with the
+kernels' keep mask) and times the attention alone, dense vs fused, forward + backward. ``--memory`` runs each
+variant for ``--steps`` steps one after another and reports its peak CUDA memory (out of memory is a row).
+
+``--preset issue25`` (issue 25's settings, SASRecPPSPRINT, each part in a subprocess, so that a crash costs only
+its own rows; ``--parts`` picks some): ``check``, the kernel check; ``ml-1m-3k``, 8 x 256 (4 heads), length 200,
+batch 128, CE; ``beauty-2`` and ``beauty-6``, amazon-beauty, 2 and 6 layers x 256 (4 heads), length 50, batch 512,
+BCE with 16 negatives; each dense and fused, TF32 off and on, w0 and SPRINT; ``memory``, length 1024, d 512
+(8 heads), 8 layers, batch 64, CE, TF32, dense and fused, w0 and SPRINT. One table at the end. Triton's compiled
+kernels are cached on disk, so the check compiles most of what the timed parts use.
 """
 
 import argparse
+import gc
+import json
 import logging
+import math
 import os
+import platform
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +47,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 import speed  # noqa: E402  (benchmarks/speed.py: config, data and model helpers)
+
+ISSUE25_SETTINGS = [
+    ("ml-1m-3k 8x256 n200 b128 CE", ["--dataset", "ml-1m-3k", "--n_layers", "8", "--hidden_size", "256",
+                                     "--n_heads", "4", "--max_len", "200", "--batch_size", "128", "--loss_type", "CE"]),
+    ("beauty 2x256 n50 b512 BCE16", ["--dataset", "amazon-beauty", "--n_layers", "2", "--hidden_size", "256",
+                                     "--n_heads", "4", "--max_len", "50", "--batch_size", "512", "--loss_type", "BCE",
+                                     "--num_negatives", "16"]),
+    ("beauty 6x256 n50 b512 BCE16", ["--dataset", "amazon-beauty", "--n_layers", "6", "--hidden_size", "256",
+                                     "--n_heads", "4", "--max_len", "50", "--batch_size", "512", "--loss_type", "BCE",
+                                     "--num_negatives", "16"]),
+]
+ISSUE25_MEMORY = ["--dataset", "ml-1m-3k", "--n_layers", "8", "--hidden_size", "512", "--n_heads", "8",
+                  "--max_len", "1024", "--batch_size", "64", "--loss_type", "CE", "--tf32", "on", "--steps", "3"]
 
 
 def parse_args(argv=None):
@@ -34,16 +73,410 @@ def parse_args(argv=None):
     parser.add_argument("--hidden_size", type=int, default=16)
     parser.add_argument("--n_heads", type=int, default=4)
     parser.add_argument("--batch_size", type=int, default=8, help="users per full_sequence batch")
+    parser.add_argument("--loss_type", default="CE", help="CE, BCE or sampled_softmax (full_sequence)")
+    parser.add_argument("--num_negatives", type=int, default=None, help="BCE / sampled_softmax negatives")
+    parser.add_argument("--attn_dropout_prob", type=float, default=None, help="default: the model's yaml")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (enable_amp)")
+    parser.add_argument("--attention_impl", default="", metavar="IMPL[,IMPL]",
+                        help="time each of dense,fused (SASRecPP models); default: the model's own")
+    parser.add_argument("--tf32", default="", metavar="off|on[,...]", help="time each TF32 setting; default: config")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: less noise)")
     parser.add_argument("--compile", default="", metavar="MODE[,MODE]",
                         help="also time SPRINT with sprint_compile=MODE for each (e.g. default)")
     parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--memory", action="store_true", help="peak CUDA memory of each variant instead of timing")
+    parser.add_argument("--check", action="store_true", help="check and time the fused kernels on CUDA, then exit")
+    parser.add_argument("--preset", choices=["issue25"], default=None, help="run a set of rows (see above)")
+    parser.add_argument("--json", default="", help="also write the result rows to this file")
+    parser.add_argument("--timeout", type=int, default=1200, help="--preset: seconds per subprocess")
+    parser.add_argument("--parts", default="check,ml-1m-3k,beauty-2,beauty-6,memory",
+                        help="--preset issue25: which parts to run (comma-separated)")
     args = parser.parse_args(argv)
     # speed.base_config's remaining options
-    args.inner_size, args.full_batch_size, args.loss_type, args.amp = 4 * args.hidden_size, args.batch_size, "CE", False
+    args.inner_size, args.full_batch_size = 4 * args.hidden_size, args.batch_size
     return args
+
+
+# -- variants --------------------------------------------------------------------------------------------
+def variant_plan(args):
+    """``[(label, group, sprint, overrides, tf32 or None)]``: every attention x TF32 setting, w0 and SPRINT on."""
+    impls = [s for s in args.attention_impl.split(",") if s] or [None]
+    tf32s = [s for s in args.tf32.split(",") if s] or [None]
+    for value in tf32s:
+        if value not in (None, "off", "on"):
+            raise SystemExit(f"--tf32 takes off and/or on, got {value!r}")
+    extra = {}
+    if args.num_negatives is not None:
+        extra["num_negatives"] = args.num_negatives
+    if args.attn_dropout_prob is not None:
+        extra["attn_dropout_prob"] = args.attn_dropout_prob
+    plan = []
+    for impl in impls:
+        for tf32 in tf32s:
+            group = " ".join(filter(None, [impl, f"tf32 {tf32}" if tf32 else None]))
+            base = dict(extra)
+            if impl:
+                base["attention_impl"] = impl
+            if tf32:
+                base["tf32"] = tf32 == "on"
+            flag = None if tf32 is None else tf32 == "on"
+            plan.append((" ".join(filter(None, [group, "w0"])), group, "w0", {**base, **speed.SPRINT_OFF}, flag))
+            plan.append((" ".join(filter(None, [group, "on"])), group, "on", base, flag))
+            for mode in filter(None, args.compile.split(",")):
+                plan.append((" ".join(filter(None, [group, f"on, compile {mode}"])), group, f"on, compile {mode}",
+                             {**base, "sprint_compile": mode}, flag))
+    return plan
+
+
+def set_tf32(flag):
+    if flag is not None:
+        from recbole_sprint.trainer.optimisation import set_tf32 as set_flag
+
+        set_flag(flag)
+
+
+def first_line(error):
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:300]}"
+
+
+def build_variant(args, label, overrides, tf32):
+    config = speed.base_config(args, args.model, "full_sequence", overrides, enable_amp=args.amp)
+    train_data = speed.prepared_data(config, "full_sequence")[0]
+    set_tf32(tf32)
+    model, trainer = speed.build(config, train_data)
+    return model, trainer, train_data
+
+
+def time_variants(args):
+    """Alternating rounds (see the module docstring); ``{label: ms/step}`` and the plan."""
+    plan = variant_plan(args)
+    rows = {}
+    for label, _, _, overrides, tf32 in plan:
+        try:
+            _, trainer, train_data = build_variant(args, label, overrides, tf32)
+            set_tf32(tf32)
+            trainer._train_epoch(speed.FirstBatches(train_data, 5), 0)  # warm-up (and compilation)
+            speed.synchronize(args.device)
+        except Exception as error:  # one failing variant must not cost the others' timings
+            print(f"  {label}: failed in warm-up: {first_line(error)}", flush=True)
+            continue
+        rows[label] = (trainer, speed.FirstBatches(train_data, args.steps), tf32)
+    best = {label: float("inf") for label in rows}
+    for _ in range(args.rounds):
+        for label, (trainer, batches, tf32) in list(rows.items()):
+            try:
+                set_tf32(tf32)
+                speed.synchronize(args.device)
+                start = time.perf_counter()
+                trainer._train_epoch(batches, 1)
+                speed.synchronize(args.device)
+            except Exception as error:
+                print(f"  {label}: failed while timed: {first_line(error)}", flush=True)
+                del rows[label], best[label]
+                continue
+            best[label] = min(best[label], (time.perf_counter() - start) / len(batches) * 1e3)
+    return best, plan
+
+
+def memory_variants(args):
+    """Each variant alone: peak CUDA memory over building it and ``--steps`` training steps, and ms/step."""
+    results = []
+    for label, group, sprint, overrides, tf32 in variant_plan(args):
+        gc.collect()
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        row = {"label": label, "group": group, "sprint": sprint}
+        try:
+            _, trainer, train_data = build_variant(args, label, overrides, tf32)
+            set_tf32(tf32)
+            trainer._train_epoch(speed.FirstBatches(train_data, 1), 0)
+            speed.synchronize(args.device)
+            batches = speed.FirstBatches(train_data, args.steps)
+            start = time.perf_counter()
+            trainer._train_epoch(batches, 1)
+            speed.synchronize(args.device)
+            row["ms"] = (time.perf_counter() - start) / len(batches) * 1e3
+            row["status"] = "ok"
+        except torch.OutOfMemoryError:
+            row["status"] = "out of memory"
+        except Exception as error:
+            row["status"] = first_line(error)
+        if args.device == "cuda":
+            row["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        trainer = train_data = None  # noqa: F841  (free before the next variant)
+        print(f"  {label}: {row['status']}, peak {row.get('peak_gib', float('nan')):.1f} GiB", flush=True)
+        results.append(row)
+    return results
+
+
+def describe(args, with_device=True):
+    """Device (``with_device``: CUDA's name initialises CUDA, which the preset's parent process does not), versions."""
+    device = "cuda" if args.device == "cuda" else (platform.processor() or "cpu")
+    if with_device and args.device == "cuda":
+        device = torch.cuda.get_device_name()
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "none"
+    return f"{device}, torch {torch.__version__}, triton {triton_version}"
+
+
+def grouped(best, plan):
+    """``[{group, w0, on, ...}]``: one row per attention x TF32 setting (SPRINT variants by their label)."""
+    groups = {}
+    for label, group, sprint, _, _ in plan:
+        if label in best:
+            groups.setdefault(group, {"group": group})[sprint] = best[label]
+    return list(groups.values())
+
+
+def print_timing(args, best, plan):
+    print()
+    print(f"# {args.model}, {args.dataset}, full_sequence, {args.n_layers} layers x {args.hidden_size} "
+          f"(heads {args.n_heads}), len {args.max_len}, batch {args.batch_size}, loss {args.loss_type}, "
+          f"{args.device} ({describe(args)}), {args.threads} thread(s); fastest of {args.rounds} alternating rounds "
+          f"of {args.steps} steps")
+    print("| variant | ms/step |")
+    print("|---|---|")
+    for label, *_ in plan:
+        print(f"| {label} | {best[label]:.2f} |" if label in best else f"| {label} | failed |")
+    for row in grouped(best, plan):
+        prefix = f"{row['group']} " if row["group"] else ""
+        for sprint, value in row.items():
+            if sprint.startswith("on") and "w0" in row:
+                print(f"| {prefix}{sprint} - w0 | {value - row['w0']:+.2f} ({100 * (value / row['w0'] - 1):+.1f}%) |")
+
+
+# -- the kernel check --------------------------------------------------------------------------------------
+def dense_formula(q, k, v, lengths, keep=None, dropout_p=0.0, column_sums=True):
+    """The dense path's attention (masked softmax, dropout, P V) and SPRINT's column sums, materialised."""
+    from recbole_sprint.model.sprint import attention_column_sums
+
+    n = q.size(2)
+    positions = torch.arange(n, device=q.device)
+    allowed = (positions[None, :] <= positions[:, None])[None, None] & (positions < lengths[:, None])[:, None, None, :]
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.size(-1))
+    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1, dtype=torch.float32).to(q.dtype)
+    if keep is not None:
+        probs = probs * keep / (1 - dropout_p)
+    elif dropout_p > 0:
+        probs = torch.nn.functional.dropout(probs, dropout_p)
+    if not column_sums:
+        return probs @ v, None
+    return probs @ v, attention_column_sums(probs, positions[None, :] < lengths[:, None])
+
+
+def check_kernels(args):
+    from recbole_sprint.model.fused_attention import fused_attention, triton_dropout_keep_mask
+
+    rows = []
+    device = args.device  # cpu: tiny shapes, for a run of this code under TRITON_INTERPRET=1; no op timings
+    shapes = [(8, 4, 200, 64), (16, 4, 50, 64), (8, 8, 200, 32), (2, 8, 1024, 64)] if device == "cuda" else [
+        (2, 2, 40, 16)]
+    precisions = [("float32", torch.float32, False, 1e-4), ("tf32", torch.float32, True, 1e-2),
+                  ("bfloat16", torch.bfloat16, False, 5e-2)]
+    generator = torch.Generator(device=device).manual_seed(0)
+    for batch, heads, n, head_size in shapes:
+        for name, dtype, tf32, tolerance in precisions:
+            for dropout_p in (0.0, 0.2):
+                case = f"B{batch} H{heads} n{n} d{head_size} {name} p{dropout_p}"
+                try:
+                    set_tf32(tf32)
+                    lengths = torch.randint(1, n + 1, (batch,), device=device, generator=generator)
+                    lengths[0] = n
+                    q, k, v = (torch.randn(batch, n, heads, head_size, device=device, generator=generator)
+                               .to(dtype).transpose(1, 2).requires_grad_() for _ in range(3))
+                    d_out = torch.randn(batch, heads, n, head_size, device=device, generator=generator).to(dtype)
+                    d_sums = torch.randn(batch, heads, n, device=device, generator=generator)
+                    keep = triton_dropout_keep_mask(batch, heads, n, dropout_p, 777, device) if dropout_p else None
+                    out, sums = fused_attention(q, k, v, lengths, dropout_p=dropout_p, need_column_sums=True,
+                                                backend="triton", seed=777)
+                    got = [out, sums, *torch.autograd.grad((out.float() * d_out).sum() + (sums * d_sums).sum(),
+                                                           (q, k, v))]
+                    exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
+                    want_out, want_sums = dense_formula(*exact, lengths, keep=None if keep is None else keep.double(),
+                                                        dropout_p=dropout_p)
+                    want = [want_out, want_sums, *torch.autograd.grad(
+                        (want_out * d_out.double()).sum() + (want_sums * d_sums.double()).sum(), exact)]
+                    errors = [float((a.double() - b).abs().max() / b.abs().max().clamp_min(1)) for a, b in
+                              zip(got, want)]
+                    status = "ok" if max(errors) < tolerance and all(map(math.isfinite, errors)) else "FAIL"
+                    rows.append({"case": case, "errors": errors, "status": status, "tolerance": tolerance})
+                except Exception as error:
+                    rows.append({"case": case, "errors": None, "status": first_line(error)})
+                print(f"  check {case}: {rows[-1]['status']}", flush=True)
+    return rows + (time_attention_ops() if device == "cuda" else [])
+
+
+def time_attention_ops(repeats=20):
+    """Forward + backward of the attention alone (ms): the dense path (matmul, masked softmax, dropout 0.2, matmul,
+    + column sums for SPRINT) vs fused, without and with column sums."""
+    from recbole_sprint.model.fused_attention import fused_attention
+
+    rows = []
+    for batch, heads, n, head_size in [(128, 4, 200, 64), (512, 4, 50, 64), (64, 8, 1024, 64)]:
+        for name, dtype, tf32 in [("tf32", torch.float32, True), ("bfloat16", torch.bfloat16, False)]:
+            lengths = torch.randint(n // 4, n + 1, (batch,), device="cuda")
+            q, k, v = (torch.randn(batch, n, heads, head_size, device="cuda").to(dtype).transpose(1, 2)
+                       .requires_grad_() for _ in range(3))
+            valid = torch.arange(n, device="cuda")[None, :] < lengths[:, None]
+            for impl in ("dense", "fused"):
+                for sums in (False, True):
+                    label = f"op B{batch} H{heads} n{n} d{head_size} {name} {impl} {'+ column sums' if sums else ''}"
+                    try:
+                        set_tf32(tf32)
+
+                        def step():
+                            q.grad = k.grad = v.grad = None
+                            if impl == "dense":
+                                out, column_sums = dense_formula(q, k, v, lengths, dropout_p=0.2, column_sums=sums)
+                            else:
+                                out, column_sums = fused_attention(q, k, v, lengths, dropout_p=0.2,
+                                                                   need_column_sums=sums)
+                            loss = out.float().sum()
+                            if sums:
+                                loss = loss + column_sums.float()[valid[:, None, :].expand_as(column_sums)].sum()
+                            loss.backward()
+
+                        for _ in range(3):
+                            step()
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
+                        start = time.perf_counter()
+                        for _ in range(repeats):
+                            step()
+                        torch.cuda.synchronize()
+                        rows.append({"case": label, "ms": (time.perf_counter() - start) / repeats * 1e3,
+                                     "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "status": "ok"})
+                    except Exception as error:
+                        rows.append({"case": label, "status": first_line(error)})
+                    q.grad = k.grad = v.grad = None
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                    print(f"  {label}: {rows[-1].get('ms', rows[-1]['status'])}", flush=True)
+    return rows
+
+
+def print_check(rows):
+    print()
+    print("| kernel check (Triton vs dense float64; error / max(1, max value)) | out | column sums | dq | dk | dv | "
+          "tolerance | status |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        if "tolerance" in row or row.get("errors", 0) is None:
+            errors = row.get("errors") or [float("nan")] * 5
+            print(f"| {row['case']} | " + " | ".join(f"{e:.1e}" for e in errors)
+                  + f" | {row.get('tolerance', float('nan')):.0e} | {row['status']} |")
+    print()
+    print("| attention alone, forward + backward (dropout 0.2) | ms | peak GiB | status |")
+    print("|---|---|---|---|")
+    for row in rows:
+        if row["case"].startswith("op "):
+            print(f"| {row['case'][3:]} | {row.get('ms', float('nan')):.3f} | {row.get('peak_gib', float('nan')):.2f} "
+                  f"| {row['status']} |")
+
+
+# -- the issue-25 preset -----------------------------------------------------------------------------------
+def run_child(extra, timeout):
+    """This script with ``extra`` options in a subprocess; its JSON rows (``None`` if it crashed) and its output."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "rows.json")
+        command = [sys.executable, os.path.abspath(__file__), *extra, "--json", path]
+        print("$", " ".join(command[1:]), flush=True)
+        try:
+            result = subprocess.run(command, timeout=timeout, text=True, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+            output, code = result.stdout, result.returncode
+        except subprocess.TimeoutExpired as error:
+            output = error.stdout or ""
+            output, code = output.decode() if isinstance(output, bytes) else output, "timeout"
+        print(output, flush=True)
+        if code != 0 or not os.path.exists(path):
+            return None, f"exit {code}: " + (output.strip().splitlines() or [""])[-1][:300]
+        with open(path) as handle:
+            return json.load(handle), None
+
+
+PRESET_PARTS = ("check", "ml-1m-3k", "beauty-2", "beauty-6", "memory")
+
+
+def preset_issue25(args):
+    """Each part in subprocesses (see the module docstring); one table at the end. A setting runs dense and fused in
+    one process (one data preparation, alternating rounds); if that process dies (a crashed kernel takes the CUDA
+    context with it), dense and fused are run again apart."""
+    args.device = "cuda"
+    parts = [part for part in args.parts.split(",") if part]
+    unknown = sorted(set(parts) - set(PRESET_PARTS))
+    if unknown:
+        raise SystemExit(f"--parts: unknown {unknown}; allowed: {', '.join(PRESET_PARTS)}")
+    common = ["--device", "cuda", "--model", "SASRecPPSPRINT", "--rounds", str(args.rounds), "--steps",
+              str(args.steps), "--data_path", args.data_path]
+    check, check_error = run_child(["--check", "--device", "cuda"], args.timeout) if "check" in parts else (None, None)
+    timing = []
+    for part, (setting, options) in zip(PRESET_PARTS[1:4], ISSUE25_SETTINGS):
+        if part not in parts:
+            continue
+        rows, error = run_child(common + options + ["--attention_impl", "dense,fused", "--tf32", "off,on"],
+                                args.timeout)
+        if rows is not None:
+            timing += [{"setting": setting, **row} for row in rows["groups"]]
+            continue
+        print(f"# {setting}: dense and fused together failed ({error}); again one attention at a time", flush=True)
+        for impl in ("dense", "fused"):
+            rows, error = run_child(common + options + ["--attention_impl", impl, "--tf32", "off,on"], args.timeout)
+            if rows is None:
+                timing.append({"setting": setting, "group": f"{impl} (all)", "error": error})
+            else:
+                timing += [{"setting": setting, **row} for row in rows["groups"]]
+    memory = []
+    if "memory" in parts:
+        for impl in ("dense", "fused"):
+            rows, error = run_child(common[:4] + ["--data_path", args.data_path, "--memory", "--attention_impl", impl]
+                                    + ISSUE25_MEMORY, args.timeout)
+            memory += rows["memory"] if rows is not None else [{"label": f"{impl} (all)", "status": error}]
+
+    print()
+    print(f"# issue 25: SASRecPPSPRINT, ms/step = fastest of {args.rounds} alternating rounds of {args.steps} steps "
+          f"(the variants of one setting alternate in one process); {describe(args, False)}; parts {','.join(parts)}")
+    if "check" in parts:
+        if check is None:
+            print(f"# kernel check: crashed ({check_error})")
+        else:
+            print_check(check["check"])
+    if timing:
+        print()
+        print("| setting | attention, TF32 | w0 ms/step | SPRINT ms/step | SPRINT overhead | w0 vs dense "
+              "| SPRINT vs dense |")
+        print("|---|---|---|---|---|---|---|")
+    for row in timing:
+        if "error" in row:
+            print(f"| {row['setting']} | {row['group']} | failed: {row['error']} | | | | |")
+            continue
+        dense = next((r for r in timing if r.get("setting") == row["setting"] and "error" not in r
+                      and r["group"] == row["group"].replace("fused", "dense")), None)
+        w0, on = row.get("w0"), row.get("on")
+
+        def ratio(key):
+            if dense is None or key not in row or key not in dense or row["group"].startswith("dense"):
+                return ""
+            return f"{dense[key] / row[key]:.2f}x"
+
+        overhead = f"{100 * (on / w0 - 1):+.1f}%" if w0 and on else "n/a"
+        print(f"| {row['setting']} | {row['group']} | {w0 if w0 is None else f'{w0:.2f}'} | "
+              f"{on if on is None else f'{on:.2f}'} | {overhead} | {ratio('w0')} | {ratio('on')} |")
+    if memory:
+        print()
+        print("| memory check: ml-1m-3k, 8 x 512 (8 heads), len 1024, batch 64, CE, TF32 | ms/step | peak GiB "
+              "| status |")
+        print("|---|---|---|---|")
+    for row in memory:
+        print(f"| {row['label']} | {row.get('ms', float('nan')):.1f} | {row.get('peak_gib', float('nan')):.1f} "
+              f"| {row['status']} |")
 
 
 def main(argv=None):
@@ -51,38 +484,21 @@ def main(argv=None):
     logging.disable(logging.WARNING)
     sys.argv = sys.argv[:1]  # RecBole's Config would parse our options as config keys
     torch.set_num_threads(args.threads)
-    rows = {}
-    variants = [("w0", dict(speed.SPRINT_OFF)), ("on", {})]
-    for mode in filter(None, args.compile.split(",")):
-        variants.append((f"on, compile {mode}", {"sprint_compile": mode}))
-    for label, overrides in variants:
-        config = speed.base_config(args, args.model, "full_sequence", overrides)
-        train_data = speed.prepared_data(config, "full_sequence")[0]
-        try:
-            model, trainer = speed.build(config, train_data)
-            trainer._train_epoch(speed.FirstBatches(train_data, 5), 0)  # warm-up (and compilation)
-        except Exception as error:  # one failing variant (e.g. a compile mode) must not cost the others' timings
-            print(f"  {label}: failed in warm-up: {type(error).__name__}: {str(error).splitlines()[0]}", flush=True)
-            continue
-        rows[label] = (trainer, speed.FirstBatches(train_data, args.steps))
-    best = {label: float("inf") for label in rows}
-    for _ in range(args.rounds):
-        for label, (trainer, batches) in rows.items():
-            speed.synchronize(args.device)
-            start = time.perf_counter()
-            trainer._train_epoch(batches, 1)
-            speed.synchronize(args.device)
-            best[label] = min(best[label], (time.perf_counter() - start) / len(batches) * 1e3)
-    print()
-    print(f"# {args.model}, {args.dataset}, full_sequence, {args.n_layers} layers x {args.hidden_size} "
-          f"(heads {args.n_heads}), len {args.max_len}, batch {args.batch_size}, {args.device}, "
-          f"{args.threads} thread(s); fastest of {args.rounds} alternating rounds of {args.steps} steps")
-    print("| SPRINT weights | ms/step |")
-    print("|---|---|")
-    for label in rows:
-        print(f"| {label} | {best[label]:.2f} |")
-    for label in [label for label in rows if label != "w0" and "w0" in rows]:
-        print(f"| {label} - w0 | {best[label] - best['w0']:+.2f} ({100 * (best[label] / best['w0'] - 1):+.1f}%) |")
+    if args.preset:
+        return preset_issue25(args)
+    output = {}
+    if args.check:
+        output["check"] = check_kernels(args)
+        print_check(output["check"])
+    elif args.memory:
+        output["memory"] = memory_variants(args)
+    else:
+        best, plan = time_variants(args)
+        print_timing(args, best, plan)
+        output["groups"] = grouped(best, plan)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(output, handle)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ SASRec++ (the SPRINT paper's backbone, a Llama-style causal decoder over item id
 * :class:`RMSNorm`: ``x * rsqrt(mean(x^2) + eps) * g`` in float32, learned scale ``g``, no bias.
 * :func:`rotary_cos_sin`, :func:`rotate_half`, :func:`apply_rotary`: RoPE, the half-split rotation.
 * :class:`RotarySelfAttention`: q/k/v/o without bias, RoPE on q and k, masked softmax, dropout on the
-  probabilities (the matrix applied to V, seen by SPRINT's hook), output projection.
+  probabilities (the matrix applied to V, seen by SPRINT's hook), output projection; ``attention_impl="fused"``
+  computes the same without the ``n x n`` matrix (:mod:`recbole_sprint.model.fused_attention`).
 * :class:`SwiGLUFeedForward`: ``W_down(SiLU(W_gate x) * W_up x)``, no biases.
 * :class:`SASRecPPBlock`: ``x + Attn(RMSNorm(x))``, then ``x + FFN(RMSNorm(x))``.
 """
@@ -27,6 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_sprint.model.fused_attention import fused_attention
+from recbole_sprint.model.sprint import ColumnSums
+
+ATTENTION_IMPLS = ("dense", "fused")
 TIME_BUCKET_DIVISOR = 0.301  # natural log divided by 0.301 (~ log10(2)), as in the research code
 
 
@@ -247,10 +252,19 @@ class RotarySelfAttention(nn.Module):
     ``q`` and ``k``, ``P = softmax(q k^T / sqrt(d_h) + mask)`` in float32, dropout on ``P`` (:attr:`attn_dropout`:
     its output is the matrix applied to ``V``, which SPRINT's forward hook reads), then ``W_o`` on the heads'
     concatenated outputs.
+
+    ``attention_impl``: ``dense`` (the above, the ``[B, H, n, n]`` matrix in memory) or ``fused``
+    (:func:`~recbole_sprint.model.fused_attention.fused_attention`: Triton kernels on CUDA, a block-wise PyTorch
+    version elsewhere; no ``n x n`` matrix, right-padded sequences, dropout ``attn_dropout.p`` applied inside the
+    kernels). The fused path hands SPRINT the column sums of the post-dropout matrix through :attr:`column_sums`
+    (a :class:`~recbole_sprint.model.sprint.ColumnSums`), computed only in training when the regulariser asks.
     """
 
-    def __init__(self, hidden_size, n_heads, attn_dropout_prob):
+    def __init__(self, hidden_size, n_heads, attn_dropout_prob, attention_impl="dense"):
         super().__init__()
+        if attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, got {attention_impl!r}")
+        self.attention_impl = attention_impl
         if hidden_size % n_heads != 0 or (hidden_size // n_heads) % 2 != 0:
             raise ValueError(
                 f"n_heads ({n_heads}) must divide hidden_size ({hidden_size}) into heads of even size (RoPE rotates "
@@ -262,7 +276,8 @@ class RotarySelfAttention(nn.Module):
         self.k_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)  # rows: H blocks of d_h (head h: h*d_h ...)
         self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.attn_dropout = nn.Dropout(attn_dropout_prob)
+        self.attn_dropout = nn.Dropout(attn_dropout_prob)  # dense: applied here; fused: its p, inside the kernels
+        self.column_sums = ColumnSums()  # fused: SPRINT's column sums pass through here (no parameters, no state)
 
     def split_heads(self, x):
         """``[B, n, H * d_h] -> [B, H, n, d_h]``."""
@@ -286,11 +301,19 @@ class RotarySelfAttention(nn.Module):
         return self.attn_dropout(probs)
 
     def forward(self, x, cos, sin, mask):
-        """``x [B, n, d]`` -> ``[B, n, d]``; ``cos``, ``sin`` ``[n, d_h]``; ``mask [B, 1, n, n]`` bool (True: query i may
-        attend to key j)."""
+        """``x [B, n, d]`` -> ``[B, n, d]``; ``cos``, ``sin`` ``[n, d_h]``; ``mask``: dense, ``[B, 1, n, n]`` bool
+        (True: query i may attend to key j); fused, ``[B]`` valid lengths of the right-padded rows (causal + key
+        padding)."""
         q = apply_rotary(self.split_heads(self.q_proj(x)), cos, sin)  # [B, H, n, d_h]
         k = apply_rotary(self.split_heads(self.k_proj(x)), cos, sin)  # [B, H, n, d_h]
         v = self.split_heads(self.v_proj(x))  # [B, H, n, d_h]
+        if self.attention_impl == "fused":
+            want_sums = self.training and self.column_sums.wanted
+            dropout_p = self.attn_dropout.p if self.training else 0.0
+            out, sums = fused_attention(q, k, v, mask, dropout_p=dropout_p, need_column_sums=want_sums)
+            if want_sums:
+                self.column_sums(sums)  # [B, H, n]: SPRINT's hook stores them
+            return self.o_proj(self.merge_heads(out))  # [B, n, d]
         probs = self.attention_probs(q, k, mask)  # [B, H, n, n]
         return self.o_proj(self.merge_heads(torch.matmul(probs, v)))  # [B, n, d]
 
@@ -316,10 +339,10 @@ class SASRecPPBlock(nn.Module):
     Parameters: ``4 d^2`` (q, k, v, o) ``+ 3 d * inner`` (gate, up, down) ``+ 2 d`` (the two norm scales).
     """
 
-    def __init__(self, hidden_size, n_heads, inner_size, attn_dropout_prob, rms_norm_eps):
+    def __init__(self, hidden_size, n_heads, inner_size, attn_dropout_prob, rms_norm_eps, attention_impl="dense"):
         super().__init__()
         self.attention_norm = RMSNorm(hidden_size, rms_norm_eps)
-        self.attention = RotarySelfAttention(hidden_size, n_heads, attn_dropout_prob)
+        self.attention = RotarySelfAttention(hidden_size, n_heads, attn_dropout_prob, attention_impl)
         self.ffn_norm = RMSNorm(hidden_size, rms_norm_eps)
         self.feed_forward = SwiGLUFeedForward(hidden_size, inner_size)
 

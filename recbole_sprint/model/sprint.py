@@ -31,7 +31,9 @@ exactly like its backbone.
 
 A backbone is wrapped, not re-implemented: the model hands over one :class:`SprintBlock` per transformer
 layer (references to its existing modules). The attention matrix is read by a forward hook on the module
-whose output is the attention matrix applied to V (RecBole's ``MultiHeadAttention.attn_dropout``).
+whose output is the attention matrix applied to V (RecBole's ``MultiHeadAttention.attn_dropout``); an attention
+that never stores that matrix (``SASRecPP``'s ``attention_impl: fused``) provides its column sums instead,
+through a :class:`ColumnSums` module the regulariser hooks the same way.
 """
 
 import contextlib
@@ -184,6 +186,23 @@ class SpectralNormEstimator(nn.Module):
         return sigma
 
 
+class ColumnSums(nn.Module):
+    r"""Hook point of an attention that computes its own column sums (e.g. a fused kernel without the ``n x n``
+    matrix): an identity on ``c [B, H, n]``, :math:`c_{b,h,j} = \sum_{i\ \mathrm{valid}} P_{b,h,i,j}` of the matrix
+    applied to V (padding query rows left out, padding key columns 0), as :func:`attention_column_sums` gives.
+
+    The regulariser sets :attr:`wanted` when ``sprint_attn_weight > 0``; the attention computes the sums only when
+    it is set and the model trains, and passes them through this module, whose forward hook stores them.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.wanted = False
+
+    def forward(self, column_sums):
+        return column_sums
+
+
 @dataclass
 class SprintBlock:
     """References to the parts of one transformer block that SPRINT regularises (nothing is copied).
@@ -191,22 +210,30 @@ class SprintBlock:
     Every ``*_module`` has a ``weight`` in ``nn.Linear`` layout ``[out_features, in_features]``.
 
     Attributes:
-        probs_module: module whose forward output is the attention matrix applied to V, ``[B, H, n, n]``.
+        probs_module: module whose forward output is the attention matrix applied to V, ``[B, H, n, n]``, or
+            ``None`` when ``column_sums_module`` is given.
         value_module: holds :math:`W_V`; ``value_rows`` selects its rows when the projection is fused
             (e.g. HSTU's U/V/Q/K projection); ``None`` means all rows. The rows are ``H`` head blocks.
         output_module: holds :math:`W_O`, ``[d, H * d_v]``.
         n_heads: number of heads ``H``.
         ffn_in_module, ffn_out_module: :math:`W_1`, :math:`W_2` of the feed-forward network, or ``None``
             for a block without one (HSTU).
+        column_sums_module: a :class:`ColumnSums` through which the attention provides its column sums
+            directly; exactly one of it and ``probs_module`` is given.
     """
 
-    probs_module: nn.Module
+    probs_module: Optional[nn.Module]
     value_module: nn.Module
     output_module: nn.Module
     n_heads: int
     value_rows: Optional[Tuple[int, int]] = None
     ffn_in_module: Optional[nn.Module] = None
     ffn_out_module: Optional[nn.Module] = None
+    column_sums_module: Optional[ColumnSums] = None
+
+    def __post_init__(self):
+        if (self.probs_module is None) == (self.column_sums_module is None):
+            raise ValueError("a SprintBlock needs exactly one of probs_module and column_sums_module")
 
     def value_weight(self):
         weight = self.value_module.weight  # [rows, d_in]
@@ -326,7 +353,11 @@ class SPRINTRegularizer(nn.Module):
         self._epoch_steps = 0
         if self.attn_weight > 0:
             for index, block in enumerate(blocks):
-                block.probs_module.register_forward_hook(self._attention_hook(index))
+                if block.column_sums_module is not None:
+                    block.column_sums_module.wanted = True
+                    block.column_sums_module.register_forward_hook(self._column_sums_hook(index))
+                else:
+                    block.probs_module.register_forward_hook(self._attention_hook(index))
 
     def _compile_terms(self, mode):
         """``sprint_compile``: ``none`` computes the terms eagerly; ``default`` compiles them (power iterations
@@ -361,12 +392,20 @@ class SPRINTRegularizer(nn.Module):
 
         return hook
 
+    def _column_sums_hook(self, index):
+        def hook(module, inputs, column_sums):  # [B, H, n], computed by the attention itself
+            if self.training and self._query_weights is not None:
+                self._column_sums[index] = column_sums
+
+        return hook
+
     def _collected_column_sums(self):
         missing = [index for index, sums in enumerate(self._column_sums) if sums is None]
         if missing:
             raise RuntimeError(
                 f"SPRINT saw no attention matrix for layer {missing[0]} in this forward pass: call "
-                "observe() before the backbone's forward, in training mode, with a non-fused attention"
+                "observe() before the backbone's forward, in training mode (an attention that provides its column "
+                "sums through a ColumnSums module computes them only when the regulariser wants them)"
             )
         return list(self._column_sums)  # L x [B, H, n]
 

@@ -23,6 +23,12 @@ SASRec++, the SPRINT paper's main backbone: SASRec rebuilt from modern decoder p
 * initialisation: every linear and embedding weight normal(0, ``initializer_range`` = 0.02), norm scales 1,
   the padding row 0.
 
+Attention (``attention_impl``): ``dense`` (default) materialises the ``[B, H, n, n]`` probabilities; ``fused``
+computes the same attention without them (:mod:`recbole_sprint.model.fused_attention`: Triton kernels on CUDA, a
+block-wise PyTorch version elsewhere), attention dropout inside the kernels, and gives SASRecPPSPRINT the column sums
+directly. It needs right-padded rows (RecBole's layout), and equals ``dense`` to rounding with dropout 0 (with
+dropout, the masks come from another random stream). For long sequences and large models: memory linear in ``n``.
+
 Padding: RecBole pads on the right (the authors' code pads on the left). RoPE makes attention scores depend only
 on the distance ``i - j``, and padded keys are masked, so a valid position's output is the same under either
 convention; this model keeps RecBole's right padding (valid items at positions ``0 .. len-1``).
@@ -49,7 +55,7 @@ from recbole.model.loss import BPRLoss
 from torch import nn
 
 from recbole_sprint.model.full_sequence import FullSequence
-from recbole_sprint.model.layers import RMSNorm, SASRecPPBlock, rotary_cos_sin
+from recbole_sprint.model.layers import ATTENTION_IMPLS, RMSNorm, SASRecPPBlock, rotary_cos_sin
 
 
 class SASRecPP(FullSequence, SequentialRecommender):
@@ -67,11 +73,13 @@ class SASRecPP(FullSequence, SequentialRecommender):
         self.rope_base = config["rope_base"]
         self.initializer_range = config["initializer_range"]
         self.loss_type = config["loss_type"]
+        self.attention_impl = config["attention_impl"] or "dense"
         self._check_config()
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.layers = nn.ModuleList(
-            SASRecPPBlock(self.hidden_size, self.n_heads, self.inner_size, self.attn_dropout_prob, self.rms_norm_eps)
+            SASRecPPBlock(self.hidden_size, self.n_heads, self.inner_size, self.attn_dropout_prob, self.rms_norm_eps,
+                          self.attention_impl)
             for _ in range(self.n_layers)
         )
         self.final_norm = RMSNorm(self.hidden_size, self.rms_norm_eps)
@@ -92,6 +100,10 @@ class SASRecPP(FullSequence, SequentialRecommender):
             )
         if not 0 <= self.attn_dropout_prob < 1:
             raise ValueError(f"attn_dropout_prob must be in [0, 1), got {self.attn_dropout_prob!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)} for SASRecPP, got {self.attention_impl!r}"
+            )
         for key in ("rms_norm_eps", "rope_base", "initializer_range"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
@@ -125,7 +137,10 @@ class SASRecPP(FullSequence, SequentialRecommender):
         """
         n = item_seq.size(1)
         x = self.item_embedding(item_seq)  # [B, n, d]
-        mask = self.attention_mask(item_seq)  # [B, 1, n, n]
+        if self.attention_impl == "fused":
+            mask = (item_seq != 0).sum(1, dtype=torch.int32)  # [B] valid lengths of the right-padded rows
+        else:
+            mask = self.attention_mask(item_seq)  # [B, 1, n, n]
         cos, sin = rotary_cos_sin(n, self.hidden_size // self.n_heads, self.rope_base, item_seq.device)  # [n, d_h]
         for layer in self.layers:
             x = layer(x, cos, sin, mask)  # [B, n, d]

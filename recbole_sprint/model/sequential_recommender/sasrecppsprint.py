@@ -13,6 +13,8 @@ the attention term reads the softmax probabilities after attention dropout (the 
 spectral norms of each head's row block of ``W_V`` (``v_proj``) and of ``W_O`` (``o_proj``); the FFN term is
 ``log1p(sigma(W_up) sigma(W_down))``: the SwiGLU gate ``W_gate`` is not regularised, as in the authors' code;
 the embedding term is ``log1p(sigma(E))``. With every ``sprint_*_weight`` at 0 it trains exactly like SASRecPP.
+With ``attention_impl: fused`` the attention never stores the probabilities and provides their column sums (over
+valid queries, after dropout) itself, through each attention's ``column_sums`` module.
 """
 
 from recbole_sprint.model.sequential_recommender.sasrecpp import SASRecPP
@@ -27,9 +29,13 @@ class SASRecPPSPRINT(SPRINT, SASRecPP):
         self.init_sprint(config)
 
     def sprint_blocks(self):
+        fused = self.attention_impl == "fused"
         return [
             SprintBlock(
-                probs_module=layer.attention.attn_dropout,  # output: softmax probabilities after dropout, applied to V
+                # dense: the softmax probabilities after dropout, applied to V, read by a hook on attn_dropout;
+                # fused: the kernel's column sums of that matrix, read by a hook on attention.column_sums
+                probs_module=None if fused else layer.attention.attn_dropout,
+                column_sums_module=layer.attention.column_sums if fused else None,
                 value_module=layer.attention.v_proj,
                 output_module=layer.attention.o_proj,
                 n_heads=layer.attention.n_heads,

@@ -1,0 +1,610 @@
+r"""Causal self-attention that never stores the ``n x n`` matrix and also returns its column sums (issue 25).
+
+:func:`fused_attention` computes, for right-padded sequences (RecBole's layout: the valid items of row ``b`` are
+positions ``0 .. len_b - 1``),
+
+.. math::
+
+    P_{ij} = \mathrm{softmax}_j\big(s\, q_i \cdot k_j + \mathrm{mask}_{ij}\big),\quad
+    \tilde P = P \odot \frac{M}{1 - p},\quad O_i = \sum_j \tilde P_{ij} v_j,\quad
+    c_j = \sum_i w_i \tilde P_{ij}
+
+with ``s = 1/sqrt(d_h)``, key ``j`` allowed for query ``i`` iff ``j <= i`` and ``j < len_b`` (causal plus key
+padding, as :meth:`SASRecPP.attention_mask`), ``M`` the attention-dropout keep mask (``p = 0``: no dropout),
+``w_i = [i < len_b]`` the valid queries. ``c [B, H, n]`` are the column sums SPRINT's attention term needs
+(:func:`recbole_sprint.model.sprint.attention_column_sums` of the dense matrix applied to ``V``), over the
+post-dropout matrix, as the spec's regulariser (no deviation from ``../shared/spec/sprint.md`` section 1.2).
+
+Two implementations of one algorithm (flash attention, block-wise with an online softmax):
+
+* :class:`TritonAttention` (CUDA tensors, Triton installed): five kernels, nothing of size ``n x n`` in memory.
+  Forward: ``O`` and the per-row log-sum-exp ``lse``; a second pass over the causal tiles, key block by key
+  block, for ``c`` (only when asked: one extra ``Q K^T`` per tile). Backward: ``D_i``, then ``dK, dV`` (key block
+  outer loop), then ``dQ`` (query block outer loop); no atomics, deterministic.
+* :class:`BlockwiseAttention`: the same algorithm in PyTorch (every other device; the reference the kernels are
+  tested against; materialises one ``block x block`` tile at a time, plus the dropout mask when ``p > 0``).
+
+Backward with the column-sum gradient ``g_j = dL/dc_j`` (derivation). With ``dO_i`` the output gradient,
+
+.. math::
+
+    \frac{\partial L}{\partial \tilde P_{ij}} = dO_i \cdot v_j + w_i g_j,\qquad
+    dP_{ij} = \frac{M_{ij}}{1-p}\,\frac{\partial L}{\partial \tilde P_{ij}},\qquad
+    dS_{ij} = P_{ij}\,(dP_{ij} - D_i),
+
+    D_i = \sum_k P_{ik}\, dP_{ik} = \sum_k \tilde P_{ik}\,(dO_i \cdot v_k + w_i g_k)
+        = dO_i \cdot O_i + w_i \sum_k \tilde P_{ik}\, g_k ,
+
+and ``dQ_i = s sum_j dS_ij k_j``, ``dK_j = s sum_i dS_ij q_i``, ``dV_j = sum_i P~_ij dO_i``. So the column-sum
+gradient is an extra term ``w_i g_j`` of ``dP~`` before the softmax Jacobian, and ``D_i`` gains
+``w_i E_i`` with ``E_i = sum_k P~_ik g_k``, one more pass over the row's keys (``P~ @ g``, computed with ``D``).
+
+Attention dropout is applied inside the kernels: the keep mask of entry ``(b, h, i, j)`` is
+``tl.rand(seed, (b H + h) n^2 + i n + j) >= p`` (Philox), recomputed identically by every kernel from one seed
+drawn per call from torch's CPU generator (no device synchronisation). Its random numbers are not torch's, so
+dense and fused training with ``p > 0`` draw different masks (same distribution); with ``p = 0`` they agree to
+rounding. A row without any allowed key (an empty sequence, which RecBole's batches do not hold) gets output 0
+and no attention, where the dense path gives a uniform average over all keys.
+
+Matmul precision of float32 inputs follows ``torch.backends.cuda.matmul.allow_tf32`` (the trainers' ``tf32``
+option): TF32 tensor cores when on, exact float32 (``ieee``) when off. bfloat16 / float16 inputs multiply in
+their dtype with float32 accumulation; softmax statistics, ``lse``, ``D`` and ``c`` are float32 throughout.
+"""
+
+import contextlib
+import math
+import os
+
+import torch
+
+try:  # Triton ships with PyPI's CUDA builds of torch on Linux; anything else uses BlockwiseAttention
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the installation
+    triton = None
+    tl = None
+
+BACKENDS = ("auto", "triton", "reference")
+TRITON_IMPORT_ERROR = None if triton is not None else "triton is not installed"
+_MAX_DROPOUT_OFFSET = 2**31  # Philox offsets are 32-bit: B * H * n * n entries at most with dropout
+
+
+def triton_available():
+    return triton is not None
+
+
+def default_block(head_size):
+    """Tile size (``BLOCK_M = BLOCK_N``) of the Triton kernels; ``RECBOLE_SPRINT_ATTN_BLOCK`` overrides it."""
+    override = os.environ.get("RECBOLE_SPRINT_ATTN_BLOCK")
+    if override:
+        return int(override)
+    return 64 if head_size <= 64 else 32
+
+
+def default_warps(dtype, block):
+    """Warps per program (``RECBOLE_SPRINT_ATTN_WARPS`` overrides): 8 for float32 64-wide tiles (twice the
+    registers of 16-bit ones), else 4. A first guess, not tuned on a GPU."""
+    override = os.environ.get("RECBOLE_SPRINT_ATTN_WARPS")
+    if override:
+        return int(override)
+    return 8 if (dtype == torch.float32 and block >= 64) else 4
+
+
+def _autocast_off(device_type):
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _tf32_enabled():
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reference: the kernels' algorithm in PyTorch
+# ---------------------------------------------------------------------------------------------------
+def _tile_allowed(rows, cols, lengths):
+    """``[B, 1, |rows|, |cols|]`` bool: key ``j`` allowed for query ``i`` (``j <= i`` and ``j < len_b``)."""
+    causal = cols[None, :] <= rows[:, None]  # [r, c]
+    return causal[None, None] & (cols[None, None, None, :] < lengths[:, None, None, None])
+
+
+def _blocks(n, block):
+    return [(start, min(start + block, n)) for start in range(0, n, block)]
+
+
+def _reference_forward(q, k, v, lengths, scale, keep, keep_scale, need_column_sums, block):
+    """Online-softmax forward, tile by tile; returns ``(out, lse, column_sums or None)`` (float32 except ``out``)."""
+    batch, heads, n, _ = q.shape
+    dtype = torch.promote_types(q.dtype, torch.float32)  # float32, or float64 for float64 inputs (tests)
+    qf, kf, vf = q.to(dtype), k.to(dtype), v.to(dtype)
+    positions = torch.arange(n, device=q.device)
+    out = torch.zeros(batch, heads, n, v.size(-1), dtype=dtype, device=q.device)
+    lse = torch.full((batch, heads, n), float("inf"), dtype=dtype, device=q.device)
+    for m0, m1 in _blocks(n, block):
+        rows = positions[m0:m1]
+        q_tile = qf[:, :, m0:m1]  # [B, H, r, d]
+        row_max = torch.full((batch, heads, m1 - m0), -1.0e30, dtype=dtype, device=q.device)
+        row_sum = torch.zeros(batch, heads, m1 - m0, dtype=dtype, device=q.device)
+        acc = torch.zeros(batch, heads, m1 - m0, v.size(-1), dtype=dtype, device=q.device)
+        for n0, n1 in _blocks(m1, block):  # causal: keys up to the tile's last query
+            scores = scale * q_tile @ kf[:, :, n0:n1].transpose(-1, -2)  # [B, H, r, c]
+            scores = scores.masked_fill(~_tile_allowed(rows, positions[n0:n1], lengths), float("-inf"))
+            new_max = torch.maximum(row_max, scores.amax(-1))
+            probs = torch.exp(scores - new_max[..., None])
+            alpha = torch.exp(row_max - new_max)
+            row_sum = row_sum * alpha + probs.sum(-1)
+            if keep is not None:
+                probs = probs * keep[:, :, m0:m1, n0:n1] * keep_scale
+            acc = acc * alpha[..., None] + probs @ vf[:, :, n0:n1]
+            row_max = new_max
+        seen = row_sum > 0
+        safe_sum = torch.where(seen, row_sum, torch.ones_like(row_sum))
+        out[:, :, m0:m1] = acc / safe_sum[..., None]
+        lse[:, :, m0:m1] = torch.where(seen, row_max + torch.log(safe_sum), torch.full_like(row_max, float("inf")))
+    column_sums = None
+    if need_column_sums:
+        column_sums = torch.zeros(batch, heads, n, dtype=dtype, device=q.device)
+        query_valid = (positions[None, :] < lengths[:, None]).to(dtype)  # [B, n]
+        for n0, n1 in _blocks(n, block):
+            for m0, m1 in _blocks(n, block):
+                if m1 <= n0:
+                    continue
+                probs = _reference_probs(qf, kf, lse, lengths, scale, keep, keep_scale, positions, m0, m1, n0, n1)
+                column_sums[:, :, n0:n1] += (probs * query_valid[:, None, m0:m1, None]).sum(-2)
+    return out.to(q.dtype), lse, column_sums
+
+
+def _reference_probs(qf, kf, lse, lengths, scale, keep, keep_scale, positions, m0, m1, n0, n1):
+    """Post-dropout probabilities of one tile, ``[B, H, r, c]``, from the stored log-sum-exp."""
+    scores = scale * qf[:, :, m0:m1] @ kf[:, :, n0:n1].transpose(-1, -2)
+    allowed = _tile_allowed(positions[m0:m1], positions[n0:n1], lengths)
+    probs = torch.where(allowed, torch.exp(scores - lse[:, :, m0:m1, None]), torch.zeros_like(scores))
+    return probs if keep is None else probs * keep[:, :, m0:m1, n0:n1] * keep_scale
+
+
+def _reference_backward(q, k, v, out, lse, lengths, scale, keep, keep_scale, d_out, d_column_sums, block):
+    batch, heads, n, _ = q.shape
+    dtype = lse.dtype
+    qf, kf, vf = q.to(dtype), k.to(dtype), v.to(dtype)
+    positions = torch.arange(n, device=q.device)
+    query_valid = (positions[None, :] < lengths[:, None]).to(dtype)[:, None, :]  # [B, 1, n]
+    d_out = torch.zeros_like(out, dtype=dtype) if d_out is None else d_out.to(dtype)
+    delta = (d_out * out.to(dtype)).sum(-1)  # [B, H, n]: dO_i . O_i
+    if d_column_sums is not None:
+        g = d_column_sums.to(dtype)  # [B, H, n]
+        extra = torch.zeros_like(delta)
+        for m0, m1 in _blocks(n, block):
+            for n0, n1 in _blocks(m1, block):
+                probs = _reference_probs(qf, kf, lse, lengths, scale, keep, keep_scale, positions, m0, m1, n0, n1)
+                extra[:, :, m0:m1] += (probs * g[:, :, None, n0:n1]).sum(-1)  # P~ @ g, row by row
+        delta = delta + query_valid * extra  # D_i = dO_i . O_i + w_i sum_k P~_ik g_k
+    dq, dk, dv = torch.zeros_like(qf), torch.zeros_like(kf), torch.zeros_like(vf)
+    for n0, n1 in _blocks(n, block):
+        for m0, m1 in _blocks(n, block):
+            if m1 <= n0:
+                continue
+            scores = scale * qf[:, :, m0:m1] @ kf[:, :, n0:n1].transpose(-1, -2)
+            allowed = _tile_allowed(positions[m0:m1], positions[n0:n1], lengths)
+            probs = torch.where(allowed, torch.exp(scores - lse[:, :, m0:m1, None]), torch.zeros_like(scores))
+            keep_tile = None if keep is None else keep[:, :, m0:m1, n0:n1].to(dtype) * keep_scale
+            dropped = probs if keep_tile is None else probs * keep_tile
+            dv[:, :, n0:n1] += dropped.transpose(-1, -2) @ d_out[:, :, m0:m1]
+            d_dropped = d_out[:, :, m0:m1] @ vf[:, :, n0:n1].transpose(-1, -2)  # dO_i . v_j
+            if d_column_sums is not None:
+                d_dropped = d_dropped + query_valid[:, :, m0:m1, None] * g[:, :, None, n0:n1]  # + w_i g_j
+            d_probs = d_dropped if keep_tile is None else d_dropped * keep_tile
+            d_scores = probs * (d_probs - delta[:, :, m0:m1, None])
+            dq[:, :, m0:m1] += scale * d_scores @ kf[:, :, n0:n1]
+            dk[:, :, n0:n1] += scale * d_scores.transpose(-1, -2) @ qf[:, :, m0:m1]
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+class BlockwiseAttention(torch.autograd.Function):
+    """:func:`fused_attention`'s algorithm in PyTorch (forward and backward tile by tile, float32 inside).
+
+    ``keep``: ``[B, H, n, n]`` bool dropout keep mask or ``None``; ``block``: tile size.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, lengths, scale, keep, keep_scale, need_column_sums, block):
+        with _autocast_off(q.device.type):  # float32 inside, as the kernels' accumulators
+            out, lse, column_sums = _reference_forward(q, k, v, lengths, scale, keep, keep_scale, need_column_sums,
+                                                       block)
+        ctx.save_for_backward(q, k, v, out, lse, lengths, keep)
+        ctx.scale, ctx.keep_scale, ctx.block = scale, keep_scale, block
+        ctx.set_materialize_grads(False)
+        return out, column_sums
+
+    @staticmethod
+    def backward(ctx, d_out, d_column_sums):
+        q, k, v, out, lse, lengths, keep = ctx.saved_tensors
+        dq, dk, dv = _reference_backward(q, k, v, out, lse, lengths, ctx.scale, keep, ctx.keep_scale, d_out,
+                                         d_column_sums, ctx.block)
+        return dq, dk, dv, None, None, None, None, None, None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Triton kernels
+# ---------------------------------------------------------------------------------------------------
+if triton is not None:
+
+    @triton.jit
+    def _keep(seed, bh, rows, cols, N_CTX, dropout_p):
+        """Keep mask of the tile ``rows x cols`` (broadcast 2-D index tensors) of head ``bh``."""
+        offsets = (bh * N_CTX + rows) * N_CTX + cols
+        return tl.rand(seed, offsets) >= dropout_p
+
+    @triton.jit
+    def _attn_fwd(Q, K, V, O, LSE, LENS, seed, dropout_p, keep_scale, qk_scale,
+                  sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
+                  H, N_CTX,
+                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+        start_m = tl.program_id(0) * BLOCK_M
+        bh = tl.program_id(1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        length = tl.load(LENS + b)
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        offs_n0 = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_ok = offs_d[None, :] < HEAD_DIM
+        q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :],
+                    mask=(offs_m[:, None] < N_CTX) & d_ok, other=0.0)
+        k_base = K + b * skb + h * skh
+        v_base = V + b * svb + h * svh
+        row_max = tl.full([BLOCK_M], -1.0e30, tl.float32)  # finite: a row without allowed keys yields no NaN
+        row_sum = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+        hi = tl.minimum(start_m + BLOCK_M, length)  # causal, and no key block wholly in the padding
+        for start_n in range(0, hi, BLOCK_N):
+            offs_n = start_n + offs_n0
+            kv_mask = (offs_n[:, None] < N_CTX) & d_ok
+            k = tl.load(k_base + offs_n[:, None] * skn + offs_d[None, :], mask=kv_mask, other=0.0)
+            v = tl.load(v_base + offs_n[:, None] * svn + offs_d[None, :], mask=kv_mask, other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # base-2 logits
+            allowed = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < length)
+            s = tl.where(allowed, s, float("-inf"))
+            new_max = tl.maximum(row_max, tl.max(s, 1))
+            p = tl.exp2(s - new_max[:, None])
+            alpha = tl.exp2(row_max - new_max)
+            row_sum = row_sum * alpha + tl.sum(p, 1)
+            if DROPOUT:
+                keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p)
+                p = tl.where(keep, p * keep_scale, 0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+            row_max = new_max
+        seen = row_sum > 0
+        safe_sum = tl.where(seen, row_sum, 1.0)
+        out = acc / safe_sum[:, None]
+        tl.store(O + b * sob + h * soh + offs_m[:, None] * son + offs_d[None, :], out.to(O.dtype.element_ty),
+                 mask=(offs_m[:, None] < N_CTX) & d_ok)
+        lse = tl.where(seen, row_max + tl.log2(safe_sum), float("inf"))
+        tl.store(LSE + bh.to(tl.int64) * N_CTX + offs_m, lse, mask=offs_m < N_CTX)
+
+    @triton.jit
+    def _attn_column_sums(Q, K, LSE, LENS, C, seed, dropout_p, keep_scale, qk_scale,
+                          sqb, sqh, sqn, skb, skh, skn,
+                          H, N_CTX,
+                          HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+        start_n = tl.program_id(0) * BLOCK_N
+        bh = tl.program_id(1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        length = tl.load(LENS + b)
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        offs_m0 = tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_ok = offs_d[None, :] < HEAD_DIM
+        k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
+                    mask=(offs_n[:, None] < N_CTX) & d_ok, other=0.0)
+        q_base = Q + b * sqb + h * sqh
+        lse_base = LSE + bh.to(tl.int64) * N_CTX
+        sums = tl.zeros([BLOCK_N], tl.float32)
+        lo = (start_n // BLOCK_M) * BLOCK_M  # first query block that reaches these keys (i >= j)
+        for start_m in range(lo, length, BLOCK_M):  # valid queries only: w_i = [i < len_b]
+            offs_m = start_m + offs_m0
+            q = tl.load(q_base + offs_m[:, None] * sqn + offs_d[None, :],
+                        mask=(offs_m[:, None] < N_CTX) & d_ok, other=0.0)
+            lse = tl.load(lse_base + offs_m, mask=offs_m < N_CTX, other=float("inf"))
+            st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # [N, M]
+            allowed = (offs_n[:, None] <= offs_m[None, :]) & (offs_m[None, :] < length) & (offs_n[:, None] < length)
+            pt = tl.where(allowed, tl.exp2(st - lse[None, :]), 0.0)
+            if DROPOUT:
+                keep = _keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p)
+                pt = tl.where(keep, pt * keep_scale, 0.0)
+            sums += tl.sum(pt, 1)
+        tl.store(C + bh.to(tl.int64) * N_CTX + offs_n, sums, mask=offs_n < N_CTX)
+
+    @triton.jit
+    def _attn_bwd_delta(O, DO, Q, K, LSE, LENS, G, DELTA, seed, dropout_p, keep_scale, qk_scale,
+                        sob, soh, son, sdob, sdoh, sdon, sqb, sqh, sqn, skb, skh, skn,
+                        H, N_CTX,
+                        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        HAS_G: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+        """``D_i = dO_i . O_i + w_i sum_j P~_ij g_j``."""
+        start_m = tl.program_id(0) * BLOCK_M
+        bh = tl.program_id(1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_ok = offs_d[None, :] < HEAD_DIM
+        row_ok = (offs_m[:, None] < N_CTX) & d_ok
+        o = tl.load(O + b * sob + h * soh + offs_m[:, None] * son + offs_d[None, :], mask=row_ok, other=0.0)
+        do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdon + offs_d[None, :], mask=row_ok, other=0.0)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        if HAS_G:
+            length = tl.load(LENS + b)
+            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], mask=row_ok, other=0.0)
+            lse = tl.load(LSE + bh.to(tl.int64) * N_CTX + offs_m, mask=offs_m < N_CTX, other=float("inf"))
+            extra = tl.zeros([BLOCK_M], tl.float32)
+            hi = tl.minimum(start_m + BLOCK_M, length)
+            for start_n in range(0, hi, BLOCK_N):
+                offs_n = start_n + tl.arange(0, BLOCK_N)
+                k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
+                            mask=(offs_n[:, None] < N_CTX) & d_ok, other=0.0)
+                g = tl.load(G + bh.to(tl.int64) * N_CTX + offs_n, mask=offs_n < N_CTX, other=0.0)
+                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+                allowed = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < length)
+                p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
+                if DROPOUT:
+                    keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p)
+                    p = tl.where(keep, p * keep_scale, 0.0)
+                extra += tl.sum(p * g[None, :], 1)
+            delta += tl.where(offs_m < length, extra, 0.0)
+        tl.store(DELTA + bh.to(tl.int64) * N_CTX + offs_m, delta, mask=offs_m < N_CTX)
+
+    @triton.jit
+    def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, G, LENS, DK, DV, seed, dropout_p, keep_scale, qk_scale, sm_scale,
+                       sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon,
+                       sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
+                       H, N_CTX,
+                       HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       HAS_G: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+        start_n = tl.program_id(0) * BLOCK_N
+        bh = tl.program_id(1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        length = tl.load(LENS + b)
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        offs_m0 = tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_ok = offs_d[None, :] < HEAD_DIM
+        col_ok = (offs_n[:, None] < N_CTX) & d_ok
+        k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=col_ok, other=0.0)
+        v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=col_ok, other=0.0)
+        if HAS_G:
+            g = tl.load(G + bh.to(tl.int64) * N_CTX + offs_n, mask=offs_n < N_CTX, other=0.0)
+        dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+        q_base = Q + b * sqb + h * sqh
+        do_base = DO + b * sdob + h * sdoh
+        stat_base = bh.to(tl.int64) * N_CTX
+        lo = (start_n // BLOCK_M) * BLOCK_M
+        end_m = N_CTX * (start_n < length).to(tl.int32)  # keys wholly in the padding get no gradient
+        for start_m in range(lo, end_m, BLOCK_M):  # every query that sees these keys, padding rows included
+            offs_m = start_m + offs_m0
+            row_ok = (offs_m[:, None] < N_CTX) & d_ok
+            q = tl.load(q_base + offs_m[:, None] * sqn + offs_d[None, :], mask=row_ok, other=0.0)
+            do = tl.load(do_base + offs_m[:, None] * sdon + offs_d[None, :], mask=row_ok, other=0.0)
+            lse = tl.load(LSE + stat_base + offs_m, mask=offs_m < N_CTX, other=float("inf"))
+            delta = tl.load(DELTA + stat_base + offs_m, mask=offs_m < N_CTX, other=0.0)
+            st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # [N, M]
+            allowed = (offs_n[:, None] <= offs_m[None, :]) & (offs_n[:, None] < length) & (offs_m[None, :] < N_CTX)
+            pt = tl.where(allowed, tl.exp2(st - lse[None, :]), 0.0)
+            dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # dO_i . v_j, [N, M]
+            if HAS_G:
+                dpt += g[:, None] * (offs_m[None, :] < length).to(tl.float32)  # + w_i g_j
+            if DROPOUT:
+                keep = _keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p)
+                dropped = tl.where(keep, pt * keep_scale, 0.0)
+                dpt = tl.where(keep, dpt * keep_scale, 0.0)
+            else:
+                dropped = pt
+            dv += tl.dot(dropped.to(do.dtype), do, input_precision=PRECISION)
+            dst = pt * (dpt - delta[None, :])
+            dk += tl.dot(dst.to(q.dtype), q, input_precision=PRECISION)
+        dk = dk * sm_scale
+        tl.store(DK + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :], dk.to(DK.dtype.element_ty),
+                 mask=col_ok)
+        tl.store(DV + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :], dv.to(DV.dtype.element_ty),
+                 mask=col_ok)
+
+    @triton.jit
+    def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, G, LENS, DQ, seed, dropout_p, keep_scale, qk_scale, sm_scale,
+                     sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
+                     H, N_CTX,
+                     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     HAS_G: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+        start_m = tl.program_id(0) * BLOCK_M
+        bh = tl.program_id(1)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        length = tl.load(LENS + b)
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, BLOCK_D)
+        d_ok = offs_d[None, :] < HEAD_DIM
+        row_ok = (offs_m[:, None] < N_CTX) & d_ok
+        q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], mask=row_ok, other=0.0)
+        do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdon + offs_d[None, :], mask=row_ok, other=0.0)
+        stat_base = bh.to(tl.int64) * N_CTX
+        lse = tl.load(LSE + stat_base + offs_m, mask=offs_m < N_CTX, other=float("inf"))
+        delta = tl.load(DELTA + stat_base + offs_m, mask=offs_m < N_CTX, other=0.0)
+        query_valid = (offs_m < length).to(tl.float32)
+        dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+        hi = tl.minimum(start_m + BLOCK_M, length)
+        for start_n in range(0, hi, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            col_ok = (offs_n[:, None] < N_CTX) & d_ok
+            k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :], mask=col_ok, other=0.0)
+            v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svn + offs_d[None, :], mask=col_ok, other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+            allowed = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < length)
+            p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
+            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [M, N]
+            if HAS_G:
+                g = tl.load(G + stat_base + offs_n, mask=offs_n < N_CTX, other=0.0)
+                dp += query_valid[:, None] * g[None, :]
+            if DROPOUT:
+                keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p)
+                dp = tl.where(keep, dp * keep_scale, 0.0)
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+        dq = dq * sm_scale
+        tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqn + offs_d[None, :], dq.to(DQ.dtype.element_ty),
+                 mask=row_ok)
+
+    @triton.jit
+    def _dropout_keep_mask(KEEP, seed, dropout_p, N_CTX, BLOCK: tl.constexpr):
+        """The kernels' keep mask as a dense ``[B*H, n, n]`` int8 tensor (tests only)."""
+        start_m = tl.program_id(0) * BLOCK
+        bh = tl.program_id(1)
+        offs_m = start_m + tl.arange(0, BLOCK)
+        for start_n in range(0, N_CTX, BLOCK):
+            offs_n = start_n + tl.arange(0, BLOCK)
+            keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p)
+            tl.store(KEEP + (bh.to(tl.int64) * N_CTX + offs_m[:, None]) * N_CTX + offs_n[None, :], keep.to(tl.int8),
+                     mask=(offs_m[:, None] < N_CTX) & (offs_n[None, :] < N_CTX))
+
+
+def _strides(t):
+    """``(batch, head, position)`` strides of a ``[B, H, n, d]`` tensor whose last dimension is contiguous."""
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _last_dim_contiguous(t):
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _launch_config(q, block):
+    head_size = q.size(-1)
+    block = block or default_block(head_size)
+    block_d = max(16, triton.next_power_of_2(head_size))
+    precision = "tf32" if (q.dtype == torch.float32 and _tf32_enabled()) else "ieee"
+    if q.dtype != torch.float32:
+        precision = "tf32"  # ignored for 16-bit operands (tensor cores either way); one compiled variant
+    return dict(HEAD_DIM=head_size, BLOCK_D=block_d, BLOCK_M=block, BLOCK_N=block, PRECISION=precision,
+                num_warps=default_warps(q.dtype, block))
+
+
+def triton_dropout_keep_mask(batch, heads, n, dropout_p, seed, device):
+    """``[B, H, n, n]`` bool: the keep mask the Triton kernels apply for ``seed`` (tests only)."""
+    keep = torch.empty(batch * heads, n, n, dtype=torch.int8, device=device)
+    _dropout_keep_mask[(triton.cdiv(n, 16), batch * heads)](keep, seed, dropout_p, n, BLOCK=16)
+    return keep.view(batch, heads, n, n).bool()
+
+
+class TritonAttention(torch.autograd.Function):
+    """:func:`fused_attention` with the Triton kernels (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, lengths, scale, dropout_p, seed, need_column_sums, block):
+        q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+        batch, heads, n, head_size = q.shape
+        launch = _launch_config(q, block)
+        grid = (triton.cdiv(n, launch["BLOCK_M"]), batch * heads)
+        qk_scale = scale * math.log2(math.e)  # the kernels use exp2
+        keep_scale = 1.0 / (1.0 - dropout_p)
+        dropout = dropout_p > 0
+        out = torch.empty(batch, n, heads, head_size, dtype=q.dtype, device=q.device).transpose(1, 2)  # [B, H, n, d]
+        lse = torch.empty(batch, heads, n, dtype=torch.float32, device=q.device)
+        _attn_fwd[grid](q, k, v, out, lse, lengths, seed, dropout_p, keep_scale, qk_scale,
+                        *_strides(q), *_strides(k), *_strides(v), *_strides(out), heads, n,
+                        DROPOUT=dropout, **launch)
+        column_sums = None
+        if need_column_sums:
+            column_sums = torch.empty(batch, heads, n, dtype=torch.float32, device=q.device)
+            _attn_column_sums[grid](q, k, lse, lengths, column_sums, seed, dropout_p, keep_scale, qk_scale,
+                                    *_strides(q), *_strides(k), heads, n, DROPOUT=dropout, **launch)
+        ctx.save_for_backward(q, k, v, out, lse, lengths)
+        ctx.scale, ctx.dropout_p, ctx.seed, ctx.block = scale, dropout_p, seed, block
+        ctx.set_materialize_grads(False)
+        return out, column_sums
+
+    @staticmethod
+    def backward(ctx, d_out, d_column_sums):
+        q, k, v, out, lse, lengths = ctx.saved_tensors
+        batch, heads, n, _ = q.shape
+        d_out = torch.zeros_like(out) if d_out is None else _last_dim_contiguous(d_out)
+        if d_out.dtype != out.dtype:
+            d_out = d_out.to(out.dtype)
+        has_g = d_column_sums is not None
+        g = d_column_sums.float().contiguous() if has_g else lse  # lse: a placeholder pointer, never read
+        launch = _launch_config(q, ctx.block)
+        grid = (triton.cdiv(n, launch["BLOCK_M"]), batch * heads)
+        qk_scale = ctx.scale * math.log2(math.e)
+        keep_scale = 1.0 / (1.0 - ctx.dropout_p)
+        dropout = ctx.dropout_p > 0
+        common = (ctx.seed, ctx.dropout_p, keep_scale, qk_scale)
+        delta = torch.empty_like(lse)
+        _attn_bwd_delta[grid](out, d_out, q, k, lse, lengths, g, delta, *common,
+                              *_strides(out), *_strides(d_out), *_strides(q), *_strides(k), heads, n,
+                              HAS_G=has_g, DROPOUT=dropout, **launch)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        _attn_bwd_dkdv[grid](q, k, v, d_out, lse, delta, g, lengths, dk, dv, *common, ctx.scale,
+                             *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dk), *_strides(dv),
+                             heads, n, HAS_G=has_g, DROPOUT=dropout, **launch)
+        _attn_bwd_dq[grid](q, k, v, d_out, lse, delta, g, lengths, dq, *common, ctx.scale,
+                           *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dq),
+                           heads, n, HAS_G=has_g, DROPOUT=dropout, **launch)
+        return dq, dk, dv, None, None, None, None, None, None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------------
+def fused_attention(q, k, v, lengths, dropout_p=0.0, need_column_sums=False, backend="auto", block=None,
+                    scale=None, seed=None, keep=None):
+    r"""Causal attention of right-padded sequences without the ``n x n`` matrix, and its column sums.
+
+    Args:
+        q, k, v: ``[B, H, n, d_h]`` (any strides with a contiguous last dimension; one dtype).
+        lengths: ``[B]`` valid positions per row (keys and queries ``< len_b`` are valid).
+        dropout_p: attention-dropout probability (pass 0 in evaluation).
+        need_column_sums: also return ``c [B, H, n]`` (float32), differentiable.
+        backend: ``auto`` (Triton for CUDA tensors where Triton is installed, else the PyTorch reference),
+            ``triton`` or ``reference``.
+        block: tile size (default :func:`default_block` for Triton, 64 for the reference).
+        scale: score scale (default ``1 / sqrt(d_h)``).
+        seed: dropout seed of the Triton kernels (default: drawn from torch's CPU generator).
+        keep: ``[B, H, n, n]`` bool keep mask of the reference backend (default: drawn with ``torch.rand``).
+
+    Returns:
+        ``(out [B, H, n, d_h] in q's dtype, column_sums or None)``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if not 0 <= dropout_p < 1:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p!r}")
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f"q, k, v must be [B, H, n, d_h] of one shape, got {tuple(q.shape)}, {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
+    k, v = k.to(q.dtype), v.to(q.dtype)
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)
+    if backend == "auto":
+        backend = "triton" if (q.is_cuda and triton is not None) else "reference"
+    if backend == "triton":
+        if triton is None:
+            raise RuntimeError(f"backend='triton' but {TRITON_IMPORT_ERROR}")
+        if v.size(-1) != q.size(-1):
+            raise ValueError("the Triton kernels need d_v == d_qk")
+        batch, heads, n, _ = q.shape
+        if dropout_p > 0 and batch * heads * n * n >= _MAX_DROPOUT_OFFSET:
+            raise ValueError(f"attention dropout in the Triton kernels needs B * H * n * n < 2^31 (Philox offsets), "
+                             f"got {batch} * {heads} * {n}^2; use a smaller batch or attn_dropout_prob 0")
+        if dropout_p > 0 and seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # CPU generator: no device synchronisation
+        lengths = lengths.to(device=q.device, dtype=torch.int32).contiguous()
+        return TritonAttention.apply(q, k, v, lengths, scale, float(dropout_p), int(seed or 0),
+                                     bool(need_column_sums), block)
+    lengths = lengths.to(device=q.device, dtype=torch.long)
+    if dropout_p > 0 and keep is None:
+        batch, heads, n, _ = q.shape
+        keep = torch.rand(batch, heads, n, n, device=q.device) >= dropout_p
+    if dropout_p == 0:
+        keep = None
+    return BlockwiseAttention.apply(q, k, v, lengths, scale, keep, 1.0 / (1.0 - dropout_p), bool(need_column_sums),
+                                    block or 64)
