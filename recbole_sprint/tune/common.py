@@ -2,25 +2,36 @@
 
 ``python -m recbole_sprint.tune ... --backend {ray,local}``:
 
-* ``ray`` (default): :mod:`recbole_sprint.tune.search`, Ray Tune 2.6.3, trials in parallel, ASHA.
-* ``local``: :mod:`recbole_sprint.tune.local`, without Ray (for machines where Ray 2.6.3 cannot be installed,
-  e.g. Python 3.12): the trials one after another in this process, or with ``--workers=N`` in N worker
+* ``ray`` (default): :mod:`recbole_sprint.tune.search`, Ray Tune (``Tuner``), trials in parallel (fractional
+  GPUs allowed), ASHA, a Ray cluster with ``--address``.
+* ``local``: :mod:`recbole_sprint.tune.local`, without Ray, for machines where Ray cannot be installed (the
+  offline GPU machine: Python 3.12 without Ray, packages carried in at most 64 MiB per call, while Ray's wheel
+  alone is 75.6 MiB): the trials one after another in this process, or with ``--workers=N`` in N worker
   processes at once (sharing the config's device).
 
-Both build the fixed configuration once (:func:`build_fixed_config`), run every trial with
-:func:`recbole_sprint.tune.trial.run_trial`, choose the best trial on its best validation score among the
-trials that trained to the end (never on test), and write under ``--output_dir``: ``trials.csv`` (rewritten
-as each trial finishes), ``best_config.yaml``, ``best_trial.json``, ``search_settings.json`` and ``search/``
-(Ray's experiment state, or the local trials' folders). ``--resume`` continues an interrupted search.
+What they share, all here or in :mod:`recbole_sprint.tune.trial`: the fixed configuration
+(:func:`build_fixed_config`); the trials, drawn once from the ``.hyper`` space by :func:`draw_trials` and
+saved in ``search_settings.json`` (so a given ``--seed`` means the same trials under either backend, and a
+resumed search the same trials); each trial's training and test (:func:`recbole_sprint.tune.trial.run_trial`);
+``trials.csv``, the record of finished trials (:func:`record_trial`: a trial in it never runs again); the
+choice of the best trial on its best validation score among the trials that trained to the end (never on
+test); and the outputs under ``--output_dir``: ``trials.csv``, ``best_config.yaml``, ``best_trial.json``,
+``search_settings.json`` and ``search/`` (each trial's folder ``search/trial_NNNNN``, plus Ray's experiment
+state). ``--resume`` continues an interrupted search.
 """
 
 import argparse
+import collections
+import contextlib
 import csv
+import itertools
 import json
 import math
 import os
+import random
 import sys
 
+import numpy as np
 import yaml
 
 import recbole_sprint
@@ -139,6 +150,126 @@ def build_fixed_config(model, dataset, config_files=None, overrides=None):
 
 
 # --------------------------------------------------------------------------------------------------
+# The trials: drawn once, here, for either backend
+# --------------------------------------------------------------------------------------------------
+def _draw(param, rng):
+    """One value of a random ``.hyper`` parameter (``loguniform``: natural-log bounds, as RecBole's hyperopt)."""
+    kind, args = param.distribution, param.args
+    if kind == "choice":
+        return args[int(rng.choice(np.arange(0, len(args)), size=1)[0])]
+    if kind == "uniform":
+        return float(rng.uniform(args[0], args[1], size=1)[0])
+    if kind == "quniform":  # bounds moved inward to multiples of q, then rounded to a multiple of q
+        low, high, q = args
+        value = rng.uniform(np.ceil(low / q) * q, np.floor(high / q) * q, size=1)[0]
+        return float(np.round(np.divide(value, q)) * q)
+    if kind == "loguniform":  # log-uniform between exp(low) and exp(high)
+        low, high = math.exp(args[0]), math.exp(args[1])
+        exponent = rng.uniform(np.log(low) / np.log(10), np.log(high) / np.log(10), size=1)
+        return float((10 ** exponent)[0])
+    if kind == "randint":  # upper bound exclusive
+        return int(rng.integers(args[0], args[1], size=1)[0])
+    raise HyperFileError(f"{param.source}: unsupported distribution [{kind}]")
+
+
+def draw_trials(params, num_samples, seed):
+    """The trials of a search: ``num_samples`` times every combination of the ``grid`` parameters, the other
+    parameters drawn per trial with ``numpy.random.default_rng(seed)`` (grid parameters in name order, the
+    first varying fastest; random parameters drawn in file order). Both backends run exactly these trials
+    (Ray as a grid over their indices), so one ``--seed`` gives one search whatever the backend.
+
+    Returns:
+        a list of ``{name: value}`` in ``.hyper`` order (plain Python values).
+    """
+    rng = np.random.default_rng(seed)
+    grids = sorted((p for p in params if p.distribution == "grid"), key=lambda p: p.name)[::-1]
+    randoms = [p for p in params if p.distribution != "grid"]
+    trials = []
+    for _ in range(num_samples):
+        for combination in itertools.product(*(p.args for p in grids)):  # the last of `grids` varies fastest
+            values = dict(zip((p.name for p in grids), combination))
+            values.update((p.name, _draw(p, rng)) for p in randoms)
+            trials.append(_plain({p.name: values[p.name] for p in params}))
+    return trials
+
+
+def trial_id(index):
+    """A trial's id and folder name (``search/trial_NNNNN``), the same under both backends."""
+    return f"trial_{index:05d}"
+
+
+# --------------------------------------------------------------------------------------------------
+# trials.csv: the record of finished trials (a trial in it never runs again)
+# --------------------------------------------------------------------------------------------------
+def _param_key(params, names):
+    """What identifies a trial: its parameter values, as ``trials.csv`` writes them."""
+    return tuple(str(params[name]) for name in names)
+
+
+def _number(text):
+    """A CSV cell as a number; an empty cell (a metric the trial has not, e.g. an early-stopped trial's test
+    metrics) as ``None``, which the CSV writer writes back empty."""
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def finished_trials(csv_path, trials, names):
+    """The trials of ``trials`` already in ``trials.csv``: ``{index: row}``, the row with its parameters as
+    planned (typed) and its numbers as numbers.
+
+    Raises:
+        SearchError: a row that is none of the search's trials (trials.csv edited by hand?).
+    """
+    if not os.path.isfile(csv_path):
+        return {}
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    waiting = collections.defaultdict(list)  # parameter values -> trial indices (a sample may repeat)
+    for index, params in enumerate(trials):
+        waiting[_param_key(params, names)].append(index)
+    done = {}
+    for number, row in enumerate(rows, start=2):
+        indices = waiting[tuple(row[name] for name in names)]
+        if not indices:
+            raise SearchError(f"{csv_path}:{number}: a trial that is not one of this search's (parameters "
+                              f"{ {name: row[name] for name in names} }); was the file edited?")
+        # its own index where the trial id names one (trials finish in any order)
+        index = next((i for i in indices if trial_id(i) == row.get("trial_id")), indices[0])
+        indices.remove(index)
+        typed = {key: value if key in ("trial_id", "status", "trial_dir") else _number(value)
+                 for key, value in row.items() if key not in names}
+        typed.update(trials[index])
+        done[index] = {key: typed[key] for key in row}  # the CSV's column order
+    return done
+
+
+@contextlib.contextmanager
+def _locked(csv_path):
+    """An exclusive lock on ``trials.csv`` (a ``.lock`` file beside it) while a process rewrites it."""
+    import fcntl  # POSIX only; imported here so that the module imports everywhere
+
+    with open(csv_path + ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def record_trial(csv_path, trials, names, index, row):
+    """Add trial ``index``'s row to ``trials.csv`` and rewrite it in trial order, under the lock: other
+    processes (local workers) may have added theirs since. A trial already recorded keeps its first row."""
+    with _locked(csv_path):
+        done = finished_trials(csv_path, trials, names)
+        done.setdefault(index, row)
+        write_trials_csv(csv_path, [done[i] for i in sorted(done)])
+
+
+# --------------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------------
 def result_row(trial_id, status, params, param_names, result, best_valid, trial_dir):
@@ -245,12 +376,24 @@ def finish_search(output_dir, settings, rows, seconds, not_finished, n_failed):
         print(f"best config: {os.path.join(output_dir, BEST_YAML)}")
     print(f"all trials: {os.path.join(output_dir, TRIALS_CSV)}")
     if n_failed:
-        rerun = "runs them again" if settings.get("backend", "ray") == "local" else "does not rerun failed trials"
-        print(f"{n_failed} trial(s) failed (--resume {rerun}; see their error files)")
+        print(f"{n_failed} trial(s) failed (--resume runs them again; see their error files)")
     if n_left > 0:
         resume = f"python -m recbole_sprint.tune --output_dir={output_dir} --resume"
         print(f"{n_left} trial(s) left; continue with: {resume}")
     return 1 if n_failed or n_left > 0 else 0
+
+
+def finish_from_record(output_dir, settings, seconds, not_finished):
+    """:func:`finish_search` over every trial in ``trials.csv`` (whichever process or session ran it).
+
+    Args:
+        not_finished: ``(trial_id, why)`` of the trials of this run that failed (``why`` starts with
+            "ERROR") or were interrupted.
+    """
+    done = finished_trials(os.path.join(output_dir, TRIALS_CSV), settings["trials"], settings["param_names"])
+    rows = [done[index] for index in sorted(done)]
+    n_failed = sum(why.startswith("ERROR") for _, why in not_finished)
+    return finish_search(output_dir, settings, rows, seconds, not_finished, n_failed)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,8 +447,9 @@ def build_parser():
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the interrupted search in --output_dir with its saved settings (other search flags are "
-        "ignored; --address and --num_cpus apply). The local backend skips the trials already in trials.csv",
+        help="continue the interrupted search in --output_dir with its saved settings and trials (other search "
+        "flags are ignored; --address, --num_cpus and --workers apply): the trials in trials.csv do not run "
+        "again, failed ones do; Ray continues an interrupted trial from its last checkpoint",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the parameter sampling")
     parser.add_argument("--verbose", type=int, default=None, choices=[0, 1, 2, 3], help="ray: Ray's verbosity (1)")
@@ -398,6 +542,25 @@ def prepare_settings(args, overrides):
     }
 
 
+def new_search(args, overrides, output_dir, backend_settings=None):
+    """Validate a new search, draw its trials and save its settings (``search_settings.json``, ``search/``).
+
+    A search without ``--seed`` draws one and saves it, so that ``--resume`` (and a rerun with that ``--seed``,
+    under either backend) has the same trials. ``backend_settings`` (the Ray options) are saved with it.
+    """
+    settings = prepare_settings(args, overrides)
+    settings.update(backend_settings or {})
+    refuse_existing_search(output_dir)
+    if settings["seed"] is None:
+        settings["seed"] = random.SystemRandom().randrange(2**32)
+        print(f"note: sampling seed {settings['seed']} (saved in {SETTINGS_FILE})")
+    settings["trials"] = draw_trials(parse_hyper_file(settings["params_file"]), settings["num_samples"],
+                                     settings["seed"])
+    os.makedirs(os.path.join(output_dir, EXPERIMENT_NAME))
+    write_settings(output_dir, settings)
+    return settings
+
+
 def refuse_existing_search(output_dir):
     """A new search must not write over another one (``--resume`` continues it)."""
     if os.path.isdir(os.path.join(output_dir, EXPERIMENT_NAME)):
@@ -412,6 +575,9 @@ def load_settings(output_dir, args):
         raise SearchError(f"--resume: no search to resume in {output_dir} (no {SETTINGS_FILE} / {EXPERIMENT_NAME}/)")
     with open(path) as handle:
         settings = json.load(handle)
+    if "trials" not in settings:
+        raise SearchError(f"--resume: {path} lists no trials (a search started by an older recbole_sprint, whose "
+                          "Ray backend drew them itself); start a new search in another --output_dir")
     for flag in ("model", "dataset"):
         given = getattr(args, flag)
         if given and given not in (settings[flag], settings.get(f"spec_{flag}")):
@@ -434,8 +600,8 @@ def backend_runner(backend):
         from recbole_sprint.tune.search import run_search
     except ImportError as error:
         raise SearchError(
-            f"--backend=ray needs Ray Tune (ray[tune]==2.6.3, as RecBole 1.2.1 pins), which cannot be imported "
-            f"here ({error}); use --backend=local to run the trials one after another without Ray"
+            f"--backend=ray needs Ray Tune (ray[tune]>=2.50, README's install), which cannot be imported here "
+            f"({error}); use --backend=local to run the trials one after another without Ray"
         ) from None
     return run_search
 

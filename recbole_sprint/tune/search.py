@@ -1,38 +1,44 @@
-"""The Ray backend of :mod:`recbole_sprint.tune` (``--backend=ray``, the default): Ray Tune 2.6.3.
+"""The Ray backend of :mod:`recbole_sprint.tune` (``--backend=ray``, the default): Ray Tune's ``Tuner``.
 
 RecBole's own ``run_hyper.py --tool Ray`` does not work on today's stack (spec recbole.md section 5: it
 waits forever for a GPU on CPU machines, returns instead of reporting, reports once per trial so that ASHA
-cannot stop anything, and picks the best trial on test). This driver:
+cannot stop anything, picks the best trial on test, and calls the ``tune.report(**kwargs)`` that Ray has
+since removed). This driver:
 
 * builds the fixed configuration once, on the driver, with the plugin :class:`~recbole_sprint.config.Config`
-  (so plugin and RecBole models alike), checks the ``.hyper`` names against it, and ships the merged fixed
-  configuration (files + ``--key=value`` overrides, paths made absolute) to the trials as a dict;
-* runs :func:`trainable` per sample: :func:`recbole_sprint.tune.trial.run_trial` (shared with the local
-  backend) reporting ``valid_score`` (the config's ``valid_metric``) after every evaluation, so an
-  :class:`~ray.tune.schedulers.ASHAScheduler` can stop weak trials; the trial's best checkpoint is then
-  tested and ``test_*`` reported in one last result;
-* chooses the best trial on its best validation score among the trials that trained to the end (never on
-  test) and writes, under ``--output_dir``: ``trials.csv`` (every finished trial: parameters, validation and
-  test metrics; rewritten as each trial finishes), ``best_config.yaml`` (the fixed config plus the best
-  parameters; ``run_recbole_sprint.py --config_files=best_config.yaml`` reruns it), ``best_trial.json``,
-  ``search_settings.json`` and Ray's experiment state in ``search/`` (``--resume`` continues from it).
+  (so plugin and RecBole models alike), draws the trials (:func:`recbole_sprint.tune.common.draw_trials`,
+  the local backend's too) and gives Ray a grid over their indices, so ``search_settings.json`` says what
+  every trial runs;
+* runs :func:`trainable` per trial: :func:`recbole_sprint.tune.trial.run_trial` (shared with the local
+  backend) reporting ``valid_score`` (the config's ``valid_metric``) after every evaluation with
+  ``tune.report(metrics, checkpoint=...)`` (the training state), so an ASHA scheduler can stop weak trials
+  and a resumed search continues an interrupted trial from its last report; the trial's best checkpoint is
+  then tested and ``test_*`` reported in one last result;
+* trials run in ``--output_dir/search/trial_NNNNN`` (Ray's ``storage_path``: RecBole's log and checkpoints,
+  Ray's results and checkpoints), with ``--cpus_per_trial`` and ``--gpus_per_trial`` (fractions: several
+  trials share a GPU), on a local Ray or the cluster at ``--address`` (whose nodes must all see
+  ``--output_dir``);
+* records every finished trial in ``trials.csv`` as it finishes (a trial in it never runs again, even if a
+  hard kill came before Ray saved its own state), and chooses the best trial on validation, never on test;
+* ``--resume``: ``Tuner.restore`` of the saved experiment: finished trials stay, interrupted ones continue
+  from their last checkpoint, failed ones start again.
 
 Only this module imports Ray; the command line (:mod:`recbole_sprint.tune.common`), the local backend and the
 rest of the package run without it.
 """
 
-import math
+import contextlib
 import os
+import shutil
+import tempfile
 import time
 
 import ray
 import torch
 from ray import tune
-from ray.air import session
-from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import BasicVariantGenerator
 
+from recbole_sprint.tune import common
 from recbole_sprint.tune.common import (  # noqa: F401  (re-exported: the public names of the Ray driver)
     BEST_JSON,
     BEST_YAML,
@@ -45,106 +51,87 @@ from recbole_sprint.tune.common import (  # noqa: F401  (re-exported: the public
     best_row,
     build_fixed_config,
     build_parser,
-    finish_search,
-    load_settings,
     main,
     parse_overrides,
-    prepare_settings,
-    refuse_existing_search,
     result_row,
-    summary_table,
-    write_best,
-    write_settings,
-    write_trials_csv,
+    trial_id,
 )
-from recbole_sprint.tune.hyper import HyperFileError, parse_hyper_file
-from recbole_sprint.tune.trial import recbole_argv_cleared, run_trial  # noqa: F401
+from recbole_sprint.tune.trial import run_trial
+
+# Save Ray's experiment state at least every 2 s (Ray's "auto" waits >= 10 s); trials.csv covers the rest.
+STATE_SAVE_SECONDS = "2"
 
 
 # --------------------------------------------------------------------------------------------------
-# Search space
+# The trial (runs in a Ray worker process)
 # --------------------------------------------------------------------------------------------------
-def ray_search_space(params):
-    """Ray Tune domains for parsed ``.hyper`` parameters (``loguniform``: exponentiated natural-log bounds)."""
-    space = {}
-    for p in params:
-        if p.distribution == "choice":
-            space[p.name] = tune.choice(list(p.args))
-        elif p.distribution == "grid":
-            space[p.name] = tune.grid_search(list(p.args))
-        elif p.distribution == "uniform":
-            space[p.name] = tune.uniform(*p.args)
-        elif p.distribution == "quniform":
-            space[p.name] = tune.quniform(*p.args)
-        elif p.distribution == "loguniform":
-            low, high = p.args
-            space[p.name] = tune.loguniform(math.exp(low), math.exp(high))
-        elif p.distribution == "randint":
-            space[p.name] = tune.randint(*p.args)
-        else:  # parse_hyper_line only produces the kinds above
-            raise HyperFileError(f"{p.source}: unsupported distribution [{p.distribution}]")
-    return space
+def trainable(config, settings=None, output_dir=None, threads=1):
+    """Train trial ``config["trial_index"]`` of the search with :func:`~recbole_sprint.tune.trial.run_trial`,
+    reporting to Ray Tune.
 
-
-# --------------------------------------------------------------------------------------------------
-# The trial (runs in a Ray worker process, inside the trial's own folder)
-# --------------------------------------------------------------------------------------------------
-def trainable(params, fixed=None, threads=1):
-    """Train one sample with :func:`~recbole_sprint.tune.trial.run_trial`, reporting to Ray Tune.
-
-    Reports (``ray.air.session.report``; nothing is returned): ``{"valid_score", "epoch"}`` after every
-    evaluation but the last and, after training, ``{"valid_score": best, "epoch": last, "completed": 1,
+    Reports (nothing is returned): ``{"valid_score", "epoch"}`` with a checkpoint of the training state after
+    every evaluation but the last and, after training, ``{"valid_score": best, "epoch": last, "completed": 1,
     "best_valid_score", "valid_<metric>"..., "test_<metric>"...}`` (``valid_*``: the best epoch's validation
-    result; ``test_*``: the best checkpoint on the test set). ASHA may stop the trial after any report;
-    a trial stopped before its final report has no test metrics ("early_stopped" in ``trials.csv``).
+    result; ``test_*``: the best checkpoint on the test set). ASHA may stop the trial after any report; a
+    trial stopped before its final report has no test metrics ("early_stopped" in ``trials.csv``). A trial
+    already in ``trials.csv`` (Ray rescheduled it after a hard kill) reports its recorded result again and
+    does not train.
     """
-    final = run_trial(
-        params,
-        fixed or {},
-        session.get_trial_dir(),
-        gpu_id=",".join(str(i) for i in ray.get_gpu_ids()),  # the GPU(s) Ray gave this trial, or "" (CPU)
-        threads=threads,
-        on_evaluation=lambda epoch, score: session.report({"valid_score": score, "epoch": epoch}),
-    )
-    session.report(final)
+    index = config["trial_index"]
+    csv_path = os.path.join(output_dir, TRIALS_CSV)
+    recorded = common.finished_trials(csv_path, settings["trials"], settings["param_names"]).get(index)
+    if recorded is not None:
+        tune.report({"valid_score": recorded["best_valid_score"], "epoch": recorded["epochs"], "recorded": 1})
+        return
+
+    def report(epoch, score, save_state):
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(directory)
+            tune.report({"valid_score": score, "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    checkpoint = tune.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
+        final = run_trial(
+            settings["trials"][index],
+            settings["fixed"],
+            os.path.join(output_dir, EXPERIMENT_NAME, trial_id(index)),
+            gpu_id=",".join(str(i) for i in ray.get_gpu_ids()),  # the GPU(s) Ray gave this trial, or "" (CPU)
+            threads=threads,
+            on_evaluation=report,
+            resume_from=resume_from,
+        )
+    tune.report(final)
 
 
 # --------------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------------
-def trial_row(trial, param_names, mode):
+def trial_row(trial, settings):
     """One CSV row (:func:`~recbole_sprint.tune.common.result_row`) of a finished Ray trial."""
+    index = trial.config["trial_index"]
     result = trial.last_result or {}
-    completed = bool(result.get("completed"))
-    if completed:
-        best_valid = result["best_valid_score"]
+    if result.get("completed"):
+        status, best_valid = "completed", result["best_valid_score"]
     else:  # stopped early by the scheduler: its best reported validation score
-        best_valid = (trial.metric_analysis.get("valid_score") or {}).get(mode, float("nan"))
-    status = "completed" if completed else "early_stopped"
-    return result_row(trial.trial_id, status, trial.config, param_names, result, best_valid, trial.logdir)
+        status = "early_stopped"
+        best_valid = (trial.metric_analysis.get("valid_score") or {}).get(settings["mode"], float("nan"))
+    trial_dir = os.path.join(os.path.dirname(trial.path), trial_id(index))
+    return result_row(trial_id(index), status, settings["trials"][index], settings["param_names"], result,
+                      best_valid, trial_dir)
 
 
-def is_finished(trial):
-    """Trained to the end or stopped by the scheduler. A trial cut off by Ctrl+C is TERMINATED too, but
-    without ``done`` in its last result; Ray's saved state has it as RUNNING and ``--resume`` reruns it."""
-    return trial.status == Trial.TERMINATED and bool((trial.last_result or {}).get("done"))
+class RecordTrials(tune.Callback):
+    """Adds each trial to ``trials.csv`` when it finishes (trained to the end or stopped by the scheduler)."""
 
-
-def finished_rows(trials, param_names, mode):
-    return [trial_row(t, param_names, mode) for t in trials if is_finished(t)]
-
-
-class TrialsCsvCallback(tune.Callback):
-    """Rewrites ``trials.csv`` whenever a trial finishes, so an interrupted search keeps its results."""
-
-    def __init__(self, path, param_names, mode):
-        self.path, self.param_names, self.mode = path, param_names, mode
+    def __init__(self, output_dir, settings):
+        self.csv_path, self.settings = os.path.join(output_dir, TRIALS_CSV), settings
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        rows = finished_rows([t for t in trials if t is not trial], self.param_names, self.mode)
-        if (trial.last_result or {}).get("done"):  # its status may not be TERMINATED yet
-            rows.append(trial_row(trial, self.param_names, self.mode))
-        write_trials_csv(self.path, rows)
+        if (trial.last_result or {}).get("recorded"):  # in trials.csv already (see trainable)
+            return
+        row = trial_row(trial, self.settings)
+        common.record_trial(self.csv_path, self.settings["trials"], self.settings["param_names"],
+                            trial.config["trial_index"], row)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,17 +178,15 @@ def start_ray(args, settings):
         raise SearchError(f"--cpus_per_trial={settings['cpus_per_trial']} but the Ray cluster has {cpus:g} CPU(s)")
 
 
-def run_search(args, overrides):
-    output_dir = os.path.abspath(args.output_dir)
-    if args.resume:
-        settings = load_settings(output_dir, args)
-    else:
-        ray_part = ray_settings(args)
-        settings = prepare_settings(args, overrides)
-        settings.update(ray_part)
-        refuse_existing_search(output_dir)
+def _trainable(settings, output_dir):
+    threads = max(1, int(settings["cpus_per_trial"]))
+    resources = {"cpu": settings["cpus_per_trial"], "gpu": settings["gpus_per_trial"]}
+    return tune.with_resources(
+        tune.with_parameters(trainable, settings=settings, output_dir=output_dir, threads=threads), resources
+    )
 
-    mode, names = settings["mode"], settings["param_names"]
+
+def _tuner(settings, output_dir, verbose):
     if settings["scheduler"] == "asha":
         scheduler = ASHAScheduler(
             time_attr="epoch",
@@ -211,46 +196,64 @@ def run_search(args, overrides):
         )
     else:
         scheduler = FIFOScheduler()
-    # Save Ray's experiment state at least every 2 s (Ray's "auto" waits >= 10 s), so that even a hard kill
-    # loses at most the trials finished in the last 2 s; Ctrl+C (SIGINT) always saves it before exiting.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    start_ray(args, settings)
-    params = None if args.resume else parse_hyper_file(settings["params_file"])  # a resumed search keeps its own
-    os.makedirs(output_dir, exist_ok=True)
-    if not args.resume:
-        write_settings(output_dir, settings)
-    threads = max(1, int(settings["cpus_per_trial"]))
-    resources = {"cpu": settings["cpus_per_trial"], "gpu": settings["gpus_per_trial"]}
-    started = time.time()
-    try:
-        analysis = tune.run(
-            tune.with_parameters(trainable, fixed=settings["fixed"], threads=threads),
+    return tune.Tuner(
+        _trainable(settings, output_dir),
+        param_space={"trial_index": tune.grid_search(list(range(len(settings["trials"]))))},
+        tune_config=tune.TuneConfig(
+            metric="valid_score",
+            mode=settings["mode"],
+            scheduler=scheduler,
+            num_samples=1,  # the samples are drawn already: one Ray trial per entry of settings["trials"]
+            max_concurrent_trials=settings["max_concurrent_trials"],
+            trial_name_creator=lambda trial: trial_id(trial.config["trial_index"]),
+            trial_dirname_creator=lambda trial: trial_id(trial.config["trial_index"]),
+        ),
+        run_config=tune.RunConfig(
             name=EXPERIMENT_NAME,
             storage_path=output_dir,
-            config=ray_search_space(params) if params else {},
-            num_samples=settings["num_samples"],
-            metric="valid_score",
-            mode=mode,
-            scheduler=scheduler,
-            resources_per_trial=resources,
-            search_alg=BasicVariantGenerator(
-                max_concurrent=settings["max_concurrent_trials"] or 0, random_state=settings["seed"]
-            ),
-            callbacks=[TrialsCsvCallback(os.path.join(output_dir, TRIALS_CSV), names, mode)],
-            resume="LOCAL" if args.resume else False,
-            raise_on_failed_trial=False,
-            verbose=args.verbose,
-        )
-        # Read the trials while Ray is up: a trial that never reported fetches its default result from Ray.
-        trials = analysis.trials
-        rows = finished_rows(trials, names, mode)
-        unfinished = [t for t in trials if not is_finished(t)]
+            callbacks=[RecordTrials(output_dir, settings)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the last training state is enough
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=verbose,
+        ),
+    )
+
+
+def run_search(args, overrides):
+    output_dir = os.path.abspath(args.output_dir)
+    if args.resume:
+        settings = common.load_settings(output_dir, args)
+    else:
+        settings = common.new_search(args, overrides, output_dir, backend_settings=ray_settings(args))
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_SECONDS)  # read by the driver's controller
+    # Ray forces a state snapshot after every trial checkpoint (num_to_keep=1: what makes resume exact) and
+    # warns when that happens often; small models checkpoint every few seconds by design.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    try:
+        start_ray(args, settings)
+    except SearchError:
+        if not args.resume:  # nothing ran: leave no half-made search behind
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    started = time.time()
+    try:
+        if args.resume:
+            tuner = tune.Tuner.restore(os.path.join(output_dir, EXPERIMENT_NAME), _trainable(settings, output_dir),
+                                       resume_unfinished=True, restart_errored=True)
+        else:
+            tuner = _tuner(settings, output_dir, args.verbose)
+        grid = tuner.fit()
+        errors = {}
+        for result in grid:
+            if result.error is not None:
+                errors[result.config["trial_index"]] = os.path.join(result.path, "error.txt")
     finally:
         ray.shutdown()
-    seconds = time.time() - started
-
-    errored = [t for t in unfinished if t.status == Trial.ERROR]
-    not_finished = [
-        (t.trial_id, f"ERROR, see {t.error_file}" if t.status == Trial.ERROR else "interrupted") for t in unfinished
-    ]
-    return finish_search(output_dir, settings, rows, seconds, not_finished, len(errored))
+    done = common.finished_trials(os.path.join(output_dir, TRIALS_CSV), settings["trials"], settings["param_names"])
+    not_finished = []
+    for index in range(len(settings["trials"])):
+        if index in done:
+            continue
+        why = f"ERROR, see {errors[index]}" if index in errors else "interrupted"
+        not_finished.append((trial_id(index), why))
+    return common.finish_from_record(output_dir, settings, time.time() - started, not_finished)

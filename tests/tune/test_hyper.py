@@ -102,37 +102,6 @@ def test_shipped_hyper_files_parse_and_name_sasrecsprint_keys(tiny):
     assert sprint["sprint_temperature"] == (1.0, 2.0, 4.0, 8.0)
 
 
-def test_ray_space_loguniform_uses_natural_log_bounds():
-    """loguniform -9.21,-4.61 means values in [exp(-9.21), exp(-4.61)] = [1e-4, 1e-2], log-uniformly."""
-    pytest.importorskip("ray")
-    import numpy as np
-    from ray import tune
-
-    from recbole_sprint.tune.search import ray_search_space
-
-    lines = [
-        "lr loguniform -9.210340372,-4.605170186",
-        "p uniform 0.1,0.5",
-        "w quniform 0,10,2.5",
-        "n randint 1,3",
-        "h choice [16,32]",
-        "g grid [1,2]",
-    ]
-    space = ray_search_space([parse_hyper_line(line) for line in lines])
-    assert space["lr"].lower == pytest.approx(1e-4) and space["lr"].upper == pytest.approx(1e-2)
-    rng = np.random.RandomState(0)
-    lr = np.array(space["lr"].sample(size=4000, random_state=rng))
-    assert lr.min() >= 1e-4 - 1e-12 and lr.max() <= 1e-2 + 1e-12
-    # log-uniform: half of the samples below the geometric mean 1e-3 (a uniform prior would give ~9 %)
-    assert abs(np.mean(lr < 1e-3) - 0.5) < 0.05
-    assert (space["p"].lower, space["p"].upper) == (0.1, 0.5)
-    w = space["w"].sample(size=200, random_state=rng)
-    assert set(w) <= {0.0, 2.5, 5.0, 7.5, 10.0}
-    assert set(space["n"].sample(size=200, random_state=rng)) == {1, 2}  # upper bound exclusive
-    assert space["h"].categories == [16, 32]
-    assert space["g"] == tune.grid_search([1, 2])
-
-
 def test_importing_the_parser_does_not_import_ray():
     """The GPU box has no Ray: recbole_sprint and recbole_sprint.tune (parser) must import without it."""
     import os

@@ -50,30 +50,11 @@ class TrialRecorder:
         return self.real(params, fixed, trial_dir, **kwargs)
 
 
-def test_local_trials_are_ray_basic_variant_generator_trials():
-    """Same --seed, same trials as Ray Tune 2.6.3: values and order (where Ray is installed)."""
-    pytest.importorskip("ray")
-    from ray.tune.experiment import Experiment
-    from ray.tune.search import BasicVariantGenerator
-
-    from recbole_sprint.tune.search import ray_search_space
-
+def test_trials_follow_the_hyper_semantics():
+    """num_samples x grid combinations; grids exhaustive in every sample; draws in range; seeded (both backends
+    run these trials)."""
     params = [parse_hyper_line(line) for line in MIXED_SPACE]
-    for seed in (0, 2020):
-        generator = BasicVariantGenerator(random_state=seed)
-        generator.add_configurations([Experiment("x", lambda config: None, config=ray_search_space(params),
-                                                 num_samples=3)])
-        ray_trials = []
-        while (next_trial := generator.next_trial()) is not None:
-            ray_trials.append({p.name: next_trial.config[p.name] for p in params})
-        assert len(ray_trials) == 3 * 3 * 2
-        assert local.local_trials(params, 3, seed) == ray_trials
-
-
-def test_local_trials_follow_the_hyper_semantics():
-    """num_samples x grid combinations; grids exhaustive in every sample; draws in range; seeded."""
-    params = [parse_hyper_line(line) for line in MIXED_SPACE]
-    trials = local.local_trials(params, 40, seed=1)
+    trials = common.draw_trials(params, 40, seed=1)
     assert len(trials) == 40 * 3 * 2
     assert [(t["ag"], t["zg"]) for t in trials[:6]] == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3), ("b", 3)]
     assert all(list(t) == [p.name for p in params] for t in trials)  # .hyper order
@@ -84,8 +65,8 @@ def test_local_trials_follow_the_hyper_semantics():
     assert {t["w"] for t in trials} <= {2.5, 5.0, 7.5, 10.0} and len({t["w"] for t in trials}) > 2
     assert {t["n"] for t in trials} <= set(range(1, 30)) and all(type(t["n"]) is int for t in trials)
     assert {json.dumps(t["h"]) for t in trials} == {"16", "32", "[1, 2]"}
-    assert local.local_trials(params, 40, seed=1) == trials
-    assert local.local_trials(params, 40, seed=2) != trials
+    assert common.draw_trials(params, 40, seed=1) == trials
+    assert common.draw_trials(params, 40, seed=2) != trials
 
 
 def test_local_two_trial_search_writes_csv_and_best_yaml(tiny, tmp_path, monkeypatch, capsys):
@@ -186,7 +167,7 @@ def test_local_backend_refuses_ray_only_options(tiny, tmp_path, monkeypatch, cap
 
 
 def test_local_search_runs_where_ray_cannot_be_imported(tiny, tmp_path):
-    """`import ray` fails (as on Python 3.12, where Ray 2.6.3 has no wheel): the default backend says so and
+    """`import ray` fails (as on the offline GPU machine, which has no Ray): the default backend says so and
     names --backend=local; `python -m recbole_sprint.tune --backend=local` runs the search without Ray."""
     config_file, hyper = tiny_search_files(tmp_path, tiny, "learning_rate grid [0.01]\n", n_users=60)
     out = tmp_path / "out"
@@ -262,13 +243,13 @@ def test_record_trial_merges_rows_written_by_other_workers(tmp_path):
         return {"trial_id": f"trial_{index:05d}", "status": "completed", "epochs": 1, "lr": trials[index]["lr"],
                 "best_valid_score": score, "trial_dir": f"/t/{index}"}
 
-    local.record_trial(csv_path, trials, ["lr"], 2, row(2, 0.3))  # worker 0 finishes the repeat of lr=0.1 first
-    local.record_trial(csv_path, trials, ["lr"], 1, row(1, 0.2))  # worker 1 knows nothing of it
-    local.record_trial(csv_path, trials, ["lr"], 0, row(0, 0.1))
+    common.record_trial(csv_path, trials, ["lr"], 2, row(2, 0.3))  # worker 0 finishes the repeat of lr=0.1 first
+    common.record_trial(csv_path, trials, ["lr"], 1, row(1, 0.2))  # worker 1 knows nothing of it
+    common.record_trial(csv_path, trials, ["lr"], 0, row(0, 0.1))
     rows = read_csv(csv_path)
     assert [(r["trial_id"], r["lr"], r["best_valid_score"]) for r in rows] == [
         ("trial_00000", "0.1", "0.1"), ("trial_00001", "0.2", "0.2"), ("trial_00002", "0.1", "0.3")]
-    done = local.finished_trials(csv_path, trials, ["lr"])
+    done = common.finished_trials(csv_path, trials, ["lr"])
     assert {index: r["best_valid_score"] for index, r in done.items()} == {0: 0.1, 1: 0.2, 2: 0.3}
 
 

@@ -3,7 +3,8 @@
 import json
 import os
 import signal
-import threading
+import subprocess
+import sys
 import time
 
 import pytest
@@ -14,6 +15,8 @@ ray = pytest.importorskip("ray")
 from recbole_sprint.tune import search  # noqa: E402
 
 from .search_files import read_csv, tiny_search_files  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_two_trial_search_writes_csv_and_best_yaml(tiny, tmp_path, capsys):
@@ -29,6 +32,7 @@ def test_two_trial_search_writes_csv_and_best_yaml(tiny, tmp_path, capsys):
 
     rows = {float(r["learning_rate"]): r for r in read_csv(out / "trials.csv")}
     assert sorted(rows) == [0.0001, 0.01]
+    assert [rows[0.01]["trial_id"], rows[0.0001]["trial_id"]] == ["trial_00000", "trial_00001"]  # grid order
     good, weak = rows[0.01], rows[0.0001]
     assert (good["status"], good["epochs"]) == ("completed", "2")
     assert (weak["status"], weak["epochs"], weak["test_ndcg@10"]) == ("early_stopped", "1", "")  # ASHA stopped it
@@ -67,47 +71,76 @@ def test_best_trial_is_chosen_on_validation_never_on_test():
     assert search.best_row(rows[2:], "max") is None
 
 
-def interrupt_when_exists(path, timeout=240):
-    """Ctrl+C for this process (the search's driver) as soon as ``path`` exists."""
-
-    def watch():
-        deadline = time.time() + timeout
-        while not os.path.exists(path) and time.time() < deadline:
-            time.sleep(0.1)
-        if os.path.exists(path):
-            os.kill(os.getpid(), signal.SIGINT)  # handled by Ray's handler inside tune.run: save state, stop
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+def _wait_for(condition, timeout, what):
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
 
 
-def test_interrupted_search_resumes_without_rerunning_finished_trials(tiny, tmp_path, capsys):
-    """Trials run one at a time; Ctrl+C as soon as the first one is recorded in trials.csv (the second one is
-    then running); --resume must finish the second without running the first again."""
-    config_file, hyper = tiny_search_files(tmp_path, tiny, "learning_rate grid [0.01,0.001]\n")
+def _saved_with_checkpoint(search_dir, index):
+    """Whether Ray's saved experiment state has trial ``index`` running with a checkpoint (what a resume sees)."""
+    for name in os.listdir(search_dir) if os.path.isdir(search_dir) else []:
+        if not (name.startswith("experiment_state") and name.endswith(".json")):
+            continue
+        try:
+            with open(os.path.join(search_dir, name)) as handle:
+                state = json.load(handle)
+        except (OSError, ValueError):  # being written
+            continue
+        for trial_json, runtime_json in state["trial_data"]:
+            trial, runtime = json.loads(trial_json), json.loads(runtime_json)
+            if trial["config"].get("trial_index") == index and trial["status"] == "RUNNING":
+                if runtime["last_result"].get("checkpoint_dir_name"):
+                    return True
+    return False
+
+
+def test_killed_search_resumes_every_trial_once(tiny, tmp_path, capsys):
+    """A 2-trial ASHA search in its own process, killed (SIGKILL, Ray included) while the second trial trains,
+    after its first checkpoint; --resume (Tuner.restore) continues that trial from its checkpoint, does not run
+    the first again, and ends with each trial once in trials.csv."""
+    config_file, hyper = tiny_search_files(tmp_path, tiny, "learning_rate grid [0.0001,0.01]\n")
     out = tmp_path / "out"
-    argv = ["--model=SASRec", "--dataset=ml-tiny", f"--params_file={hyper}", "--num_samples=1",
+    argv = ["--model=SASRec", "--dataset=ml-tiny", f"--params_file={hyper}", "--num_samples=1", "--max_epochs=6",
             f"--config_files={config_file}", f"--output_dir={out}", "--num_cpus=2", "--max_concurrent_trials=1",
             "--verbose=0"]
-    watcher = interrupt_when_exists(out / "trials.csv")
-    assert search.main(argv) == 1  # interrupted: a trial left
-    watcher.join()
-    assert "1 trial(s) left; continue with: python -m recbole_sprint.tune" in capsys.readouterr().out
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    log = open(tmp_path / "first_run.log", "w")
+    driver = subprocess.Popen([sys.executable, "-m", "recbole_sprint.tune", *argv], cwd=tmp_path, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # Ray saves its experiment state after every trial checkpoint (search.py: num_to_keep=1)
+        _wait_for(lambda: _saved_with_checkpoint(out / "search", 1) or driver.poll() is not None, 500,
+                  "the second trial's first checkpoint in Ray's saved state")
+        assert driver.poll() is None, (tmp_path / "first_run.log").read_text()[-3000:]
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver, Ray's own processes and the trial's worker
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        log.close()
     done = read_csv(out / "trials.csv")
-    assert len(done) == 1 and done[0]["status"] == "completed" and float(done[0]["learning_rate"]) == 0.01
-    finished_dir = done[0]["trial_dir"]
-    result_before = open(os.path.join(finished_dir, "result.json")).read()
+    assert [(r["trial_id"], r["status"], r["epochs"]) for r in done] == [("trial_00000", "completed", "6")]
+    first_results = (out / "search" / "trial_00000" / "result.json").read_text()
 
     assert search.main([f"--output_dir={out}", "--resume", "--num_cpus=2", "--verbose=0"]) == 0
+    printed = capsys.readouterr().out
     rows = read_csv(out / "trials.csv")
-    assert sorted(float(r["learning_rate"]) for r in rows) == [0.001, 0.01]
-    again = [r for r in rows if r["trial_id"] == done[0]["trial_id"]]
-    assert again == done  # same row: same metrics, same folder
-    # not re-run: its results file did not grow, and RecBole logged one run in its folder
-    assert open(os.path.join(finished_dir, "result.json")).read() == result_before
-    logs = [f for _, _, files in os.walk(os.path.join(finished_dir, "log")) for f in files if f.endswith(".log")]
-    assert len(logs) == 1
+    assert [r["trial_id"] for r in rows] == ["trial_00000", "trial_00001"]  # every trial, once
+    assert rows[0] == done[0] and (out / "search" / "trial_00000" / "result.json").read_text() == first_results
+    assert (rows[1]["status"], rows[1]["epochs"], float(rows[1]["learning_rate"])) == ("completed", "6", 0.01)
+    logs = {}
+    for trial in ("trial_00000", "trial_00001"):
+        folder = out / "search" / trial / "log"
+        logs[trial] = [f for _, _, files in os.walk(folder) for f in files]
+    assert len(logs["trial_00000"]) == 1  # trained once, in the first run
+    assert len(logs["trial_00001"]) == 2  # started in the first run, continued in the second
+    reports = [json.loads(line) for line in open(out / "search" / "trial_00001" / "result.json")]
+    assert [r["epoch"] for r in reports] == [1, 2, 3, 4, 5, 6]  # continued from its checkpoint: no epoch twice
+    assert len({r["pid"] for r in reports}) == 2 and reports[-1]["completed"] == 1  # one process per run
+    assert "2 of 2 trial(s) finished" in printed and "best trial trial_00001" in printed
 
 
 @pytest.mark.parametrize(
