@@ -19,7 +19,7 @@ RECBOLE_POPULARITY_METRICS = ["AveragePopularity", "TailPercentage", "GiniIndex"
 SMALL = {"user_inter_num_interval": "[0,30]"}
 
 
-@pytest.mark.parametrize("model", ["SASRec", "SASRecSPRINT"])
+@pytest.mark.parametrize("model", ["SASRec", "SASRecSPRINT", "SASRecPPSPRINT"])  # SASRec++: its own score_factors
 def test_tiny_run_reports_the_new_metrics_in_the_test_result(tiny, model):
     config = tiny(
         metrics=["Recall", "NDCG"] + NEW_METRICS + RECBOLE_POPULARITY_METRICS,

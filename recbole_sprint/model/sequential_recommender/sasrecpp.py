@@ -180,3 +180,8 @@ class SASRecPP(FullSequence, SequentialRecommender):
     def full_sort_predict(self, interaction):
         user = self.user_representations(interaction)  # [B, d]
         return user @ self.item_representations().t()  # [B, I+1] (item 0 is masked by RecBole's evaluator)
+
+    def score_factors(self, interaction):
+        """``(X [B, d], E [I+1, d], None)`` with ``full_sort_predict == X @ E.T`` (SpectralCollapse,
+        InformationAbundance: :mod:`recbole_sprint.evaluator.factors`)."""
+        return self.user_representations(interaction), self.item_representations(), None
