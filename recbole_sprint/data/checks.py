@@ -92,8 +92,11 @@ def _inter_files(dataset):
 
 
 def orders_by_time(config):
-    """Whether this run orders each user's interactions by ``TIME_FIELD`` (sequential models always do:
-    ``SequentialDataset`` sorts by user and time; others with ``eval_args: {order: TO}``)."""
+    """Whether this run orders each user's interactions by ``TIME_FIELD``: sequential models do
+    (``SequentialDataset`` sorts by user and time before it builds the prefixes), other models with ``eval_args:
+    {order: TO}``; neither with ``benchmark_filename`` (pre-split files, used in their own order)."""
+    if config["benchmark_filename"] is not None:
+        return False
     eval_args = config["eval_args"]
     return config["MODEL_TYPE"] == ModelType.SEQUENTIAL or (isinstance(eval_args, dict) and eval_args.get("order") == "TO")
 
@@ -136,8 +139,8 @@ def check_interactions(dataset):
         if missing:
             warnings.warn(f"{where}: {missing} of {total} rows have no {field}; RecBole drops them", DataWarning,
                           stacklevel=2)
-    if len(id_fields) == 2:
-        key = id_fields + ([time_field] if time_field and time_field in inter.columns else [])
+    if len(id_fields) == 2 and time_field and time_field in inter.columns:  # without time, a repeat is no duplicate
+        key = id_fields + [time_field]
         duplicates = int(inter.dropna(subset=id_fields).duplicated(subset=key).sum())
         if duplicates:
             keep = dataset.config["rm_dup_inter"]

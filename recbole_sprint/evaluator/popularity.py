@@ -78,8 +78,8 @@ def _first_prefix_rows(dataset):
     writes a user's prefixes in time order, and its splits keep that order)."""
     inter_feat = dataset.inter_feat
     length_one = inter_feat[dataset.item_list_length_field] == 1  # [rows]
-    uid_field = dataset.uid_field
-    if uid_field not in inter_feat:
+    uid_field = getattr(dataset, "uid_field", None)
+    if uid_field is None or uid_field not in inter_feat:
         return length_one
     rows = torch.nonzero(length_one).flatten()  # [n] row indices, ascending
     users = inter_feat[uid_field][rows].long()  # [n]
