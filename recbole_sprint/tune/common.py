@@ -536,6 +536,7 @@ def prepare_settings(args, overrides):
         "valid_metric": config["valid_metric"],
         "mode": "max" if config["valid_metric_bigger"] else "min",
         "epochs": int(config["epochs"]),
+        "stopping_step": int(config["stopping_step"]),  # the model's yaml < config files < --key=value
         "num_samples": args.num_samples,
         "n_trials": args.num_samples * math.prod(len(p.args) for p in params if p.distribution == "grid"),
         "seed": args.seed,

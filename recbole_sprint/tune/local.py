@@ -70,6 +70,16 @@ def local_device(fixed):
     return f"cuda (gpu_id {gpu_id})" if gpu_id and torch.cuda.is_available() else "cpu"
 
 
+def stopping_text(settings):
+    """``"stopping_step=4"``: the trials' resolved value (the model's yaml, config files and overrides; saved in
+    the settings), unless the search is searching it; a search saved before the value was recorded says the
+    fixed value it was given, if any."""
+    if "stopping_step" in settings.get("param_names", []):
+        return "stopping_step searched"
+    value = settings.get("stopping_step", settings["fixed"].get("stopping_step"))
+    return f"stopping_step={value}" if value is not None else "the config's stopping_step"
+
+
 def run_local_search(args, overrides):
     output_dir = os.path.abspath(args.output_dir)
     worker = parse_worker(args.worker) if args.worker else None
@@ -91,7 +101,7 @@ def run_local_search(args, overrides):
         how = f"in {n_workers} worker processes at once"
     print(f"local search: {len(todo)} of {len(trials)} trial(s) to run, {how} on "
           f"{local_device(fixed)}; no ASHA: each trains up to {settings['epochs']} epochs with RecBole's early "
-          f"stopping (stopping_step={fixed.get('stopping_step', 10)}), then tests its best checkpoint", flush=True)
+          f"stopping ({stopping_text(settings)}), then tests its best checkpoint", flush=True)
     if n_workers > 1:
         return run_workers(output_dir, settings, todo, n_workers)
     return run_trials(output_dir, settings, todo, worker)

@@ -268,3 +268,20 @@ def test_bad_workers_are_refused(tiny, tmp_path, capsys, extra, message):
     assert common.main(argv + extra) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before the search was created
+
+
+@pytest.mark.parametrize("extra, shown", [([], "stopping_step=4"), (["--stopping_step=2"], "stopping_step=2")])
+def test_local_banner_shows_the_trials_stopping_step(tiny, tmp_path, monkeypatch, capsys, extra, shown):
+    """The banner names the stopping_step the trials run with: SASRecSPRINT.yaml's 4 (as the main job), or the
+    override; never RecBole's overall default of 10 (issue 23)."""
+    config_file, hyper = tiny_search_files(tmp_path, tiny, "learning_rate choice [0.01]\n")
+    config = yaml.safe_load(open(config_file))
+    del config["stopping_step"]  # the model's yaml decides
+    with open(config_file, "w") as handle:
+        yaml.safe_dump(config, handle)
+    monkeypatch.setattr(local, "run_trials", lambda *args: 0)  # the banner only: nothing trains
+    assert common.main(local_argv(hyper, config_file, tmp_path / "out", *extra)) == 0
+    banner = [line for line in capsys.readouterr().out.splitlines() if line.startswith("local search:")]
+    assert len(banner) == 1 and f"early stopping ({shown})" in banner[0], banner
+    settings = json.load(open(tmp_path / "out" / common.SETTINGS_FILE))
+    assert settings["stopping_step"] == int(shown.split("=")[1])
