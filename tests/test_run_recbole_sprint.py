@@ -35,7 +35,8 @@ def test_main_job_trains_logs_sprint_parts_and_tests(tmp_path, monkeypatch, capl
     monkeypatch.setattr(sys, "argv", argv)  # RecBole's Config reads --key=value from sys.argv
     assert _main_module().main(argv[1:]) == 0
     log = caplog.text
-    for part in ("per-step means: rec: ", "sprint_attn: ", "sprint_ffn: ", "sprint_emb: ", "best valid", "test result"):
+    for part in ("(sum of 1 step; per step: ", "per-step means: rec: ", "sprint_attn: ", "sprint_ffn: ", "sprint_emb: ",
+                 "best valid", "test result"):
         assert part in log
     assert "n_layers = 1" in log  # the command-line override reached the config
 

@@ -67,6 +67,7 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
         if self.enable_amp:
             self.enable_scaler = self.amp_dtype == torch.float16 and torch.cuda.is_available()
         self.sprint_parts = None  # {"rec": ..., "sprint_attn": ..., ...} of the last epoch
+        self.epoch_steps = 0  # training steps (loss calls) of the last epoch
         self.lr_scheduler, self.lr_warmup_ratio, self.tf32 = check_optimisation_config(config)
         set_tf32(self.tf32)
         self.lr_schedule = None  # a LinearWarmupDecay while fit() runs with lr_scheduler: linear
@@ -96,14 +97,39 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
         loss_func = loss_func or self.model.calculate_loss
         if self.enable_amp:
             loss_func = autocast_loss(loss_func, self.device.type, self.amp_dtype)
-        total_loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        steps = [0]
+        total_loss = super()._train_epoch(
+            train_data, epoch_idx, loss_func=counted_steps(loss_func, steps), show_progress=show_progress
+        )
+        self.epoch_steps = steps[0]
         sprint = getattr(self.model, "sprint", None)
         self.sprint_parts = sprint.pop_epoch_parts() if sprint is not None else None
         return total_loss
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        """RecBole's epoch line, whose ``train loss`` is the sum over the epoch's steps, labelled so and followed
+        by its per-step mean, which compares with the per-step means of the SPRINT parts after it:
+        ``train loss: 51.5156 (sum of 8 steps; per step: 6.4394)] [per-step means: rec: 6.3210, sprint_attn: ...``
+        (per step, ``loss = rec + sprint_attn + sprint_ffn + sprint_emb``)."""
         output = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        steps = getattr(self, "epoch_steps", 0)
+        if steps and output.endswith("]"):
+            decimals = self.config["loss_decimal_place"] or 4
+            means = losses if isinstance(losses, tuple) else (losses,)
+            means = ", ".join(f"{loss / steps:.{decimals}f}" for loss in means)
+            output = output[:-1] + f" (sum of {steps} step{'s' if steps != 1 else ''}; " + set_color("per step", "blue") + f": {means})]"
         if not self.sprint_parts:
             return output
         parts = ", ".join(set_color(name, "blue") + f": {value:.4f}" for name, value in self.sprint_parts.items())
         return output + f" [per-step means: {parts}]"
+
+
+def counted_steps(loss_func, steps):
+    """``loss_func`` that adds 1 to ``steps[0]`` per call (one call per training step in RecBole's loop)."""
+
+    @functools.wraps(loss_func)
+    def run(interaction):
+        steps[0] += 1
+        return loss_func(interaction)
+
+    return run
