@@ -74,6 +74,11 @@ shim   symptom                                                     fix
        unpack`` / ``Type tokn ... is not supported`` / ``Unable    (``DataWarning``) with counts; header and
        to convert column`` (dataset.py:455-497); a TIME_FIELD      value errors name the file and column; a
        the file lacks: ``KeyError: 'timestamp'``                   TIME_FIELD the file lacks: a clear error
+16     ``ValueError: train_neg_sample_args [...] should be None    :func:`no_negatives_for_ce`, called by the
+       when the loss_type is CE`` for ``--model=SASRec`` (and      plugin Config: a sequential CE model gets
+       every sequential model whose yaml says ``loss_type: CE``):  ``train_neg_sample_args: None`` unless the
+       overall.yaml samples a negative for every model and         user set that key (an explicit contradiction
+       configurator.py:342 rejects that with CE                    still fails RecBole's check)
 =====  ==========================================================  =============================================
 
 :func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12, 13, 15); it runs once when ``recbole_sprint`` is
@@ -114,6 +119,7 @@ __all__ = [
     "load_config_files",
     "ConfigYamlLoader",
     "check_atomic_files",
+    "no_negatives_for_ce",
 ]
 
 # Shim 4 -------------------------------------------------------------------------------------------
@@ -500,6 +506,28 @@ def check_atomic_files():
         Dataset._load_feat = _load_feat_checked(Dataset._load_feat)
     if not getattr(Dataset._data_processing, "recbole_sprint_shim", False):
         Dataset._data_processing = _data_processing_checked(Dataset._data_processing)
+
+
+# Shim 16 ------------------------------------------------------------------------------------------
+def no_negatives_for_ce(config):
+    """Before RecBole's ``Config._set_default_parameters``: a sequential model trained with ``loss_type: CE``
+    (SASRec's, BERT4Rec's, GRU4Rec's default, ...) gets ``train_neg_sample_args: None`` unless the user set it.
+
+    RecBole's overall.yaml samples one uniform negative for every model, and its own check then rejects the
+    combination (configurator.py:342), so ``run_recbole --model=SASRec`` stops unless the user knows to add
+    ``train_neg_sample_args: ~``. Here the default follows the loss; an explicit ``train_neg_sample_args``
+    (file, dict or command line) is kept, and RecBole's check still rejects it with CE.
+    """
+    from recbole.utils import ModelType
+
+    final = config.final_config_dict
+    if (
+        final.get("MODEL_TYPE") == ModelType.SEQUENTIAL
+        and not hasattr(config.model_class, "input_type")  # RecBole reads loss_type only for these
+        and final.get("loss_type") == "CE"
+        and "train_neg_sample_args" not in config.external_config_dict
+    ):
+        final["train_neg_sample_args"] = None
 
 
 _APPLIED = False

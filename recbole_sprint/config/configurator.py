@@ -12,7 +12,7 @@ defaults. For a model class ``M`` the internal (lowest-priority) configuration i
    defaults.
 
 A sequential model whose ``loss_type`` is ``CE`` trains without sampled negatives unless the user sets
-``train_neg_sample_args`` (RecBole's own defaults contradict each other there; :meth:`Config._no_negatives_for_ce`).
+``train_neg_sample_args`` (RecBole's own defaults contradict each other there; compat shim 16).
 
 External configuration (files < dict < command line) always wins, exactly as in RecBole.
 
@@ -104,7 +104,7 @@ class Config(recbole.config.Config):
             config["verbose"] = False
 
     def _set_default_parameters(self):
-        self._no_negatives_for_ce()
+        compat.no_negatives_for_ce(self)  # shim 16
         super()._set_default_parameters()
         checks.check_keys(self)
         from recbole_sprint.data.utils import check_dataset_files  # (the data package imports this module)
@@ -112,25 +112,6 @@ class Config(recbole.config.Config):
         check_dataset_files(self)  # a misnamed dataset: "no such dataset" before any advice about its columns
         checks.check_config(self)
         self._check_time_field_is_loaded()
-
-    def _no_negatives_for_ce(self):
-        """A sequential model trained with ``loss_type: CE`` (SASRec's, BERT4Rec's, GRU4Rec's default, ...) gets
-        ``train_neg_sample_args: None`` unless the user set that key.
-
-        RecBole's overall.yaml samples one uniform negative for every model, and its own check then rejects
-        the combination (``train_neg_sample_args [...] should be None when the loss_type is CE``,
-        configurator.py:342), so ``run_recbole --model=SASRec`` stops unless the user knows to add
-        ``train_neg_sample_args: ~``. Here the default follows the loss; an explicit ``train_neg_sample_args``
-        (file, dict or command line) is kept, and RecBole's check still rejects it with CE.
-        """
-        config = self.final_config_dict
-        if (
-            config.get("MODEL_TYPE") == ModelType.SEQUENTIAL
-            and not hasattr(self.model_class, "input_type")  # RecBole reads loss_type only for these
-            and config.get("loss_type") == "CE"
-            and "train_neg_sample_args" not in self.external_config_dict
-        ):
-            config["train_neg_sample_args"] = None
 
     def _check_time_field_is_loaded(self):
         """Sequential models order interactions by TIME_FIELD; RecBole fails late and obscurely without it."""
