@@ -591,6 +591,13 @@ def write_settings(output_dir, settings):
         json.dump(settings, handle, indent=2)
 
 
+MIN_RAY = (2, 45)  # pyproject.toml: Tuner, tune.report(metrics, checkpoint=...), tune.get_checkpoint
+
+
+def _version_tuple(version):
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
 def backend_runner(backend):
     """The ``run(args, overrides)`` of a backend, imported only when used (only "ray" imports Ray)."""
     if backend == "local":
@@ -598,10 +605,14 @@ def backend_runner(backend):
 
         return run_local_search
     try:
+        import ray
+
+        if _version_tuple(ray.__version__) < MIN_RAY:
+            raise ImportError(f"Ray {ray.__version__} is installed, older than {'.'.join(map(str, MIN_RAY))}")
         from recbole_sprint.tune.search import run_search
     except ImportError as error:
         raise SearchError(
-            f"--backend=ray needs Ray Tune (ray[tune]>=2.50, README's install), which cannot be imported here "
+            f"--backend=ray needs Ray Tune (ray[tune]>=2.45, README's install), which cannot be imported here "
             f"({error}); use --backend=local to run the trials one after another without Ray"
         ) from None
     return run_search

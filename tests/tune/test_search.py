@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray", minversion="2.45")  # pyproject.toml's lower bound (the Tuner API used)
 
 from recbole_sprint.tune import search  # noqa: E402
 
