@@ -18,7 +18,8 @@ is taken from the backbone and checked to be the one multiplied with ``V`` (its 
 projection's output is the input of what follows, e.g. ``W_O``). The plugin's returned terms and the gradients
 of the whole training loss with respect to every parameter are compared with the reference over two training
 steps (the second one checks the warm start) on tiny float64 models of the four SPRINT backbones, with
-attention dropout on and a fixed seed. :func:`test_the_comparison_fails_for_a_wrong_formula` checks that the
+attention dropout on and a fixed seed, and on SASRecPPSPRINT with ``attention_impl: fused`` (the attention hands
+SPRINT its column sums; the reference's pass runs dense, dropout off). :func:`test_the_comparison_fails_for_a_wrong_formula` checks that the
 comparison does fail when the plugin's formula is changed (monkeypatched mutants). The last tests check the
 direction of the attention term: one gradient step on it alone lowers the column sums' soft and hard maxima.
 """
@@ -51,7 +52,7 @@ TIMES = [[0, 30, 90, 3700, 3800, 0, 0, 0], [0, 1, 2, 60, 120, 4000, 9000, 9001],
 MASKED_SEQS = [[3, MASK, 7, 11, MASK, 0, 0, 0], [4, 8, MASK, 10, 6, 1, 9, MASK], [5, MASK, 0, 0, 0, 0, 0, 0]]
 MASKED_INDEX = [[1, 4], [2, 7], [1, 0]]
 # tolerances (measured differences: at most 1e-11 absolute, float32 rounding where a backbone computes its softmax
-# or loss in float32; the mutants below change the terms or gradients by 1e-4 relative and more)
+# or loss in float32; the smallest effect of a wrong formula seen: 3e-5 on a gradient, 1e-3 relative on a term)
 VALUE_TOL = dict(rtol=1e-9, atol=1e-12)
 GRAD_TOL = dict(rtol=1e-6, atol=1e-10)
 
@@ -147,6 +148,14 @@ CASES = {
     "SASRecPPSPRINT": dict(
         model=SASRecPPSPRINT, causal=True, batch=_next_item_batch, layers=_sasrecpp_weights,
         config=dict(train_mode="full_sequence", loss_type="BCE", num_negatives=4, attn_dropout_prob=0.3)),
+    # the fused attention (no n x n matrix; it hands SPRINT the column sums itself): the plugin's pass runs fused,
+    # the reference's pass dense (to see P), so no attention dropout (the fused path draws its masks elsewhere)
+    "SASRecPPSPRINT, fused attention": dict(
+        # tolerances: the dense pass computes its softmax in float32 (up to 2e-9 from the fused float64 pass)
+        model=SASRecPPSPRINT, causal=True, batch=_next_item_batch, layers=_sasrecpp_weights, reference_impl="dense",
+        config=dict(train_mode="full_sequence", loss_type="BCE", num_negatives=4, attn_dropout_prob=0.0,
+                    attention_impl="fused"),
+        tolerances=(dict(rtol=1e-7, atol=1e-10), dict(rtol=1e-5, atol=1e-8))),
     "HSTUSPRINT": dict(
         model=HSTUSPRINT, causal=True, batch=_hstu_batch, layers=_hstu_weights,
         config=dict(normalize_all=False, num_negatives=4, attn_dropout_prob=0.3, linear_dropout_prob=0.1,
@@ -164,7 +173,7 @@ def build(tiny, name, **overrides):
                     sprint_temperature=TAU, **WEIGHTS)
     settings.update(case["config"])
     settings.update(overrides)
-    config = Config(model=name, dataset="ml-100k", config_dict=tiny(**settings))
+    config = Config(model=case["model"].__name__, dataset="ml-100k", config_dict=tiny(**settings))
     torch.manual_seed(0)
     return case["model"](config, StubDataset()).double().train()
 
@@ -245,6 +254,16 @@ def initial_state(model, n_layers, n_heads):
     return state
 
 
+def set_attention_impl(model, impl):
+    """SASRecPP's attention implementation switched to ``impl`` (``None``: unchanged); returns the previous one."""
+    previous = getattr(model, "attention_impl", None)
+    if impl is not None:
+        model.attention_impl = impl
+        for layer in model.layers:
+            layer.attention.attention_impl = impl
+    return previous
+
+
 def _check_applied_to_v(name, probs, value_out, output_in):
     """The captured matrix is the one multiplied with V: rebuild the input of what follows from it."""
     batch, heads, n, _ = probs.shape
@@ -293,8 +312,10 @@ def compare_with_reference(tiny, name, steps=2, lr=0.5, **overrides):
         for _, _, _, output_module, _, _ in (modules if name != "HSTUSPRINT" else []):
             handles.append(output_module.register_forward_pre_hook(lambda m, i: captured["next"].append(i[0])))
         model.sprint.eval()  # the regulariser off (no hooks, no terms); the backbone stays in training mode
+        impl = set_attention_impl(model, case.get("reference_impl"))
         seed_everything(step)
         rec = model.calculate_loss(interaction)
+        set_attention_impl(model, impl)
         model.sprint.train()
         for handle in handles:
             handle.remove()
@@ -308,15 +329,16 @@ def compare_with_reference(tiny, name, steps=2, lr=0.5, **overrides):
         total = rec + sum(reference)
         reference_grads = torch.autograd.grad(total, list(parameters.values()), allow_unused=True)
 
+        value_tol, grad_tol = case.get("tolerances", (VALUE_TOL, GRAD_TOL))
         for part, mine, theirs in zip(("attn", "ffn", "emb"), plugin_terms, reference):
             assert mine.dtype == torch.float64
-            assert torch.allclose(mine, theirs, **VALUE_TOL), \
+            assert torch.allclose(mine, theirs, **value_tol), \
                 f"plugin != reference: {part} value at step {step}: {mine.item()!r} vs {theirs.item()!r}"
-        assert torch.allclose(loss, total, **VALUE_TOL), f"plugin != reference: loss at step {step}"
+        assert torch.allclose(loss, total, **value_tol), f"plugin != reference: loss at step {step}"
         for parameter, mine, theirs in zip(parameters, plugin_grads, reference_grads):
             assert (mine is None) == (theirs is None), f"plugin != reference: gradient of {parameter} is None in one"
             if mine is not None:
-                assert torch.allclose(mine, theirs, **GRAD_TOL), (
+                assert torch.allclose(mine, theirs, **grad_tol), (
                     f"plugin != reference: gradient of {parameter} at step {step}, "
                     f"max difference {(mine - theirs).abs().max().item():.3g}")
         with torch.no_grad():  # move the weights (with the plugin's gradients): the next step starts elsewhere
@@ -451,8 +473,10 @@ def _attention_statistics(name, model, interaction):
     handles = [layer[0].register_forward_hook(lambda m, i, o: captured.append(o.detach()))
                for layer in CASES[name]["layers"](model)]
     model.sprint.eval()
+    impl = set_attention_impl(model, CASES[name].get("reference_impl"))
     with torch.no_grad():
         model.calculate_loss(interaction)
+    set_attention_impl(model, impl)
     model.sprint.train()
     for handle in handles:
         handle.remove()
