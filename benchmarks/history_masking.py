@@ -62,15 +62,9 @@ def main(argv=None):
     parser.add_argument("--model", default="SASRecSPRINT")
     parser.add_argument("--dataset", default="ml-100k")
     args, rest = parser.parse_known_args(argv)
-    overrides = {}
-    for item in rest:
-        key, _, value = item.lstrip("-").partition("=")
-        import ast
+    from recbole_sprint.compat import literal_value  # the plugin's parsing of --key=value: literals, never code
 
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
+    overrides = {key: literal_value(value) for key, _, value in (item.lstrip("-").partition("=") for item in rest)}
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv: the overrides go in the dict
     with tempfile.TemporaryDirectory() as folder:
         overrides = {

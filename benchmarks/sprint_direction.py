@@ -23,7 +23,6 @@ other ``--key=value`` is a config override for every run (RecBole's syntax).
 """
 
 import argparse
-import ast
 import sys
 import tempfile
 import time
@@ -121,13 +120,9 @@ def main(argv=None):
     parser.add_argument("--runs", default=None, help="instead of the four runs above, e.g. "
                         "'SASRecSPRINT:2.5,0,0;SASRecSPRINT:0,0,0.1' (model:lambda_attn,lambda_ffn,lambda_emb;...)")
     args, rest = parser.parse_known_args(argv)
-    overrides = {}
-    for item in rest:
-        key, _, value = item.lstrip("-").partition("=")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
+    from recbole_sprint.compat import literal_value  # the plugin's parsing of --key=value: literals, never code
+
+    overrides = {key: literal_value(value) for key, _, value in (item.lstrip("-").partition("=") for item in rest)}
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv: the overrides go in the dict
     import torch
 
