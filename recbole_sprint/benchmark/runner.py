@@ -4,8 +4,14 @@ resumes where it stopped.
 
 Sequential by default (a tqdm bar over the grid). With ``parallel=True`` or an ``address``, cells run as Ray
 tasks (one CPU each) and the driver stores each result as it arrives.
+
+Everything a run writes goes under the output folder: the store, tables and plots, each run's checkpoint
+(``saved/<run id>/``, deleted once the run is stored unless ``keep_checkpoints``) and RecBole's own log files
+(``log/<model>/``, ``log_tensorboard/``: RecBole writes them into the working directory, so each run works in the
+output folder); nothing goes into the directory the command was started from.
 """
 
+import contextlib
 import os
 import shutil
 import time
@@ -23,6 +29,8 @@ def run_config(cell, output_dir):
     config = dict(cell.config)
     if cell.data_path is not None:
         config["data_path"] = cell.data_path
+    else:  # made absolute: the run works in the output folder (RecBole's default data_path is 'dataset/')
+        config["data_path"] = os.path.abspath(config.get("data_path") or "dataset")
     config.setdefault("show_progress", False)
     config.setdefault("log_flops", False)
     config["checkpoint_dir"] = os.path.join(os.path.abspath(output_dir), "saved", cell.run_id)
@@ -36,7 +44,8 @@ def run_cell(cell, output_dir, keep_checkpoints=False):
 
     start = time.time()
     config = run_config(cell, output_dir)
-    result = run_recbole_sprint(cell.model_name, cell.dataset, config_dict=config)
+    with working_directory(output_dir):  # RecBole's log/ and log_tensorboard/ go there
+        result = run_recbole_sprint(cell.model_name, cell.dataset, config_dict=config)
     if not keep_checkpoints:
         shutil.rmtree(config["checkpoint_dir"], ignore_errors=True)
     return {
@@ -59,6 +68,18 @@ def run_cell(cell, output_dir, keep_checkpoints=False):
         "wall_seconds": time.time() - start,
         "finished_at": time.strftime(FINISHED_AT_FORMAT),
     }
+
+
+@contextlib.contextmanager
+def working_directory(path):
+    """Work in ``path`` (created if needed) for the ``with`` block, then return to the previous directory."""
+    previous = os.getcwd()
+    os.makedirs(path, exist_ok=True)
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def check_shard(shard):

@@ -7,6 +7,7 @@ A spec (see ``recbole_sprint/properties/benchmark/*.yaml``)::
     # or {name: SASRecSPRINT, label: SASRec, config: {...weights 0}}: a labelled row (see MODEL_KEYS)
     # or {name: HSTUSPRINT, label: HSTUSPRINT-tuned, config: {...}, dataset_config: {ml-1m-3k: {...}}}: values
     #    for one dataset's runs only (e.g. weights searched on each dataset)
+    # or {name: SASRecSPRINT, compare_anyway: [train_mode]}: see "Like with like" below
     datasets: [ml-100k, {name: amazon-beauty, data_path: ../shared/datasets, config: {...}}]
     data_path: ../shared/datasets     # default data_path of datasets that name none
     seeds: [2020, 2021]
@@ -18,6 +19,16 @@ A spec (see ``recbole_sprint/properties/benchmark/*.yaml``)::
 
 Config priority (lowest first): the model's yaml defaults, ``config``, the dataset's ``config``, the model's
 ``config``, the model's ``dataset_config`` for that dataset, the size preset, the sweep values, the seed.
+
+Like with like: the table gives each SPRINT row its gain over its backbone's row (``SASRecSPRINT`` and
+``SASRec++-SPRINT`` against the rows labelled ``SASRec`` and ``SASRec++``, same variant; see
+:func:`recbole_sprint.benchmark.tables.backbone_of`), so two such rows must train under the same protocol: their
+resolved configs (model yamls included, e.g. SASRecSPRINT's ``train_mode: full_sequence`` against RecBole's
+SASRec in prefix mode) may differ only in the SPRINT keys (``sprint_*``) and the model class, on every dataset.
+The baseline row that guarantees it is the SPRINT class with every weight 0 (``{name: SASRecSPRINT, label: SASRec,
+config: {sprint_attn_weight: 0, sprint_ffn_weight: 0, sprint_emb_weight: 0}}``, which trains exactly like its
+backbone). Anything else is an error naming the keys, unless one of the two entries says that the difference is
+meant: ``compare_anyway: [key, ...]`` (these keys may differ) or ``compare_anyway: true`` (any key may).
 
 A relative ``data_path`` is resolved against the spec file's folder first, then against the current
 directory; the first that holds ``<name>/<name>.inter`` wins. ``ml-100k`` (inside the recbole wheel) and the
@@ -39,7 +50,9 @@ from recbole_sprint.benchmark.scaling import SIZE_KEYS, SIZE_PRESETS, size_confi
 # {name: SASRecSPRINT, label: SASRec, config: {sprint_attn_weight: 0, ...}} under a protocol RecBole's SASRec
 # cannot train (train_mode: full_sequence); SPRINT at weight 0 trains exactly like its backbone.
 # 'dataset_config' maps dataset names to config values for that dataset's runs of the entry only.
-MODEL_KEYS = ("name", "label", "config", "dataset_config")
+# 'compare_anyway' (true, or a list of config keys) lets the entry's row and the row the table compares it with
+# (a SPRINT row and its backbone's) differ in more than the sprint_* keys (module docstring: "Like with like").
+MODEL_KEYS = ("name", "label", "config", "dataset_config", "compare_anyway")
 TOP_LEVEL_KEYS = ("name", "models", "datasets", "data_path", "seeds", "config", "sizes", "sweep", "table", "scaling")
 TABLE_KEYS = ("metrics", "absolute_gain", "alpha")
 SCALING_KEYS = ("metrics",)
@@ -102,6 +115,7 @@ class Spec:
     scaling: dict = None
     model_classes: dict = field(default_factory=dict)  # label -> model class name
     model_dataset_configs: dict = field(default_factory=dict)  # label -> {dataset: config} ('dataset_config')
+    compare_anyway: dict = field(default_factory=dict)  # label -> True or a set of config keys ('compare_anyway')
 
     def model_config(self, model, model_config, dataset):
         """The entry's config for ``dataset``: its ``config`` updated with its ``dataset_config[dataset]``."""
@@ -227,13 +241,14 @@ def parse_spec(raw, path="<spec>"):
         raise SpecError(f"{path}: unknown spec key(s) {unknown}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
     spec_dir = os.path.dirname(os.path.abspath(path)) if os.path.exists(str(path)) else os.getcwd()
     config = _mapping(raw.get("config"), "config")
-    models = _models(raw.get("models"))  # [(label, config, model class name, dataset_config)]
+    models = _models(raw.get("models"))  # [(label, config, model class name, dataset_config, compare_anyway)]
     spec = Spec(
         name=str(raw.get("name") or os.path.splitext(os.path.basename(str(path)))[0]),
         path=str(path),
-        models=[(label, config) for label, config, _, _ in models],
-        model_classes={label: name for label, _, name, _ in models},
-        model_dataset_configs={label: by_dataset for label, _, _, by_dataset in models if by_dataset},
+        models=[(label, config) for label, config, _, _, _ in models],
+        model_classes={label: name for label, _, name, _, _ in models},
+        model_dataset_configs={label: by_dataset for label, _, _, by_dataset, _ in models if by_dataset},
+        compare_anyway={label: anyway for label, _, _, _, anyway in models if anyway},
         datasets=_datasets(raw.get("datasets"), raw.get("data_path"), spec_dir),
         seeds=_seeds(raw.get("seeds")),
         config=config,
@@ -302,11 +317,21 @@ def _models(value):
                             f"RecBole model; the lookup ended with: {error})") from None
         by_dataset = _mapping(extra.get("dataset_config"), f"models[{i}].dataset_config")
         by_dataset = {d: _mapping(c, f"models[{i}].dataset_config.{d}") for d, c in by_dataset.items()}
-        models.append((label, _mapping(extra.get("config"), f"models[{i}].config"), name, by_dataset))
-    labels = [label for label, _, _, _ in models]
+        anyway = _compare_anyway(extra.get("compare_anyway", False), f"models[{i}].compare_anyway")
+        models.append((label, _mapping(extra.get("config"), f"models[{i}].config"), name, by_dataset, anyway))
+    labels = [label for label, _, _, _, _ in models]
     if len(set(labels)) != len(labels):
         raise SpecError(f"spec entry 'models' lists a model (label) twice: {labels}")
     return models
+
+
+def _compare_anyway(value, entry):
+    """``compare_anyway``: ``False`` (the default), ``True`` or a non-empty list of config keys (as a set)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and value and all(isinstance(key, str) and key for key in value):
+        return set(value)
+    raise SpecError(f"spec entry '{entry}' must be true, false or a non-empty list of config keys, got {value!r}")
 
 
 def _check_dataset_configs(spec):
@@ -470,6 +495,7 @@ def _check_configs(spec):
 
     known = set(SIZE_KEYS)
     variant_config = size_config(spec.sizes[0]) if spec.sizes else {}  # sweep values left out: see below
+    resolved = {}  # (model label, dataset) -> final config dict, for the like-with-like check
     for i, (model, model_config) in enumerate(spec.models):
         for j, (dataset, data_path, dataset_config) in enumerate(spec.datasets):
             config_dict = {**spec.config, **dataset_config, **spec.model_config(model, model_config, dataset),
@@ -482,7 +508,67 @@ def _check_configs(spec):
                 raise SpecError(f"spec entries 'models[{i}]' ({model}) x 'datasets[{j}]' ({dataset}): RecBole "
                                 f"rejects the config: {error}") from None
             known |= set(config.final_config_dict)
+            resolved[model, dataset] = config.final_config_dict
+    _check_like_with_like(spec, resolved)
     for key in spec.sweep:
         if key not in known:
             raise SpecError(f"spec entry 'sweep.{key}': [{key}] is not a config key of any of the models "
                             f"{[m for m, _ in spec.models]}")
+
+
+# keys that may differ between a SPRINT row and its backbone's row: the SPRINT options, and what names the model
+SPRINT_KEY_PREFIX = "sprint_"
+MODEL_IDENTITY_KEYS = ("model",)
+
+
+def config_differences(config, other):
+    """``{key: (value in config, value in other)}`` for every key whose values differ (a missing key: ``"unset"``),
+    leaving out the SPRINT keys (``sprint_*``) and the model name."""
+    missing = "unset"
+    differences = {}
+    for key in sorted(set(config) | set(other)):
+        if key.startswith(SPRINT_KEY_PREFIX) or key in MODEL_IDENTITY_KEYS:
+            continue
+        a, b = config.get(key, missing), other.get(key, missing)
+        try:
+            same = bool(a == b)
+        except Exception:  # e.g. arrays: compare their text
+            same = repr(a) == repr(b)
+        if not same:
+            differences[key] = (a, b)
+    return differences
+
+
+def compared_pairs(spec):
+    """``[(i, SPRINT label, j, backbone label)]``: the model entries whose rows the table compares
+    (:func:`recbole_sprint.benchmark.tables.backbone_of`), by their positions in ``models``."""
+    from recbole_sprint.benchmark.tables import backbone_of
+
+    labels = [label for label, _ in spec.models]
+    return [(i, label, labels.index(backbone_of(label)), backbone_of(label))
+            for i, label in enumerate(labels) if backbone_of(label) in labels]
+
+
+def _check_like_with_like(spec, resolved):
+    """A SPRINT row and its backbone's row differ only in ``sprint_*`` keys (module docstring: "Like with like")."""
+    for i, label, j, backbone in compared_pairs(spec):
+        anyway = [spec.compare_anyway.get(label, False), spec.compare_anyway.get(backbone, False)]
+        if True in anyway:
+            continue
+        allowed = set().union(*[keys for keys in anyway if keys])
+        for dataset, _, _ in spec.datasets:
+            differences = config_differences(resolved[label, dataset], resolved[backbone, dataset])
+            unexpected = {key: values for key, values in differences.items() if key not in allowed}
+            if unexpected:
+                shown = "; ".join(f"{key}: {a!r} vs {b!r}" for key, (a, b) in list(unexpected.items())[:12])
+                more = f" (and {len(unexpected) - 12} more)" if len(unexpected) > 12 else ""
+                raise SpecError(
+                    f"spec entries 'models[{i}]' ({label}) and 'models[{j}]' ({backbone}) on {dataset}: the table "
+                    f"gives {label} its gain over {backbone}, but their configs differ in more than the SPRINT keys "
+                    f"({label} vs {backbone}): "
+                    f"{shown}{more}. Compare like with like: make the baseline the SPRINT class with every weight 0 "
+                    f"({{name: {spec.model_classes.get(label, label)}, label: {backbone}, config: {{sprint_attn_weight: "
+                    f"0.0, sprint_ffn_weight: 0.0, sprint_emb_weight: 0.0}}}}) or give both entries the same values; "
+                    f"if the difference is meant, add compare_anyway: [{', '.join(unexpected)}] (or true) to one of "
+                    f"the two entries"
+                )

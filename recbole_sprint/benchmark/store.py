@@ -3,8 +3,9 @@
 Each line is written with a single ``write`` followed by ``flush`` and ``fsync``, so that a crash loses at
 most the run that was being written. On reading, a last line without its newline (a write cut short) is
 ignored, and the run it described is simply run again; any other line that is not a stored run is an error
-(:class:`StoreError`) naming the line and how to recover. Appends take an exclusive ``flock`` on
-``<store>.lock``, so several benchmark processes (``--shard``) can share one store.
+(:class:`StoreError`) naming the line and how to recover. Appends take an exclusive ``flock`` on the store
+file itself (never replaced, only appended to), so several benchmark processes (``--shard``) can share one store
+and no lock file is left beside it.
 """
 
 import fcntl
@@ -63,13 +64,12 @@ class ResultStore:
     def append(self, record):
         """Append one record durably."""
         line = json.dumps(record, sort_keys=True, default=_to_json) + "\n"
-        with open(self.path + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the lock file is closed
+        with open(self.path, "ab") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
             self._drop_partial_tail()
-            with open(self.path, "ab") as f:
-                f.write(line.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
+            f.write(line.encode("utf-8"))  # append mode: at the end, after the cut
+            f.flush()
+            os.fsync(f.fileno())
 
     def _drop_partial_tail(self):
         """Cut off a last line that a crash left without its newline, so the next record starts cleanly."""

@@ -15,11 +15,13 @@ from recbole_sprint.benchmark.stats import mean_std
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(REPO, "recbole_sprint", "properties", "benchmark", "smoke.yaml")
 
-# the smoke spec, smaller: 1 seed, hidden 8/16, length 5, users with 20-39 ratings (4 runs of a few seconds)
+# the smoke spec, smaller: 1 seed, hidden 8/16, length 5, users with 20-39 ratings, 2 epochs (4 runs of a few
+# seconds); both rows keep the smoke spec's shared protocol (SASRecSPRINT, full_sequence; the SASRec row at weight 0)
 FASTER = {
     "seeds": [2020],
     "sweep": {"hidden_size": [8, 16]},
-    "config": {"MAX_ITEM_LIST_LENGTH": 5, "inner_size": 16, "user_inter_num_interval": "[20,40)"},
+    "config": {"MAX_ITEM_LIST_LENGTH": 5, "inner_size": 16, "user_inter_num_interval": "[20,40)", "epochs": 2,
+               "eval_step": 1},
 }
 
 
@@ -38,7 +40,8 @@ def grid(tmp_path_factory):
     def wrapped(model, dataset, config_dict=None, **kwargs):
         if phase["name"] == "first" and calls["first"]:
             raise Crash("injected crash before the second run")
-        calls[phase["name"]].append((model, dataset, config_dict["seed"], config_dict["hidden_size"]))
+        calls[phase["name"]].append((model, dataset, config_dict["seed"], config_dict["hidden_size"],
+                                     config_dict.get("sprint_attn_weight")))  # the SASRec row: weight 0
         return real(model, dataset, config_dict=config_dict, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -53,7 +56,7 @@ def grid(tmp_path_factory):
         second = run_benchmark(spec, out, show_progress=False)
         phase["name"] = "third"
         third = run_benchmark(spec, out, show_progress=False)
-    return {"spec": spec, "out": out, "calls": calls, "store_after_crash": store_after_crash,
+    return {"tmp": tmp, "spec": spec, "out": out, "calls": calls, "store_after_crash": store_after_crash,
             "second": second, "third": third}
 
 
@@ -66,12 +69,16 @@ def test_resume_after_crash_skips_the_finished_run(grid):
     # the rerun trained exactly the 3 others, not the finished one
     assert grid["second"]["n_ran"] == 3 and len(calls["second"]) == 3
     assert calls["first"][0] not in calls["second"]
-    assert (first["model"], first["dataset"], first["seed"], first["config"]["hidden_size"]) == calls["first"][0]
+    assert (first["model_class"], first["dataset"], first["seed"], first["config"]["hidden_size"],
+            first["config"].get("sprint_attn_weight")) == calls["first"][0]
     lines = open(os.path.join(grid["out"], "runs.jsonl")).read().splitlines()
     assert lines[0] == first_lines[0]  # the finished run's record is untouched
     assert sorted(json.loads(line)["run_id"] for line in lines) == sorted(c.run_id for c in spec.cells())
     # checkpoints are deleted once a run is stored (the default)
     assert os.listdir(os.path.join(grid["out"], "saved")) == []
+    # everything under the output folder (RecBole's log/ too), nothing in the working directory, no lock file
+    assert os.listdir(grid["tmp"]) == ["out"]
+    assert "log" in os.listdir(grid["out"]) and not os.path.exists(os.path.join(grid["out"], "runs.jsonl.lock"))
     # a third call trains nothing
     assert grid["third"]["n_ran"] == 0 and calls["third"] == []
 
