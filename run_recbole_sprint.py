@@ -15,13 +15,22 @@ A wrong input (unknown model, dataset or config key, malformed data or config fi
 import argparse
 import sys
 
-from recbole_sprint.cli import DEBUG_HELP, one_line_data_warnings, pop_debug, report, user_errors
-from recbole_sprint.quick_start import run
+# (--help answers before torch and RecBole are imported: recbole_sprint.cli.only_help)
+from recbole_sprint.cli import (DEBUG_HELP, HelpFormatter, models_epilog, one_line_data_warnings, plain, pop_debug,
+                                report, user_errors)
+
+EPILOG = """config defaults (lowest first): RecBole's overall.yaml, recbole_sprint/properties/overall.yaml, the model's
+yamls (RecBole's, then properties/model/<Model>.yaml; SPRINT.yaml for every *SPRINT model), the dataset's yaml;
+--config_files, then --key=value override them. The default run (SASRecSPRINT on ml-100k: train_mode
+full_sequence, up to 100 epochs, validation every 5, early stopping after 4 validations without improvement)
+takes about 10-15 minutes on 2 CPU cores; add --epochs=5 for a run of a minute. Outputs: RecBole's log in
+./log/<model>/, TensorBoard events in ./log_tensorboard/, the best checkpoint in ./saved/ (checkpoint_dir)."""
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", "-m", type=str, default="SASRecSPRINT", help="model name")
+def build_parser():
+    parser = argparse.ArgumentParser(prog="run_recbole_sprint.py", description=plain(__doc__),
+                                     epilog=EPILOG + "\n\n" + models_epilog(), formatter_class=HelpFormatter)
+    parser.add_argument("--model", "-m", type=str, default="SASRecSPRINT", help="model name (list below)")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", type=str, default=None, help="config files, separated by spaces")
     parser.add_argument("--nproc", type=int, default=1, help="number of processes (GPUs) for DDP")
@@ -30,9 +39,15 @@ def main(argv=None):
     parser.add_argument("--world_size", type=int, default=-1, help="total number of jobs")
     parser.add_argument("--group_offset", type=int, default=0, help="the global rank offset of this group")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     argv, debug = pop_debug(sys.argv[1:] if argv is None else list(argv))
-    one_line_data_warnings()
     args, _ = parser.parse_known_args(argv)
+    one_line_data_warnings()
+    from recbole_sprint.quick_start import run  # torch and RecBole: after --help has had its answer
 
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
     saved_argv = sys.argv

@@ -13,10 +13,21 @@ are read as data (a string stays a string: it is never ``eval()``ed as RecBole w
 import argparse
 import sys
 
+from recbole_sprint.cli import HelpFormatter, models_epilog, plain  # (standard library only: --help is fast)
+
+EPILOG = """shipped specs (recbole_sprint/properties/benchmark/; a spec's runs train with the spec's config over each
+model's yaml defaults):
+  smoke.yaml                SASRec vs SASRecSPRINT on ml-100k, 2 sizes x 2 seeds: 8 CPU runs, minutes
+  paper_main.yaml           the paper's comparison on amazon-beauty and ml-1m-3k (../shared/datasets): GPU
+  paper_depth.yaml          depth sweep 2/4/8 layers: GPU
+  paper_amazon-beauty.yaml, paper_ml-1m-3k.yaml   paper sizes XXS-Base, prefix mode: GPU, hundreds of runs
+Outputs (default outputs/benchmark/<spec name>/): runs.jsonl (one line per finished run; a rerun skips it),
+table.md / .tex / .csv, scaling.csv and plots, and each run's RecBole log under log/ there."""
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m recbole_sprint.benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m recbole_sprint.benchmark", description=plain(__doc__),
+                                     epilog=EPILOG + "\n\n" + models_epilog(), formatter_class=HelpFormatter)
     parser.add_argument("spec", help="benchmark spec (YAML), e.g. recbole_sprint/properties/benchmark/smoke.yaml")
     parser.add_argument("--output_dir", default=None,
                         help="results store, tables and plots (default: outputs/benchmark/<spec name>)")
@@ -40,7 +51,7 @@ def main(argv=None):
     parser.add_argument("--rerun_before", default=None, metavar="YYYY-MM-DDTHH:MM:SS",
                         help="run the selected cells again whose stored run finished before this time (after a "
                              "code change that alters results; resumable: new records are later)")
-    from recbole_sprint.cli import DEBUG_HELP, one_line_data_warnings, report, user_errors
+    from recbole_sprint.cli import DEBUG_HELP, one_line_data_warnings, report, user_errors  # noqa: E402
 
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)

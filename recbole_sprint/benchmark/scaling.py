@@ -11,7 +11,13 @@ import math
 
 import numpy as np
 
-from recbole_sprint.utils import parameter_counts  # noqa: F401  (re-exported)
+
+def parameter_counts(model):
+    """:func:`recbole_sprint.utils.parameter_counts`, re-exported (imported when called: ``--help`` of the benchmark
+    command imports this module and must not wait for torch and RecBole)."""
+    from recbole_sprint.utils import parameter_counts as counts
+
+    return counts(model)
 
 # name -> (n_layers L, hidden size d, heads H)
 SIZE_PRESETS = {

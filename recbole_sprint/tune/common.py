@@ -36,7 +36,6 @@ import yaml
 
 import recbole_sprint
 from recbole_sprint.tune.hyper import HyperFileError, check_names, parse_hyper_file
-from recbole_sprint.tune.trial import recbole_argv_cleared
 
 EXPERIMENT_NAME = "search"  # under --output_dir: Ray's experiment folder, or the local trials' folders
 SETTINGS_FILE = "search_settings.json"
@@ -137,6 +136,8 @@ def build_fixed_config(model, dataset, config_files=None, overrides=None):
     for path in config_files:
         if not os.path.isfile(path):
             raise SearchError(f"--config_files: no such file: {path}")
+    from recbole_sprint.tune.trial import recbole_argv_cleared  # (imports torch: not at --help)
+
     with recbole_argv_cleared():
         config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(overrides or {}))
     fixed = {key: value for key, value in config.external_config_dict.items()}
@@ -399,12 +400,26 @@ def finish_from_record(output_dir, settings, seconds, not_finished):
 # --------------------------------------------------------------------------------------------------
 # Command line and settings
 # --------------------------------------------------------------------------------------------------
+TUNE_EPILOG = """Each trial is one training run of the model with the trial's parameters over the fixed config, so a
+search costs about num_samples x grid combinations x one run (README: what each command costs): e.g. 8 trials of
+SASRecSPRINT on ml-100k at its defaults take roughly an hour and a half on 2 CPU cores with --backend=local;
+--max_epochs=5 (or a smaller model, --hidden_size=16 --n_layers=1) makes each trial short.
+Outputs in --output_dir: trials.csv, best_config.yaml, best_trial.json, search_settings.json and search/ (each
+trial's folder with RecBole's log and checkpoints)."""
+
+
 def build_parser():
+    from recbole_sprint.cli import HelpFormatter, models_epilog
+
     parser = argparse.ArgumentParser(
         prog="python -m recbole_sprint.tune",
-        description="Hyperparameter search over a recbole_sprint or RecBole model, with Ray Tune (--backend=ray) "
-        "or one trial after another in this process (--backend=local, no Ray). Any other --key=value is a fixed "
-        "config override (as for run_recbole_sprint.py).",
+        description="Hyperparameter search over a recbole_sprint or RecBole model, with Ray Tune (--backend=ray)\n"
+        "or one trial after another in this process (--backend=local, no Ray). Any other --key=value is a fixed\n"
+        "config override (as for run_recbole_sprint.py).\n\n"
+        "  python -m recbole_sprint.tune --backend=local --model=SASRecSPRINT --dataset=ml-100k \\\n"
+        "      --params_file=properties/hyper/sprint.hyper --num_samples=4 --max_epochs=5 --output_dir=outputs/tune/x",
+        epilog=TUNE_EPILOG + "\n\n" + models_epilog(),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", "-m", default=None, help="model name (plugin or RecBole)")
     parser.add_argument("--dataset", "-d", default=None, help="dataset name")
