@@ -79,9 +79,14 @@ shim   symptom                                                     fix
        every sequential model whose yaml says ``loss_type: CE``):  ``train_neg_sample_args: None`` unless the
        overall.yaml samples a negative for every model and         user set that key (an explicit contradiction
        configurator.py:342 rejects that with CE                    still fails RecBole's check)
+17     raw ANSI colour codes (``\x1b[1;34m``) in every log line   :func:`plain_console_off_a_terminal`: after
+       written to a file or a pipe (``> run.log``, Ray's trial     RecBole's ``init_logger``, a console handler
+       logs, CI): RecBole's console handler always colours         whose stream is not a terminal gets a plain
+       (logger.py:94 ``ColoredFormatter``, ``set_color`` in the    formatter and RecBole's own
+       messages); only its file handler strips them                ``RemoveColorFilter``
 =====  ==========================================================  =============================================
 
-:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12, 13, 15); it runs once when ``recbole_sprint`` is
+:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12, 13, 15, 17); it runs once when ``recbole_sprint`` is
 imported. Shims 1, 3 and 10 are installed per trainer through :class:`CompatTrainerMixin`; shim 9 by the
 plugin's ``data_preparation``; shim 14 by the plugin's Config.
 """
@@ -273,7 +278,9 @@ _IGNORED_WARNINGS = [
     # (message regex, category): each is raised inside RecBole or one of its pinned dependencies
     (r"pkg_resources is deprecated", UserWarning),  # ray/_private/parameter.py:4
     (r".*np\.bool8.*", DeprecationWarning),  # ray/tune/logger/tensorboardx.py:41
-    (r"A value is trying to be set on a copy of", FutureWarning),  # recbole dataset.py:648,650
+    (r"A value is trying to be set on a copy of", FutureWarning),  # recbole dataset.py:648,650 (pandas 2)
+    # pandas 3's ChainedAssignmentError (a Warning) for the same lines, whose fill shim 12 has already done
+    (r"A value is being set on a copy of a DataFrame or Series through chained assignment", Warning),
     (r"distutils Version classes are deprecated", DeprecationWarning),  # thop/profile.py
     (r".*torch\.cuda\.amp\.GradScaler", FutureWarning),  # recbole trainer.py:235
 ]
@@ -530,6 +537,50 @@ def no_negatives_for_ce(config):
         final["train_neg_sample_args"] = None
 
 
+# Shim 17 ------------------------------------------------------------------------------------------
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+def plain_console_handlers(logger=None):
+    """Console handlers (``StreamHandler`` s that are not file handlers) of ``logger`` (default: the root logger)
+    with a colouring formatter whose stream is not a terminal: plain format, colour codes removed."""
+    import logging
+
+    import colorlog
+    from recbole.utils.logger import RemoveColorFilter
+
+    for handler in (logger or logging.getLogger()).handlers:
+        if (type(handler) is logging.StreamHandler and isinstance(handler.formatter, colorlog.ColoredFormatter)
+                and not _is_terminal(handler.stream)):
+            handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%d %b %H:%M"))
+            if not any(isinstance(f, RemoveColorFilter) for f in handler.filters):
+                handler.addFilter(RemoveColorFilter())
+
+
+def _init_logger_plain_off_a_terminal(init_logger):
+    @functools.wraps(init_logger)
+    def init(config):
+        init_logger(config)
+        plain_console_handlers()
+
+    init.recbole_sprint_shim = True
+    return init
+
+
+def plain_console_off_a_terminal():
+    """Wrap RecBole's ``init_logger`` (where ``recbole.utils`` and RecBole's quick start look it up)."""
+    import recbole.utils
+    import recbole.utils.logger
+
+    for module in (recbole.utils.logger, recbole.utils):
+        if not getattr(module.init_logger, "recbole_sprint_shim", False):
+            module.init_logger = _init_logger_plain_off_a_terminal(module.init_logger)
+
+
 _APPLIED = False
 
 
@@ -548,4 +599,5 @@ def apply():
     fill_nan_by_assignment()
     dok_update()
     check_atomic_files()
+    plain_console_off_a_terminal()
     _APPLIED = True
