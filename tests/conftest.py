@@ -7,6 +7,8 @@ import pytest
 
 import recbole_sprint  # noqa: F401  (installs the compatibility shims first)
 
+from .signals import restore_signal_handlers  # noqa: F401  (autouse: Ray's signal handlers end with their test)
+
 # RecBole's Config reads every --key=value of sys.argv: keep pytest's own options out of it.
 sys.argv = sys.argv[:1]
 
