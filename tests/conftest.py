@@ -7,6 +7,7 @@ import pytest
 
 import recbole_sprint  # noqa: F401  (installs the compatibility shims first)
 
+from .checkout import no_files_left_in_the_checkout, work_in_tmp_path  # noqa: F401  (autouse: nothing in the repo)
 from .signals import restore_signal_handlers  # noqa: F401  (autouse: Ray's signal handlers end with their test)
 
 # RecBole's Config reads every --key=value of sys.argv: keep pytest's own options out of it.
