@@ -36,7 +36,8 @@ def test_main_job_trains_logs_sprint_parts_and_tests(tmp_path, monkeypatch, capl
     assert _main_module().main(argv[1:]) == 0
     log = caplog.text
     for part in ("(sum of 1 step; per step: ", "per-step means: rec: ", "sprint_attn: ", "sprint_ffn: ", "sprint_emb: ",
-                 "best valid", "test result"):
+                 "best valid", "test result", "tailexposure@10", "arp@10", "tailcoverage@10", "tailrecall@10",
+                 "historyshare@10"):  # the plugin's default metrics
         assert part in log
     assert "n_layers = 1" in log  # the command-line override reached the config
 
