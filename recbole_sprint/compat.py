@@ -84,9 +84,18 @@ shim   symptom                                                     fix
        logs, CI): RecBole's console handler always colours         whose stream is not a terminal gets a plain
        (logger.py:94 ``ColoredFormatter``, ``set_color`` in the    formatter and RecBole's own
        messages); only its file handler strips them                ``RemoveColorFilter``
+18     under pandas >= 3 a token sequence field (``item_id_list``  :func:`series_len_per_row`: inside those
+       of pre-split benchmark files, ``token_seq`` side features)  RecBole methods ``Series.agg(len)`` is
+       fails to load: ``ValueError: Length of values (1) does not  ``Series.map(len)`` again (pandas < 3's
+       match length of index (N)``, and a pre-split sequential     result); other ``agg`` calls unchanged
+       file's ``item_length`` is the row count (``index N is out
+       of bounds`` in ``gather_indexes``): pandas 3's
+       ``Series.agg(len)`` is the Series' length, no longer per
+       row (dataset.py:1217 ``_remap``, sequential_dataset.py:165;
+       float sequences dataset.py:712,792,809; kg_dataset.py:316)
 =====  ==========================================================  =============================================
 
-:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12, 13, 15, 17); it runs once when ``recbole_sprint`` is
+:func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12, 13, 15, 17, 18); it runs once when ``recbole_sprint`` is
 imported. Shims 1, 3 and 10 are installed per trainer through :class:`CompatTrainerMixin`; shim 9 by the
 plugin's ``data_preparation``; shim 14 by the plugin's Config.
 """
@@ -125,6 +134,7 @@ __all__ = [
     "ConfigYamlLoader",
     "check_atomic_files",
     "no_negatives_for_ce",
+    "series_len_per_row",
 ]
 
 # Shim 4 -------------------------------------------------------------------------------------------
@@ -289,6 +299,11 @@ _IGNORED_WARNINGS = [
 def install_warning_filters():
     for message, category in _IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    # Python >= 3.12 compiles RecBole's sources with "SyntaxWarning: invalid escape sequence '\p'" (docstrings of
+    # dien.py:394,439), printed on stderr by every process that finds no cached bytecode (PYTHONDONTWRITEBYTECODE,
+    # a read-only install); compile-time warnings are matched by the file's path
+    warnings.filterwarnings("ignore", message=r"invalid escape sequence", category=SyntaxWarning,
+                            module=r".*recbole[/\\]")
 
 
 # Shim 7 -------------------------------------------------------------------------------------------
@@ -581,6 +596,54 @@ def plain_console_off_a_terminal():
             module.init_logger = _init_logger_plain_off_a_terminal(module.init_logger)
 
 
+# Shim 18 ------------------------------------------------------------------------------------------
+def _agg_len_per_row(original_agg):
+    @functools.wraps(original_agg)
+    def agg(self, func=None, *args, **kwargs):
+        if func is len:  # pandas < 3: per row
+            return self.map(len)
+        return original_agg(self, func, *args, **kwargs)
+
+    return agg
+
+
+def _with_len_per_row(method):
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        import pandas as pd
+
+        original = pd.Series.agg
+        pd.Series.agg = _agg_len_per_row(original)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            pd.Series.agg = original
+
+    wrapped.recbole_sprint_shim = True
+    return wrapped
+
+
+def series_len_per_row():
+    """Give RecBole's sequence-field code pandas < 3's ``Series.agg(len)`` (one length per row).
+
+    RecBole computes the split points of its token and float sequence columns with
+    ``np.cumsum(feat[field].agg(len))``; pandas 3 applies ``agg``'s function to the whole Series, so the
+    split points vanish. Within the methods that do this (and only while they run), ``agg(len)`` is
+    ``map(len)``; ``agg(np.concatenate)``, which they also call, means the same in both pandas versions.
+    """
+    from recbole.data.dataset.dataset import Dataset
+    from recbole.data.dataset.kg_dataset import KnowledgeBasedDataset
+    from recbole.data.dataset.sequential_dataset import SequentialDataset
+
+    for cls, names in ((Dataset, ("_remap", "_normalize", "_discretization")),
+                       (SequentialDataset, ("_benchmark_presets",)),
+                       (KnowledgeBasedDataset, ("_reset_ent_remapID",))):
+        for name in names:
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "recbole_sprint_shim", False):
+                setattr(cls, name, _with_len_per_row(method))
+
+
 _APPLIED = False
 
 
@@ -600,4 +663,5 @@ def apply():
     dok_update()
     check_atomic_files()
     plain_console_off_a_terminal()
+    series_len_per_row()
     _APPLIED = True

@@ -1,5 +1,6 @@
 """recbole_sprint.compat: each shim against the RecBole symptom it fixes."""
 
+import os
 from collections import Counter
 
 import numpy as np
@@ -110,3 +111,35 @@ def test_lightgcn_trains_and_tests_on_current_scipy(tiny):
         config.pop(key)  # general model: RecBole's default negative sampling (BPR)
     result = run_recbole_sprint("LightGCN", "ml-100k", config_dict=config)
     assert 0 < result["test_result"]["ndcg@10"] <= 1
+
+
+def test_series_len_is_per_row_inside_recbole_sequence_methods():
+    """pandas 3's Series.agg(len) is the Series' length; RecBole's sequence fields need one length per row."""
+    import pandas as pd
+
+    original = pd.Series.agg
+
+    class Dataset:
+        def _remap(self, column):  # the two calls of RecBole's dataset.py:1191,1217
+            return np.cumsum(column.agg(len))[:-1].tolist(), column.agg(np.concatenate).tolist()
+
+    Dataset._remap = compat._with_len_per_row(Dataset._remap)
+    column = pd.Series([np.array([1, 2]), np.array([3, 4, 5]), np.array([6])])
+    assert Dataset()._remap(column) == ([2, 5], [1, 2, 3, 4, 5, 6])
+    assert pd.Series.agg is original  # only while the method runs
+    from recbole.data.dataset.dataset import Dataset as RecBoleDataset
+
+    assert RecBoleDataset._remap.recbole_sprint_shim  # installed by recbole_sprint's import
+
+
+def test_recbole_sources_compile_without_syntax_warnings(tmp_path):
+    """Python >= 3.12 warns of RecBole's invalid escapes (dien.py) whenever it compiles them (no bytecode)."""
+    import subprocess
+    import sys
+
+    code = "import recbole_sprint\nfrom recbole_sprint.utils import get_model\nget_model('DIEN')\n"
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "SyntaxWarning" not in done.stderr, done.stderr[-2000:]
