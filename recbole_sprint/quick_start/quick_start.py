@@ -6,6 +6,7 @@ plugin and RecBole models alike: plugin Config, model and trainer lookup, and th
 """
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from logging import getLogger
@@ -65,8 +66,9 @@ def run_recbole_sprint(model=None, dataset=None, config_file_list=None, config_d
     Returns:
         dict with ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result`` (as
         RecBole's ``run_recbole``) plus ``model``, ``dataset``, ``n_params`` (split into
-        ``n_params_embedding`` and ``n_params_non_embedding``), ``train_seconds`` and ``eval_exclude_history``
-        (whether the metrics ranked only items outside the user's history).
+        ``n_params_embedding`` and ``n_params_non_embedding``), ``train_seconds``, ``eval_exclude_history``
+        (whether the metrics ranked only items outside the user's history) and ``saved_model_file`` (the best
+        checkpoint, for :func:`load_data_and_model`; ``None`` with ``saved=False``).
     """
     import time
 
@@ -111,6 +113,7 @@ def run_recbole_sprint(model=None, dataset=None, config_file_list=None, config_d
         "n_params": sum(p.numel() for p in model.parameters()),
         "train_seconds": train_seconds,
         "eval_exclude_history": bool(config["eval_exclude_history"]),  # the ranking protocol of the metrics
+        "saved_model_file": os.path.abspath(trainer.saved_model_file) if saved else None,
     }
     result.update(parameter_counts(model))  # n_params_embedding / n_params_non_embedding (benchmark tables)
     if not config["single_spec"]:
