@@ -23,8 +23,9 @@ EPILOG = """config defaults (lowest first): RecBole's overall.yaml, recbole_spri
 yamls (RecBole's, then properties/model/<Model>.yaml; SPRINT.yaml for every *SPRINT model), the dataset's yaml;
 --config_files, then --key=value override them. The default run (SASRecSPRINT on ml-100k: train_mode
 full_sequence, up to 100 epochs, validation every 5, early stopping after 4 validations without improvement)
-took 6 minutes on 2 busy CPU cores (75 epochs; README: what each command costs); --epochs=5 trains in under a minute. Outputs: RecBole's log in
-./log/<model>/, TensorBoard events in ./log_tensorboard/, the best checkpoint in ./saved/ (checkpoint_dir)."""
+took 6 minutes on 2 busy CPU cores (75 epochs; README: what each command costs); --epochs=5 trains in under a
+minute. Outputs: RecBole's log in ./log/<model>/, TensorBoard events in ./log_tensorboard/, the best checkpoint
+in ./saved/ (checkpoint_dir)."""
 
 
 def build_parser():
