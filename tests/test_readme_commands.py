@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,9 +53,18 @@ def _argv(command):
 
 
 def _tiny(argv):
-    """``argv`` with the tiny overrides: RecBole refuses a key given twice, so TINY's keys replace the command's."""
+    """``argv`` with the tiny overrides: RecBole refuses a key given twice, so TINY's keys replace the command's.
+    A multi-process command also gets a free ``--port``: the run as written, killed just before, may still hold
+    the default 5678 (EADDRINUSE seen)."""
     tiny_keys = {arg.split("=", 1)[0] for arg in TINY}
-    return [arg for arg in argv if arg.split("=", 1)[0] not in tiny_keys] + TINY
+    extra = [f"--port={_free_port()}"] if any(arg.startswith("--nproc=") for arg in argv) else []
+    return [arg for arg in argv if arg.split("=", 1)[0] not in tiny_keys] + TINY + extra
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _env(tmp_path):
