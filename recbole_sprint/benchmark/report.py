@@ -36,13 +36,9 @@ def render(spec, records, output_dir):
         absolute_gain=table_options.get("absolute_gain") or (),
         alpha=float(table_options.get("alpha", 0.05)),
     )
-    paths = write_tables(table, os.path.join(output_dir, "table"))
     unmasked = unmasked_runs(records)
-    if unmasked:
-        with open(paths["markdown"]) as f:
-            markdown = f.read()
-        with open(paths["markdown"], "w") as f:
-            f.write(unmasked_warning(len(unmasked), len(records)) + "\n\n" + markdown)
+    note = unmasked_warning(len(unmasked), len(records)) if unmasked else None
+    paths = write_tables(table, os.path.join(output_dir, "table"), markdown_note=note)
     if spec.scaling is not None:
         metrics = [m.lower() for m in (spec.scaling.get("metrics") or table.metrics[:1])]
         paths["plots"] = write_scaling(records, [name for name, _, _ in spec.datasets], metrics, output_dir)

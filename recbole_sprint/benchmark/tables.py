@@ -247,11 +247,12 @@ def csv_rows(table):
     return header, rows
 
 
-def write_tables(table, prefix):
-    """Write ``<prefix>.md``, ``<prefix>.tex`` and ``<prefix>.csv``; returns the three paths."""
+def write_tables(table, prefix, markdown_note=None):
+    """Write ``<prefix>.md`` (``markdown_note`` above the table, if given), ``<prefix>.tex`` and ``<prefix>.csv``;
+    returns the three paths."""
     paths = {"markdown": prefix + ".md", "latex": prefix + ".tex", "csv": prefix + ".csv"}
     with open(paths["markdown"], "w") as f:
-        f.write(to_markdown(table))
+        f.write((markdown_note + "\n\n" if markdown_note else "") + to_markdown(table))
     with open(paths["latex"], "w") as f:
         f.write(to_latex(table))
     header, rows = csv_rows(table)
