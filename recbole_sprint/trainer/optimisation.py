@@ -10,8 +10,10 @@ key                    default      meaning
                                     in ``[0, 1)`` (the authors: 0.05); needs ``lr_scheduler: linear`` when > 0
 ``clip_grad_norm``     ``~``        RecBole's own key, reused: keyword arguments of
                                     ``torch.nn.utils.clip_grad_norm_``, e.g. ``{max_norm: 1.0}`` (the authors')
-``tf32``               ``False``    ``True``: CUDA float32 matmuls in TF32 (``torch.backends.cuda.matmul.allow_tf32``,
-                                    the authors' setting); ``False``: full float32, torch's and RecBole's default
+``tf32``               see below    ``True``: CUDA float32 matmuls in TF32 (``torch.backends.cuda.matmul.allow_tf32``,
+                                    the authors' setting); ``False``: full float32, torch's and RecBole's default.
+                                    Default ``True`` for the plugin's own models (``FullSequence.yaml``,
+                                    ``BERT4RecSPRINT.yaml``), ``False`` for RecBole's (``overall.yaml``)
 =====================  ===========  ===============================================================================
 
 The schedule (``lr_scheduler: linear``), the one of Hugging Face's ``get_linear_schedule_with_warmup`` that the

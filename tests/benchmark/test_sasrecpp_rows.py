@@ -46,7 +46,8 @@ def test_sasrecpp_rows(name, cells_per_dataset):
 def test_the_sasrecpp_rows_change_no_other_run_id(name):
     """The spec without its SASRec++ rows has the same cells with the same run ids as the other rows of the shipped
     spec (a run id hashes the row's label, dataset, seed, variant and config: rows of their own leave the others'
-    ids alone), and the other rows keep RecBole's optimiser settings (the options are in the SASRec++ rows only)."""
+    ids alone), and the other rows keep RecBole's optimiser settings (the options are in the SASRec++ rows only) and
+    full float32 (the spec pins tf32: false, which the SASRec++ rows override)."""
     path = os.path.join(SPECS, f"{name}.yaml")
     with open(path) as handle:
         raw = yaml.safe_load(handle)
@@ -54,4 +55,5 @@ def test_the_sasrecpp_rows_change_no_other_run_id(name):
     without = parse_spec(raw, path).cells()
     others = [cell for cell in load_spec(path).cells() if cell.model_name != "SASRecPPSPRINT"]
     assert others and [cell.run_id for cell in others] == [cell.run_id for cell in without]
-    assert not any(key in cell.config for cell in others for key in AUTHORS_OPTIMISATION)
+    assert not any(key in cell.config for cell in others for key in AUTHORS_OPTIMISATION if key != "tf32")
+    assert all(cell.config["tf32"] is False for cell in others)

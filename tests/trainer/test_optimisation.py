@@ -64,13 +64,30 @@ def test_resumed_run_continues_the_schedule(tiny):
     assert rates == pytest.approx([LR * linear_warmup_decay(s, total, warm) for s in range(per_epoch, total)])
 
 
-def test_defaults_keep_recbole_s_constant_rate_and_tf32_off(tiny, restore_tf32):
-    torch.backends.cuda.matmul.allow_tf32 = True  # a previous run's setting must not leak into this one
+def test_defaults_keep_recbole_s_constant_rate(tiny, restore_tf32):
     config = Config(model="SASRecPP", dataset="ml-100k", config_dict=tiny())
-    assert (config["lr_scheduler"], config["lr_warmup_ratio"], config["tf32"], config["clip_grad_norm"]) == (
-        "none", 0.0, False, None)
+    assert (config["lr_scheduler"], config["lr_warmup_ratio"], config["clip_grad_norm"]) == ("none", 0.0, None)
     _, per_epoch, rates = fit_and_record(tiny)
     assert rates == [LR] * (2 * per_epoch)
+
+
+@pytest.mark.parametrize("model, on", [("SASRecPP", True), ("SASRecPPSPRINT", True), ("SASRecSPRINT", True),
+                                       ("BERT4RecSPRINT", True), ("HSTU", True), ("HSTUSPRINT", True),
+                                       ("SASRec", False), ("BERT4Rec", False), ("GRU4Rec", False), ("BPR", False)])
+def test_tf32_default_on_for_the_plugin_s_models_off_for_recbole_s(tiny, model, on):
+    assert Config(model=model, dataset="ml-100k", config_dict=tiny())["tf32"] is on
+    assert Config(model=model, dataset="ml-100k", config_dict=tiny(tf32=not on))["tf32"] is (not on)  # the switch
+
+
+def test_default_trainer_sets_tf32_for_a_plugin_model_and_clears_it_for_recbole_s(tiny, restore_tf32):
+    from recbole_sprint.utils import get_trainer
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # a previous run's setting must not leak into the next
+    config = Config(model="SASRecPP", dataset="ml-100k", config_dict=tiny())
+    SprintTrainer(config, get_model("SASRecPP")(config, create_dataset(config)))
+    assert torch.backends.cuda.matmul.allow_tf32 is True
+    config = Config(model="SASRec", dataset="ml-100k", config_dict=tiny())
+    get_trainer(config["MODEL_TYPE"], "SASRec")(config, get_model("SASRec")(config, create_dataset(config)))
     assert torch.backends.cuda.matmul.allow_tf32 is False
 
 
