@@ -18,7 +18,7 @@ losses score in float32.
 The authors' optimisation protocol, for any model (:mod:`recbole_sprint.trainer.optimisation`): ``lr_scheduler:
 linear`` with ``lr_warmup_ratio`` (linear warm-up over that share of all training steps, then linear decay to 0),
 RecBole's ``clip_grad_norm`` (validated here), and ``tf32`` (TF32 CUDA matmuls). The defaults keep RecBole's
-behaviour.
+behaviour, except ``tf32``, on by default for the plugin's own models.
 """
 
 import functools
