@@ -12,8 +12,10 @@
 #   benchmarks/paper_gpu.sh tuned HSTUSPRINT      # the row <MODEL>-tuned (the search's best weights) on its dataset,
 #                                    # both seeds at once, under a copy of paper_main.yaml (benchmarks/tuned_spec.py)
 #   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs (default: all, in
-#                                    # order of value: the cheap Beauty runs of a group before ml-1m-3k), one process per run, POOL (6) at once: 12 at once ran out of
-#                                    # the H100's 80 GB (benchmarks/results/README.md)
+#                                    # order of value: the cheap Beauty runs of a group before ml-1m-3k), one process
+#                                    # per run, POOL (6) at once: 12 at once ran out of the H100's 80 GB, 14 out of the
+#                                    # H200's 141 GB (benchmarks/results/README.md); runs that die out of GPU memory
+#                                    # are tried again with half as many at once
 #   RERUN_BEFORE=2026-12-02T00:00:00 DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu hstu_depth
 #                                    # train again the runs of these groups stored before that time (after a fix
 #                                    # that changes results; the newer record wins). DATASETS (comma-separated)
@@ -98,16 +100,37 @@ case "${1:-}" in
     wait
     ;;
   pool)  # one process per run, POOL at once, in the order of pool_jobs; 2.5-13.5 GiB of GPU memory each
+    # A run that dies out of GPU memory (too many processes at once: the ninth session lost 14 of 32 runs so, as
+    # each failure freed a slot for another process that failed too) is tried again after the pass, with half as
+    # many processes at once, up to 3 passes; its log of the failed try is kept as NAME.oomN.log.
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
     rerun=()
     [ -n "${RERUN_BEFORE:-}" ] && rerun=(--rerun_before "$RERUN_BEFORE")
-    while read -r name spec out filters; do
-      while (($(jobs -rp | wc -l) >= ${POOL:-6})); do wait -n || true; done
-      # shellcheck disable=SC2086  # the filters are separate words
-      python -m recbole_sprint.benchmark "$spec" --output_dir "$out" $filters "${rerun[@]}" \
-        > "$RESULTS/logs/$name.log" 2>&1 &
-    done < <(pool_jobs "${@:2}")
-    wait
+    todo=$(pool_jobs "${@:2}")
+    pool=${POOL:-6}
+    for pass in 1 2 3; do
+      [ -n "$todo" ] || break
+      while read -r name spec out filters; do
+        while (($(jobs -rp | wc -l) >= pool)); do wait -n || true; done
+        # shellcheck disable=SC2086  # the filters are separate words
+        python -m recbole_sprint.benchmark "$spec" --output_dir "$out" $filters "${rerun[@]}" \
+          > "$RESULTS/logs/$name.log" 2>&1 &
+      done <<< "$todo"
+      wait
+      again=""
+      while read -r name rest; do
+        if grep -q -E "CUDA out of memory|CUDA error: out of memory" "$RESULTS/logs/$name.log"; then
+          mv "$RESULTS/logs/$name.log" "$RESULTS/logs/$name.oom$pass.log"
+          again+="$name $rest"$'\n'
+        fi
+      done <<< "$todo"
+      todo=${again%$'\n'}
+      if [ -n "$todo" ]; then
+        pool=$(((pool + 1) / 2))
+        echo "pass $pass: $(wc -l <<< "$todo") run(s) out of GPU memory; again, $pool at once" >&2
+      fi
+    done
+    [ -z "$todo" ] || { echo "still out of GPU memory after 3 passes: $(cut -d' ' -f1 <<< "$todo" | tr '\n' ' ')" >&2; exit 1; }
     ;;
   render)
     python -m recbole_sprint.benchmark "$SPECS/paper_main.yaml" --output_dir "$RESULTS/paper_main" --render_only

@@ -40,3 +40,39 @@ def test_each_pool_process_trains_one_cell_and_no_cell_twice(monkeypatch):
     every_cell = {cell.run_id for spec in specs.values() for cell in spec.cells()}
     assert set(seen) == every_cell, f"{len(every_cell - set(seen))} cells of the specs are in no pool group"
     assert {job[0] for job in pool_jobs("ml-1m-3k")} == {name for name in seen.values() if "_ml-1m-3k_" in name}
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# a stand-in for `python -m recbole_sprint.benchmark ...`: records its arguments; the ml-1m-3k shard 0 dies out of
+# GPU memory on its first try, the amazon-beauty shard 1 fails with another error every time
+echo "$*" >> "$CALLS"
+case "$*" in
+  *"--datasets ml-1m-3k --shard 0/2"*)
+    if [ ! -e "$CALLS.oom" ]; then touch "$CALLS.oom"; echo "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.29 GiB"; exit 1; fi ;;
+  *"--datasets amazon-beauty --shard 1/2"*) echo "ValueError: something else"; exit 1 ;;
+esac
+echo trained
+"""
+
+
+def test_pool_tries_runs_that_died_out_of_gpu_memory_again_and_only_those(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(FAKE_PYTHON)
+    (bin_dir / "python").chmod(0o755)
+    calls, results = tmp_path / "calls.txt", tmp_path / "results"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "RESULTS": str(results),
+           "POOL": "4"}
+    done = subprocess.run(["bash", "benchmarks/paper_gpu.sh", "pool", "pop"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = calls.read_text().splitlines()
+    shards = [line.split("--datasets ")[1] for line in lines]
+    assert sorted(shards) == sorted(["amazon-beauty --shard 0/2", "amazon-beauty --shard 1/2", "ml-1m-3k --shard 0/2",
+                                     "ml-1m-3k --shard 1/2", "ml-1m-3k --shard 0/2"])  # only the OOM run twice
+    assert shards[-1] == "ml-1m-3k --shard 0/2"  # after the first pass
+    assert "pass 1: 1 run(s) out of GPU memory; again, 2 at once" in done.stderr
+    logs = results / "logs"
+    assert "CUDA out of memory" in (logs / "pool_pop_ml-1m-3k_0.oom1.log").read_text()  # the failed try is kept
+    assert (logs / "pool_pop_ml-1m-3k_0.log").read_text() == "trained\n"
+    assert "ValueError" in (logs / "pool_pop_amazon-beauty_1.log").read_text()  # another error: not tried again
