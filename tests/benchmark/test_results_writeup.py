@@ -1,0 +1,94 @@
+"""benchmarks/results: the committed stores, tables and write-up agree. Every stored run is a cell of its spec (run
+id, label, dataset, seed) and was evaluated with history masking; the committed tables are what the stores render;
+every number of the write-up's two tables (README.md, below the ``<!-- table:NAME -->`` markers) is the mean of
+the stored runs it names, over exactly the seeds it lists."""
+
+import json
+import os
+import statistics
+
+import pytest
+
+from recbole_sprint.benchmark import load_spec
+from recbole_sprint.benchmark.report import render
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+SPECS = os.path.join(REPO, "recbole_sprint", "properties", "benchmark")
+STORES = ["paper_main", "paper_depth"]
+# write-up column -> (stored metric, decimals)
+COLUMNS = {"NDCG@5": ("ndcg@5", 4), "HR@1": ("hit@1", 4), "HR@5": ("hit@5", 4), "HR@10": ("hit@10", 4),
+           "Fair-0.8@1": ("tailexposure@1", 3), "ARP@5": ("arp@5", 0), "TailCoverage@10": ("tailcoverage@10", 3),
+           "HistoryShare@1": ("historyshare@1", 3), "SpectralCollapse": ("spectralcollapse", 3)}
+
+
+@pytest.fixture(autouse=True)
+def without_the_datasets(monkeypatch):
+    """The specs name ../shared/datasets, which a clean checkout (CI) may not have beside it; a run id depends on
+    neither where the data lies nor the data itself, so these checks need only the specs and the stores (the specs'
+    own validation, which builds each cell's config from its dataset, is tests/benchmark/test_benchmark_spec.py's)."""
+    from recbole_sprint.benchmark import spec as spec_module
+
+    monkeypatch.setattr(spec_module, "resolve_data_path", lambda data_path, name, spec_dir: "/datasets-not-needed")
+    monkeypatch.setattr(spec_module, "_check_configs", lambda spec: None)
+
+
+def records(name):
+    with open(os.path.join(RESULTS, name, "runs.jsonl")) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def spec(name):
+    return load_spec(os.path.join(SPECS, f"{name}.yaml"))
+
+
+def formatted(value, decimals):
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("0.") else text
+
+
+def writeup_table(name):
+    """The rows of the write-up's table ``name`` as dicts (header -> cell)."""
+    with open(os.path.join(RESULTS, "README.md")) as handle:
+        lines = handle.read().split(f"<!-- table:{name} -->\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+@pytest.mark.parametrize("name", STORES)
+def test_every_stored_run_is_a_masked_cell_of_its_spec(name):
+    cells = {cell.run_id: cell for cell in spec(name).cells()}
+    stored = records(name)
+    assert stored
+    for record in stored:
+        cell = cells.get(record["run_id"])
+        assert cell is not None, f"{record['model']} {record['dataset']} seed {record['seed']}: not a cell of {name}"
+        assert (record["model"], record["dataset"], record["seed"]) == (cell.model, cell.dataset, cell.seed)
+        assert record["eval_exclude_history"] is True
+    assert len({record["run_id"] for record in stored}) == len(stored)  # nothing trained twice
+
+
+@pytest.mark.parametrize("name", STORES)
+def test_committed_tables_are_what_the_store_renders(name, tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = render(spec(name), records(name), str(tmp_path))
+    for kind in ("markdown", "csv"):
+        with open(paths[kind]) as rendered, open(os.path.join(RESULTS, name, os.path.basename(paths[kind]))) as kept:
+            assert rendered.read() == kept.read(), f"{name}/{os.path.basename(paths[kind])} is stale: render it again"
+
+
+@pytest.mark.parametrize("name", STORES)
+def test_every_number_of_the_writeup_is_the_store_s_mean(name):
+    rows = writeup_table(name)
+    assert rows
+    stored = records(name)
+    named = set()
+    for row in rows:
+        runs = [r for r in stored if r["dataset"] == row["dataset"] and r["model"] == row["row"]
+                and str(r["variant"].get("n_layers")) == row.get("layers", "None")]
+        assert sorted(str(r["seed"]) for r in runs) == row["seeds"].split(","), row
+        for column, (metric, decimals) in COLUMNS.items():
+            mean = statistics.mean(r["test_result"][metric] for r in runs)
+            assert row[column] == formatted(mean, decimals), f"{row['dataset']} {row['row']} {column}"
+        named.update(r["run_id"] for r in runs)
+    assert named == {r["run_id"] for r in stored}  # the write-up names every stored run
