@@ -9,6 +9,8 @@
 #   benchmarks/paper_gpu.sh tune SASRecSPRINT ml-1m-3k   # the same search on another dataset of the spec
 #   benchmarks/paper_gpu.sh tune BERT4RecSPRINT   # its own grid (sprint_bidirectional_grid.hyper: lambda_attn x tau)
 #   benchmarks/paper_gpu.sh tune HSTUSPRINT       # its own grid (sprint_hstu_grid.hyper: lambda_attn x lambda_emb)
+#   benchmarks/paper_gpu.sh tune SASRec++-SPRINT  # the row SASRec++-SPRINT (its optimiser settings), the paper's grid
+#                                    # for SASRec++ (sprint_paper_grid.hyper: 4 lambda_attn x 4 lambda_ffn; depth fixed)
 #   benchmarks/paper_gpu.sh tuned HSTUSPRINT      # the row <MODEL>-tuned (the search's best weights) on its dataset,
 #                                    # both seeds at once, under a copy of paper_main.yaml (benchmarks/tuned_spec.py)
 #   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs (default: all, in
@@ -77,6 +79,7 @@ case "${1:-}" in
     case $model in
       BERT4RecSPRINT) grid=properties/hyper/sprint_bidirectional_grid.hyper ;;
       HSTUSPRINT) grid=properties/hyper/sprint_hstu_grid.hyper ;;
+      SASRec++-SPRINT) grid=properties/hyper/sprint_paper_grid.hyper ;;  # the paper's 16 (lambda_attn, lambda_ffn)
       *) grid=properties/hyper/sprint_small_grid.hyper ;;
     esac
     out=$RESULTS/tune/${model}_$dataset

@@ -76,3 +76,20 @@ def test_pool_tries_runs_that_died_out_of_gpu_memory_again_and_only_those(tmp_pa
     assert "CUDA out of memory" in (logs / "pool_pop_ml-1m-3k_0.oom1.log").read_text()  # the failed try is kept
     assert (logs / "pool_pop_ml-1m-3k_0.log").read_text() == "trained\n"
     assert "ValueError" in (logs / "pool_pop_amazon-beauty_1.log").read_text()  # another error: not tried again
+
+
+@pytest.mark.parametrize("model, grid", [("SASRecSPRINT", "sprint_small_grid"), ("BERT4RecSPRINT", "sprint_bidirectional_grid"),
+                                         ("HSTUSPRINT", "sprint_hstu_grid"), ("SASRec++-SPRINT", "sprint_paper_grid")])
+def test_tune_searches_each_row_over_its_grid(tmp_path, model, grid):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text('#!/usr/bin/env bash\necho "$*" >> "$CALLS"\n')
+    (bin_dir / "python").chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls),
+           "RESULTS": str(tmp_path / "results")}
+    subprocess.run(["bash", "benchmarks/paper_gpu.sh", "tune", model, "ml-1m-3k"], cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=60)
+    (call,) = calls.read_text().splitlines()
+    assert f"--model={model} " in call and "--dataset=ml-1m-3k " in call
+    assert f"--params_file=properties/hyper/{grid}.hyper " in call and "--spec=recbole_sprint/properties/benchmark/paper_main.yaml" in call
