@@ -26,7 +26,9 @@ variant for ``--steps`` steps one after another and reports its peak CUDA memory
 its own rows; ``--parts`` picks some): ``check``, the kernel check; ``ml-1m-3k``, 8 x 256 (4 heads), length 200,
 batch 128, CE; ``beauty-2`` and ``beauty-6``, amazon-beauty, 2 and 6 layers x 256 (4 heads), length 50, batch 512,
 BCE with 16 negatives; each dense and fused, TF32 off and on, w0 and SPRINT; ``memory``, length 1024, d 512
-(8 heads), 8 layers, batch 64, CE, TF32, dense and fused, w0 and SPRINT. One table at the end. Triton's compiled
+(8 heads), 8 layers, batch 64, CE, TF32, dense and fused, w0 and SPRINT; ``compile`` (not in the default
+``--parts``: each compiled variant costs a compilation), the ml-1m-3k and Beauty 6-layer settings with TF32, dense and
+fused, w0, SPRINT eager and SPRINT with ``sprint_compile: default``. One table at the end. Triton's compiled
 kernels are cached on disk, so the check compiles most of what the timed parts use.
 """
 
@@ -402,7 +404,8 @@ def run_child(extra, timeout):
             return json.load(handle), None
 
 
-PRESET_PARTS = ("check", "ml-1m-3k", "beauty-2", "beauty-6", "memory")
+PRESET_PARTS = ("check", "ml-1m-3k", "beauty-2", "beauty-6", "memory", "compile")
+COMPILE_SETTINGS = (0, 2)  # ``compile``: ISSUE25_SETTINGS' ml-1m-3k and beauty 6-layer settings, TF32 on
 
 
 def preset_issue25(args):
@@ -433,6 +436,15 @@ def preset_issue25(args):
                 timing.append({"setting": setting, "group": f"{impl} (all)", "error": error})
             else:
                 timing += [{"setting": setting, **row} for row in rows["groups"]]
+    if "compile" in parts:  # SPRINT's terms through torch.compile (sprint_compile: default) beside eager, TF32 on
+        for index in COMPILE_SETTINGS:
+            setting, options = ISSUE25_SETTINGS[index]
+            rows, error = run_child(common + options + ["--attention_impl", "dense,fused", "--tf32", "on", "--compile",
+                                                        "default"], args.timeout)
+            if rows is None:
+                timing.append({"setting": setting, "group": "compile (all)", "error": error})
+            else:
+                timing += [{"setting": setting, "compiled": True, **row} for row in rows["groups"]]
     memory = []
     if "memory" in parts:
         for impl in ("dense", "fused"):
@@ -451,14 +463,15 @@ def preset_issue25(args):
     if timing:
         print()
         print("| setting | attention, TF32 | w0 ms/step | SPRINT ms/step | SPRINT overhead | w0 vs dense "
-              "| SPRINT vs dense |")
-        print("|---|---|---|---|---|---|---|")
+              "| SPRINT vs dense | SPRINT compiled ms/step | compiled overhead |")
+        print("|---|---|---|---|---|---|---|---|---|")
     for row in timing:
         if "error" in row:
-            print(f"| {row['setting']} | {row['group']} | failed: {row['error']} | | | | |")
+            print(f"| {row['setting']} | {row['group']} | failed: {row['error']} | | | | | | |")
             continue
         dense = next((r for r in timing if r.get("setting") == row["setting"] and "error" not in r
-                      and r["group"] == row["group"].replace("fused", "dense")), None)
+                      and r.get("compiled") == row.get("compiled") and r["group"] == row["group"].replace("fused", "dense")),
+                     None)
         w0, on = row.get("w0"), row.get("on")
 
         def ratio(key):
@@ -467,8 +480,12 @@ def preset_issue25(args):
             return f"{dense[key] / row[key]:.2f}x"
 
         overhead = f"{100 * (on / w0 - 1):+.1f}%" if w0 and on else "n/a"
-        print(f"| {row['setting']} | {row['group']} | {w0 if w0 is None else f'{w0:.2f}'} | "
-              f"{on if on is None else f'{on:.2f}'} | {overhead} | {ratio('w0')} | {ratio('on')} |")
+        compiled = row.get("on, compile default")
+        compiled_cells = (f"{compiled:.2f} | {100 * (compiled / w0 - 1):+.1f}%" if compiled and w0
+                          else ("failed | " if row.get("compiled") else " | "))
+        print(f"| {row['setting']}{' (compile run)' if row.get('compiled') else ''} | {row['group']} | "
+              f"{w0 if w0 is None else f'{w0:.2f}'} | {on if on is None else f'{on:.2f}'} | {overhead} | "
+              f"{ratio('w0')} | {ratio('on')} | {compiled_cells} |")
     if memory:
         print()
         print("| memory check: ml-1m-3k, 8 x 512 (8 heads), len 1024, batch 64, CE, TF32 | ms/step | peak GiB "

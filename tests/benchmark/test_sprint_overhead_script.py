@@ -1,0 +1,50 @@
+"""benchmarks/sprint_overhead.py: the timed alternation on CPU with a tiny model, and the issue-25 preset's table
+(its subprocesses need CUDA, so their rows are given here) with the eager and compiled overheads computed from them."""
+
+import re
+
+import pytest
+
+from .scripts import load_benchmark_script
+
+
+def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
+    script = load_benchmark_script("sprint_overhead")
+    script.main(["--dataset", "ml-100k", "--n_layers", "2", "--hidden_size", "16", "--max_len", "10", "--steps", "2",
+                 "--rounds", "2"])
+    out = capsys.readouterr().out
+    w0, on = (float(re.search(rf"^\| {label} \| ([0-9.]+) \|$", out, re.M).group(1)) for label in ("w0", "on"))
+    line = re.search(r"^\| on - w0 \| ([+-][0-9.]+) \(([+-][0-9.]+)%\) \|$", out, re.M)
+    assert w0 > 0 and on > 0 and float(line.group(1)) == pytest.approx(on - w0, abs=0.01)
+
+
+def test_preset_table_with_the_compile_part(monkeypatch, capsys):
+    script = load_benchmark_script("sprint_overhead")
+    calls = []
+
+    def run_child(extra, timeout):
+        calls.append(extra)
+        if "--memory" in extra:
+            return {"memory": [{"label": "x w0", "ms": 1.0, "peak_gib": 2.0, "status": "ok"}]}, None
+        if "--compile" in extra:
+            return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile default": 42.0},
+                               {"group": "fused tf32 on", "w0": 41.0, "on": 49.0, "on, compile default": 41.82}]}, None
+        return {"groups": [{"group": "dense tf32 off", "w0": 60.0, "on": 66.0},
+                           {"group": "fused tf32 off", "w0": 120.0, "on": 130.0}]}, None
+
+    monkeypatch.setattr(script, "run_child", run_child)
+    script.main(["--preset", "issue25", "--parts", "ml-1m-3k,compile"])
+    out = capsys.readouterr().out
+    assert len(calls) == 3  # ml-1m-3k, then the compile part's two settings
+    assert all("--compile" in c and c[c.index("--tf32") + 1] == "on" for c in calls[1:])
+    assert "| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  |  |  |" in out
+    assert "| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x |  |  |" in out
+    assert ("| beauty 6x256 n50 b512 BCE16 (compile run) | fused tf32 on | 41.00 | 49.00 | +19.5% | 0.98x | 0.98x "
+            "| 41.82 | +2.0% |") in out
+
+
+def test_preset_names_the_allowed_parts():
+    script = load_benchmark_script("sprint_overhead")
+    with pytest.raises(SystemExit, match="--parts: unknown \\['beauty'\\]; allowed: check, ml-1m-3k, beauty-2, "
+                                         "beauty-6, memory, compile"):
+        script.main(["--preset", "issue25", "--parts", "beauty"])
