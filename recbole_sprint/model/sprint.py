@@ -25,6 +25,12 @@ autograd on and the weight not detached, starting from a detached copy of the st
 reaches ``W`` directly and through the iterate ``v(W)``. Near convergence the extra path vanishes, and the
 estimate :math:`\hat\sigma = \lVert W v \rVert` is then exactly differentiable for a fixed start vector.
 
+Lazy regularisation (``sprint_every: k``, default 1 = the paper's every step): the terms are computed on every k-th
+training step only, weighted by k (so that their gradient per step is the same on average), and the other steps
+pay nothing (no column sums, no power iterations), as StyleGAN2 does with its R1 penalty (Karras et al., CVPR
+2020, "lazy regularization"). It is an opt-in departure from the paper, for when the regulariser's per-step cost
+matters; the power-iteration vectors then advance once per k steps.
+
 The regulariser is computed only in training mode; evaluation never pays for it. With every weight at 0 it
 does nothing at all (no hooks, no power iterations, no random numbers drawn), so a SPRINT model then trains
 exactly like its backbone.
@@ -287,6 +293,10 @@ def check_sprint_config(config):
     iters = config["sprint_power_iters"]
     if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
         raise ValueError(f"sprint_power_iters must be an integer >= 1, got {iters!r}")
+    every = config["sprint_every"] if "sprint_every" in config else None  # unset (a plain dict): 1
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+        raise ValueError(f"sprint_every must be an integer >= 1 (1: every training step, the paper's; k: every k-th "
+                         f"step, weighted by k), got {every!r}")
 
 
 def _estimator(weights, n_iters, generator):
@@ -307,7 +317,7 @@ class SPRINTRegularizer(nn.Module):
 
     Args:
         config: RecBole config with ``sprint_attn_weight``, ``sprint_ffn_weight``, ``sprint_emb_weight``,
-            ``sprint_temperature``, ``sprint_power_iters``.
+            ``sprint_temperature``, ``sprint_power_iters``, ``sprint_every`` (unset: 1).
         blocks: one :class:`SprintBlock` per layer.
         item_embedding: the item table :math:`E` (``nn.Embedding``), including the padding row.
     """
@@ -320,6 +330,7 @@ class SPRINTRegularizer(nn.Module):
         self.emb_weight = float(config["sprint_emb_weight"])
         self.temperature = float(config["sprint_temperature"])
         self.power_iters = int(config["sprint_power_iters"])
+        self.every = int((config["sprint_every"] if "sprint_every" in config else None) or 1)
         if not blocks:
             raise ValueError("SPRINT needs at least one transformer block")
         if len({block.n_heads for block in blocks}) != 1:
@@ -351,11 +362,14 @@ class SPRINTRegularizer(nn.Module):
         self._column_sums: List[Optional[torch.Tensor]] = [None] * self.n_layers  # per layer: [B, H, n]
         self._epoch_parts = None  # running sum of (rec, attn, ffn, emb) over the steps of an epoch, on device
         self._epoch_steps = 0
+        self._step = 0  # training steps seen (add_to calls); the terms run on steps with _step % every == 0
+        self._column_sums_modules = []
         if self.attn_weight > 0:
             for index, block in enumerate(blocks):
                 if block.column_sums_module is not None:
                     block.column_sums_module.wanted = True
                     block.column_sums_module.register_forward_hook(self._column_sums_hook(index))
+                    self._column_sums_modules.append(block.column_sums_module)
                 else:
                     block.probs_module.register_forward_hook(self._attention_hook(index))
 
@@ -375,6 +389,11 @@ class SPRINTRegularizer(nn.Module):
     @property
     def enabled(self):
         return self.attn_weight > 0 or self.ffn_weight > 0 or self.emb_weight > 0
+
+    @property
+    def active(self):
+        """Whether the coming training step computes the terms (always, unless ``sprint_every`` > 1)."""
+        return self._step % self.every == 0
 
     # -- attention statistics, collected during the backbone's forward pass -------------------------
     def observe(self, query_mask, key_mask):
@@ -459,21 +478,42 @@ class SPRINTRegularizer(nn.Module):
         return attn, ffn, emb
 
     def add_to(self, rec_loss):
-        """``rec_loss + attn + ffn + emb`` in training mode with SPRINT on, else ``rec_loss`` unchanged.
+        """``rec_loss + attn + ffn + emb`` in training mode with SPRINT on, else ``rec_loss`` unchanged; with
+        ``sprint_every: k`` > 1, ``rec_loss + k * (attn + ffn + emb)`` on every k-th step and ``rec_loss`` on the others.
 
         The parts are accumulated on the device for the epoch log (:meth:`pop_epoch_parts`) instead of being
         returned as a tuple, which would cost RecBole's trainer one host synchronisation per part and step.
         """
         if not (self.enabled and self.training):
             return rec_loss
+        active = self.active
+        self._step += 1
+        self._epoch_steps += 1
+        if not active:
+            rec = rec_loss.detach().float()
+            if self._epoch_parts is None:
+                self._epoch_parts = torch.stack([rec, rec.new_zeros(()), rec.new_zeros(()), rec.new_zeros(())])
+            else:
+                self._epoch_parts[0] += rec
+            self._want_column_sums(self.active)
+            return rec_loss
         attn, ffn, emb = self()
+        if self.every > 1:
+            attn, ffn, emb = self.every * attn, self.every * ffn, self.every * emb
+            self._want_column_sums(self.active)
         parts = torch.stack([rec_loss.detach().float(), attn.detach(), ffn.detach(), emb.detach()])
         self._epoch_parts = parts if self._epoch_parts is None else self._epoch_parts + parts
-        self._epoch_steps += 1
         return rec_loss + attn + ffn + emb
 
+    def _want_column_sums(self, wanted):
+        """An attention that computes its own column sums does so only on the steps that use them."""
+        for module in self._column_sums_modules:
+            module.wanted = wanted
+
     def pop_epoch_parts(self):
-        """Mean per step of ``(rec, attn, ffn, emb)`` since the last call (``None`` if SPRINT did not run)."""
+        """Mean per step of ``(rec, attn, ffn, emb)`` since the last call (``None`` if SPRINT did not run); with
+        ``sprint_every: k`` the terms count k-fold on the steps that computed them and 0 on the others, so the parts
+        still add up to the mean training loss per step."""
         if self._epoch_parts is None:
             return None
         means = (self._epoch_parts / self._epoch_steps).tolist()
@@ -514,7 +554,7 @@ class SPRINT:
         return valid, valid
 
     def forward(self, item_seq, *args, **kwargs):
-        if self.sprint.training and self.sprint.attn_weight > 0:
+        if self.sprint.training and self.sprint.attn_weight > 0 and self.sprint.active:
             self.sprint.observe(*self.sprint_masks(item_seq))
         return super().forward(item_seq, *args, **kwargs)
 

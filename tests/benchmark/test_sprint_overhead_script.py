@@ -11,11 +11,13 @@ from .scripts import load_benchmark_script
 def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
     script = load_benchmark_script("sprint_overhead")
     script.main(["--dataset", "ml-100k", "--n_layers", "2", "--hidden_size", "16", "--max_len", "10", "--steps", "2",
-                 "--rounds", "2"])
+                 "--rounds", "2", "--every", "2"])
     out = capsys.readouterr().out
-    w0, on = (float(re.search(rf"^\| {label} \| ([0-9.]+) \|$", out, re.M).group(1)) for label in ("w0", "on"))
+    w0, on, lazy = (float(re.search(rf"^\| {label} \| ([0-9.]+) \|$", out, re.M).group(1))
+                    for label in ("w0", "on", "on, every 2"))
     line = re.search(r"^\| on - w0 \| ([+-][0-9.]+) \(([+-][0-9.]+)%\) \|$", out, re.M)
-    assert w0 > 0 and on > 0 and float(line.group(1)) == pytest.approx(on - w0, abs=0.01)
+    assert w0 > 0 and on > 0 and lazy > 0 and float(line.group(1)) == pytest.approx(on - w0, abs=0.01)
+    assert re.search(r"^\| on, every 2 - w0 \| [+-][0-9.]+ \([+-][0-9.]+%\) \|$", out, re.M)
 
 
 def test_preset_table_with_the_compile_part(monkeypatch, capsys):
@@ -27,8 +29,10 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
         if "--memory" in extra:
             return {"memory": [{"label": "x w0", "ms": 1.0, "peak_gib": 2.0, "status": "ok"}]}, None
         if "--compile" in extra:
-            return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile default": 42.0},
-                               {"group": "fused tf32 on", "w0": 41.0, "on": 49.0, "on, compile default": 41.82}]}, None
+            return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile default": 42.0,
+                                "on, every 4": 42.0},
+                               {"group": "fused tf32 on", "w0": 41.0, "on": 49.0, "on, compile default": 41.82,
+                                "on, every 4": 43.05}]}, None
         return {"groups": [{"group": "dense tf32 off", "w0": 60.0, "on": 66.0},
                            {"group": "fused tf32 off", "w0": 120.0, "on": 130.0}]}, None
 
@@ -36,11 +40,11 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
     script.main(["--preset", "issue25", "--parts", "ml-1m-3k,compile"])
     out = capsys.readouterr().out
     assert len(calls) == 3  # ml-1m-3k, then the compile part's two settings
-    assert all("--compile" in c and c[c.index("--tf32") + 1] == "on" for c in calls[1:])
-    assert "| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  |  |  |" in out
-    assert "| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x |  |  |" in out
+    assert all("--compile" in c and "--every" in c and c[c.index("--tf32") + 1] == "on" for c in calls[1:])
+    assert "| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  |  |  |  |  |" in out
+    assert "| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x |  |  |  |  |" in out
     assert ("| beauty 6x256 n50 b512 BCE16 (compile run) | fused tf32 on | 41.00 | 49.00 | +19.5% | 0.98x | 0.98x "
-            "| 41.82 | +2.0% |") in out
+            "| 41.82 | +2.0% | 43.05 | +5.0% |") in out
 
 
 def test_preset_names_the_allowed_parts():

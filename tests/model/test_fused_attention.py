@@ -287,3 +287,25 @@ def test_sprint_block_takes_exactly_one_source_of_column_sums_and_the_regularise
     off.layers[0].attention.column_sums.register_forward_hook(lambda m, i, out: captured.append(out))
     off(torch.tensor(SEQS))
     assert captured == []
+
+
+def test_lazy_sprint_asks_the_fused_attention_for_column_sums_only_on_its_steps(tiny):
+    """sprint_every: 2 on the fused SASRec++: the kernel returns column sums on steps 0, 2, ... and not on the
+    others, whose loss is the backbone's (the same weights with SPRINT off)."""
+    common = dict(n_heads=2, hidden_size=16, inner_size=64, n_layers=2, attn_dropout_prob=0.0,
+                  train_mode="full_sequence", loss_type="BCE", num_negatives=4, attention_impl="fused")
+    model = build(tiny, SASRecPPSPRINT, sprint_every=2, **common).train()
+    backbone = build(tiny, SASRecPPSPRINT, **SPRINT_OFF, **common).train()
+    backbone.load_state_dict(model.state_dict())
+    captured = []
+    model.layers[0].attention.column_sums.register_forward_hook(lambda m, i, out: captured.append(out))
+    for step in range(4):
+        torch.manual_seed(step)
+        loss = model.calculate_loss(batch())
+        torch.manual_seed(step)
+        plain = backbone.calculate_loss(batch())
+        assert len(captured) == step // 2 + 1  # sums on steps 0 and 2 only
+        if step % 2:
+            assert torch.equal(loss, plain)
+        else:
+            assert loss.item() > plain.item()

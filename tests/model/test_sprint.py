@@ -180,6 +180,9 @@ def _config(**overrides):
         ("sprint_power_iters", 0, "sprint_power_iters must be an integer >= 1"),
         ("sprint_compile", "reduce-overhead", "sprint_compile must be one of none, default, aot_eager"),
         ("sprint_power_iters", 1.5, "sprint_power_iters must be an integer >= 1"),
+        ("sprint_every", 0, r"sprint_every must be an integer >= 1 \(1: every training step"),
+        ("sprint_every", 2.0, "sprint_every must be an integer >= 1"),
+        ("sprint_every", True, "sprint_every must be an integer >= 1"),
     ],
 )
 def test_rejected_config_values(key, value, message):
@@ -291,3 +294,52 @@ def test_compiled_terms_train_like_the_eager_ones(compile_mode):
     for a, b in zip(eager[1] + eager[2], compiled[1] + compiled[2]):
         assert torch.allclose(a, b, atol=1e-5)
     assert eager[0][0] != eager[0][2]  # the steps changed the weights (the comparison is not of constants)
+
+
+def _lazy_steps(every, steps=6):
+    """Totals, epoch parts and the value estimator's ``v`` after each step of SGD on ``rec + regulariser`` with
+    ``sprint_every``; the attention "forward" runs only where the SPRINT mixin would observe it (``active``)."""
+    torch.manual_seed(3)
+    d = 4
+    layers = nn.ModuleList([_Block(d), _Block(d)])
+    embedding = nn.Embedding(6, d)
+    blocks = [SprintBlock(b.probs, b.value, b.out, 1, ffn_in_module=b.ffn_in, ffn_out_module=b.ffn_out) for b in layers]
+    regularizer = SPRINTRegularizer(_config(sprint_every=every), blocks, embedding).train()
+    optimizer = torch.optim.SGD(list(layers.parameters()) + list(embedding.parameters()), lr=0.1)
+    valid = torch.tensor([[True, True, False]])
+    totals, vs, actives = [], [], []
+    for step in range(steps):
+        actives.append(regularizer.active)
+        if regularizer.active:
+            regularizer.observe(valid, valid)
+        for block in layers:  # the backbone's forward runs every step; the hook keeps nothing on a lazy step
+            block.probs(torch.softmax(torch.randn(1, 1, 3, 3), -1))
+        rec = torch.tensor(1.0 + step)
+        optimizer.zero_grad()
+        total = regularizer.add_to(rec)
+        if total.requires_grad:
+            total.backward()
+        optimizer.step()
+        totals.append(total)
+        vs.append(regularizer.value.v.clone())
+    return totals, vs, actives, regularizer.pop_epoch_parts()
+
+
+def test_lazy_regularisation_runs_the_terms_every_kth_step_weighted_by_k():
+    eager_totals, _, eager_actives, _ = _lazy_steps(every=1, steps=1)
+    totals, vs, actives, parts = _lazy_steps(every=3)
+    assert eager_actives == [True] and actives == [True, False, False, True, False, False]
+    # step 0: the same weights and inputs as the eager run, the terms 3-fold
+    assert totals[0].item() - 1.0 == pytest.approx(3 * (eager_totals[0].item() - 1.0), rel=1e-6)
+    for step in (1, 2, 4, 5):  # lazy steps: the recommendation loss itself, no power iteration
+        assert totals[step].item() == 1.0 + step and not totals[step].requires_grad
+        assert torch.equal(vs[step], vs[step - 1])
+    assert not torch.equal(vs[3], vs[2])  # the next active step moved the warm-start vectors
+    # the epoch's per-step parts still add up to the mean training loss per step
+    assert parts["rec"] == pytest.approx(sum(1.0 + step for step in range(6)) / 6)
+    assert sum(parts.values()) == pytest.approx(sum(t.item() for t in totals) / 6, rel=1e-6)
+
+
+def test_every_one_is_the_paper_s_every_step():
+    totals, _, actives, _ = _lazy_steps(every=1, steps=3)
+    assert actives == [True] * 3 and all(t.requires_grad and t.item() > 1.0 + i for i, t in enumerate(totals))
