@@ -253,14 +253,18 @@ def test_ffn_weight_without_ffn_is_rejected():
     SPRINTRegularizer(_config(sprint_ffn_weight=0), [no_ffn], nn.Embedding(5, 4))  # fine without the FFN term
 
 
+def _two_block_regularizer(seed, **config):
+    """``(layers, embedding, regulariser)``: two 4-wide blocks and a 6-item table, in training mode."""
+    torch.manual_seed(seed)
+    layers = nn.ModuleList([_Block(4), _Block(4)])
+    embedding = nn.Embedding(6, 4)
+    blocks = [SprintBlock(b.probs, b.value, b.out, 1, ffn_in_module=b.ffn_in, ffn_out_module=b.ffn_out) for b in layers]
+    return layers, embedding, SPRINTRegularizer(_config(**config), blocks, embedding).train()
+
+
 def _three_sgd_steps(compile_mode):
     """Totals, final weights' gradients and power-iteration buffers after 3 SGD steps on the regulariser alone."""
-    torch.manual_seed(11)
-    d = 4
-    layers = nn.ModuleList([_Block(d), _Block(d)])
-    embedding = nn.Embedding(6, d)
-    blocks = [SprintBlock(b.probs, b.value, b.out, 1, ffn_in_module=b.ffn_in, ffn_out_module=b.ffn_out) for b in layers]
-    regularizer = SPRINTRegularizer(_config(sprint_compile=compile_mode), blocks, embedding).train()
+    layers, embedding, regularizer = _two_block_regularizer(11, sprint_compile=compile_mode)
     parameters = list(layers.parameters()) + list(embedding.parameters())
     optimizer = torch.optim.SGD(parameters, lr=0.5)
     totals = []
@@ -299,12 +303,7 @@ def test_compiled_terms_train_like_the_eager_ones(compile_mode):
 def _lazy_steps(every, steps=6):
     """Totals, epoch parts and the value estimator's ``v`` after each step of SGD on ``rec + regulariser`` with
     ``sprint_every``; the attention "forward" runs only where the SPRINT mixin would observe it (``active``)."""
-    torch.manual_seed(3)
-    d = 4
-    layers = nn.ModuleList([_Block(d), _Block(d)])
-    embedding = nn.Embedding(6, d)
-    blocks = [SprintBlock(b.probs, b.value, b.out, 1, ffn_in_module=b.ffn_in, ffn_out_module=b.ffn_out) for b in layers]
-    regularizer = SPRINTRegularizer(_config(sprint_every=every), blocks, embedding).train()
+    layers, embedding, regularizer = _two_block_regularizer(3, sprint_every=every)
     optimizer = torch.optim.SGD(list(layers.parameters()) + list(embedding.parameters()), lr=0.1)
     valid = torch.tensor([[True, True, False]])
     totals, vs, actives = [], [], []
