@@ -29,7 +29,8 @@ Lazy regularisation (``sprint_every: k``, default 1 = the paper's every step): t
 training step only, weighted by k (so that their gradient per step is the same on average), and the other steps
 pay nothing (no column sums, no power iterations), as StyleGAN2 does with its R1 penalty (Karras et al., CVPR
 2020, "lazy regularization"). It is an opt-in departure from the paper, for when the regulariser's per-step cost
-matters; the power-iteration vectors then advance once per k steps.
+matters; the power-iteration vectors then advance once per k steps. Under AdamW it is not the same regulariser in
+effect (measured: benchmarks/results/README.md, "Lazy SPRINT"): search its weights rather than reuse every-step ones.
 
 The regulariser is computed only in training mode; evaluation never pays for it. With every weight at 0 it
 does nothing at all (no hooks, no power iterations, no random numbers drawn), so a SPRINT model then trains
