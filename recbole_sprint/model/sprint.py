@@ -294,10 +294,16 @@ def check_sprint_config(config):
     iters = config["sprint_power_iters"]
     if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
         raise ValueError(f"sprint_power_iters must be an integer >= 1, got {iters!r}")
-    every = config["sprint_every"] if "sprint_every" in config else None  # unset (a plain dict): 1
-    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+    every = _configured_every(config)
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise ValueError(f"sprint_every must be an integer >= 1 (1: every training step, the paper's; k: every k-th "
                          f"step, weighted by k), got {every!r}")
+
+
+def _configured_every(config):
+    """``sprint_every``, 1 where unset (a config without the key, e.g. a plain dict)."""
+    every = config["sprint_every"] if "sprint_every" in config else None
+    return 1 if every is None else every
 
 
 def _estimator(weights, n_iters, generator):
@@ -331,7 +337,7 @@ class SPRINTRegularizer(nn.Module):
         self.emb_weight = float(config["sprint_emb_weight"])
         self.temperature = float(config["sprint_temperature"])
         self.power_iters = int(config["sprint_power_iters"])
-        self.every = int((config["sprint_every"] if "sprint_every" in config else None) or 1)
+        self.every = _configured_every(config)
         if not blocks:
             raise ValueError("SPRINT needs at least one transformer block")
         if len({block.n_heads for block in blocks}) != 1:
@@ -490,21 +496,19 @@ class SPRINTRegularizer(nn.Module):
         active = self.active
         self._step += 1
         self._epoch_steps += 1
-        if not active:
-            rec = rec_loss.detach().float()
-            if self._epoch_parts is None:
-                self._epoch_parts = torch.stack([rec, rec.new_zeros(()), rec.new_zeros(()), rec.new_zeros(())])
-            else:
-                self._epoch_parts[0] += rec
-            self._want_column_sums(self.active)
-            return rec_loss
-        attn, ffn, emb = self()
         if self.every > 1:
-            attn, ffn, emb = self.every * attn, self.every * ffn, self.every * emb
-            self._want_column_sums(self.active)
-        parts = torch.stack([rec_loss.detach().float(), attn.detach(), ffn.detach(), emb.detach()])
+            self._want_column_sums(self.active)  # for the coming step
+        rec = rec_loss.detach().float()
+        if active:
+            attn, ffn, emb = self()
+            if self.every > 1:
+                attn, ffn, emb = self.every * attn, self.every * ffn, self.every * emb
+            parts = torch.stack([rec, attn.detach(), ffn.detach(), emb.detach()])
+            total = rec_loss + attn + ffn + emb
+        else:  # a lazy step: the recommendation loss alone
+            parts, total = F.pad(rec.reshape(1), (0, 3)), rec_loss
         self._epoch_parts = parts if self._epoch_parts is None else self._epoch_parts + parts
-        return rec_loss + attn + ffn + emb
+        return total
 
     def _want_column_sums(self, wanted):
         """An attention that computes its own column sums does so only on the steps that use them."""
