@@ -103,7 +103,7 @@ case "${1:-}" in
     wait
     ;;
   pool)  # one process per run, POOL at once, in the order of pool_jobs; 2.5-13.5 GiB of GPU memory each
-    # A run that dies out of GPU memory (too many processes at once: the ninth session lost 14 of 32 runs so, as
+    # A run that dies out of GPU memory (too many processes at once: the ninth session lost 21 of 32 runs so, as
     # each failure freed a slot for another process that failed too) is tried again after the pass, with half as
     # many processes at once, up to 3 passes; its log of the failed try is kept as NAME.oomN.log.
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1

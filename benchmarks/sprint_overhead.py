@@ -30,9 +30,9 @@ its own rows; ``--parts`` picks some): ``check``, the kernel check; ``ml-1m-3k``
 batch 128, CE; ``beauty-2`` and ``beauty-6``, amazon-beauty, 2 and 6 layers x 256 (4 heads), length 50, batch 512,
 BCE with 16 negatives; each dense and fused, TF32 off and on, w0 and SPRINT; ``memory``, length 1024, d 512
 (8 heads), 8 layers, batch 64, CE, TF32, dense and fused, w0 and SPRINT; ``compile`` (not in the default
-``--parts``: each compiled variant costs a compilation), the ml-1m-3k and Beauty 6-layer settings with TF32, dense and
-fused, w0, SPRINT eager, SPRINT with ``sprint_compile: default`` and with ``sprint_every: 4``. One table at the end. Triton's compiled
-kernels are cached on disk, so the check compiles most of what the timed parts use.
+``--parts``: each compiled variant costs a compilation), the ml-1m-3k and Beauty 6-layer settings with TF32, dense
+and fused, w0, SPRINT eager, SPRINT with ``sprint_compile: default`` and with ``sprint_every: 4``. One table at the
+end. Triton's compiled kernels are cached on disk, so the check compiles most of what the timed parts use.
 """
 
 import argparse
@@ -415,6 +415,7 @@ def run_child(extra, timeout):
 
 PRESET_PARTS = ("check", "ml-1m-3k", "beauty-2", "beauty-6", "memory", "compile")
 COMPILE_SETTINGS = (0, 2)  # ``compile``: ISSUE25_SETTINGS' ml-1m-3k and beauty 6-layer settings, TF32 on
+COMPILE_PART_VARIANTS = ("on, compile default", "on, every 4")  # the compile part's extra columns
 
 
 def preset_issue25(args):
@@ -453,7 +454,7 @@ def preset_issue25(args):
             if rows is None:
                 timing.append({"setting": setting, "group": "compile (all)", "error": error})
             else:
-                timing += [{"setting": setting, "compiled": True, **row} for row in rows["groups"]]
+                timing += [{"setting": setting, "compile_part": True, **row} for row in rows["groups"]]
     memory = []
     if "memory" in parts:
         for impl in ("dense", "fused"):
@@ -479,26 +480,24 @@ def preset_issue25(args):
             print(f"| {row['setting']} | {row['group']} | failed: {row['error']} | | | | | | | | |")
             continue
         dense = next((r for r in timing if r.get("setting") == row["setting"] and "error" not in r
-                      and r.get("compiled") == row.get("compiled") and r["group"] == row["group"].replace("fused", "dense")),
-                     None)
-        w0, on = row.get("w0"), row.get("on")
+                      and r.get("compile_part") == row.get("compile_part")
+                      and r["group"] == row["group"].replace("fused", "dense")), None)
+        w0 = row.get("w0")
 
         def ratio(key):
             if dense is None or key not in row or key not in dense or row["group"].startswith("dense"):
                 return ""
             return f"{dense[key] / row[key]:.2f}x"
 
-        overhead = f"{100 * (on / w0 - 1):+.1f}%" if w0 and on else "n/a"
-        def cells(key):
+        def timed(key):
+            """``[ms/step, overhead over w0]`` of the variant ``key`` of this row."""
             value = row.get(key)
-            if value and w0:
-                return f"{value:.2f} | {100 * (value / w0 - 1):+.1f}%"
-            return "failed | " if row.get("compiled") else " | "
+            return [f"{value:.2f}", f"{100 * (value / w0 - 1):+.1f}%"] if value and w0 else ["failed", ""]
 
-        compiled_cells = f"{cells('on, compile default')} | {cells('on, every 4')}"
-        print(f"| {row['setting']}{' (compile run)' if row.get('compiled') else ''} | {row['group']} | "
-              f"{w0 if w0 is None else f'{w0:.2f}'} | {on if on is None else f'{on:.2f}'} | {overhead} | "
-              f"{ratio('w0')} | {ratio('on')} | {compiled_cells} |")
+        extra = [cell for key in COMPILE_PART_VARIANTS for cell in timed(key)] if row.get("compile_part") else [""] * 4
+        cells = [row["setting"] + (" (compile run)" if row.get("compile_part") else ""), row["group"],
+                 "n/a" if w0 is None else f"{w0:.2f}", *timed("on"), ratio("w0"), ratio("on"), *extra]
+        print("| " + " | ".join(cells) + " |")
     if memory:
         print()
         print("| memory check: ml-1m-3k, 8 x 512 (8 heads), len 1024, batch 64, CE, TF32 | ms/step | peak GiB "
