@@ -16,7 +16,8 @@ def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
     w0, on, lazy = (float(re.search(rf"^\| {label} \| ([0-9.]+) \|$", out, re.M).group(1))
                     for label in ("w0", "on", "on, every 2"))
     line = re.search(r"^\| on - w0 \| ([+-][0-9.]+) \(([+-][0-9.]+)%\) \|$", out, re.M)
-    assert w0 > 0 and on > 0 and lazy > 0 and float(line.group(1)) == pytest.approx(on - w0, abs=0.02)  # three values rounded to 0.01
+    # the three printed values are each rounded to 0.01
+    assert w0 > 0 and on > 0 and lazy > 0 and float(line.group(1)) == pytest.approx(on - w0, abs=0.02)
     assert re.search(r"^\| on, every 2 - w0 \| [+-][0-9.]+ \([+-][0-9.]+%\) \|$", out, re.M)
 
 
