@@ -53,16 +53,16 @@ pool_jobs() {  # pool_jobs [GROUP ...]: one line per benchmark run, LOG_NAME SPE
       echo "pool_${group}_${d}_$i $SPECS/$spec $RESULTS/$out --models $models --datasets $d --shard $i/$n"
     done
   done <<GROUPS
-pop paper_main.yaml paper_main Pop amazon-beauty 2
-pop paper_main.yaml paper_main Pop ml-1m-3k 2
-sasrec paper_main.yaml paper_main SASRecSPRINT amazon-beauty 4
-sasrec paper_main.yaml paper_main SASRecSPRINT ml-1m-3k 4
-sasrecpp paper_main.yaml paper_main SASRecPPSPRINT amazon-beauty 4
-sasrecpp paper_main.yaml paper_main SASRecPPSPRINT ml-1m-3k 4
-hstu paper_main.yaml paper_main HSTU,HSTUSPRINT amazon-beauty 4
-hstu paper_main.yaml paper_main HSTU,HSTUSPRINT ml-1m-3k 4
-bert4rec paper_main.yaml paper_main BERT4RecSPRINT amazon-beauty 4
-bert4rec paper_main.yaml paper_main BERT4RecSPRINT ml-1m-3k 4
+pop paper_main.yaml paper_main Pop amazon-beauty 3
+pop paper_main.yaml paper_main Pop ml-1m-3k 3
+sasrec paper_main.yaml paper_main SASRecSPRINT amazon-beauty 6
+sasrec paper_main.yaml paper_main SASRecSPRINT ml-1m-3k 6
+sasrecpp paper_main.yaml paper_main SASRecPPSPRINT amazon-beauty 6
+sasrecpp paper_main.yaml paper_main SASRecPPSPRINT ml-1m-3k 6
+hstu paper_main.yaml paper_main HSTU,HSTUSPRINT amazon-beauty 6
+hstu paper_main.yaml paper_main HSTU,HSTUSPRINT ml-1m-3k 6
+bert4rec paper_main.yaml paper_main BERT4RecSPRINT amazon-beauty 6
+bert4rec paper_main.yaml paper_main BERT4RecSPRINT ml-1m-3k 6
 depth paper_depth.yaml paper_depth SASRecSPRINT amazon-beauty 12
 depth paper_depth.yaml paper_depth SASRecSPRINT ml-1m-3k 12
 sasrecpp_depth paper_depth.yaml paper_depth SASRecPPSPRINT amazon-beauty 12

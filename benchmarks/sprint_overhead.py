@@ -17,6 +17,9 @@ attention, ``--tf32`` (``off`` and/or ``on``: the trainer option ``tf32``, set a
 every listed precision, each with SPRINT weights 0 ("w0") and the yaml defaults ("on"). A variant that fails (a
 Triton kernel that does not compile, out of memory) prints its error and drops out; the others go on.
 
+``--check_graphs`` trains the model two epochs of ml-100k with ``sprint_compile: cuda_graph`` and eagerly, from one
+initialisation, and compares losses and weights (on CUDA; elsewhere the mode runs eagerly).
+
 ``--every K[,K]`` adds SPRINT with ``sprint_every: K`` (lazy regularisation: the terms on every K-th step, weighted
 by K; give ``--steps`` a multiple of K).
 
@@ -30,8 +33,9 @@ its own rows; ``--parts`` picks some): ``check``, the kernel check; ``ml-1m-3k``
 batch 128, CE; ``beauty-2`` and ``beauty-6``, amazon-beauty, 2 and 6 layers x 256 (4 heads), length 50, batch 512,
 BCE with 16 negatives; each dense and fused, TF32 off and on, w0 and SPRINT; ``memory``, length 1024, d 512
 (8 heads), 8 layers, batch 64, CE, TF32, dense and fused, w0 and SPRINT; ``compile`` (not in the default
-``--parts``: each compiled variant costs a compilation), the ml-1m-3k and Beauty 6-layer settings with TF32, dense
-and fused, w0, SPRINT eager, SPRINT with ``sprint_compile: default`` and with ``sprint_every: 4``. One table at the
+``--parts``: each compiled variant costs a compilation), ``--check_graphs``, then the three settings with TF32, dense
+and fused, w0, SPRINT eager, SPRINT with ``sprint_compile: default``, with ``sprint_compile: cuda_graph`` and with
+``sprint_every: 4``. One table at the
 end. Triton's compiled kernels are cached on disk, so the check compiles most of what the timed parts use.
 """
 
@@ -96,6 +100,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--memory", action="store_true", help="peak CUDA memory of each variant instead of timing")
     parser.add_argument("--check", action="store_true", help="check and time the fused kernels on CUDA, then exit")
+    parser.add_argument("--check_graphs", action="store_true",
+                        help="CUDA: train with sprint_compile cuda_graph and eager side by side and compare, then exit")
     parser.add_argument("--preset", choices=["issue25"], default=None, help="run a set of rows (see above)")
     parser.add_argument("--json", default="", help="also write the result rows to this file")
     parser.add_argument("--timeout", type=int, default=1200, help="--preset: seconds per subprocess")
@@ -414,8 +420,71 @@ def run_child(extra, timeout):
 
 
 PRESET_PARTS = ("check", "ml-1m-3k", "beauty-2", "beauty-6", "memory", "compile")
-COMPILE_SETTINGS = (0, 2)  # ``compile``: ISSUE25_SETTINGS' ml-1m-3k and beauty 6-layer settings, TF32 on
-COMPILE_PART_VARIANTS = ("on, compile default", "on, every 4")  # the compile part's extra columns
+COMPILE_SETTINGS = (0, 1, 2)  # ``compile``: every ISSUE25_SETTINGS setting, TF32 on
+COMPILE_PART_MODES = "default,cuda_graph"  # ``compile``: the sprint_compile modes timed (``--compile`` overrides)
+
+
+def compile_part_columns(modes):
+    """``[(variant label, column title)]`` of the compile part's extra columns: each sprint_compile mode, every 4."""
+    titles = {"default": "SPRINT compiled", "cuda_graph": "SPRINT CUDA graphs"}
+    return ([(f"on, compile {mode}", titles.get(mode, f"SPRINT {mode}")) for mode in modes.split(",") if mode]
+            + [("on, every 4", "SPRINT every 4")])
+
+
+def check_graphs(args):
+    """``sprint_compile: cuda_graph`` against eager on CUDA: the model (SASRecPPSPRINT unless ``--model``) trained two
+    epochs of ml-100k each way (2 x 64, length 50, batch 128 users: 8 steps an epoch, the last one smaller, so two
+    input shapes are recorded), dropout 0, TF32 off, from one initialisation, for each attention of
+    ``--attention_impl`` (default dense,fused). Rows: the epochs' losses and the largest difference of a weight or
+    buffer at the end, relative to its scale."""
+    import argparse as _argparse
+
+    rows = []
+    default_impls = "dense,fused" if args.model.startswith("SASRecPP") else "model's own"
+    for impl in [s for s in (args.attention_impl or default_impls).split(",") if s]:
+        small = _argparse.Namespace(**{**vars(args), "dataset": "ml-100k", "n_layers": 2, "hidden_size": 64,
+                                       "inner_size": 256, "n_heads": 2, "max_len": 50, "batch_size": 128,
+                                       "full_batch_size": 128, "loss_type": "CE"})
+        runs = {}
+        for mode in ("none", "cuda_graph"):
+            overrides = {"sprint_compile": mode, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "tf32": False}
+            if args.model.startswith("SASRecPP"):
+                overrides["attention_impl"] = impl
+            try:
+                model, trainer, train_data = build_variant(small, mode, overrides, False)
+                train_data.generator.manual_seed(small.seed)  # the cached loader's shuffle, from its start again
+                losses = [trainer._train_epoch(train_data, epoch) for epoch in range(2)]
+                speed.synchronize(args.device)
+                state = {key: value.detach().double().clone() for key, value in model.state_dict().items()
+                         if value.is_floating_point()}
+                runs[mode] = (losses, state, len(model.sprint._graphs))
+            except Exception as error:
+                runs[mode] = first_line(error)
+        row = {"attention": impl}
+        if any(isinstance(run, str) for run in runs.values()):
+            row["error"] = "; ".join(f"{mode}: {run}" for mode, run in runs.items() if isinstance(run, str))
+        else:
+            (eager_losses, eager_state, _), (graph_losses, graph_state, graphs) = runs["none"], runs["cuda_graph"]
+            row["losses"] = [eager_losses, graph_losses]
+            row["graphs"] = graphs
+            row["max_rel_diff"] = max(((eager_state[k] - graph_state[k]).abs().max()
+                                       / eager_state[k].abs().max().clamp_min(1e-12)).item() for k in eager_state)
+        print(f"  graph check {row}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def print_graph_check(rows):
+    print()
+    print("| sprint_compile: cuda_graph vs eager (2 epochs of ml-100k, float32) | epoch losses, eager | with graphs "
+          "| recorded shapes | largest relative difference of a weight |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['attention']} | failed: {row['error']} | | | |")
+            continue
+        eager, graphed = (", ".join(f"{loss:.6f}" for loss in losses) for losses in row["losses"])
+        print(f"| {row['attention']} | {eager} | {graphed} | {row['graphs']} | {row['max_rel_diff']:.2e} |")
 
 
 def preset_issue25(args):
@@ -446,11 +515,17 @@ def preset_issue25(args):
                 timing.append({"setting": setting, "group": f"{impl} (all)", "error": error})
             else:
                 timing += [{"setting": setting, **row} for row in rows["groups"]]
-    if "compile" in parts:  # SPRINT's terms through torch.compile (sprint_compile: default) beside eager, TF32 on
+    graph_check = None
+    compile_modes = args.compile or COMPILE_PART_MODES
+    columns = compile_part_columns(compile_modes) if "compile" in parts else []
+    if "compile" in parts:  # SPRINT's terms compiled (torch.compile, CUDA graphs) beside eager, TF32 on
+        graph_check, graph_error = run_child(["--check_graphs", "--device", "cuda", "--model", "SASRecPPSPRINT",
+                                              "--data_path", args.data_path], args.timeout)
+        graph_check = graph_check["graph_check"] if graph_check else [{"attention": "all", "error": graph_error}]
         for index in COMPILE_SETTINGS:
             setting, options = ISSUE25_SETTINGS[index]
             rows, error = run_child(common + options + ["--attention_impl", "dense,fused", "--tf32", "on", "--compile",
-                                                        "default", "--every", "4"], args.timeout)
+                                                        compile_modes, "--every", "4"], args.timeout)
             if rows is None:
                 timing.append({"setting": setting, "group": "compile (all)", "error": error})
             else:
@@ -470,14 +545,17 @@ def preset_issue25(args):
             print(f"# kernel check: crashed ({check_error})")
         else:
             print_check(check["check"])
+    if graph_check:
+        print_graph_check(graph_check)
     if timing:
         print()
+        extra_titles = "".join(f" | {title} ms/step | overhead" for _, title in columns)
         print("| setting | attention, TF32 | w0 ms/step | SPRINT ms/step | SPRINT overhead | w0 vs dense "
-              "| SPRINT vs dense | SPRINT compiled ms/step | compiled overhead | SPRINT every 4 ms/step | every-4 overhead |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              f"| SPRINT vs dense{extra_titles} |")
+        print("|---" * (7 + 2 * len(columns)) + "|")
     for row in timing:
         if "error" in row:
-            print(f"| {row['setting']} | {row['group']} | failed: {row['error']} | | | | | | | | |")
+            print(f"| {row['setting']} | {row['group']} | failed: {row['error']} |" + " |" * (4 + 2 * len(columns)))
             continue
         dense = next((r for r in timing if r.get("setting") == row["setting"] and "error" not in r
                       and r.get("compile_part") == row.get("compile_part")
@@ -494,7 +572,8 @@ def preset_issue25(args):
             value = row.get(key)
             return [f"{value:.2f}", f"{100 * (value / w0 - 1):+.1f}%"] if value and w0 else ["failed", ""]
 
-        extra = [cell for key in COMPILE_PART_VARIANTS for cell in timed(key)] if row.get("compile_part") else [""] * 4
+        extra = ([cell for key, _ in columns for cell in timed(key)] if row.get("compile_part")
+                 else [""] * 2 * len(columns))
         cells = [row["setting"] + (" (compile run)" if row.get("compile_part") else ""), row["group"],
                  "n/a" if w0 is None else f"{w0:.2f}", *timed("on"), ratio("w0"), ratio("on"), *extra]
         print("| " + " | ".join(cells) + " |")
@@ -519,6 +598,9 @@ def main(argv=None):
     if args.check:
         output["check"] = check_kernels(args)
         print_check(output["check"])
+    elif args.check_graphs:
+        output["graph_check"] = check_graphs(args)
+        print_graph_check(output["graph_check"])
     elif args.memory:
         output["memory"] = memory_variants(args)
     else:

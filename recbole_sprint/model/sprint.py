@@ -44,6 +44,7 @@ through a :class:`ColumnSums` module the regulariser hooks the same way.
 """
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -52,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
-SPRINT_COMPILE_MODES = ("none", "default", "aot_eager")
+SPRINT_COMPILE_MODES = ("none", "default", "aot_eager", "cuda_graph")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -174,12 +175,13 @@ class SpectralNormEstimator(nn.Module):
         self.register_buffer("u", F.normalize(torch.randn(n_matrices, rows, generator=generator), dim=-1))
         self.register_buffer("v", F.normalize(torch.randn(n_matrices, cols, generator=generator), dim=-1))
 
-    def estimate(self, weight):
-        """``(sigma [G], u [G, m], v [G, n])`` for ``weight [G, m, n]``, started from the stored ``v``; changes
-        no state, so it can run inside a compiled graph."""
+    def estimate(self, weight, start=None):
+        """``(sigma [G], u [G, m], v [G, n])`` for ``weight [G, m, n]``, started from ``start`` (default: the stored
+        ``v``); changes no state, so it can run inside a compiled graph."""
         dtype = torch.promote_types(weight.dtype, torch.float32)  # float32 for half, bfloat16 and float32 weights
+        start = self.v if start is None else start
         with autocast_off(weight.device.type):
-            return power_iteration(weight.to(dtype), self.v.to(dtype), self.n_iters)
+            return power_iteration(weight.to(dtype), start.to(dtype), self.n_iters)
 
     def store(self, u, v):
         """Keep ``u``, ``v`` for the next step's warm start (training mode only). The buffers are rebound to the
@@ -208,6 +210,44 @@ class ColumnSums(nn.Module):
 
     def forward(self, column_sums):
         return column_sums
+
+
+def cuda_graphs_usable(tensor):
+    """Whether ``sprint_compile: cuda_graph`` can record here: a CUDA tensor, and no autocast with its weight cache
+    (which ``torch.cuda.make_graphed_callables`` refuses)."""
+    return tensor.is_cuda and not (torch.is_autocast_enabled("cuda") and torch.is_autocast_cache_enabled())
+
+
+def record_graphs(module, args):
+    """``torch.cuda.make_graphed_callables(module, copies of args)``: the forward and the backward of ``module`` as
+    two CUDA graphs (after a few eager warm-up runs on a side stream); autocast is off while recording (the terms
+    switch it off themselves)."""
+    sample = tuple(arg.detach().clone().requires_grad_(arg.requires_grad) for arg in args)
+    with torch.autocast("cuda", enabled=False):
+        return torch.cuda.make_graphed_callables(module, sample)
+
+
+class GraphedTerms(nn.Module):
+    """The regulariser's terms as tensors in, tensors out, the form ``make_graphed_callables`` records.
+
+    Inputs: the stacked column sums ``[L, B, H, n]`` and the key mask ``[B, n]`` (with the attention term), then one
+    start vector per estimator of ``names``; outputs: ``(attn, ffn, emb, u_1, v_1, u_2, v_2, ...)``. Its parameters
+    are the backbone's regularised weights, the same ``Parameter`` objects (so the recorded backward returns their
+    gradients); it is no submodule of the model, which therefore does not count them twice.
+    """
+
+    def __init__(self, regularizer, names):
+        super().__init__()
+        self.owner = [regularizer]  # in a list: not a submodule
+        self.names = list(names)
+        for index, parameter in enumerate(regularizer.regularised_parameters()):
+            self.register_parameter(f"weight{index}", parameter)
+
+    def forward(self, *args):
+        regularizer = self.owner[0]
+        column_sums, key_mask, starts = (args[0], args[1], args[2:]) if regularizer.attn_weight > 0 else (None, None, args)
+        attn, ffn, emb, vectors = regularizer._eager_terms(column_sums, key_mask, dict(zip(self.names, starts)))
+        return (attn, ffn, emb, *(vector for name in self.names for vector in vectors[name]))
 
 
 @dataclass
@@ -383,12 +423,19 @@ class SPRINTRegularizer(nn.Module):
     def _compile_terms(self, mode):
         """``sprint_compile``: ``none`` computes the terms eagerly; ``default`` compiles them (power iterations
         included) into one graph with ``torch.compile`` (fused kernels: fewer operator calls in a launch-bound
-        step); ``aot_eager`` traces them without generating code (a check of the tracing, for tests). The
-        per-layer column sums (forward hooks) stay eager. ``reduce-overhead`` (CUDA graphs) is not offered: on the
-        H100 it failed, because a step's new power-iteration vectors are outputs of the graph, which its next
-        replay overwrites while they are still stored as the next start vectors."""
+        step); ``aot_eager`` traces them without generating code (a check of the tracing, for tests);
+        ``cuda_graph`` records their forward and their backward as two CUDA graphs (:meth:`_graphed_terms`), each
+        replayed with one launch. The per-layer column sums (forward hooks) stay eager in every mode.
+
+        ``torch.compile``'s ``reduce-overhead`` (its own CUDA graphs) is not offered: on the H100 it failed, because a
+        step's new power-iteration vectors are outputs of the graph, which its next replay overwrites while they are
+        still stored as the next start vectors. ``cuda_graph`` passes the start vectors as inputs instead, which the
+        replay copies into the graph's own input tensors before it overwrites its outputs."""
         self._terms = self._eager_terms
-        if mode == "aot_eager":
+        self._graphs = {}  # cuda_graph: the recorded terms per input signature (shapes, dtypes)
+        if mode == "cuda_graph":
+            self._terms = self._graphed_terms
+        elif mode == "aot_eager":
             self._terms = torch.compile(self._eager_terms, fullgraph=True, backend="aot_eager")
         elif mode != "none":
             self._terms = torch.compile(self._eager_terms, fullgraph=True)
@@ -443,36 +490,80 @@ class SPRINTRegularizer(nn.Module):
     # Everything after the backbone's forward pass is one function of the weights, the column sums and the
     # stored power-iteration vectors, which returns the new vectors instead of storing them: with
     # ``sprint_compile`` it is one graph without side effects (see _compile_terms), and forward() stores them.
-    def _attention_term(self, column_sums, key_mask, vectors):
-        # column_sums: L x [B, H, n]; key_mask: [B, n] bool
-        soft_max = soft_max_columns(torch.stack(column_sums), key_mask, self.temperature)  # [L, H]
-        value_norms = self._norms("value", self.targets.value_weights(), vectors).view(self.n_layers, self.n_heads)
-        output_norms = self._norms("output", self.targets.output_weights(), vectors)  # [L]
+    def _attention_term(self, column_sums, key_mask, vectors, starts):
+        # column_sums: L x [B, H, n] or stacked [L, B, H, n]; key_mask: [B, n] bool
+        stacked = column_sums if torch.is_tensor(column_sums) else torch.stack(column_sums)
+        soft_max = soft_max_columns(stacked, key_mask, self.temperature)  # [L, H]
+        value_weights = self.targets.value_weights()
+        value_norms = self._norms("value", value_weights, vectors, starts).view(self.n_layers, self.n_heads)
+        output_norms = self._norms("output", self.targets.output_weights(), vectors, starts)  # [L]
         radicand = (soft_max * value_norms.pow(2)).sum(1).clamp_min(1e-12)  # [L]; see attention_block_term
         return torch.log1p(radicand.sqrt() * output_norms).mean()
 
-    def _ffn_term(self, vectors):
+    def _ffn_term(self, vectors, starts):
         ffn_in, ffn_out = self.targets.ffn_weights()  # [L, inner, d], [L, d, inner]
-        return torch.log1p(self._norms("ffn_in", ffn_in, vectors) * self._norms("ffn_out", ffn_out, vectors)).mean()
+        in_norms = self._norms("ffn_in", ffn_in, vectors, starts)  # [L]
+        return torch.log1p(in_norms * self._norms("ffn_out", ffn_out, vectors, starts)).mean()
 
-    def _embedding_term(self, vectors):
-        return embedding_term(self._norms("embedding", self.targets.item_embedding.weight.unsqueeze(0), vectors))
+    def _embedding_term(self, vectors, starts):
+        return embedding_term(self._norms("embedding", self.targets.item_embedding.weight.unsqueeze(0), vectors, starts))
 
-    def _norms(self, name, weights, vectors):
-        """Spectral norms ``[G]`` of ``weights [G, m, n]`` by estimator ``name``; its new ``(u, v)`` go to ``vectors``."""
-        sigma, u, v = getattr(self, name).estimate(weights)
+    def _norms(self, name, weights, vectors, starts):
+        """Spectral norms ``[G]`` of ``weights [G, m, n]`` by estimator ``name``, from ``starts[name]`` if given (else
+        its stored ``v``); its new ``(u, v)`` go to ``vectors``."""
+        sigma, u, v = getattr(self, name).estimate(weights, starts.get(name))
         vectors[name] = (u, v)
         return sigma
 
-    def _eager_terms(self, column_sums, key_mask):
+    def _eager_terms(self, column_sums, key_mask, starts=None):
         """``(attn, ffn, emb, vectors)``: the weighted terms (a disabled term is an exact zero) and the new
-        power-iteration vectors, ``{estimator name: (u, v)}``."""
-        vectors = {}
+        power-iteration vectors, ``{estimator name: (u, v)}``; ``starts`` (``{estimator name: v}``) replaces stored
+        start vectors."""
+        vectors, starts = {}, starts or {}
         zero = self.targets.item_embedding.weight.new_zeros(())
-        attn = self.attn_weight * self._attention_term(column_sums, key_mask, vectors) if self.attn_weight > 0 else zero
-        ffn = self.ffn_weight * self._ffn_term(vectors) if self.ffn_weight > 0 else zero
-        emb = self.emb_weight * self._embedding_term(vectors) if self.emb_weight > 0 else zero
+        attn = (self.attn_weight * self._attention_term(column_sums, key_mask, vectors, starts)
+                if self.attn_weight > 0 else zero)
+        ffn = self.ffn_weight * self._ffn_term(vectors, starts) if self.ffn_weight > 0 else zero
+        emb = self.emb_weight * self._embedding_term(vectors, starts) if self.emb_weight > 0 else zero
         return attn, ffn, emb, vectors
+
+    # -- sprint_compile: cuda_graph -------------------------------------------------------------------
+    def estimator_names(self):
+        """The power-iteration estimators the enabled terms use, in a fixed order."""
+        return (["value", "output"] * (self.attn_weight > 0) + ["ffn_in", "ffn_out"] * (self.ffn_weight > 0)
+                + ["embedding"] * (self.emb_weight > 0))
+
+    def regularised_parameters(self):
+        """The backbone's parameters that the enabled terms read (each once)."""
+        modules = []
+        for block in self.targets.blocks:
+            modules += [block.value_module, block.output_module] * (self.attn_weight > 0)
+            modules += [block.ffn_in_module, block.ffn_out_module] * (self.ffn_weight > 0)
+        modules += [self.targets.item_embedding] * (self.emb_weight > 0)
+        return list({id(module.weight): module.weight for module in modules}.values())
+
+    def _graphed_terms(self, column_sums, key_mask):
+        """:meth:`_eager_terms` replayed from CUDA graphs: the first step with a new input signature (the last, smaller
+        batch of an epoch is a second one) records the terms' forward and backward (a few eager runs, then the
+        recording); every later step copies its inputs (stacked column sums, key mask, start vectors) into the
+        graph's own, replays one graph forward and one backward, and gets the graph's own output tensors back,
+        which stay valid until its next replay. Off CUDA, or under autocast with its weight cache on, the terms run
+        eagerly (one warning)."""
+        names = self.estimator_names()
+        attention = [torch.stack(column_sums), key_mask] if self.attn_weight > 0 else []
+        args = (*attention, *(getattr(self, name).v for name in names))
+        if not cuda_graphs_usable(args[0]):
+            if not getattr(self, "_warned_no_graphs", False):
+                self._warned_no_graphs = True
+                warnings.warn("sprint_compile: cuda_graph records CUDA graphs, which need a CUDA device (and no "
+                              "autocast weight cache); SPRINT's terms run eagerly here", RuntimeWarning)
+            return self._eager_terms(column_sums, key_mask)
+        signature = tuple((tuple(arg.shape), arg.dtype, arg.requires_grad) for arg in args)
+        graphed = self._graphs.get(signature)
+        if graphed is None:
+            graphed = self._graphs[signature] = record_graphs(GraphedTerms(self, names), args)
+        attn, ffn, emb, *flat = graphed(*args)
+        return attn, ffn, emb, {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(names)}
 
     def forward(self):
         """The weighted terms ``(attn, ffn, emb)`` of the last training forward pass; a disabled term is 0."""

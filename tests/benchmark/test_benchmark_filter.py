@@ -182,7 +182,7 @@ def test_stored_gpu_runs_are_cells_of_the_shipped_specs_under_history_masking(mo
         cell = cells[record["run_id"]]
         assert (record["model"], record["dataset"], record["seed"]) == (cell.model, cell.dataset, cell.seed)
     discussed = select_cells(spec, models="Pop,SASRecSPRINT,SASRecPPSPRINT", datasets="ml-1m-3k")
-    assert {c.run_id for c in discussed} <= {r["run_id"] for r in stored}
+    assert {c.run_id for c in discussed if c.seed in (42, 43)} <= {r["run_id"] for r in stored}
 
 
 def test_python_api_run_benchmark_takes_the_filters(tmp_path, fake_training):

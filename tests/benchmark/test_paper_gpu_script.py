@@ -47,9 +47,9 @@ FAKE_PYTHON = """#!/usr/bin/env bash
 # GPU memory on its first try, the amazon-beauty shard 1 fails with another error every time
 echo "$*" >> "$CALLS"
 case "$*" in
-  *"--datasets ml-1m-3k --shard 0/2"*)
+  *"--datasets ml-1m-3k --shard 0/3"*)
     if [ ! -e "$CALLS.oom" ]; then touch "$CALLS.oom"; echo "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.29 GiB"; exit 1; fi ;;
-  *"--datasets amazon-beauty --shard 1/2"*) echo "ValueError: something else"; exit 1 ;;
+  *"--datasets amazon-beauty --shard 1/3"*) echo "ValueError: something else"; exit 1 ;;
 esac
 echo trained
 """
@@ -68,9 +68,9 @@ def test_pool_tries_runs_that_died_out_of_gpu_memory_again_and_only_those(tmp_pa
     assert done.returncode == 0, done.stderr
     lines = calls.read_text().splitlines()
     shards = [line.split("--datasets ")[1] for line in lines]
-    assert sorted(shards) == sorted(["amazon-beauty --shard 0/2", "amazon-beauty --shard 1/2", "ml-1m-3k --shard 0/2",
-                                     "ml-1m-3k --shard 1/2", "ml-1m-3k --shard 0/2"])  # only the OOM run twice
-    assert shards[-1] == "ml-1m-3k --shard 0/2"  # after the first pass
+    assert sorted(shards) == sorted([f"{d} --shard {i}/3" for d in ("amazon-beauty", "ml-1m-3k") for i in range(3)]
+                                    + ["ml-1m-3k --shard 0/3"])  # only the OOM run twice
+    assert shards[-1] == "ml-1m-3k --shard 0/3"  # after the first pass
     assert "pass 1: 1 run(s) out of GPU memory; again, 2 at once" in done.stderr
     logs = results / "logs"
     assert "CUDA out of memory" in (logs / "pool_pop_ml-1m-3k_0.oom1.log").read_text()  # the failed try is kept

@@ -29,23 +29,56 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
         calls.append(extra)
         if "--memory" in extra:
             return {"memory": [{"label": "x w0", "ms": 1.0, "peak_gib": 2.0, "status": "ok"}]}, None
+        if "--check_graphs" in extra:
+            return {"graph_check": [{"attention": "dense", "losses": [[3.0, 2.5], [3.0, 2.5000001]], "graphs": 2,
+                                     "max_rel_diff": 1.5e-7},
+                                    {"attention": "fused", "error": "cuda_graph: RuntimeError: boom"}]}, None
         if "--compile" in extra:
             return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile default": 42.0,
-                                "on, every 4": 42.0},
+                                "on, compile cuda_graph": 40.4, "on, every 4": 42.0},
                                {"group": "fused tf32 on", "w0": 41.0, "on": 49.0, "on, compile default": 41.82,
-                                "on, every 4": 43.05}]}, None
+                                "on, compile cuda_graph": 41.41, "on, every 4": 43.05}]}, None
         return {"groups": [{"group": "dense tf32 off", "w0": 60.0, "on": 66.0},
                            {"group": "fused tf32 off", "w0": 120.0, "on": 130.0}]}, None
 
     monkeypatch.setattr(script, "run_child", run_child)
     script.main(["--preset", "issue25", "--parts", "ml-1m-3k,compile"])
     out = capsys.readouterr().out
-    assert len(calls) == 3  # ml-1m-3k, then the compile part's two settings
-    assert all("--compile" in c and "--every" in c and c[c.index("--tf32") + 1] == "on" for c in calls[1:])
-    assert "| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  |  |  |  |  |" in out
-    assert "| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x |  |  |  |  |" in out
+    # ml-1m-3k, then the compile part: the CUDA-graph check and its three settings (every mode, every 4, TF32 on)
+    assert len(calls) == 5 and "--check_graphs" in calls[1]
+    assert all(c[c.index("--compile") + 1] == "default,cuda_graph" and c[c.index("--every") + 1] == "4"
+               and c[c.index("--tf32") + 1] == "on" for c in calls[2:])
+    assert "| dense | 3.000000, 2.500000 | 3.000000, 2.500000 | 2 | 1.50e-07 |" in out
+    assert "| fused | failed: cuda_graph: RuntimeError: boom | | | |" in out
+    assert ("| setting | attention, TF32 | w0 ms/step | SPRINT ms/step | SPRINT overhead | w0 vs dense | SPRINT vs dense "
+            "| SPRINT compiled ms/step | overhead | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step "
+            "| overhead |") in out
+    assert "| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  |  |  |  |  |  |  |" in out
+    assert ("| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x |  |  |  |  "
+            "|  |  |") in out
     assert ("| beauty 6x256 n50 b512 BCE16 (compile run) | fused tf32 on | 41.00 | 49.00 | +19.5% | 0.98x | 0.98x "
-            "| 41.82 | +2.0% | 43.05 | +5.0% |") in out
+            "| 41.82 | +2.0% | 41.41 | +1.0% | 43.05 | +5.0% |") in out
+
+
+def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
+    script = load_benchmark_script("sprint_overhead")
+    calls = []
+
+    def run_child(extra, timeout):
+        calls.append(extra)
+        if "--check_graphs" in extra:
+            return None, "exit 1: no GPU"
+        return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile cuda_graph": 44.0,
+                            "on, every 4": 42.0}]}, None
+
+    monkeypatch.setattr(script, "run_child", run_child)
+    script.main(["--preset", "issue25", "--parts", "compile", "--compile", "cuda_graph"])
+    out = capsys.readouterr().out
+    assert all(c[c.index("--compile") + 1] == "cuda_graph" for c in calls[1:]) and len(calls) == 4
+    assert "| all | failed: exit 1: no GPU | | | |" in out
+    assert "| SPRINT vs dense | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step | overhead |" in out
+    assert ("| beauty 2x256 n50 b512 BCE16 (compile run) | dense tf32 on | 40.00 | 48.00 | +20.0% |  |  | 44.00 | +10.0% "
+            "| 42.00 | +5.0% |") in out
 
 
 def test_preset_names_the_allowed_parts():

@@ -178,7 +178,7 @@ def _config(**overrides):
         ("sprint_temperature", float("nan"), r"sprint_temperature must be a number > 0 \(finite\)"),
         ("sprint_temperature", float("inf"), r"sprint_temperature must be a number > 0 \(finite\)"),
         ("sprint_power_iters", 0, "sprint_power_iters must be an integer >= 1"),
-        ("sprint_compile", "reduce-overhead", "sprint_compile must be one of none, default, aot_eager"),
+        ("sprint_compile", "reduce-overhead", "sprint_compile must be one of none, default, aot_eager, cuda_graph"),
         ("sprint_power_iters", 1.5, "sprint_power_iters must be an integer >= 1"),
         ("sprint_every", 0, r"sprint_every must be an integer >= 1 \(1: every training step"),
         ("sprint_every", 2.0, "sprint_every must be an integer >= 1"),
@@ -298,6 +298,73 @@ def test_compiled_terms_train_like_the_eager_ones(compile_mode):
     for a, b in zip(eager[1] + eager[2], compiled[1] + compiled[2]):
         assert torch.allclose(a, b, atol=1e-5)
     assert eager[0][0] != eager[0][2]  # the steps changed the weights (the comparison is not of constants)
+
+
+def _steps_with_a_smaller_batch(compile_mode):
+    """Totals, final gradients and buffers after 4 SGD steps whose third batch is smaller (a second input shape, then
+    the first again)."""
+    layers, embedding, regularizer = _two_block_regularizer(11, sprint_compile=compile_mode)
+    parameters = list(layers.parameters()) + list(embedding.parameters())
+    optimizer = torch.optim.SGD(parameters, lr=0.5)
+    totals = []
+    for batch in range(4):
+        size = 1 if batch == 2 else 2
+        valid = torch.tensor([[True, True, batch > 0], [True, False, False]])[:size]
+        probs = torch.softmax(torch.randn(size, 1, 3, 3), -1)
+        regularizer.observe(valid, valid)
+        for block in layers:
+            block.probs(probs * 2 * torch.sigmoid(block.value.weight.sum()))
+        optimizer.zero_grad()
+        total = regularizer.add_to(torch.tensor(0.0))
+        total.backward()
+        optimizer.step()
+        totals.append(total.item())
+    return totals, [p.grad.clone() for p in parameters], [b.clone() for b in regularizer.buffers()], parameters
+
+
+def _assert_same_training(eager, other):
+    assert eager[0] == pytest.approx(other[0], rel=1e-6)
+    assert len(eager[1]) == len(other[1]) == 9 and len(eager[2]) == len(other[2]) == 10
+    for a, b in zip(eager[1] + eager[2], other[1] + other[2]):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert eager[0][0] != eager[0][3]
+
+
+def test_cuda_graph_mode_hands_the_terms_to_make_graphed_callables_once_per_input_shape(monkeypatch):
+    """sprint_compile: cuda_graph records a module of the terms (tensors in, tensors out) with
+    torch.cuda.make_graphed_callables, once per input signature. Without a GPU a stand-in records the calls and
+    returns the module itself: the inputs, the start vectors passed in, the vectors taken back and the parameters
+    are wired so that training is the eager one. (The recorded graphs against eager, on the GPU:
+    benchmarks/sprint_overhead.py --check_graphs.)"""
+    import recbole_sprint.model.sprint as sprint_module
+
+    recorded = []
+
+    def stand_in(module, sample):
+        recorded.append((module, [tuple(arg.shape) for arg in sample], [arg.requires_grad for arg in sample]))
+        assert all(arg.grad_fn is None for arg in sample)  # copies, cut from the step's autograd graph
+        return module
+
+    eager = _steps_with_a_smaller_batch("none")
+    monkeypatch.setattr(sprint_module, "cuda_graphs_usable", lambda tensor: True)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", stand_in)
+    graphed = _steps_with_a_smaller_batch("cuda_graph")
+    _assert_same_training(eager, graphed)
+    # [L, B, H, n] column sums, [B, n] key mask, then the start vectors of value, output, ffn_in, ffn_out, embedding
+    starts = [(2, 4), (2, 4), (2, 4), (2, 8), (1, 4)]
+    assert [shapes for _, shapes, _ in recorded] == [[(2, 2, 1, 3), (2, 3), *starts], [(2, 1, 1, 3), (1, 3), *starts]]
+    assert recorded[0][2] == [True] + [False] * 6  # only the column sums carry a gradient in
+    module = recorded[0][0]
+    assert {id(p) for p in module.parameters()} == {id(p) for p in graphed[3]}  # the backbone's own weights
+    assert module.names == ["value", "output", "ffn_in", "ffn_out", "embedding"]
+
+
+def test_cuda_graph_mode_off_cuda_runs_eagerly_with_one_warning():
+    eager = _steps_with_a_smaller_batch("none")
+    with pytest.warns(RuntimeWarning, match="cuda_graph records CUDA graphs, which need a CUDA device") as caught:
+        graphed = _steps_with_a_smaller_batch("cuda_graph")
+    assert len([w for w in caught if "cuda_graph" in str(w.message)]) == 1
+    _assert_same_training(eager, graphed)
 
 
 def _lazy_steps(every, steps=6):
