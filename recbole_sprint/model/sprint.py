@@ -218,35 +218,50 @@ def cuda_graphs_usable(tensor):
     return tensor.is_cuda and not (torch.is_autocast_enabled("cuda") and torch.is_autocast_cache_enabled())
 
 
-def record_graphs(module, args):
-    """``torch.cuda.make_graphed_callables(module, copies of args)``: the forward and the backward of ``module`` as
-    two CUDA graphs (after a few eager warm-up runs on a side stream); autocast is off while recording (the terms
-    switch it off themselves)."""
-    sample = tuple(arg.detach().clone().requires_grad_(arg.requires_grad) for arg in args)
-    with torch.autocast("cuda", enabled=False):
-        return torch.cuda.make_graphed_callables(module, sample)
+def record_graphs(module, inputs, weights):
+    """``torch.cuda.make_graphed_callables(module, ...)``: the forward and the backward of ``module(*inputs, *weights)``
+    as two CUDA graphs (after a few eager warm-up runs on a side stream), autocast off while recording (the terms
+    switch it off themselves). The graphs record on copies of ``inputs`` and on fresh leaf tensors that share the
+    ``weights``' memory: the step's autograd graph, alive while the terms are recorded, holds the parameters' own
+    gradient accumulators, made on the default stream, and the recording must not wait on them (on the H200 the first
+    version, with the parameters themselves, failed so: "operation failed due to a previous error during capture")."""
+    sample = tuple(arg.detach().clone().requires_grad_(arg.requires_grad) for arg in inputs)
+    sample += tuple(weight.detach().requires_grad_(weight.requires_grad) for weight in weights)
+    try:
+        with torch.autocast("cuda", enabled=False):
+            return torch.cuda.make_graphed_callables(module, sample)
+    except RuntimeError as error:  # a failed recording can leave CUDA's random-number state unusable: stop here
+        raise RuntimeError(f"sprint_compile: cuda_graph could not record SPRINT's terms as CUDA graphs ({error}); "
+                           "train with sprint_compile: none or default") from error
 
 
 class GraphedTerms(nn.Module):
     """The regulariser's terms as tensors in, tensors out, the form ``make_graphed_callables`` records.
 
-    Inputs: the stacked column sums ``[L, B, H, n]`` and the key mask ``[B, n]`` (with the attention term), then one
-    start vector per estimator of ``names``; outputs: ``(attn, ffn, emb, u_1, v_1, u_2, v_2, ...)``. Its parameters
-    are the backbone's regularised weights, the same ``Parameter`` objects (so the recorded backward returns their
-    gradients); it is no submodule of the model, which therefore does not count them twice.
+    Inputs: the stacked column sums ``[L, B, H, n]`` and the key mask ``[B, n]`` (with the attention term), one start
+    vector per estimator of ``names``, then the regularised weights (:meth:`SPRINTRegularizer.regularised_parameters`),
+    which the terms read in the parameters' place; outputs: ``(attn, ffn, emb, u_1, v_1, u_2, v_2, ...)``. It has no
+    parameters of its own: the recorded backward returns the weights' gradients as those of inputs, and autograd
+    adds them to the parameters it is called with.
     """
 
     def __init__(self, regularizer, names):
         super().__init__()
         self.owner = [regularizer]  # in a list: not a submodule
         self.names = list(names)
-        for index, parameter in enumerate(regularizer.regularised_parameters()):
-            self.register_parameter(f"weight{index}", parameter)
+        self.parameter_ids = [id(parameter) for parameter in regularizer.regularised_parameters()]
 
     def forward(self, *args):
         regularizer = self.owner[0]
+        n_weights = len(self.parameter_ids)
+        args, weights = args[: len(args) - n_weights], args[len(args) - n_weights :]
         column_sums, key_mask, starts = (args[0], args[1], args[2:]) if regularizer.attn_weight > 0 else (None, None, args)
-        attn, ffn, emb, vectors = regularizer._eager_terms(column_sums, key_mask, dict(zip(self.names, starts)))
+        targets = regularizer.targets
+        targets.substitute = dict(zip(self.parameter_ids, weights))
+        try:
+            attn, ffn, emb, vectors = regularizer._eager_terms(column_sums, key_mask, dict(zip(self.names, starts)))
+        finally:
+            targets.substitute = {}
         return (attn, ffn, emb, *(vector for name in self.names for vector in vectors[name]))
 
 
@@ -282,39 +297,54 @@ class SprintBlock:
         if (self.probs_module is None) == (self.column_sums_module is None):
             raise ValueError("a SprintBlock needs exactly one of probs_module and column_sums_module")
 
-    def value_weight(self):
-        weight = self.value_module.weight  # [rows, d_in]
+    def value_weight(self, read=None):
+        """``[H, d_v, d_in]``; ``read(module)`` (default: ``module.weight``) gives a module's weight, here and below."""
+        weight = _read(read, self.value_module)  # [rows, d_in]
         if self.value_rows is not None:
             weight = weight[self.value_rows[0] : self.value_rows[1]]
         return weight.reshape(self.n_heads, -1, weight.size(-1))  # [H, d_v, d_in]
 
-    def output_weight(self):
-        return self.output_module.weight.unsqueeze(0)  # [1, d, H * d_v]
+    def output_weight(self, read=None):
+        return _read(read, self.output_module).unsqueeze(0)  # [1, d, H * d_v]
 
-    def ffn_weights(self):
-        return self.ffn_in_module.weight.unsqueeze(0), self.ffn_out_module.weight.unsqueeze(0)
+    def ffn_weights(self, read=None):
+        return _read(read, self.ffn_in_module).unsqueeze(0), _read(read, self.ffn_out_module).unsqueeze(0)
 
     @property
     def has_ffn(self):
         return self.ffn_in_module is not None and self.ffn_out_module is not None
 
 
+def _read(read, module):
+    return module.weight if read is None else read(module)
+
+
 class _Targets:
-    """Plain holder for the backbone's modules, so that they are not registered twice as submodules."""
+    """Plain holder for the backbone's modules, so that they are not registered twice as submodules.
+
+    ``substitute`` (``{id(parameter): tensor}``, empty but while :class:`GraphedTerms` records) makes every weight read
+    here return the given tensor in the parameter's place."""
 
     def __init__(self, blocks, item_embedding):
         self.blocks = list(blocks)
         self.item_embedding = item_embedding
+        self.substitute = {}
+
+    def weight(self, module):
+        return self.substitute.get(id(module.weight), module.weight)
 
     def value_weights(self):
-        return torch.cat([block.value_weight() for block in self.blocks])  # [L*H, d_v, d]
+        return torch.cat([block.value_weight(self.weight) for block in self.blocks])  # [L*H, d_v, d]
 
     def output_weights(self):
-        return torch.cat([block.output_weight() for block in self.blocks])  # [L, d, H*d_v]
+        return torch.cat([block.output_weight(self.weight) for block in self.blocks])  # [L, d, H*d_v]
 
     def ffn_weights(self):
-        pairs = [block.ffn_weights() for block in self.blocks]
+        pairs = [block.ffn_weights(self.weight) for block in self.blocks]
         return torch.cat([w1 for w1, _ in pairs]), torch.cat([w2 for _, w2 in pairs])  # [L, inner, d], [L, d, inner]
+
+    def embedding_weight(self):
+        return self.weight(self.item_embedding)  # [n_items, d]
 
 
 def check_sprint_config(config):
@@ -506,7 +536,7 @@ class SPRINTRegularizer(nn.Module):
         return torch.log1p(in_norms * self._norms("ffn_out", ffn_out, vectors, starts)).mean()
 
     def _embedding_term(self, vectors, starts):
-        return embedding_term(self._norms("embedding", self.targets.item_embedding.weight.unsqueeze(0), vectors, starts))
+        return embedding_term(self._norms("embedding", self.targets.embedding_weight().unsqueeze(0), vectors, starts))
 
     def _norms(self, name, weights, vectors, starts):
         """Spectral norms ``[G]`` of ``weights [G, m, n]`` by estimator ``name``, from ``starts[name]`` if given (else
@@ -520,7 +550,7 @@ class SPRINTRegularizer(nn.Module):
         power-iteration vectors, ``{estimator name: (u, v)}``; ``starts`` (``{estimator name: v}``) replaces stored
         start vectors."""
         vectors, starts = {}, starts or {}
-        zero = self.targets.item_embedding.weight.new_zeros(())
+        zero = self.targets.embedding_weight().new_zeros(())
         attn = (self.attn_weight * self._attention_term(column_sums, key_mask, vectors, starts)
                 if self.attn_weight > 0 else zero)
         ffn = self.ffn_weight * self._ffn_term(vectors, starts) if self.ffn_weight > 0 else zero
@@ -559,10 +589,11 @@ class SPRINTRegularizer(nn.Module):
                               "autocast weight cache); SPRINT's terms run eagerly here", RuntimeWarning)
             return self._eager_terms(column_sums, key_mask)
         signature = tuple((tuple(arg.shape), arg.dtype, arg.requires_grad) for arg in args)
+        weights = self.regularised_parameters()
         graphed = self._graphs.get(signature)
         if graphed is None:
-            graphed = self._graphs[signature] = record_graphs(GraphedTerms(self, names), args)
-        attn, ffn, emb, *flat = graphed(*args)
+            graphed = self._graphs[signature] = record_graphs(GraphedTerms(self, names), args, weights)
+        attn, ffn, emb, *flat = graphed(*args, *weights)
         return attn, ffn, emb, {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(names)}
 
     def forward(self):

@@ -341,8 +341,8 @@ def test_cuda_graph_mode_hands_the_terms_to_make_graphed_callables_once_per_inpu
     recorded = []
 
     def stand_in(module, sample):
-        recorded.append((module, [tuple(arg.shape) for arg in sample], [arg.requires_grad for arg in sample]))
-        assert all(arg.grad_fn is None for arg in sample)  # copies, cut from the step's autograd graph
+        recorded.append((module, sample))
+        assert all(arg.grad_fn is None for arg in sample)  # leaves, cut from the step's autograd graph
         return module
 
     eager = _steps_with_a_smaller_batch("none")
@@ -350,13 +350,19 @@ def test_cuda_graph_mode_hands_the_terms_to_make_graphed_callables_once_per_inpu
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", stand_in)
     graphed = _steps_with_a_smaller_batch("cuda_graph")
     _assert_same_training(eager, graphed)
-    # [L, B, H, n] column sums, [B, n] key mask, then the start vectors of value, output, ffn_in, ffn_out, embedding
+    # [L, B, H, n] column sums, [B, n] key mask, the start vectors of value, output, ffn_in, ffn_out, embedding, then
+    # the 9 weights: 2 blocks x (W_V, W_O, W_1, W_2) and E
     starts = [(2, 4), (2, 4), (2, 4), (2, 8), (1, 4)]
-    assert [shapes for _, shapes, _ in recorded] == [[(2, 2, 1, 3), (2, 3), *starts], [(2, 1, 1, 3), (1, 3), *starts]]
-    assert recorded[0][2] == [True] + [False] * 6  # only the column sums carry a gradient in
-    module = recorded[0][0]
-    assert {id(p) for p in module.parameters()} == {id(p) for p in graphed[3]}  # the backbone's own weights
-    assert module.names == ["value", "output", "ffn_in", "ffn_out", "embedding"]
+    weights = [(4, 4), (4, 4), (8, 4), (4, 8)] * 2 + [(6, 4)]
+    shapes = [[tuple(arg.shape) for arg in sample] for _, sample in recorded]
+    assert shapes == [[(2, 2, 1, 3), (2, 3), *starts, *weights], [(2, 1, 1, 3), (1, 3), *starts, *weights]]
+    module, sample = recorded[0]
+    assert [arg.requires_grad for arg in sample] == [True] + [False] * 6 + [True] * 9  # column sums and weights
+    # the weights are recorded as new leaves on the parameters' own memory (not the parameters themselves: their
+    # gradient accumulators belong to the step's graph); graphed[3] lists them in the same order (per block: value,
+    # out, ffn_in, ffn_out; then the embedding)
+    assert all(w is not p and w.data_ptr() == p.data_ptr() for w, p in zip(sample[7:], graphed[3]))
+    assert list(module.parameters()) == [] and module.names == ["value", "output", "ffn_in", "ffn_out", "embedding"]
 
 
 def test_cuda_graph_mode_off_cuda_runs_eagerly_with_one_warning():

@@ -401,10 +401,10 @@ def _gate_instead_of_up(original):
 
 
 def _unsquared_value_norms(original):
-    def attention_term(self, column_sums, key_mask, vectors):  # the plugin's formula with sigma(W_V) not squared
+    def attention_term(self, column_sums, key_mask, vectors, starts):  # the plugin's formula, sigma(W_V) not squared
         soft_max = sprint_module.soft_max_columns(torch.stack(column_sums), key_mask, self.temperature)
-        value_norms = self._norms("value", self.targets.value_weights(), vectors).view(self.n_layers, self.n_heads)
-        output_norms = self._norms("output", self.targets.output_weights(), vectors)
+        value_norms = self._norms("value", self.targets.value_weights(), vectors, starts).view(self.n_layers, self.n_heads)
+        output_norms = self._norms("output", self.targets.output_weights(), vectors, starts)
         radicand = (soft_max * value_norms).sum(1).clamp_min(1e-12)
         return torch.log1p(radicand.sqrt() * output_norms).mean()
     return attention_term
