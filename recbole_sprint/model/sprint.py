@@ -229,10 +229,30 @@ def record_graphs(module, inputs, weights):
     sample += tuple(weight.detach().requires_grad_(weight.requires_grad) for weight in weights)
     try:
         with torch.autocast("cuda", enabled=False):
+            warm_capture_stream(module, sample)
             return torch.cuda.make_graphed_callables(module, sample)
     except RuntimeError as error:  # a failed recording can leave CUDA's random-number state unusable: stop here
         raise RuntimeError(f"sprint_compile: cuda_graph could not record SPRINT's terms as CUDA graphs ({error}); "
                            "train with sprint_compile: none or default") from error
+
+
+def warm_capture_stream(module, sample):
+    """One eager forward and backward of ``module`` on the stream that ``torch.cuda.graph`` records on by default,
+    before ``make_graphed_callables``: before torch 2.12 that function warms up on a stream of its own and records on
+    this one, so set-up that happens on a stream's first use (e.g. a cuBLAS workspace) would otherwise happen inside
+    the recording. (A guess at why the first recording of a process failed on the H200; not verified.)"""
+    if getattr(torch.cuda.graph, "default_capture_stream", False) is None:
+        torch.cuda.graph.default_capture_stream = torch.cuda.Stream()
+    stream = getattr(torch.cuda.graph, "default_capture_stream", None)
+    if stream is None:
+        return
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        outputs = [output for output in module(*sample) if output.requires_grad]
+        torch.autograd.grad(outputs, [arg for arg in sample if arg.requires_grad],
+                            [torch.ones_like(output) for output in outputs], allow_unused=True)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
 
 
 class GraphedTerms(nn.Module):

@@ -345,11 +345,14 @@ def test_cuda_graph_mode_hands_the_terms_to_make_graphed_callables_once_per_inpu
         assert all(arg.grad_fn is None for arg in sample)  # leaves, cut from the step's autograd graph
         return module
 
+    warmed = []
     eager = _steps_with_a_smaller_batch("none")
     monkeypatch.setattr(sprint_module, "cuda_graphs_usable", lambda tensor: True)
+    monkeypatch.setattr(sprint_module, "warm_capture_stream", lambda module, sample: warmed.append(sample))
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", stand_in)
     graphed = _steps_with_a_smaller_batch("cuda_graph")
     _assert_same_training(eager, graphed)
+    assert [id(sample) for sample in warmed] == [id(sample) for _, sample in recorded]  # warmed before each recording
     # [L, B, H, n] column sums, [B, n] key mask, the start vectors of value, output, ffn_in, ffn_out, embedding, then
     # the 9 weights: 2 blocks x (W_V, W_O, W_1, W_2) and E
     starts = [(2, 4), (2, 4), (2, 4), (2, 8), (1, 4)]
