@@ -23,7 +23,7 @@ def from_the_repository(monkeypatch):
         pytest.skip("../shared/datasets is not next to this checkout")
 
 
-@pytest.mark.parametrize("name, cells_per_dataset", [("paper_main", 4), ("paper_depth", 12)])
+@pytest.mark.parametrize("name, cells_per_dataset", [("paper_main", 6), ("paper_depth", 12)])
 def test_sasrecpp_rows(name, cells_per_dataset):
     spec = load_spec(os.path.join(SPECS, f"{name}.yaml"))
     for dataset in ("amazon-beauty", "ml-1m-3k"):
