@@ -15,9 +15,12 @@
 #                                    # both seeds at once, under a copy of paper_main.yaml (benchmarks/tuned_spec.py)
 #   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs (default: all, in
 #                                    # order of value: the cheap Beauty runs of a group before ml-1m-3k), one process
-#                                    # per run, POOL (6) at once: 12 at once ran out of the H100's 80 GB, 14 out of the
-#                                    # H200's 141 GB (benchmarks/results/README.md); runs that die out of GPU memory
-#                                    # are tried again with half as many at once
+#                                    # per run, POOL (6) at once: 12 at once ran out of the H100's 80 GB and of the
+#                                    # H200's 141 GB (benchmarks/results/README.md); a run starts only when the GPU has
+#                                    # MIN_FREE_GIB (24; 0: no check) free, or when none of the pool's runs is left
+#                                    # running; runs that die out of GPU memory are tried again with half as many at once
+#   JOBS='_ml-1m-3k_(2|5)$' benchmarks/paper_gpu.sh pool sasrecpp   # only the runs whose names (the log names,
+#                                    # pool_GROUP_DATASET_SHARD) match this extended regular expression
 #   RERUN_BEFORE=2026-12-02T00:00:00 DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu hstu_depth
 #                                    # train again the runs of these groups stored before that time (after a fix
 #                                    # that changes results; the newer record wins). DATASETS (comma-separated)
@@ -72,6 +75,17 @@ hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 12
 GROUPS
 }
 
+wait_for_gpu_memory() {  # until the GPU has MIN_FREE_GIB free (nvidia-smi), or none of this pool's runs is running
+  local need=$((${MIN_FREE_GIB:-24} * 1024)) free said=""
+  command -v nvidia-smi > /dev/null && ((need > 0)) || return 0
+  while free=$(nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits | head -n 1) && ((free < need)) \
+      && (($(jobs -rp | wc -l) > 0)); do
+    [ -n "$said" ] || echo "waiting for ${MIN_FREE_GIB:-24} GiB of free GPU memory ($((free / 1024)) GiB free)" >&2
+    said=1
+    sleep "${MEMORY_POLL_S:-10}"
+  done
+}
+
 case "${1:-}" in
   tune)
     model=${2:-SASRecSPRINT}
@@ -110,11 +124,16 @@ case "${1:-}" in
     rerun=()
     [ -n "${RERUN_BEFORE:-}" ] && rerun=(--rerun_before "$RERUN_BEFORE")
     todo=$(pool_jobs "${@:2}")
+    if [ -n "${JOBS:-}" ]; then
+      todo=$(while read -r name rest; do if [[ $name =~ $JOBS ]]; then echo "$name $rest"; fi; done <<< "$todo")
+      [ -n "$todo" ] || { echo "JOBS='$JOBS' matches none of the runs of the groups ${*:2}" >&2; exit 2; }
+    fi
     pool=${POOL:-6}
     for pass in 1 2 3; do
       [ -n "$todo" ] || break
       while read -r name spec out filters; do
         while (($(jobs -rp | wc -l) >= pool)); do wait -n || true; done
+        wait_for_gpu_memory
         # shellcheck disable=SC2086  # the filters are separate words
         python -m recbole_sprint.benchmark "$spec" --output_dir "$out" $filters "${rerun[@]}" \
           > "$RESULTS/logs/$name.log" 2>&1 &

@@ -93,3 +93,57 @@ def test_tune_searches_each_row_over_its_grid(tmp_path, model, grid):
     (call,) = calls.read_text().splitlines()
     assert f"--model={model} " in call and "--dataset=ml-1m-3k " in call
     assert f"--params_file=properties/hyper/{grid}.hyper " in call and "--spec=recbole_sprint/properties/benchmark/paper_main.yaml" in call
+
+
+def _fake_tools(tmp_path, nvidia_smi=None):
+    """A bin folder with the stand-in python (FAKE_PYTHON) and, if given, an nvidia-smi script."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(FAKE_PYTHON)
+    (bin_dir / "python").chmod(0o755)
+    if nvidia_smi is not None:
+        (bin_dir / "nvidia-smi").write_text(nvidia_smi)
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    return bin_dir
+
+
+def test_pool_jobs_filter_keeps_the_named_runs_only(tmp_path):
+    bin_dir = _fake_tools(tmp_path)
+    calls = tmp_path / "calls.txt"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls),
+           "RESULTS": str(tmp_path / "results"), "JOBS": "_ml-1m-3k_(1|2)$"}
+    done = subprocess.run(["bash", "benchmarks/paper_gpu.sh", "pool", "pop"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(line.split("--datasets ")[1] for line in calls.read_text().splitlines()) == [
+        "ml-1m-3k --shard 1/3", "ml-1m-3k --shard 2/3"]
+    env["JOBS"] = "_ml-20m_"
+    done = subprocess.run(["bash", "benchmarks/paper_gpu.sh", "pool", "pop"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "JOBS='_ml-20m_' matches none of the runs of the groups pop" in done.stderr
+
+
+FAKE_NVIDIA_SMI = """#!/usr/bin/env bash
+# free GPU memory in MiB: 8 GiB for the first 3 queries, then 40 GiB
+n=$(($(cat "$SMI_COUNT" 2>/dev/null || echo 0) + 1)); echo $n > "$SMI_COUNT"
+if ((n <= 3)); then echo 8192; else echo 40960; fi
+"""
+
+SLOW_PYTHON = """#!/usr/bin/env bash
+echo "$(date +%s.%N) $*" >> "$CALLS"; sleep 2; echo trained
+"""
+
+
+def test_pool_starts_a_run_only_with_enough_free_gpu_memory(tmp_path):
+    bin_dir = _fake_tools(tmp_path, FAKE_NVIDIA_SMI)
+    (bin_dir / "python").write_text(SLOW_PYTHON)
+    calls, count = tmp_path / "calls.txt", tmp_path / "smi_count"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "SMI_COUNT": str(count),
+           "RESULTS": str(tmp_path / "results"), "POOL": "6", "MIN_FREE_GIB": "24", "MEMORY_POLL_S": "0.2"}
+    done = subprocess.run(["bash", "benchmarks/paper_gpu.sh", "pool", "pop"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(calls.read_text().splitlines()) == 6  # every run started in the end
+    # the first run starts at once (none of the pool's runs is running); the second waits while 8 GiB are free
+    assert "waiting for 24 GiB of free GPU memory (8 GiB free)" in done.stderr
+    assert int(count.read_text()) >= 4
