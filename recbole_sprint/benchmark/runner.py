@@ -58,6 +58,9 @@ def run_cell(cell, output_dir, keep_checkpoints=False):
         "variant_label": cell.variant_label,
         "config": cell.config,
         "test_result": {k: float(v) for k, v in result["test_result"].items()},
+        # the same model ranked with the user's history left in (issue 24: beside the authors' unmasked numbers)
+        "test_result_unmasked": ({k: float(v) for k, v in result["test_result_unmasked"].items()}
+                                 if result.get("test_result_unmasked") else None),
         "best_valid_result": {k: float(v) for k, v in result["best_valid_result"].items()},
         "best_valid_score": float(result["best_valid_score"]),
         "n_params": int(result["n_params"]),

@@ -174,10 +174,14 @@ def test_paper_protocol_run_has_hits_at_rank_one_with_masking(tiny):
         topk=[1, 5],
         valid_metric="NDCG@5",
     )
-    masked = run_recbole_sprint("SASRecSPRINT", "ml-100k", config_dict=config, saved=False)["test_result"]
-    unmasked = run_recbole_sprint(
+    masked_run = run_recbole_sprint("SASRecSPRINT", "ml-100k", config_dict=config, saved=False)
+    masked = masked_run["test_result"]
+    unmasked_run = run_recbole_sprint(
         "SASRecSPRINT", "ml-100k", config_dict={**config, "eval_exclude_history": False}, saved=False
-    )["test_result"]
+    )
+    unmasked = unmasked_run["test_result"]
+    # a masked run also reports its model's unmasked test: what an unmasked run of the same training measures
+    assert masked_run["test_result_unmasked"] == unmasked and unmasked_run["test_result_unmasked"] is None
     assert masked["hit@1"] > 0
     assert masked["historyshare@1"] == unmasked["historyshare@1"]  # same model, same ranking before masking
     # every hit of the unmasked top-5 survives the masking (targets are never masked) and moves up or stays
