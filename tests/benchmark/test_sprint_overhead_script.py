@@ -21,12 +21,22 @@ def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
     assert re.search(r"^\| on, every 2 - w0 \| [+-][0-9.]+ \([+-][0-9.]+%\) \|$", out, re.M)
 
 
-def test_preset_table_with_the_compile_part(monkeypatch, capsys):
+def run_preset(monkeypatch, capsys, argv, answer):
+    """The issue-25 preset with its subprocesses answered by ``answer(extra)``: ``(their options, printed output)``."""
     script = load_benchmark_script("sprint_overhead")
     calls = []
 
     def run_child(extra, timeout):
         calls.append(extra)
+        return answer(extra)
+
+    monkeypatch.setattr(script, "run_child", run_child)
+    script.main(["--preset", "issue25", *argv])
+    return calls, capsys.readouterr().out
+
+
+def test_preset_table_with_the_compile_part(monkeypatch, capsys):
+    def answer(extra):
         if "--memory" in extra:
             return {"memory": [{"label": "x w0", "ms": 1.0, "peak_gib": 2.0, "status": "ok"}]}, None
         if "--check_graphs" in extra:
@@ -41,9 +51,7 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
         return {"groups": [{"group": "dense tf32 off", "w0": 60.0, "on": 66.0},
                            {"group": "fused tf32 off", "w0": 120.0, "on": 130.0}]}, None
 
-    monkeypatch.setattr(script, "run_child", run_child)
-    script.main(["--preset", "issue25", "--parts", "ml-1m-3k,compile"])
-    out = capsys.readouterr().out
+    calls, out = run_preset(monkeypatch, capsys, ["--parts", "ml-1m-3k,compile"], answer)
     # ml-1m-3k, then the compile part: the CUDA-graph check and its three settings (every mode, every 4, TF32 on)
     assert len(calls) == 5 and "--check_graphs" in calls[1]
     assert all(c[c.index("--compile") + 1] == "default,cuda_graph" and c[c.index("--every") + 1] == "4"
@@ -61,19 +69,13 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
 
 
 def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
-    script = load_benchmark_script("sprint_overhead")
-    calls = []
-
-    def run_child(extra, timeout):
-        calls.append(extra)
+    def answer(extra):
         if "--check_graphs" in extra:
             return None, "exit 1: no GPU"
         return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile cuda_graph": 44.0,
                             "on, every 4": 42.0}]}, None
 
-    monkeypatch.setattr(script, "run_child", run_child)
-    script.main(["--preset", "issue25", "--parts", "compile", "--compile", "cuda_graph"])
-    out = capsys.readouterr().out
+    calls, out = run_preset(monkeypatch, capsys, ["--parts", "compile", "--compile", "cuda_graph"], answer)
     assert all(c[c.index("--compile") + 1] == "cuda_graph" for c in calls[1:]) and len(calls) == 4
     assert "| all | failed: exit 1: no GPU | | | |" in out
     assert "| SPRINT vs dense | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step | overhead |" in out
