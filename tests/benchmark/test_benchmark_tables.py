@@ -47,6 +47,17 @@ def test_mean_std_and_stats_by_hand():
     assert math.isnan(paired_test({1: 0.5, 2: 0.6}, {1: 0.4, 2: 0.5})["p_value"])
 
 
+def test_gain_row_says_when_the_rows_share_too_few_seeds_for_a_test():
+    records = [record("HSTU", 43, 0.14, 100.0, 0.4), record("HSTUSPRINT", 42, 0.10, 100.0, 0.4),
+               record("SASRec", 1, 0.10, 100.0, 0.4), record("SASRec", 2, 0.12, 100.0, 0.4),
+               record("SASRecSPRINT", 2, 0.13, 90.0, 0.45), record("SASRecSPRINT", 3, 0.16, 90.0, 0.45)]
+    table = build_table(records, datasets=["toy"], models=["HSTU", "HSTUSPRINT", "SASRec", "SASRecSPRINT"],
+                        variant_labels=[""], metrics=["ndcg@10"])
+    markdown = to_markdown(table)
+    assert "| ↳ gain vs HSTU | -28.57% (p=n/a: 0 shared seeds) |" in markdown  # seeds 42 and 43: unpaired means
+    assert "| ↳ gain vs SASRec | +31.82% (p=n/a: 1 shared seed) |" in markdown
+
+
 def test_table_cells_bold_and_gains():
     table = make_table()
     rows = {row.model: row for row in table.rows}
