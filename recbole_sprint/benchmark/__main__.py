@@ -20,6 +20,7 @@ model's yaml defaults):
   smoke.yaml                SASRec vs SASRecSPRINT on ml-100k, 2 sizes x 2 seeds: 8 CPU runs, minutes
   paper_main.yaml           the paper's comparison on amazon-beauty and ml-1m-3k (../shared/datasets): GPU
   paper_depth.yaml          depth sweep 2/4/8 layers: GPU
+  paper_scaling.yaml        SASRec++ +- SPRINT at sizes XXS-Large on ml-1m-3k, paper_main's protocol: GPU
   paper_amazon-beauty.yaml, paper_ml-1m-3k.yaml   paper sizes XXS-Base, prefix mode: GPU, hundreds of runs
 Outputs (default outputs/benchmark/<spec name>/): runs.jsonl (one line per finished run; a rerun skips it),
 table.md / .tex / .csv, scaling.csv and plots, and each run's RecBole log under log/ there."""
