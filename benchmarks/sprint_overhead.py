@@ -17,6 +17,9 @@ attention, ``--tf32`` (``off`` and/or ``on``: the trainer option ``tf32``, set a
 every listed precision, each with SPRINT weights 0 ("w0") and the yaml defaults ("on"). A variant that fails (a
 Triton kernel that does not compile, out of memory) prints its error and drops out; the others go on.
 
+``--profile N`` then profiles N steps of every variant (torch.profiler) and prints, per SPRINT variant, the operators
+it adds over its w0 (device time on CUDA); the preset's ``compile`` part profiles 10 steps.
+
 ``--check_graphs`` trains the model two epochs of ml-100k with ``sprint_compile: cuda_graph`` and eagerly, from one
 initialisation, and compares losses and weights (on CUDA; elsewhere the mode runs eagerly).
 
@@ -97,6 +100,9 @@ def parse_args(argv=None):
     parser.add_argument("--every", default="", metavar="K[,K]",
                         help="also time SPRINT with sprint_every=K for each (lazy regularisation: the terms every K-th "
                              "step; use --steps a multiple of K)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, profile N steps of each variant and list what SPRINT adds over w0")
+    parser.add_argument("--profile_rows", type=int, default=14, help="operators listed per --profile table")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--memory", action="store_true", help="peak CUDA memory of each variant instead of timing")
     parser.add_argument("--check", action="store_true", help="check and time the fused kernels on CUDA, then exit")
@@ -194,7 +200,26 @@ def time_variants(args):
                 del rows[label], best[label]
                 continue
             best[label] = min(best[label], (time.perf_counter() - start) / len(batches) * 1e3)
+    if args.profile:
+        profile_variants(args, rows, plan)
     return best, plan
+
+
+def profile_variants(args, rows, plan):
+    """``--profile N``: N training steps of every timed variant under torch.profiler, then per SPRINT variant the
+    operators it adds over its group's w0 (device time per step on CUDA, CPU time on the CPU; ``[wall]`` against
+    ``[total]`` shows how much of the step the device sat idle), from benchmarks/speed.py."""
+    import argparse as _argparse
+
+    options = _argparse.Namespace(profile_steps=args.profile, device=args.device)
+    profiles = {}
+    for label, (trainer, batches, tf32) in rows.items():
+        set_tf32(tf32)
+        profiles[label] = speed.profile_steps(options, trainer, batches.loader)
+    for label, group, sprint, _, _ in plan:
+        w0 = " ".join(filter(None, [group, "w0"]))
+        if sprint != "w0" and label in profiles and w0 in profiles:
+            speed.print_profile_diff(profiles[label], profiles[w0], label, "full_sequence", args.profile_rows)
 
 
 def memory_variants(args):
@@ -525,7 +550,7 @@ def preset_issue25(args):
         for index in COMPILE_SETTINGS:
             setting, options = ISSUE25_SETTINGS[index]
             rows, error = run_child(common + options + ["--attention_impl", "dense,fused", "--tf32", "on", "--compile",
-                                                        compile_modes, "--every", "4"], args.timeout)
+                                                        compile_modes, "--every", "4", "--profile", "10"], args.timeout)
             if rows is None:
                 timing.append({"setting": setting, "group": "compile (all)", "error": error})
             else:

@@ -11,8 +11,13 @@ from .scripts import load_benchmark_script
 def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
     script = load_benchmark_script("sprint_overhead")
     script.main(["--dataset", "ml-100k", "--n_layers", "2", "--hidden_size", "16", "--max_len", "10", "--steps", "2",
-                 "--rounds", "2", "--every", "2"])
+                 "--rounds", "2", "--every", "2", "--profile", "2"])
     out = capsys.readouterr().out
+    # --profile: per SPRINT variant, what it adds over w0, with the wall time per step first among the rows
+    assert "| SPRINT on - w0, on [full_sequence] | +ms/step | +calls/step |" in out
+    assert "| SPRINT on - w0, on, every 2 [full_sequence] | +ms/step | +calls/step |" in out
+    on_table = out.split("| SPRINT on - w0, on [full_sequence]", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"^\| \[wall\] \| [+-][0-9.]+ \| \+0 \|$", on_table, re.M)
     w0, on, lazy = (float(re.search(rf"^\| {label} \| ([0-9.]+) \|$", out, re.M).group(1))
                     for label in ("w0", "on", "on, every 2"))
     line = re.search(r"^\| on - w0 \| ([+-][0-9.]+) \(([+-][0-9.]+)%\) \|$", out, re.M)
