@@ -13,7 +13,7 @@ def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
     script.main(["--dataset", "ml-100k", "--n_layers", "2", "--hidden_size", "16", "--max_len", "10", "--steps", "2",
                  "--rounds", "2", "--every", "2", "--profile", "2"])
     out = capsys.readouterr().out
-    # --profile: per SPRINT variant, what it adds over w0, with the wall time per step first among the rows
+    # --profile: per SPRINT variant, what it adds over w0, including the wall time per step
     assert "| SPRINT on - w0, on [full_sequence] | +ms/step | +calls/step |" in out
     assert "| SPRINT on - w0, on, every 2 [full_sequence] | +ms/step | +calls/step |" in out
     on_table = out.split("| SPRINT on - w0, on [full_sequence]", 1)[1].split("\n\n", 1)[0]
