@@ -209,9 +209,7 @@ def profile_variants(args, rows, plan):
     """``--profile N``: N training steps of every timed variant under torch.profiler, then per SPRINT variant the
     operators it adds over its group's w0 (device time per step on CUDA, CPU time on the CPU; ``[wall]`` against
     ``[total]`` shows how much of the step the device sat idle), from benchmarks/speed.py."""
-    import argparse as _argparse
-
-    options = _argparse.Namespace(profile_steps=args.profile, device=args.device)
+    options = argparse.Namespace(profile_steps=args.profile, device=args.device)
     profiles = {}
     for label, (trainer, batches, tf32) in rows.items():
         set_tf32(tf32)
@@ -462,12 +460,10 @@ def check_graphs(args):
     input shapes are recorded), dropout 0, TF32 off, from one initialisation, for each attention of
     ``--attention_impl`` (default dense,fused). Rows: the epochs' losses and the largest difference of a weight or
     buffer at the end, relative to its scale."""
-    import argparse as _argparse
-
     rows = []
     default_impls = "dense,fused" if args.model.startswith("SASRecPP") else "model's own"
     for impl in [s for s in (args.attention_impl or default_impls).split(",") if s]:
-        small = _argparse.Namespace(**{**vars(args), "dataset": "ml-100k", "n_layers": 2, "hidden_size": 64,
+        small = argparse.Namespace(**{**vars(args), "dataset": "ml-100k", "n_layers": 2, "hidden_size": 64,
                                        "inner_size": 256, "n_heads": 2, "max_len": 50, "batch_size": 128,
                                        "full_batch_size": 128, "loss_type": "CE"})
         runs = {}

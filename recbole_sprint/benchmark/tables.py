@@ -160,7 +160,7 @@ def format_gain(gain, alpha):
     unit = "pp" if gain["absolute"] else "%"
     value = "n/a" if math.isnan(gain["gain"]) else f"{gain['gain']:+.2f}{unit}"
     p = gain["p_value"]
-    if math.isnan(p) and gain.get("n", 2) < 2:  # no test without two seeds that both rows ran
+    if math.isnan(p) and gain["n"] < 2:  # no test without two seeds that both rows ran
         return f"{value} (p=n/a: {gain['n']} shared seed{'' if gain['n'] == 1 else 's'})"
     if math.isnan(p):
         return f"{value} (p=n/a)"

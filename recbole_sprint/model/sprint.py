@@ -544,8 +544,8 @@ class SPRINTRegularizer(nn.Module):
         # column_sums: L x [B, H, n] or stacked [L, B, H, n]; key_mask: [B, n] bool
         stacked = column_sums if torch.is_tensor(column_sums) else torch.stack(column_sums)
         soft_max = soft_max_columns(stacked, key_mask, self.temperature)  # [L, H]
-        value_weights = self.targets.value_weights()
-        value_norms = self._norms("value", value_weights, vectors, starts).view(self.n_layers, self.n_heads)
+        value_norms = self._norms("value", self.targets.value_weights(), vectors, starts)
+        value_norms = value_norms.view(self.n_layers, self.n_heads)  # [L, H]
         output_norms = self._norms("output", self.targets.output_weights(), vectors, starts)  # [L]
         radicand = (soft_max * value_norms.pow(2)).sum(1).clamp_min(1e-12)  # [L]; see attention_block_term
         return torch.log1p(radicand.sqrt() * output_norms).mean()
