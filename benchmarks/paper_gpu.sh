@@ -13,8 +13,8 @@
 #                                    # for SASRec++ (sprint_paper_grid.hyper: 4 lambda_attn x 4 lambda_ffn; depth fixed)
 #   benchmarks/paper_gpu.sh tuned HSTUSPRINT      # the row <MODEL>-tuned (the search's best weights) on its dataset,
 #                                    # both seeds at once, under a copy of paper_main.yaml (benchmarks/tuned_spec.py)
-#   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs (default: all, in
-#                                    # order of value: the cheap Beauty runs of a group before ml-1m-3k), one process
+#   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs, in the order named
+#                                    # (default: all, in order of value: the cheap Beauty runs of a group before ml-1m-3k), one process
 #                                    # per run, POOL (6) at once: 12 at once ran out of the H100's 80 GB and of the
 #                                    # H200's 141 GB (benchmarks/results/README.md); a run starts only when the GPU has
 #                                    # MIN_FREE_GIB (24; 0: no check) free, or when none of the pool's runs is left
@@ -50,14 +50,9 @@ pool_jobs() {  # pool_jobs [GROUP ...]: one line per benchmark run, LOG_NAME SPE
   # 0, and any -tuned entry of that class); together the groups cover every cell of both specs once; N is
   # the group's number of cells, so shard i/N is exactly one cell and no two processes train the same run
   # (tests/benchmark/test_paper_gpu_script.py checks both). A finished run exits at once.
-  local group spec out models d n i
-  while read -r group spec out models d n; do
-    if (($# > 0)) && [[ " $* " != *" $group "* ]]; then continue; fi
-    if [ -n "${DATASETS:-}" ] && [[ ",$DATASETS," != *",$d,"* ]]; then continue; fi
-    for ((i = 0; i < n; i++)); do
-      echo "pool_${group}_${d}_$i $SPECS/$spec $RESULTS/$out --models $models --datasets $d --shard $i/$n"
-    done
-  done <<GROUPS
+  # Named groups come in the order named (the first named starts first); no names: every group, in the table's order.
+  local group spec out models d n i want table
+  table=$(cat <<GROUPS
 pop paper_main.yaml paper_main Pop amazon-beauty 3
 pop paper_main.yaml paper_main Pop ml-1m-3k 3
 sasrec paper_main.yaml paper_main SASRecSPRINT amazon-beauty 6
@@ -76,6 +71,16 @@ hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT amazon-beauty 12
 hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 12
 sasrecpp_scaling paper_scaling.yaml paper_scaling SASRecPPSPRINT ml-1m-3k 20
 GROUPS
+)
+  for want in "${@:-}"; do
+    while read -r group spec out models d n; do
+      if [ -n "$want" ] && [ "$group" != "$want" ]; then continue; fi
+      if [ -n "${DATASETS:-}" ] && [[ ",$DATASETS," != *",$d,"* ]]; then continue; fi
+      for ((i = 0; i < n; i++)); do
+        echo "pool_${group}_${d}_$i $SPECS/$spec $RESULTS/$out --models $models --datasets $d --shard $i/$n"
+      done
+    done <<< "$table"
+  done
 }
 
 wait_for_gpu_memory() {  # until the GPU has MIN_FREE_GIB free (nvidia-smi), or none of this pool's runs is running

@@ -13,10 +13,10 @@ from recbole_sprint.benchmark.spec import load_spec, select_cells
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def pool_jobs(datasets=""):
+def pool_jobs(datasets="", *groups):
     """The lines of the script's own pool_jobs function (LOG_NAME SPEC OUTPUT_DIR FILTERS...)."""
     script = ('eval "$(sed -n \'/^pool_jobs() {/,/^}/p\' benchmarks/paper_gpu.sh)"; '
-              "SPECS=recbole_sprint/properties/benchmark RESULTS=/results pool_jobs")
+              "SPECS=recbole_sprint/properties/benchmark RESULTS=/results pool_jobs " + " ".join(groups))
     out = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
                          env={**os.environ, "DATASETS": datasets}).stdout
     return [shlex.split(line) for line in out.splitlines()]
@@ -40,6 +40,13 @@ def test_each_pool_process_trains_one_cell_and_no_cell_twice(monkeypatch):
     every_cell = {cell.run_id for spec in specs.values() for cell in spec.cells()}
     assert set(seen) == every_cell, f"{len(every_cell - set(seen))} cells of the specs are in no pool group"
     assert {job[0] for job in pool_jobs("ml-1m-3k")} == {name for name in seen.values() if "_ml-1m-3k_" in name}
+
+
+def test_pool_jobs_come_in_the_order_the_groups_are_named():
+    names = [job[0] for job in pool_jobs("ml-1m-3k", "hstu", "pop")]
+    assert names == [f"pool_hstu_ml-1m-3k_{i}" for i in range(6)] + [f"pool_pop_ml-1m-3k_{i}" for i in range(3)]
+    every = [job[0] for job in pool_jobs("ml-1m-3k")]  # no names: the table's order, pop first
+    assert every[:3] == [f"pool_pop_ml-1m-3k_{i}" for i in range(3)] and len(every) > 9
 
 
 FAKE_PYTHON = """#!/usr/bin/env bash
