@@ -24,7 +24,7 @@ it adds over its w0 (device time on CUDA); the preset's ``compile`` part profile
 initialisation, and compares losses and weights (on CUDA; elsewhere the mode runs eagerly).
 
 ``--every K[,K]`` adds SPRINT with ``sprint_every: K`` (lazy regularisation: the terms on every K-th step, weighted
-by K; give ``--steps`` a multiple of K).
+by K; give ``--steps`` a multiple of K); with ``--compile`` too, also each mode and each K together.
 
 ``--check`` (CUDA) compares the Triton kernels with the dense formula in float64 on the device (output, column
 sums, dq, dk, dv with an upstream gradient on the column sums; float32 exact and TF32, bfloat16; dropout with the
@@ -38,7 +38,7 @@ BCE with 16 negatives; each dense and fused, TF32 off and on, w0 and SPRINT; ``m
 (8 heads), 8 layers, batch 64, CE, TF32, dense and fused, w0 and SPRINT; ``compile`` (not in the default
 ``--parts``: each compiled variant costs a compilation), ``--check_graphs``, then the three settings with TF32, dense
 and fused, w0, SPRINT eager, SPRINT with ``sprint_compile: default``, with ``sprint_compile: cuda_graph`` and with
-``sprint_every: 4``. One table at the
+``sprint_every: 4``, and with each mode and every 4 at once. One table at the
 end. Triton's compiled kernels are cached on disk, so the check compiles most of what the timed parts use.
 """
 
@@ -150,6 +150,11 @@ def variant_plan(args):
             for every in filter(None, args.every.split(",")):
                 plan.append((" ".join(filter(None, [group, f"on, every {every}"])), group, f"on, every {every}",
                              {**base, "sprint_every": int(every)}, flag))
+            for mode in filter(None, args.compile.split(",")):  # both levers at once
+                for every in filter(None, args.every.split(",")):
+                    label = f"on, compile {mode}, every {every}"
+                    plan.append((" ".join(filter(None, [group, label])), group, label,
+                                 {**base, "sprint_compile": mode, "sprint_every": int(every)}, flag))
     return plan
 
 
@@ -448,10 +453,13 @@ COMPILE_PART_MODES = "default,cuda_graph"  # ``compile``: the sprint_compile mod
 
 
 def compile_part_columns(modes):
-    """``[(variant label, column title)]`` of the compile part's extra columns: each sprint_compile mode, every 4."""
+    """``[(variant label, column title)]`` of the compile part's extra columns: each sprint_compile mode, every 4, each
+    mode with every 4."""
     titles = {"default": "SPRINT compiled", "cuda_graph": "SPRINT CUDA graphs"}
-    return ([(f"on, compile {mode}", titles.get(mode, f"SPRINT {mode}")) for mode in modes.split(",") if mode]
-            + [("on, every 4", "SPRINT every 4")])
+    modes = [mode for mode in modes.split(",") if mode]
+    return ([(f"on, compile {mode}", titles.get(mode, f"SPRINT {mode}")) for mode in modes]
+            + [("on, every 4", "SPRINT every 4")]
+            + [(f"on, compile {mode}, every 4", titles.get(mode, f"SPRINT {mode}") + " + every 4") for mode in modes])
 
 
 def check_graphs(args):

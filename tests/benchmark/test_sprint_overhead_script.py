@@ -11,7 +11,7 @@ from .scripts import load_benchmark_script
 def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
     script = load_benchmark_script("sprint_overhead")
     script.main(["--dataset", "ml-100k", "--n_layers", "2", "--hidden_size", "16", "--max_len", "10", "--steps", "2",
-                 "--rounds", "2", "--every", "2", "--profile", "2"])
+                 "--rounds", "2", "--every", "2", "--compile", "cuda_graph", "--profile", "2"])
     out = capsys.readouterr().out
     # --profile: per SPRINT variant, what it adds over w0, including the wall time per step
     assert "| SPRINT on - w0, on [full_sequence] | +ms/step | +calls/step |" in out
@@ -24,6 +24,9 @@ def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
     # the three printed values are each rounded to 0.01
     assert w0 > 0 and on > 0 and lazy > 0 and float(line.group(1)) == pytest.approx(on - w0, abs=0.02)
     assert re.search(r"^\| on, every 2 - w0 \| [+-][0-9.]+ \([+-][0-9.]+%\) \|$", out, re.M)
+    # --compile with --every: each mode alone and with every K (off CUDA, cuda_graph runs the terms eagerly)
+    for label in ("on, compile cuda_graph", "on, compile cuda_graph, every 2"):
+        assert re.search(rf"^\| {label} - w0 \| [+-][0-9.]+ \([+-][0-9.]+%\) \|$", out, re.M), label
 
 
 def run_preset(monkeypatch, capsys, argv, answer):
@@ -50,9 +53,11 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
                                     {"attention": "fused", "error": "cuda_graph: RuntimeError: boom"}]}, None
         if "--compile" in extra:
             return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile default": 42.0,
-                                "on, compile cuda_graph": 40.4, "on, every 4": 42.0},
+                                "on, compile cuda_graph": 40.4, "on, every 4": 42.0,
+                                "on, compile default, every 4": 40.8, "on, compile cuda_graph, every 4": 40.2},
                                {"group": "fused tf32 on", "w0": 41.0, "on": 49.0, "on, compile default": 41.82,
-                                "on, compile cuda_graph": 41.41, "on, every 4": 43.05}]}, None
+                                "on, compile cuda_graph": 41.41, "on, every 4": 43.05,
+                                "on, compile default, every 4": 41.41, "on, compile cuda_graph, every 4": 41.205}]}, None
         return {"groups": [{"group": "dense tf32 off", "w0": 60.0, "on": 66.0},
                            {"group": "fused tf32 off", "w0": 120.0, "on": 130.0}]}, None
 
@@ -65,12 +70,14 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
     assert "| fused | failed: cuda_graph: RuntimeError: boom | | | |" in out
     assert ("| setting | attention, TF32 | w0 ms/step | SPRINT ms/step | SPRINT overhead | w0 vs dense | SPRINT vs dense "
             "| SPRINT compiled ms/step | overhead | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step "
+            "| overhead | SPRINT compiled + every 4 ms/step | overhead | SPRINT CUDA graphs + every 4 ms/step "
             "| overhead |") in out
-    assert "| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  |  |  |  |  |  |  |" in out
-    assert ("| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x |  |  |  |  "
-            "|  |  |") in out
+    assert ("| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  " + "|  " * 10
+            + "|") in out
+    assert ("| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x " + "|  " * 10
+            + "|") in out
     assert ("| beauty 6x256 n50 b512 BCE16 (compile run) | fused tf32 on | 41.00 | 49.00 | +19.5% | 0.98x | 0.98x "
-            "| 41.82 | +2.0% | 41.41 | +1.0% | 43.05 | +5.0% |") in out
+            "| 41.82 | +2.0% | 41.41 | +1.0% | 43.05 | +5.0% | 41.41 | +1.0% | 41.20 | +0.5% |") in out
 
 
 def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
@@ -78,14 +85,15 @@ def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
         if "--check_graphs" in extra:
             return None, "exit 1: no GPU"
         return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile cuda_graph": 44.0,
-                            "on, every 4": 42.0}]}, None
+                            "on, every 4": 42.0, "on, compile cuda_graph, every 4": 40.8}]}, None
 
     calls, out = run_preset(monkeypatch, capsys, ["--parts", "compile", "--compile", "cuda_graph"], answer)
     assert all(c[c.index("--compile") + 1] == "cuda_graph" for c in calls[1:]) and len(calls) == 4
     assert "| all | failed: exit 1: no GPU | | | |" in out
-    assert "| SPRINT vs dense | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step | overhead |" in out
+    assert ("| SPRINT vs dense | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step | overhead "
+            "| SPRINT CUDA graphs + every 4 ms/step | overhead |") in out
     assert ("| beauty 2x256 n50 b512 BCE16 (compile run) | dense tf32 on | 40.00 | 48.00 | +20.0% |  |  | 44.00 | +10.0% "
-            "| 42.00 | +5.0% |") in out
+            "| 42.00 | +5.0% | 40.80 | +2.0% |") in out
 
 
 def test_preset_names_the_allowed_parts():

@@ -376,10 +376,10 @@ def test_cuda_graph_mode_off_cuda_runs_eagerly_with_one_warning():
     _assert_same_training(eager, graphed)
 
 
-def _lazy_steps(every, steps=6):
+def _lazy_steps(every, steps=6, **config):
     """Totals, epoch parts and the value estimator's ``v`` after each step of SGD on ``rec + regulariser`` with
     ``sprint_every``; the attention "forward" runs only where the SPRINT mixin would observe it (``active``)."""
-    layers, embedding, regularizer = _two_block_regularizer(3, sprint_every=every)
+    layers, embedding, regularizer = _two_block_regularizer(3, sprint_every=every, **config)
     optimizer = torch.optim.SGD(list(layers.parameters()) + list(embedding.parameters()), lr=0.1)
     valid = torch.tensor([[True, True, False]])
     totals, vs, actives = [], [], []
@@ -413,6 +413,25 @@ def test_lazy_regularisation_runs_the_terms_every_kth_step_weighted_by_k():
     # the epoch's per-step parts still add up to the mean training loss per step
     assert parts["rec"] == pytest.approx(sum(1.0 + step for step in range(6)) / 6)
     assert sum(parts.values()) == pytest.approx(sum(t.item() for t in totals) / 6, rel=1e-6)
+
+
+def test_lazy_regularisation_with_cuda_graphs_trains_as_lazy_eager(monkeypatch):
+    """sprint_every and sprint_compile: cuda_graph together (the stand-in recorder of the test above): the graphed
+    terms run on the active steps only, one recording, and training equals the eager lazy run."""
+    import recbole_sprint.model.sprint as sprint_module
+
+    torch.manual_seed(5)
+    eager = _lazy_steps(every=2, steps=5)
+    recorded = []
+    monkeypatch.setattr(sprint_module, "cuda_graphs_usable", lambda tensor: True)
+    monkeypatch.setattr(sprint_module, "warm_capture_stream", lambda module, sample: None)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample: recorded.append(1) or module)
+    torch.manual_seed(5)
+    graphed = _lazy_steps(every=2, steps=5, sprint_compile="cuda_graph")
+    assert graphed[2] == eager[2] == [True, False, True, False, True] and recorded == [1]
+    assert [t.item() for t in graphed[0]] == pytest.approx([t.item() for t in eager[0]], rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(graphed[1], eager[1]))
+    assert graphed[3] == pytest.approx(eager[3], rel=1e-6)
 
 
 def test_every_one_is_the_paper_s_every_step():

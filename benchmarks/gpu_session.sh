@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# One GPU session on this project's lent machine (the tool library's `device` tool: one call at a time, at most 600 s
+# a call, the machine given back ~30 s after a call ends, so calls go back to back; what a call leaves under $OUT
+# comes back). From the repository root of the working tree the tool copies there:
+#
+#   prepare (here):  bash benchmarks/gpu_session.sh wheels   # .whl/: what the GPU image lacks (recbole, colorlog,
+#                                                            # thop, texttable; Python 3.12 wheels)
+#                    mkdir -p .gpu && cp -r ../shared/datasets .gpu/datasets   # both ignored (.git/info/exclude)
+#   call 1 (carry [".whl", ".gpu"]):
+#       TIMING_S=300 GROUPS_ORDER="sasrec hstu" JOBS='...' bash benchmarks/gpu_session.sh start
+#         wheels into /tmp/site, the tree to /tmp/repo (datasets in /tmp/shared), the stores seeded with the committed
+#         runs, the issue-25 compile part of sprint_overhead.py on the idle GPU (TIMING_S > 0), then
+#         `paper_gpu.sh pool $GROUPS_ORDER` detached (POOL, MIN_FREE_GIB, JOBS as there); the call fails (exit 1) if
+#         no run is training a minute later, with the logs' last lines
+#   calls 2, 3, ...: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
+#         copies the stores and the logs to $OUT every 30 s (what is there when a call is cut comes back)
+#
+# Then copy the returned stores over benchmarks/results/<spec>/runs.jsonl (the committed lines are a prefix) and
+# render (`benchmarks/paper_gpu.sh render`).
+set -u
+RESULTS=${RESULTS:-/tmp/results}
+STORES="paper_main paper_depth paper_scaling"
+
+case "${1:-}" in
+  wheels)
+    mkdir -p .whl
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+      recbole==1.2.1 colorlog==4.7.2 thop texttable
+    ;;
+  start)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      || exit 1
+    rm -rf /tmp/repo && mkdir -p /tmp/repo && cp -r . /tmp/repo/ && rm -rf /tmp/repo/.gpu/datasets
+    mkdir -p /tmp/shared && rm -rf /tmp/shared/datasets && cp -r .gpu/datasets /tmp/shared/datasets
+    # paper_gpu.sh calls `python`; the image has python3 only. A wrapper script, never a link: a link to python3 in a
+    # venv loses the venv's packages, and a later write through an old link would overwrite the interpreter
+    mkdir -p /tmp/bin && rm -f /tmp/bin/python && printf '#!/bin/sh\nexec python3 "$@"\n' > /tmp/bin/python \
+      && chmod +x /tmp/bin/python
+    cd /tmp/repo || exit 1  # its ../shared is /tmp/shared
+    export PATH=/tmp/bin:$PATH PYTHONPATH=/tmp/site:/tmp/repo RESULTS PYTHONUNBUFFERED=1
+    mkdir -p "$RESULTS/logs"
+    for s in $STORES; do
+      mkdir -p "$RESULTS/$s"
+      [ -f "benchmarks/results/$s/runs.jsonl" ] && cp "benchmarks/results/$s/runs.jsonl" "$RESULTS/$s/runs.jsonl"
+    done
+    nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
+    timeout 120 python -c "import recbole, recbole_sprint, torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__)" \
+      || exit 1
+    if [ "${TIMING_S:-0}" -gt 0 ]; then
+      timeout "$TIMING_S" python benchmarks/sprint_overhead.py --preset issue25 --parts compile --compile "${MODES:-cuda_graph}" \
+        --rounds 3 --steps 16 --timeout 150 --json "$RESULTS/overhead_graphs.json" 2>&1 \
+        | tee "$RESULTS/logs/sprint_overhead_graphs.log" | grep -v "^| [^|]* | [+-][0-9.]* | [+-][0-9]* |$" | tail -60
+      cp "$RESULTS/logs/sprint_overhead_graphs.log" "$RESULTS/overhead_graphs.json" "$OUT/" 2>/dev/null
+    fi
+    export POOL=${POOL:-10} MIN_FREE_GIB=${MIN_FREE_GIB:-24} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+    echo "$(date +%T) pool ${GROUPS_ORDER:-}" > "$RESULTS/driver.log"
+    # shellcheck disable=SC2086  # the group names are separate words
+    setsid nohup bash benchmarks/paper_gpu.sh pool ${GROUPS_ORDER:-} >> "$RESULTS/driver.log" 2>&1 < /dev/null &
+    sleep 60
+    running=$(pgrep -fc "recbole_sprint.benchmark")
+    echo "$running benchmark run(s) training"; cat "$RESULTS/driver.log"
+    if ((running == 0)); then
+      for f in "$RESULTS"/logs/pool_*.log; do echo "== $f"; tail -n 3 "$f"; done | head -40
+      exit 1
+    fi
+    ;;
+  collect)
+    snap() {
+      for s in $STORES; do cp "$RESULTS/$s/runs.jsonl" "$OUT/${s}_runs.jsonl" 2>/dev/null; done
+      tar czf "$OUT/logs.tgz" -C "$RESULTS" logs driver.log 2>/dev/null
+    }
+    end=$((SECONDS + ${SECONDS_LEFT:-540}))
+    while ((SECONDS < end)); do snap; sleep 30; done
+    snap
+    nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
+    tail -n 5 "$RESULTS/driver.log"; wc -l "$RESULTS"/paper_*/runs.jsonl 2>/dev/null
+    echo "training now: $(pgrep -fc "recbole_sprint.benchmark")"
+    grep -l "Traceback" "$RESULTS"/logs/*.log 2>/dev/null | head
+    ;;
+  *)
+    echo "usage: $0 wheels|start|collect (see the comments at the top)" >&2
+    exit 2
+    ;;
+esac
