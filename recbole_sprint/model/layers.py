@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_sprint.model.fused_attention import fused_attention
-from recbole_sprint.model.sprint import ColumnSums
+from recbole_sprint.model.sprint import ColumnSums, attend_with_column_sums
 
 ATTENTION_IMPLS = ("dense", "fused")
 TIME_BUCKET_DIVISOR = 0.301  # natural log divided by 0.301 (~ log10(2)), as in the research code
@@ -256,8 +256,10 @@ class RotarySelfAttention(nn.Module):
     ``attention_impl``: ``dense`` (the above, the ``[B, H, n, n]`` matrix in memory) or ``fused``
     (:func:`~recbole_sprint.model.fused_attention.fused_attention`: Triton kernels on CUDA, a block-wise PyTorch
     version elsewhere; no ``n x n`` matrix, right-padded sequences, dropout ``attn_dropout.p`` applied inside the
-    kernels). The fused path hands SPRINT the column sums of the post-dropout matrix through :attr:`column_sums`
-    (a :class:`~recbole_sprint.model.sprint.ColumnSums`), computed only in training when the regulariser asks.
+    kernels). Both hand SPRINT the column sums of the post-dropout matrix (over the valid queries) through
+    :attr:`column_sums` (a :class:`~recbole_sprint.model.sprint.ColumnSums`), computed only in training when the
+    regulariser asks; the dense path then computes ``P V`` and the sums in one autograd node
+    (:func:`~recbole_sprint.model.sprint.attend_with_column_sums`), otherwise a plain ``P V``.
     """
 
     def __init__(self, hidden_size, n_heads, attn_dropout_prob, attention_impl="dense"):
@@ -277,7 +279,7 @@ class RotarySelfAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)  # rows: H blocks of d_h (head h: h*d_h ...)
         self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.attn_dropout = nn.Dropout(attn_dropout_prob)  # dense: applied here; fused: its p, inside the kernels
-        self.column_sums = ColumnSums()  # fused: SPRINT's column sums pass through here (no parameters, no state)
+        self.column_sums = ColumnSums()  # SPRINT's column sums pass through here (no parameters, no state)
 
     def split_heads(self, x):
         """``[B, n, H * d_h] -> [B, H, n, d_h]``."""
@@ -315,6 +317,11 @@ class RotarySelfAttention(nn.Module):
                 self.column_sums(sums)  # [B, H, n]: SPRINT's hook stores them
             return self.o_proj(self.merge_heads(out))  # [B, n, d]
         probs = self.attention_probs(q, k, mask)  # [B, H, n, n]
+        if self.training and self.column_sums.wanted:  # SPRINT: column sums over the valid queries, from one node
+            query_weights = mask.diagonal(dim1=-2, dim2=-1)[:, 0]  # [B, n]: query i is valid iff it may see key i
+            out, sums = attend_with_column_sums(probs, v, query_weights)
+            self.column_sums(sums)  # [B, H, n]: SPRINT's hook stores them
+            return self.o_proj(self.merge_heads(out))  # [B, n, d]
         return self.o_proj(self.merge_heads(torch.matmul(probs, v)))  # [B, n, d]
 
 

@@ -15,7 +15,7 @@ def test_blocks_reference_value_output_up_and_down_projections(tiny):
     blocks = model.sprint_blocks()
     assert len(blocks) == 2
     for block, layer in zip(blocks, model.layers):
-        assert block.probs_module is layer.attention.attn_dropout
+        assert block.probs_module is None and block.column_sums_module is layer.attention.column_sums  # dense too
         assert block.value_module is layer.attention.v_proj and block.output_module is layer.attention.o_proj
         assert block.ffn_in_module is layer.feed_forward.up_proj and block.ffn_out_module is layer.feed_forward.down_proj
         assert torch.equal(block.value_weight(), layer.attention.v_proj.weight.reshape(2, 8, 16))  # [H, d_h, d]

@@ -10,6 +10,7 @@ from recbole_sprint.model.sprint import (
     SPRINTRegularizer,
     SpectralNormEstimator,
     SprintBlock,
+    attend_with_column_sums,
     attention_block_term,
     attention_column_sums,
     check_sprint_config,
@@ -84,6 +85,43 @@ def test_column_sums_zero_padding_query_rows():
     sums = attention_column_sums(probs, query_mask)
     expected = torch.stack([probs[0, 0, :2].sum(0), probs[1, 0, :1].sum(0)])[:, None, :]
     assert torch.allclose(sums, expected)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-12), (torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("upstream", ["both", "output only", "sums only"])
+def test_attend_with_column_sums_equals_matmul_beside_attention_column_sums(dtype, tolerance, upstream):
+    """One autograd node for P V and the column sums: the values and the gradients of P and V of the two separate
+    operations, for gradients on both outputs or on one (head size 5: the padded width of the folded product)."""
+    generator = torch.Generator().manual_seed(3)
+    probs = torch.rand(2, 3, 6, 6, generator=generator, dtype=torch.float64).softmax(-1)
+    value = torch.randn(2, 3, 6, 5, generator=generator, dtype=torch.float64)
+    query_mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    grad_out = torch.randn(2, 3, 6, 5, generator=generator, dtype=torch.float64)
+    grad_sums = torch.randn(2, 3, 6, generator=generator, dtype=torch.float64)
+
+    def run(fused):
+        p, v = (t.to(dtype).clone().requires_grad_() for t in (probs, value))  # new leaves each run
+        if fused:
+            out, sums = attend_with_column_sums(p, v, query_mask)
+        else:
+            out, sums = torch.matmul(p, v), attention_column_sums(p, query_mask)
+        loss = 0
+        if upstream != "sums only":
+            loss = loss + (out.double() * grad_out).sum()
+        if upstream != "output only":
+            loss = loss + (sums.double() * grad_sums).sum()
+        loss.backward()
+        grad_v = torch.zeros_like(v) if v.grad is None else v.grad  # V unused: None here, zeros in one node
+        return [t.detach().double().clone() for t in (out, sums, p.grad, grad_v)]
+
+    for got, expected in zip(run(True), run(False)):
+        assert torch.allclose(got, expected, atol=tolerance, rtol=tolerance)
+    out, sums, grad_p, _ = run(True)
+    # the padded query rows of the second sequence are left out of its sums; dP holds the rank-one term w g^T
+    assert torch.allclose(sums[1], probs[1, :, :4].sum(1).to(dtype).double(), atol=tolerance)
+    if upstream == "sums only":
+        weights = query_mask.double()[:, None, :, None]
+        assert torch.allclose(grad_p, (weights * grad_sums[:, :, None, :]).to(dtype).double(), atol=tolerance)
 
 
 def test_soft_max_bounds_and_value():

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 
 from recbole_sprint.config import Config
+from recbole_sprint.model import layers as layers_module
 from recbole_sprint.model import sprint as sprint_module
 from recbole_sprint.model.sequential_recommender.bert4recsprint import BERT4RecSPRINT
 from recbole_sprint.model.sequential_recommender.hstusprint import HSTUSPRINT
@@ -430,8 +431,13 @@ MUTANTS = {  # name: (model, a function returning (target, attribute, replacemen
         sprint_module, "soft_max_columns", lambda f: lambda c, k, t: f(c, torch.ones_like(k), t)), "attn value"),
     "[MASK] key columns counted": ("BERT4RecSPRINT", lambda: _wrap(
         BERT4RecSPRINT, "sprint_masks", lambda f: lambda self, s: ((s != 0), (s != 0))), "attn value"),
-    "pre-dropout attention": ("SASRecPPSPRINT", lambda: _wrap(Regularizer, "_attention_hook", _pre_dropout_hook),
+    "pre-dropout attention": ("SASRecSPRINT", lambda: _wrap(Regularizer, "_attention_hook", _pre_dropout_hook),
                               "attn value"),
+    # SASRec++'s dense attention: P V and the column sums from one autograd node, whose backward folds the sums'
+    # gradient into dP; with that part of dP left out, the gradients of W_Q, W_K (through P) differ
+    "column sums' gradient left out of dP": ("SASRecPPSPRINT", lambda: _wrap(
+        layers_module, "attend_with_column_sums", lambda f: lambda p, v, q: (
+            f(p, v, q)[0], sprint_module.attention_column_sums(p.detach(), q))), "gradient of"),
     "sigma(W_V) not squared": ("SASRecSPRINT", lambda: _wrap(Regularizer, "_attention_term", _unsquared_value_norms),
                                "attn value"),
     "W_gate instead of W_up": ("SASRecPPSPRINT", lambda: _wrap(SASRecPPSPRINT, "sprint_blocks", _gate_instead_of_up),

@@ -13,8 +13,10 @@ the attention term reads the softmax probabilities after attention dropout (the 
 spectral norms of each head's row block of ``W_V`` (``v_proj``) and of ``W_O`` (``o_proj``); the FFN term is
 ``log1p(sigma(W_up) sigma(W_down))``: the SwiGLU gate ``W_gate`` is not regularised, as in the authors' code;
 the embedding term is ``log1p(sigma(E))``. With every ``sprint_*_weight`` at 0 it trains exactly like SASRecPP.
-With ``attention_impl: fused`` the attention never stores the probabilities and provides their column sums (over
-valid queries, after dropout) itself, through each attention's ``column_sums`` module.
+The attention provides the column sums (over valid queries, after dropout) itself, through each attention's
+``column_sums`` module: ``attention_impl: dense`` from its probabilities, with ``P V`` in one autograd node whose
+backward adds the sums' gradient in the same product as ``dO V^T``; ``fused`` from the kernels, which never store the
+probabilities.
 """
 
 from recbole_sprint.model.sequential_recommender.sasrecpp import SASRecPP
@@ -29,13 +31,13 @@ class SASRecPPSPRINT(SPRINT, SASRecPP):
         self.init_sprint(config)
 
     def sprint_blocks(self):
-        fused = self.attention_impl == "fused"
         return [
             SprintBlock(
-                # dense: the softmax probabilities after dropout, applied to V, read by a hook on attn_dropout;
-                # fused: the kernel's column sums of that matrix, read by a hook on attention.column_sums
-                probs_module=None if fused else layer.attention.attn_dropout,
-                column_sums_module=layer.attention.column_sums if fused else None,
+                # the column sums of the softmax probabilities after dropout (the matrix applied to V), over the
+                # valid queries, computed by the attention itself (dense: with P V in one autograd node; fused: by
+                # the kernels) and read by a hook on attention.column_sums
+                probs_module=None,
+                column_sums_module=layer.attention.column_sums,
                 value_module=layer.attention.v_proj,
                 output_module=layer.attention.o_proj,
                 n_heads=layer.attention.n_heads,
