@@ -19,8 +19,10 @@ Two implementations of one algorithm (flash attention, block-wise with an online
 
 * :class:`TritonAttention` (CUDA tensors, Triton installed): five kernels, nothing of size ``n x n`` in memory.
   Forward: ``O`` and the per-row log-sum-exp ``lse``; a second pass over the causal tiles, key block by key
-  block, for ``c`` (only when asked: one extra ``Q K^T`` per tile). Backward: ``D_i``, then ``dK, dV`` (key block
-  outer loop), then ``dQ`` (query block outer loop); no atomics, deterministic.
+  block, for ``c`` (only when asked: one extra ``Q K^T`` per tile). Backward: ``dO_i . O_i``, then ``dK, dV`` (key
+  block outer loop), then ``dQ`` (query block outer loop); with a column-sum gradient, ``dQ`` first: its pass over
+  the row's keys also gives ``E_i`` (below) and completes ``D_i``, which ``dK, dV`` then read (no pass of its own
+  for ``E``); no atomics, deterministic.
 * :class:`BlockwiseAttention`: the same algorithm in PyTorch (every other device; the reference the kernels are
   tested against; materialises one ``block x block`` tile at a time, plus the dropout mask when ``p > 0``).
 
@@ -37,7 +39,10 @@ Backward with the column-sum gradient ``g_j = dL/dc_j`` (derivation). With ``dO_
 
 and ``dQ_i = s sum_j dS_ij k_j``, ``dK_j = s sum_i dS_ij q_i``, ``dV_j = sum_i P~_ij dO_i``. So the column-sum
 gradient is an extra term ``w_i g_j`` of ``dP~`` before the softmax Jacobian, and ``D_i`` gains
-``w_i E_i`` with ``E_i = sum_k P~_ik g_k``, one more pass over the row's keys (``P~ @ g``, computed with ``D``).
+``w_i E_i`` with ``E_i = sum_k P~_ik g_k``, a sum over the row's keys (``P~ @ g``). The ``dQ`` kernel takes it in
+its own pass over the row's keys, splitting ``dQ_i = s sum_j P_ij dP_ij k_j - s D_i sum_j P_ij k_j`` (two sums
+accumulated apart, joined once ``D_i`` is known), so ``E`` costs one more ``P K`` product per tile there instead
+of a pass with its own ``Q K^T``.
 
 Attention dropout is applied inside the kernels: the keep mask of entry ``(b, h, i, j)`` is
 ``tl.rand(seed, (b H + h) n^2 + i n + j) >= p`` (Philox), recomputed identically by every kernel from one seed
@@ -319,42 +324,20 @@ if triton is not None:
         tl.store(C + bh.to(tl.int64) * N_CTX + offs_n, sums, mask=offs_n < N_CTX)
 
     @triton.jit
-    def _attn_bwd_delta(O, DO, Q, K, LSE, LENS, G, DELTA, seed, dropout_p, keep_scale, qk_scale,
-                        sob, soh, son, sdob, sdoh, sdon, sqb, sqh, sqn, skb, skh, skn,
-                        H, N_CTX,
+    def _attn_bwd_delta(O, DO, DELTA, sob, soh, son, sdob, sdoh, sdon, H, N_CTX,
                         HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        HAS_G: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
-        """``D_i = dO_i . O_i + w_i sum_j P~_ij g_j``."""
+                        PRECISION: tl.constexpr):
+        """``D_i = dO_i . O_i`` (with column sums, :func:`_attn_bwd_dq` adds ``w_i E_i`` and stores the sum)."""
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
         h = (bh % H).to(tl.int64)
         offs_m = start_m + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
-        d_ok = offs_d[None, :] < HEAD_DIM
-        row_ok = (offs_m[:, None] < N_CTX) & d_ok
+        row_ok = (offs_m[:, None] < N_CTX) & (offs_d[None, :] < HEAD_DIM)
         o = tl.load(O + b * sob + h * soh + offs_m[:, None] * son + offs_d[None, :], mask=row_ok, other=0.0)
         do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdon + offs_d[None, :], mask=row_ok, other=0.0)
         delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-        if HAS_G:
-            length = tl.load(LENS + b)
-            q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqn + offs_d[None, :], mask=row_ok, other=0.0)
-            lse = tl.load(LSE + bh.to(tl.int64) * N_CTX + offs_m, mask=offs_m < N_CTX, other=float("inf"))
-            extra = tl.zeros([BLOCK_M], tl.float32)
-            hi = tl.minimum(start_m + BLOCK_M, length)
-            for start_n in range(0, hi, BLOCK_N):
-                offs_n = start_n + tl.arange(0, BLOCK_N)
-                k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skn + offs_d[None, :],
-                            mask=(offs_n[:, None] < N_CTX) & d_ok, other=0.0)
-                g = tl.load(G + bh.to(tl.int64) * N_CTX + offs_n, mask=offs_n < N_CTX, other=0.0)
-                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-                allowed = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < length)
-                p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
-                if DROPOUT:
-                    keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p)
-                    p = tl.where(keep, p * keep_scale, 0.0)
-                extra += tl.sum(p * g[None, :], 1)
-            delta += tl.where(offs_m < length, extra, 0.0)
         tl.store(DELTA + bh.to(tl.int64) * N_CTX + offs_m, delta, mask=offs_m < N_CTX)
 
     @triton.jit
@@ -432,9 +415,11 @@ if triton is not None:
         do = tl.load(DO + b * sdob + h * sdoh + offs_m[:, None] * sdon + offs_d[None, :], mask=row_ok, other=0.0)
         stat_base = bh.to(tl.int64) * N_CTX
         lse = tl.load(LSE + stat_base + offs_m, mask=offs_m < N_CTX, other=float("inf"))
-        delta = tl.load(DELTA + stat_base + offs_m, mask=offs_m < N_CTX, other=0.0)
+        delta = tl.load(DELTA + stat_base + offs_m, mask=offs_m < N_CTX, other=0.0)  # with G: dO . O only
         query_valid = (offs_m < length).to(tl.float32)
-        dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+        dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)  # without G: sum_j dS_ij k_j; with G: sum_j P_ij dP_ij k_j
+        pk = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)  # with G: sum_j P_ij k_j
+        extra = tl.zeros([BLOCK_M], tl.float32)  # with G: E_i = sum_j P~_ij g_j
         hi = tl.minimum(start_m + BLOCK_M, length)
         for start_n in range(0, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -451,8 +436,22 @@ if triton is not None:
             if DROPOUT:
                 keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p)
                 dp = tl.where(keep, dp * keep_scale, 0.0)
-            ds = p * (dp - delta[:, None])
-            dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+            if HAS_G:
+                # D_i needs E_i, a pass over the row's keys: taken here instead of in a kernel of its own, with
+                # dS = P (dP - D) split as P dP - D P, the two sums over j accumulated apart and joined below
+                if DROPOUT:
+                    extra += tl.sum(tl.where(keep, p * keep_scale, 0.0) * g[None, :], 1)
+                else:
+                    extra += tl.sum(p * g[None, :], 1)
+                dq += tl.dot((p * dp).to(k.dtype), k, input_precision=PRECISION)
+                pk += tl.dot(p.to(k.dtype), k, input_precision=PRECISION)
+            else:
+                ds = p * (dp - delta[:, None])
+                dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
+        if HAS_G:
+            delta += query_valid * extra  # D_i = dO_i . O_i + w_i E_i, for _attn_bwd_dkdv (launched after)
+            tl.store(DELTA + stat_base + offs_m, delta, mask=offs_m < N_CTX)
+            dq -= delta[:, None] * pk
         dq = dq * sm_scale
         tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqn + offs_d[None, :], dq.to(DQ.dtype.element_ty),
                  mask=row_ok)
@@ -540,16 +539,21 @@ class TritonAttention(torch.autograd.Function):
         dropout = ctx.dropout_p > 0
         common = (ctx.seed, ctx.dropout_p, keep_scale, qk_scale)
         delta = torch.empty_like(lse)
-        _attn_bwd_delta[grid](out, d_out, q, k, lse, lengths, g, delta, *common,
-                              *_strides(out), *_strides(d_out), *_strides(q), *_strides(k), heads, n,
-                              HAS_G=has_g, DROPOUT=dropout, **launch)
+        _attn_bwd_delta[grid](out, d_out, delta, *_strides(out), *_strides(d_out), heads, n, **launch)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+        def dq_kernel():
+            _attn_bwd_dq[grid](q, k, v, d_out, lse, delta, g, lengths, dq, *common, ctx.scale,
+                               *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dq),
+                               heads, n, HAS_G=has_g, DROPOUT=dropout, **launch)
+
+        if has_g:  # the dq kernel completes D (it adds w_i E_i), which the dk/dv kernel reads
+            dq_kernel()
         _attn_bwd_dkdv[grid](q, k, v, d_out, lse, delta, g, lengths, dk, dv, *common, ctx.scale,
                              *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dk), *_strides(dv),
                              heads, n, HAS_G=has_g, DROPOUT=dropout, **launch)
-        _attn_bwd_dq[grid](q, k, v, d_out, lse, delta, g, lengths, dq, *common, ctx.scale,
-                           *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dq),
-                           heads, n, HAS_G=has_g, DROPOUT=dropout, **launch)
+        if not has_g:
+            dq_kernel()
         return dq, dk, dv, None, None, None, None, None, None
 
 
