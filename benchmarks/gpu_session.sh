@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session on this project's lent machine (the tool library's `device` tool: one call at a time, at most 600 s
 # a call, the machine given back ~30 s after a call ends, so calls go back to back; what a call leaves under $OUT
-# comes back). From the repository root of the working tree the tool copies there:
+# comes back). From the repository root of the working tree the tool copies there (folders under GPU_SESSION_ROOT,
+# default /tmp):
 #
 #   prepare (here):  bash benchmarks/gpu_session.sh wheels   # .whl/: what the GPU image lacks (recbole, colorlog,
 #                                                            # thop, texttable; Python 3.12 wheels)
@@ -18,7 +19,8 @@
 # Then copy the returned stores over benchmarks/results/<spec>/runs.jsonl (the committed lines are a prefix) and
 # render (`benchmarks/paper_gpu.sh render`).
 set -u
-RESULTS=${RESULTS:-/tmp/results}
+ROOT=${GPU_SESSION_ROOT:-/tmp}  # where the session's folders go on the GPU machine (tests: a temporary folder)
+RESULTS=${RESULTS:-$ROOT/results}
 STORES="paper_main paper_depth paper_scaling"
 
 case "${1:-}" in
@@ -29,16 +31,16 @@ case "${1:-}" in
       recbole==1.2.1 colorlog==4.7.2 thop texttable
     ;;
   start)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      || exit 1
-    rm -rf /tmp/repo && mkdir -p /tmp/repo && cp -r . /tmp/repo/ && rm -rf /tmp/repo/.gpu/datasets
-    mkdir -p /tmp/shared && rm -rf /tmp/shared/datasets && cp -r .gpu/datasets /tmp/shared/datasets
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$ROOT/site" \
+      .whl/*.whl || exit 1
+    rm -rf "$ROOT/repo" && mkdir -p "$ROOT/repo" && cp -r . "$ROOT/repo/" && rm -rf "$ROOT/repo/.gpu/datasets"
+    mkdir -p "$ROOT/shared" && rm -rf "$ROOT/shared/datasets" && cp -r .gpu/datasets "$ROOT/shared/datasets"
     # paper_gpu.sh calls `python`; the image has python3 only. A wrapper script, never a link: a link to python3 in a
     # venv loses the venv's packages, and a later write through an old link would overwrite the interpreter
-    mkdir -p /tmp/bin && rm -f /tmp/bin/python && printf '#!/bin/sh\nexec python3 "$@"\n' > /tmp/bin/python \
-      && chmod +x /tmp/bin/python
-    cd /tmp/repo || exit 1  # its ../shared is /tmp/shared
-    export PATH=/tmp/bin:$PATH PYTHONPATH=/tmp/site:/tmp/repo RESULTS PYTHONUNBUFFERED=1
+    mkdir -p "$ROOT/bin" && rm -f "$ROOT/bin/python" && printf '#!/bin/sh\nexec python3 "$@"\n' > "$ROOT/bin/python" \
+      && chmod +x "$ROOT/bin/python"
+    cd "$ROOT/repo" || exit 1  # its ../shared is $ROOT/shared
+    export PATH=$ROOT/bin:$PATH PYTHONPATH=$ROOT/site:$ROOT/repo RESULTS PYTHONUNBUFFERED=1
     mkdir -p "$RESULTS/logs"
     for s in $STORES; do
       mkdir -p "$RESULTS/$s"
@@ -57,8 +59,8 @@ case "${1:-}" in
     echo "$(date +%T) pool ${GROUPS_ORDER:-}" > "$RESULTS/driver.log"
     # shellcheck disable=SC2086  # the group names are separate words
     setsid nohup bash benchmarks/paper_gpu.sh pool ${GROUPS_ORDER:-} >> "$RESULTS/driver.log" 2>&1 < /dev/null &
-    sleep 60
-    running=$(pgrep -fc "recbole_sprint.benchmark")
+    sleep "${START_CHECK_S:-60}"
+    running=$(pgrep -fc "recbole_sprint.benchmark .*--output_dir $RESULTS/")  # this session's runs
     echo "$running benchmark run(s) training"; cat "$RESULTS/driver.log"
     if ((running == 0)); then
       for f in "$RESULTS"/logs/pool_*.log; do echo "== $f"; tail -n 3 "$f"; done | head -40

@@ -1,0 +1,66 @@
+"""benchmarks/gpu_session.sh start, with stand-ins for the GPU machine's python3 and nvidia-smi: its `python` is a
+wrapper script that replaces an old link without writing through it (a write through a link replaced the interpreter
+in the eleventh session), and the call fails, with the runs' last log lines, when no run is training after the
+pool starts (the same session's runs all died at import while the driver went on)."""
+
+import os
+import shutil
+import subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FAKE_PYTHON3 = """#!/usr/bin/env bash
+# the GPU image's python3: pip and the import check succeed; a benchmark run fails at import or trains for a while
+case "$*" in
+  *"-m pip"*) exit 0 ;;
+  *"-c "*) echo "torch x numpy y"; exit 0 ;;
+  *recbole_sprint.benchmark*)
+    if [ "$RUN_MODE" = fail ]; then echo "ModuleNotFoundError: No module named 'numpy'"; exit 1; fi
+    sleep 4; echo trained ;;
+esac
+"""
+
+
+def start(tmp_path, run_mode):
+    tree = tmp_path / "tree"  # a small working tree: the scripts, wheels and datasets folders
+    (tree / "benchmarks").mkdir(parents=True)
+    for script in ("gpu_session.sh", "paper_gpu.sh"):
+        shutil.copy(os.path.join(REPO, "benchmarks", script), tree / "benchmarks" / script)
+    (tree / ".whl").mkdir()
+    (tree / ".whl" / "x-1-py3-none-any.whl").write_text("")
+    (tree / ".gpu" / "datasets" / "ml-1m-3k").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("python3", FAKE_PYTHON3), ("nvidia-smi", "#!/bin/sh\necho 100000\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    victim = tmp_path / "interpreter"  # what an old `python` link of an earlier call points to
+    victim.write_text("the interpreter")
+    os.symlink(victim, root / "bin" / "python")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GPU_SESSION_ROOT": str(root), "OUT": str(out),
+           "RUN_MODE": run_mode, "START_CHECK_S": "2", "GROUPS_ORDER": "pop", "JOBS": "_ml-1m-3k_0$",
+           "MIN_FREE_GIB": "0"}
+    done = subprocess.run(["bash", "benchmarks/gpu_session.sh", "start"], cwd=tree, env=env, capture_output=True,
+                          text=True, timeout=120)
+    return done, root, victim
+
+
+def test_start_fails_with_the_logs_when_no_run_is_training(tmp_path):
+    done, root, victim = start(tmp_path, "fail")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "0 benchmark run(s) training" in done.stdout
+    assert "pool_pop_ml-1m-3k_0.log" in done.stdout and "No module named 'numpy'" in done.stdout
+    python = root / "bin" / "python"
+    assert not python.is_symlink() and "exec python3" in python.read_text()
+    assert victim.read_text() == "the interpreter"  # the old link was removed, not written through
+
+
+def test_start_succeeds_when_a_run_is_training(tmp_path):
+    done, root, _ = start(tmp_path, "train")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 benchmark run(s) training" in done.stdout
+    assert (root / "repo" / "benchmarks" / "gpu_session.sh").exists() and (root / "shared" / "datasets").is_dir()
