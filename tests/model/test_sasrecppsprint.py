@@ -88,3 +88,17 @@ def test_main_job_trains_evaluates_and_reloads_sasrecppsprint(tiny, tmp_path):
     assert code == 0 and len(checkpoints) == 1
     state = torch.load(checkpoints[0], map_location="cpu", weights_only=False)["state_dict"]
     assert "sprint.value.v" in state and "sprint.ffn_in.u" in state and "sprint.embedding.u" in state
+
+
+def test_dense_column_sums_node_under_bfloat16_autocast(tiny):
+    """The one-node P V + column sums (dense attention) in a bf16 autocast step, as the 0.34B configuration trains:
+    the sums reach the regulariser, and the attention term's gradient reaches W_Q in the parameters' float32."""
+    model = build(tiny, SASRecPPSPRINT, **{**SPRINT_OFF, "sprint_attn_weight": 1.0}).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.tensor(SEQS))
+        assert model.sprint._column_sums[0].dtype == torch.bfloat16  # [B, H, n], from the bf16 probabilities
+        attn, _, _ = model.sprint()
+    assert torch.isfinite(attn) and attn > 0
+    attn.backward()
+    grad = model.layers[0].attention.q_proj.weight.grad
+    assert grad.dtype == torch.float32 and grad.abs().sum() > 0
