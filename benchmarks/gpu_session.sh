@@ -22,6 +22,7 @@ set -u
 ROOT=${GPU_SESSION_ROOT:-/tmp}  # where the session's folders go on the GPU machine (tests: a temporary folder)
 RESULTS=${RESULTS:-$ROOT/results}
 STORES="paper_main paper_depth paper_scaling"
+session_runs() { pgrep -fc "recbole_sprint.benchmark .*--output_dir $RESULTS/"; }  # this session's runs training
 
 case "${1:-}" in
   wheels)
@@ -60,7 +61,7 @@ case "${1:-}" in
     # shellcheck disable=SC2086  # the group names are separate words
     setsid nohup bash benchmarks/paper_gpu.sh pool ${GROUPS_ORDER:-} >> "$RESULTS/driver.log" 2>&1 < /dev/null &
     sleep "${START_CHECK_S:-60}"
-    running=$(pgrep -fc "recbole_sprint.benchmark .*--output_dir $RESULTS/")  # this session's runs
+    running=$(session_runs)
     echo "$running benchmark run(s) training"; cat "$RESULTS/driver.log"
     if ((running == 0)); then
       for f in "$RESULTS"/logs/pool_*.log; do echo "== $f"; tail -n 3 "$f"; done | head -40
@@ -77,7 +78,7 @@ case "${1:-}" in
     snap
     nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
     tail -n 5 "$RESULTS/driver.log"; wc -l "$RESULTS"/paper_*/runs.jsonl 2>/dev/null
-    echo "training now: $(pgrep -fc "recbole_sprint.benchmark")"
+    echo "training now: $(session_runs)"
     grep -l "Traceback" "$RESULTS"/logs/*.log 2>/dev/null | head
     ;;
   *)

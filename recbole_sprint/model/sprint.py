@@ -121,9 +121,7 @@ class _AttendWithColumnSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx, probs, value, query_weights):
         ctx.save_for_backward(probs, value, query_weights)
-        out = torch.matmul(probs, value)  # [B, H, n, d_h]
-        sums = torch.matmul(query_weights[:, None, None, :], probs).squeeze(2)  # [B, H, n]
-        return out, sums
+        return torch.matmul(probs, value), attention_column_sums(probs, query_weights)  # [B, H, n, d_h], [B, H, n]
 
     @staticmethod
     def backward(ctx, grad_out, grad_sums):  # an unused output's gradient arrives as zeros (materialised)
@@ -137,7 +135,7 @@ class _AttendWithColumnSums(torch.autograd.Function):
             left = grad_out.new_zeros(batch, heads, n, width)
             right = value.new_zeros(batch, heads, n, width)
             left[..., :head_size] = grad_out
-            left[..., head_size] = query_weights[:, None, :].to(left.dtype)
+            left[..., head_size] = query_weights[:, None, :]
             right[..., :head_size] = value
             right[..., head_size] = grad_sums.to(right.dtype)
             grad_probs = torch.matmul(left, right.transpose(-1, -2))  # [B, H, n, n]
@@ -159,7 +157,8 @@ def attend_with_column_sums(probs, value, query_weights):
     The same values and gradients as ``torch.matmul(probs, value)`` beside :func:`attention_column_sums`; the
     backward folds the column sums' rank-one gradient ``w g^T`` into the product that makes ``dP = dO V^T`` (one
     ``[n, d_h + 1] x [d_h + 1, n]`` product per head instead of that product, an outer product and a sum, each of
-    ``n x n``; the H200 profile had those two at ~1.2 ms a step at 8 layers, ml-1m-3k).
+    ``n x n``; on the H200 at 8 layers, ml-1m-3k, the separate path's column-sum products, forward and backward,
+    took 0.62 ms a step and the ``n x n`` additions 0.54 ms).
     """
     return _AttendWithColumnSums.apply(probs, value, query_weights.to(probs.dtype))
 
