@@ -205,9 +205,7 @@ def time_variants(args):
                 del rows[label], best[label]
                 continue
             best[label] = min(best[label], (time.perf_counter() - start) / len(batches) * 1e3)
-    if args.profile:
-        profile_variants(args, rows, plan)
-    return best, plan
+    return best, plan, rows
 
 
 def profile_variants(args, rows, plan):
@@ -441,10 +439,11 @@ def run_child(extra, timeout):
             output = error.stdout or ""
             output, code = output.decode() if isinstance(output, bytes) else output, "timeout"
         print(output, flush=True)
-        if code != 0 or not os.path.exists(path):
+        if not os.path.exists(path):
             return None, f"exit {code}: " + (output.strip().splitlines() or [""])[-1][:300]
-        with open(path) as handle:
-            return json.load(handle), None
+        with open(path) as handle:  # written before an optional --profile: a profile cut short keeps the rows
+            rows = json.load(handle)
+        return rows, None if code == 0 else f"exit {code} after its rows were written"
 
 
 PRESET_PARTS = ("check", "ml-1m-3k", "beauty-2", "beauty-6", "memory", "compile")
@@ -633,12 +632,15 @@ def main(argv=None):
     elif args.memory:
         output["memory"] = memory_variants(args)
     else:
-        best, plan = time_variants(args)
+        best, plan, trained = time_variants(args)
         print_timing(args, best, plan)
         output["groups"] = grouped(best, plan)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(output, handle)
+    if args.profile and not (args.check or args.check_graphs or args.memory):
+        # after the times are printed and written: a profile cut short by a time limit costs only itself
+        profile_variants(args, trained, plan)
 
 
 if __name__ == "__main__":

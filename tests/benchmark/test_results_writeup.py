@@ -11,6 +11,7 @@ import pytest
 
 from recbole_sprint.benchmark import load_spec
 from recbole_sprint.benchmark.report import render
+from .scripts import load_benchmark_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
@@ -93,3 +94,32 @@ def test_every_number_of_the_writeup_is_the_store_s_mean(name):
             assert row[column] == formatted(mean, decimals), f"{row['dataset']} {row['row']} {column}"
         named.update(r["run_id"] for r in runs)
     assert named == {r["run_id"] for r in stored}  # the write-up names every stored run
+
+
+def test_writeup_tables_script_prints_the_committed_tables():
+    """``python benchmarks/writeup_tables.py`` regenerates the write-up's two tables exactly."""
+    script = load_benchmark_script("writeup_tables")
+    with open(os.path.join(RESULTS, "README.md")) as handle:
+        text = handle.read()
+    for name, with_layers in (("paper_main", False), ("paper_depth", True)):
+        committed = text.split(f"<!-- table:{name} -->\n", 1)[1].split("\n\n", 1)[0]
+        assert script.table(script.records(RESULTS, name), with_layers) == committed, name
+    committed = text.split("<!-- table:unmasked -->\n", 1)[1].split("\n\n", 1)[0]
+    stores = {name: script.records(RESULTS, name) for name in WRITEUP_TABLES}
+    assert script.unmasked_table(stores) == committed
+
+
+def test_writeup_comparison_by_hand():
+    """Gain over the common seeds (relative, sign flipped for smaller-is-better, points for tail shares) and the paired
+    t-test: differences .1 and .2 give t = .15 / (.0707 / sqrt 2) = 3, two-sided p = 2 (1 - F_t1(3)) = .2048."""
+    script = load_benchmark_script("writeup_tables")
+
+    def runs(values):
+        return [{"seed": seed, "test_result": {"ndcg@5": v, "arp@5": 10 * v, "tailexposure@1": v}}
+                for seed, v in values.items()]
+
+    model, base = runs({42: 0.2, 43: 0.4, 44: 9.0}), runs({42: 0.1, 43: 0.2})  # seed 44: no pair, left out
+    gain, p, n = script.compare(model, base, "ndcg@5")
+    assert (round(gain, 6), round(p, 4), n) == (round(100 * 0.15 / 0.15, 6), 0.2048, 2)
+    assert round(script.compare(model, base, "arp@5")[0], 6) == -100.0  # higher ARP is worse
+    assert round(script.compare(model, base, "tailexposure@1")[0], 6) == 15.0  # percentage points

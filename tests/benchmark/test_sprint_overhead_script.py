@@ -18,6 +18,8 @@ def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
     assert "| SPRINT on - w0, on, every 2 [full_sequence] | +ms/step | +calls/step |" in out
     on_table = out.split("| SPRINT on - w0, on [full_sequence]", 1)[1].split("\n\n", 1)[0]
     assert re.search(r"^\| \[wall\] \| [+-][0-9.]+ \| \+0 \|$", on_table, re.M)
+    # the times come first: a profile cut short by a time limit loses only itself
+    assert out.index("| on - w0 |") < out.index("| SPRINT on - w0, on [full_sequence]")
     w0, on, lazy = (float(re.search(rf"^\| {label} \| ([0-9.]+) \|$", out, re.M).group(1))
                     for label in ("w0", "on", "on, every 2"))
     line = re.search(r"^\| on - w0 \| ([+-][0-9.]+) \(([+-][0-9.]+)%\) \|$", out, re.M)
@@ -27,6 +29,30 @@ def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
     # --compile with --every: each mode alone and with every K (off CUDA, cuda_graph runs the terms eagerly)
     for label in ("on, compile cuda_graph", "on, compile cuda_graph, every 2"):
         assert re.search(rf"^\| {label} - w0 \| [+-][0-9.]+ \([+-][0-9.]+%\) \|$", out, re.M), label
+
+
+def test_run_child_keeps_rows_written_before_a_timeout(monkeypatch):
+    """A child that wrote its JSON rows and then ran out of time (in its --profile) still gives its rows."""
+    import json
+    import subprocess
+
+    script = load_benchmark_script("sprint_overhead")
+
+    def run(command, timeout, **kwargs):
+        with open(command[command.index("--json") + 1], "w") as handle:
+            json.dump({"groups": [{"group": "dense", "w0": 30.0, "on": 31.0}]}, handle)
+        raise subprocess.TimeoutExpired(command, timeout, output=b"timed rows\n")
+
+    monkeypatch.setattr(script.subprocess, "run", run)
+    rows, error = script.run_child(["--device", "cuda"], 5)
+    assert rows == {"groups": [{"group": "dense", "w0": 30.0, "on": 31.0}]}
+    assert error == "exit timeout after its rows were written"
+
+    def run_without_rows(command, timeout, **kwargs):
+        raise subprocess.TimeoutExpired(command, timeout, output=b"still loading\n")
+
+    monkeypatch.setattr(script.subprocess, "run", run_without_rows)
+    assert script.run_child(["--device", "cuda"], 5) == (None, "exit timeout: still loading")
 
 
 def run_preset(monkeypatch, capsys, argv, answer):
