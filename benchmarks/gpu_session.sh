@@ -11,7 +11,8 @@
 #       TIMING_S=300 GROUPS_ORDER="sasrec hstu" JOBS='...' bash benchmarks/gpu_session.sh start
 #         wheels into /tmp/site, the tree to /tmp/repo (datasets in /tmp/shared), the stores seeded with the committed
 #         runs, the issue-25 compile part of sprint_overhead.py on the idle GPU (TIMING_S > 0; each of its settings
-#         at most CHILD_TIMEOUT_S, 240: its times are kept when the profile after them is cut), then
+#         at most CHILD_TIMEOUT_S, 240: its times are kept when the profile after them is cut; IMPLS, default
+#         dense,fused, the attentions timed; PROFILE_STEPS, default 10, 0: no profile), then
 #         `paper_gpu.sh pool $GROUPS_ORDER` detached (POOL, MIN_FREE_GIB, JOBS as there); the call fails (exit 1) if
 #         no run is training a minute later, with the logs' last lines
 #   calls 2, 3, ...: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
@@ -53,7 +54,8 @@ case "${1:-}" in
       || exit 1
     if [ "${TIMING_S:-0}" -gt 0 ]; then
       timeout "$TIMING_S" python benchmarks/sprint_overhead.py --preset issue25 --parts compile --compile "${MODES:-cuda_graph}" \
-        --rounds 3 --steps 16 --timeout "${CHILD_TIMEOUT_S:-240}" --json "$RESULTS/overhead_graphs.json" 2>&1 \
+        --attention_impl "${IMPLS:-dense,fused}" --profile "${PROFILE_STEPS:-10}" --rounds 3 --steps 16 \
+        --timeout "${CHILD_TIMEOUT_S:-240}" --json "$RESULTS/overhead_graphs.json" 2>&1 \
         | tee "$RESULTS/logs/sprint_overhead_graphs.log" | grep -v "^| [^|]* | [+-][0-9.]* | [+-][0-9]* |$" | tail -60
       cp "$RESULTS/logs/sprint_overhead_graphs.log" "$RESULTS/overhead_graphs.json" "$OUT/" 2>/dev/null
     fi

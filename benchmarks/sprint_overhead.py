@@ -18,7 +18,7 @@ every listed precision, each with SPRINT weights 0 ("w0") and the yaml defaults 
 Triton kernel that does not compile, out of memory) prints its error and drops out; the others go on.
 
 ``--profile N`` then profiles N steps of every variant (torch.profiler) and prints, per SPRINT variant, the operators
-it adds over its w0 (device time on CUDA); the preset's ``compile`` part profiles 10 steps.
+it adds over its w0 (device time on CUDA); with the preset, its ``compile`` part profiles.
 
 ``--check_graphs`` trains the model two epochs of ml-100k with ``sprint_compile: cuda_graph`` and eagerly, from one
 initialisation, and compares losses and weights (on CUDA; elsewhere the mode runs eagerly).
@@ -38,7 +38,8 @@ BCE with 16 negatives; each dense and fused, TF32 off and on, w0 and SPRINT; ``m
 (8 heads), 8 layers, batch 64, CE, TF32, dense and fused, w0 and SPRINT; ``compile`` (not in the default
 ``--parts``: each compiled variant costs a compilation), ``--check_graphs``, then the three settings with TF32, dense
 and fused, w0, SPRINT eager, SPRINT with ``sprint_compile: default``, with ``sprint_compile: cuda_graph`` and with
-``sprint_every: 4``, and with each mode and every 4 at once. One table at the
+``sprint_every: 4``, and with each mode and every 4 at once (``--attention_impl`` narrows the compile part's
+attentions; ``--profile N`` profiles N steps of each of its variants after their times). One table at the
 end. Triton's compiled kernels are cached on disk, so the check compiles most of what the timed parts use.
 """
 
@@ -552,8 +553,10 @@ def preset_issue25(args):
         graph_check = graph_check["graph_check"] if graph_check else [{"attention": "all", "error": graph_error}]
         for index in COMPILE_SETTINGS:
             setting, options = ISSUE25_SETTINGS[index]
-            rows, error = run_child(common + options + ["--attention_impl", "dense,fused", "--tf32", "on", "--compile",
-                                                        compile_modes, "--every", "4", "--profile", "10"], args.timeout)
+            profile = ["--profile", str(args.profile)] if args.profile else []
+            rows, error = run_child(common + options + ["--attention_impl", args.attention_impl or "dense,fused",
+                                                        "--tf32", "on", "--compile", compile_modes, "--every", "4",
+                                                        *profile], args.timeout)
             if rows is None:
                 timing.append({"setting": setting, "group": "compile (all)", "error": error})
             else:

@@ -91,7 +91,8 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
     # ml-1m-3k, then the compile part: the CUDA-graph check and its three settings (every mode, every 4, TF32 on)
     assert len(calls) == 5 and "--check_graphs" in calls[1]
     assert all(c[c.index("--compile") + 1] == "default,cuda_graph" and c[c.index("--every") + 1] == "4"
-               and c[c.index("--tf32") + 1] == "on" for c in calls[2:])
+               and c[c.index("--tf32") + 1] == "on" and c[c.index("--attention_impl") + 1] == "dense,fused"
+               and "--profile" not in c for c in calls[2:])
     assert "| dense | 3.000000, 2.500000 | 3.000000, 2.500000 | 2 | 1.50e-07 |" in out
     assert "| fused | failed: cuda_graph: RuntimeError: boom | | | |" in out
     assert ("| setting | attention, TF32 | w0 ms/step | SPRINT ms/step | SPRINT overhead | w0 vs dense | SPRINT vs dense "
@@ -113,8 +114,10 @@ def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
         return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile cuda_graph": 44.0,
                             "on, every 4": 42.0, "on, compile cuda_graph, every 4": 40.8}]}, None
 
-    calls, out = run_preset(monkeypatch, capsys, ["--parts", "compile", "--compile", "cuda_graph"], answer)
-    assert all(c[c.index("--compile") + 1] == "cuda_graph" for c in calls[1:]) and len(calls) == 4
+    calls, out = run_preset(monkeypatch, capsys, ["--parts", "compile", "--compile", "cuda_graph", "--attention_impl",
+                                                  "dense", "--profile", "5"], answer)
+    assert all(c[c.index("--compile") + 1] == "cuda_graph" and c[c.index("--attention_impl") + 1] == "dense"
+               and c[c.index("--profile") + 1] == "5" for c in calls[1:]) and len(calls) == 4
     assert "| all | failed: exit 1: no GPU | | | |" in out
     assert ("| SPRINT vs dense | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step | overhead "
             "| SPRINT CUDA graphs + every 4 ms/step | overhead |") in out
