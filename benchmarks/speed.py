@@ -49,6 +49,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
 import recbole_sprint  # noqa: E402,F401  (compatibility shims)
@@ -99,13 +100,28 @@ def parse_args(argv=None):
                              "print the top operators by device time (CUDA) or CPU time, and SPRINT on vs w0 "
                              "by operator")
     parser.add_argument("--profile_rows", type=int, default=12, help="operators listed per profile")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="a RecBole / plugin config key for every row, VALUE read as YAML (repeatable), e.g. "
+                             "--set num_negatives=16 --set tf32=true --set worker=4")
     args = parser.parse_args(argv)
+    args.settings = parse_settings(args.settings)
     if args.epochs is None:
         args.epochs = 2 if args.device == "cuda" else 1
     if args.max_batches is None:
         args.max_batches = 0 if args.device == "cuda" else 4
     args.inner_size = args.inner_size or 4 * args.hidden_size
     return args
+
+
+def parse_settings(items):
+    """``["key=value", ...]`` -> ``{key: YAML value}``; ``SystemExit`` naming ``--set`` for an item without ``=``."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set takes KEY=VALUE (e.g. --set num_negatives=16), got {item!r}")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
 
 
 class FirstBatches:
@@ -171,6 +187,7 @@ def base_config(args, name, mode, overrides, **extra):
         config["data_path"] = args.data_path
     config["train_mode"] = mode  # explicit: SASRecSPRINT.yaml's default is full_sequence
     config["train_batch_size"] = args.full_batch_size if mode == "full_sequence" else args.batch_size
+    config.update(getattr(args, "settings", {}))
     config.update(overrides)
     config.update(extra)
     return Config(model=name, dataset=args.dataset, config_dict=config)
@@ -377,7 +394,8 @@ def main(argv=None):
     print()
     print(f"# speed: {args.dataset}, max_len {args.max_len}, {args.n_layers} layers x {args.hidden_size} "
           f"(heads {args.n_heads}, inner {args.inner_size}), loss {args.loss_type} in full_sequence, "
-          f"amp {'bf16' if args.amp else 'off'}; device {device}; torch {torch.__version__}")
+          f"amp {'bf16' if args.amp else 'off'}; device {device}; torch {torch.__version__}"
+          + "".join(f"; {key}: {value}" for key, value in args.settings.items()))
     if any(r["estimated"] for r in results):
         print(f"# ~ = estimated from the first {args.max_batches} batches of each epoch (after 1 warm-up batch)")
     for note in notes:

@@ -22,3 +22,20 @@ def test_speed_table_overhead_and_profiles(capsys):
     # SPRINT adds operator calls (column sums, power iterations): some operator has more calls per step with it on
     added = [int(m.group(1)) for m in re.finditer(r"^\| aten::\S+ \| [+-][0-9.]+ \| \+(\d+) \|$", diff, re.M)]
     assert added and max(added) > 0
+
+
+def test_set_reaches_every_row_s_config_and_sprint_off_still_wins():
+    """--set KEY=VALUE (YAML values) goes into each row's config; the w0 row's SPRINT weights stay 0."""
+    import pytest
+
+    speed = load_benchmark_script("speed")
+    args = speed.parse_args(["--dataset", "ml-100k", "--device", "cpu", "--set", "num_negatives=7", "--set",
+                             "tf32=false", "--set", "sprint_attn_weight=5"])
+    assert args.settings == {"num_negatives": 7, "tf32": False, "sprint_attn_weight": 5}
+    (w0_label, mode, w0), (on_label, _, on) = speed.variants("SASRecSPRINT", ["full_sequence"])[0]
+    w0_config = speed.base_config(args, "SASRecSPRINT", mode, w0)
+    on_config = speed.base_config(args, "SASRecSPRINT", mode, on)
+    assert (w0_config["num_negatives"], w0_config["tf32"], on_config["num_negatives"]) == (7, False, 7)
+    assert (w0_config["sprint_attn_weight"], on_config["sprint_attn_weight"]) == (0.0, 5)
+    with pytest.raises(SystemExit, match="--set takes KEY=VALUE"):
+        speed.parse_args(["--set", "num_negatives"])
