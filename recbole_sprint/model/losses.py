@@ -34,7 +34,9 @@ Where the negatives come from (``negatives_exclude``), the two classic choices:
 
 Unset (``~``) means each loss's default above.
 
-Scores and losses are computed in float32 (also under autocast).
+Scores and losses are computed in float32 (also under autocast). ``BCE`` with ``history`` negatives never makes
+the host wait for the GPU (no ``.item()``, no boolean indexing): its negatives are drawn by rank
+(:func:`sample_sequence_negatives`) and its means are masked sums over counts.
 """
 
 import torch
@@ -63,30 +65,37 @@ def ce_loss(hidden, targets, items):
 def sample_sequence_negatives(history, n_items, num_negatives, generator=None):
     """``num_negatives`` uniform item ids per row from ``1 .. n_items - 1``, none of them in the row's history.
 
+    Drawn by rank, without a host synchronisation (a GPU step then runs on without waiting for the forward pass):
+    each negative is the ``u``-th item outside the row's history for ``u`` uniform in ``0 .. K_b - 1``, ``K_b`` the
+    number of items outside it, so every item outside the history is equally likely, independently per draw (the
+    distribution of rejection sampling, with other draws).
+
     Args:
-        history: ``[B, m]`` item ids of each row (0 = padding, ignored).
+        history: ``[B, m]`` item ids of each row (0 = padding, ignored; repeats allowed).
         n_items: size of the item table (ids ``1 .. n_items - 1`` are real items).
 
     Returns:
         ``[B, num_negatives]`` (with replacement within a row).
     """
-    batch = history.size(0)
+    batch, width = history.shape
     n_real = n_items - 1
-    distinct = torch.zeros(batch, n_items, dtype=torch.bool, device=history.device)
-    distinct.scatter_(1, history, True)
-    distinct[:, 0] = False
-    if int(distinct.sum(1).max()) >= n_real:
+    positions = torch.arange(width, device=history.device)
+    # each row's distinct items in ascending order, then padding and repeats as ever larger sentinels
+    ordered = history.sort(dim=1).values  # [B, m]
+    repeat = torch.zeros_like(ordered, dtype=torch.bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    sentinel = n_items + width
+    ordered = torch.where((ordered == 0) | repeat, sentinel, ordered).sort(dim=1).values  # [B, m]
+    kept = ordered < sentinel  # [B, m]
+    outside = n_real - kept.sum(1)  # [B]: K_b, items outside the history
+    if width >= n_real and bool((outside == 0).any()):  # only a row as wide as the catalogue can hold every item
         raise ValueError("a sequence contains every item: no negative can be sampled for it")
-
-    def draw(count):
-        return torch.randint(1, n_items, (count,), device=history.device, generator=generator)
-
-    negatives = draw(batch * num_negatives).view(batch, num_negatives)  # [B, N]
-    rejected = distinct.gather(1, negatives)  # [B, N]
-    while rejected.any():  # rejection sampling: each retry succeeds with probability >= 1/n_real
-        negatives[rejected] = draw(int(rejected.sum()))
-        rejected = distinct.gather(1, negatives)
-    return negatives
+    # the u-th item (from 0) outside the history is u + 1 + #{j : ordered_j - 1 - j <= u}: ordered_j - 1 - j counts
+    # the items outside the history below the j-th history item; it never decreases along j (sentinels: above all)
+    below = torch.where(kept, ordered - 1 - positions, sentinel + positions)  # [B, m], ascending
+    draws = torch.rand(batch, num_negatives, device=history.device, generator=generator, dtype=torch.float64)
+    u = (draws * outside[:, None]).long().clamp_max(outside[:, None] - 1)  # [B, N], uniform in 0 .. K_b - 1
+    return u + 1 + torch.searchsorted(below, u, right=True)
 
 
 def bce_loss(hidden, targets, items, negatives):
@@ -101,8 +110,9 @@ def bce_loss(hidden, targets, items, negatives):
     positive = (hidden * items[targets].float()).sum(-1)  # [B, n]
     negative = torch.einsum("bnd,bkd->bnk", hidden, items[negatives].float())  # [B, n, N]
     counted = valid[:, :, None] & (negatives[:, None, :] != targets[:, :, None])  # [B, n, N]
-    positive_loss = F.softplus(-positive[valid]).mean()  # -log sigmoid(s+)
-    negative_loss = F.softplus(negative[counted]).mean()  # -log sigmoid(-s-), over (valid position, negative)
+    # means as masked sums over counts (boolean indexing would wait for the GPU to count the selected entries)
+    positive_loss = (F.softplus(-positive) * valid).sum() / valid.sum()  # -log sigmoid(s+)
+    negative_loss = (F.softplus(negative) * counted).sum() / counted.sum()  # -log sigmoid(-s-), (valid t, negative)
     return positive_loss + negative_loss
 
 

@@ -67,6 +67,26 @@ def test_bce_negatives_never_in_history_and_shared_shape():
         assert set(negatives[1].tolist()) == {1}  # the only item not in row 1's history
     with pytest.raises(ValueError, match="every item"):
         sample_sequence_negatives(torch.arange(1, 12)[None], n_items, 4)
+    # as wide as the catalogue, but padded and repeated: items are left, so it samples
+    assert set(sample_sequence_negatives(torch.tensor([[1, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0]]), n_items, 8)
+               .flatten().tolist()) <= set(range(4, 12))
+
+
+def test_bce_negatives_uniform_over_the_items_outside_the_history():
+    """Each item outside the row's history about equally often (60,000 draws: 10,000 expected each, a standard
+    deviation of ~91), history items and padding never; the rank of each draw by hand on a tiny case."""
+    gen = torch.Generator().manual_seed(0)
+    history = torch.tensor([[2, 3, 7, 0, 3], [9, 0, 0, 0, 0]])
+    negatives = sample_sequence_negatives(history, 10, num_negatives=60000, generator=gen)
+    for row, allowed in ((0, [1, 4, 5, 6, 8, 9]), (1, [1, 2, 3, 4, 5, 6, 7, 8])):
+        counts = torch.bincount(negatives[row], minlength=10)
+        expected = 60000 / len(allowed)
+        assert set(torch.nonzero(counts).flatten().tolist()) == set(allowed)
+        assert (counts[allowed] - expected).abs().max() < 5 * (expected * (1 - 1 / len(allowed))) ** 0.5
+    # by hand: history {2, 3} of items 1..5 leaves [1, 4, 5]; a uniform r picks the floor(3 r)-th of them
+    negatives = sample_sequence_negatives(torch.tensor([[3, 2, 0]]), 6, 12, generator=torch.Generator().manual_seed(5))
+    r = torch.rand(1, 12, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert negatives.tolist() == torch.tensor([1, 4, 5])[(3 * r).long()].tolist()
 
 
 def test_full_sequence_bce_excludes_inputs_and_targets(monkeypatch):
@@ -91,9 +111,9 @@ def test_full_sequence_bce_excludes_inputs_and_targets(monkeypatch):
 
 def test_sampled_softmax_masks_collisions():
     hidden, targets, items = _case()
-    negatives = sample_position_negatives(targets, 9, 3)
+    negatives = sample_position_negatives(targets, 9, 3, generator=torch.Generator().manual_seed(0))
     assert negatives.shape == (3, 4, 3)
-    negatives[..., 0] = targets  # every position: its first negative is its own positive
+    negatives[..., 0] = targets  # every position: its first negative is its own positive (others may be too)
     tau = 0.05
     expected = []
     for b in range(3):
@@ -102,7 +122,9 @@ def test_sampled_softmax_masks_collisions():
                 continue
             h = hidden[b, t]
             logits = torch.stack([h @ items[targets[b, t]]] + [h @ items[k] for k in negatives[b, t]]) / tau
-            logits[1] = COLLISION_LOGIT
+            for j, k in enumerate(negatives[b, t].tolist()):
+                if k == targets[b, t]:  # a negative equal to the positive: masked
+                    logits[1 + j] = COLLISION_LOGIT
             expected.append(F.cross_entropy(logits[None], torch.tensor([0])))
     loss = sampled_softmax_loss(hidden, targets, items, negatives, tau)
     assert torch.allclose(loss, torch.stack(expected).mean(), rtol=1e-5)
