@@ -15,6 +15,10 @@ device's default dtype (float16 on CUDA). The plugin adds ``amp_dtype``:
 SPRINT's power iterations always run in float32 (the estimators disable autocast), and the plugin
 losses score in float32.
 
+``train_pin_memory: True`` (default off, CUDA only): each training batch is copied to the GPU from page-locked
+memory without blocking (:class:`DeviceBatches`), so RecBole's ``interaction.to(device)`` finds it there; a
+pageable copy makes the host wait for everything the GPU has queued at the start of every step.
+
 The authors' optimisation protocol, for any model (:mod:`recbole_sprint.trainer.optimisation`): ``lr_scheduler:
 linear`` with ``lr_warmup_ratio`` (linear warm-up over that share of all training steps, then linear decay to 0),
 RecBole's ``clip_grad_norm`` (validated here), and ``tf32`` (TF32 CUDA matmuls). The defaults keep RecBole's
@@ -24,6 +28,7 @@ behaviour, except ``tf32``, on by default for the plugin's own models.
 import functools
 
 import torch
+from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
@@ -56,6 +61,37 @@ def autocast_loss(loss_func, device_type, dtype):
     return run
 
 
+def check_train_pin_memory(config):
+    """``train_pin_memory`` as a bool (unset: False); ``ValueError`` naming the allowed values."""
+    value = config["train_pin_memory"]
+    value = False if value is None else value
+    if not isinstance(value, bool):
+        raise ValueError(f"train_pin_memory must be True or False, got {value!r}")
+    return value
+
+
+class DeviceBatches:
+    """A training dataloader whose batches arrive on ``device``: every field copied from page-locked memory with
+    ``non_blocking=True`` (the host queues the copy and goes on). Anything else (``len``, ``shuffle``, ``sampler``,
+    ...) is the loader's."""
+
+    def __init__(self, loader, device):
+        self.loader, self.device = loader, device
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        if name in ("loader", "device"):  # not set yet (copy / pickle): no recursion through the loader
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        for interaction in self.loader:
+            yield Interaction({key: value.pin_memory().to(self.device, non_blocking=True)
+                               for key, value in interaction.interaction.items()})
+
+
 class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
     """Trainer for plugin models and for RecBole models that use RecBole's plain Trainer."""
 
@@ -69,6 +105,7 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
         self.sprint_parts = None  # {"rec": ..., "sprint_attn": ..., ...} of the last epoch
         self.epoch_steps = 0  # training steps (loss calls) of the last epoch
         self.lr_scheduler, self.lr_warmup_ratio, self.tf32 = check_optimisation_config(config)
+        self.train_pin_memory = check_train_pin_memory(config)
         set_tf32(self.tf32)
         self.lr_schedule = None  # a LinearWarmupDecay while fit() runs with lr_scheduler: linear
 
@@ -99,12 +136,19 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
             loss_func = autocast_loss(loss_func, self.device.type, self.amp_dtype)
         steps = [0]
         total_loss = super()._train_epoch(
-            train_data, epoch_idx, loss_func=counted_steps(loss_func, steps), show_progress=show_progress
+            self.training_batches(train_data), epoch_idx, loss_func=counted_steps(loss_func, steps),
+            show_progress=show_progress,
         )
         self.epoch_steps = steps[0]
         sprint = getattr(self.model, "sprint", None)
         self.sprint_parts = sprint.pop_epoch_parts() if sprint is not None else None
         return total_loss
+
+    def training_batches(self, train_data):
+        """``train_data``, or with ``train_pin_memory`` on CUDA its batches copied without blocking the host."""
+        if self.train_pin_memory and self.device.type == "cuda":
+            return DeviceBatches(train_data, self.device)
+        return train_data
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         """RecBole's epoch line, whose ``train loss`` is the sum over the epoch's steps, labelled so and followed
