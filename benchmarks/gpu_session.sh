@@ -12,7 +12,9 @@
 #         wheels into /tmp/site, the tree to /tmp/repo (datasets in /tmp/shared), the stores seeded with the committed
 #         runs, the issue-25 compile part of sprint_overhead.py on the idle GPU (TIMING_S > 0; each of its settings
 #         at most CHILD_TIMEOUT_S, 240: its times are kept when the profile after them is cut; IMPLS, default
-#         dense,fused, the attentions timed; PROFILE_STEPS, default 10, 0: no profile), then
+#         dense,fused, the attentions timed; PROFILE_STEPS, default 10, 0: no profile), the like-for-like epoch
+#         times of issue 25 (speed.py, Beauty 2 and 6 layers; plain, train_pin_memory, + SPRINT's CUDA graphs) when
+#         EPOCH_TIMING_S > 0 (at most that many seconds), then
 #         `paper_gpu.sh pool $GROUPS_ORDER` detached (POOL, MIN_FREE_GIB, JOBS as there); the call fails (exit 1) if
 #         no run is training a minute later, with the logs' last lines
 #   calls 2, 3, ...: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
@@ -58,6 +60,17 @@ case "${1:-}" in
         --timeout "${CHILD_TIMEOUT_S:-240}" --json "$RESULTS/overhead_graphs.json" 2>&1 \
         | tee "$RESULTS/logs/sprint_overhead_graphs.log" | grep -v "^| [^|]* | [+-][0-9.]* | [+-][0-9]* |$" | tail -60
       cp "$RESULTS/logs/sprint_overhead_graphs.log" "$RESULTS/overhead_graphs.json" "$OUT/" 2>/dev/null
+    fi
+    if [ "${EPOCH_TIMING_S:-0}" -gt 0 ]; then  # issue 25's like-for-like epoch table (Beauty, d 256, batch 512, BCE 16)
+      timeout "$EPOCH_TIMING_S" bash -c '
+        for layers in 2 6; do
+          for extra in "" "--set train_pin_memory=true" "--set train_pin_memory=true --set sprint_compile=cuda_graph"; do
+            python benchmarks/speed.py --device cuda --dataset amazon-beauty --models SASRecPPSPRINT --modes \
+              full_sequence --max_len 50 --n_layers $layers --hidden_size 256 --n_heads 4 --full_batch_size 512 \
+              --loss_type BCE --epochs 5 --set num_negatives=16 --set tf32=true $extra
+          done
+        done' 2>&1 | tee "$RESULTS/logs/epoch_times.log" | grep -E "^[|#]"
+      cp "$RESULTS/logs/epoch_times.log" "$OUT/" 2>/dev/null
     fi
     export POOL=${POOL:-10} MIN_FREE_GIB=${MIN_FREE_GIB:-24} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     echo "$(date +%T) pool ${GROUPS_ORDER:-}" > "$RESULTS/driver.log"

@@ -14,6 +14,7 @@ FAKE_PYTHON3 = """#!/usr/bin/env bash
 case "$*" in
   *"-m pip"*) exit 0 ;;
   *"-c "*) echo "torch x numpy y"; exit 0 ;;
+  *speed.py*) echo "$*" >> "$OUT/speed_calls"; echo "| SASRecPPSPRINT w0 | full_sequence | 1.00 |" ;;
   *recbole_sprint.benchmark*)
     if [ "$RUN_MODE" = fail ]; then echo "ModuleNotFoundError: No module named 'numpy'"; exit 1; fi
     sleep 4; echo trained ;;
@@ -21,7 +22,7 @@ esac
 """
 
 
-def start(tmp_path, run_mode):
+def start(tmp_path, run_mode, **extra_env):
     tree = tmp_path / "tree"  # a small working tree: the scripts, wheels and datasets folders
     (tree / "benchmarks").mkdir(parents=True)
     for script in ("gpu_session.sh", "paper_gpu.sh"):
@@ -43,7 +44,7 @@ def start(tmp_path, run_mode):
     out.mkdir()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GPU_SESSION_ROOT": str(root), "OUT": str(out),
            "RUN_MODE": run_mode, "START_CHECK_S": "2", "GROUPS_ORDER": "pop", "JOBS": "_ml-1m-3k_0$",
-           "MIN_FREE_GIB": "0"}
+           "MIN_FREE_GIB": "0", **extra_env}
     done = subprocess.run(["bash", "benchmarks/gpu_session.sh", "start"], cwd=tree, env=env, capture_output=True,
                           text=True, timeout=120)
     return done, root, victim
@@ -63,4 +64,19 @@ def test_start_succeeds_when_a_run_is_training(tmp_path):
     done, root, _ = start(tmp_path, "train")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 benchmark run(s) training" in done.stdout
+    assert not (tmp_path / "out" / "speed_calls").exists()  # no epoch timing unless EPOCH_TIMING_S > 0
     assert (root / "repo" / "benchmarks" / "gpu_session.sh").exists() and (root / "shared" / "datasets").is_dir()
+
+
+def test_epoch_timing_runs_the_like_for_like_rows_before_the_pool(tmp_path):
+    """EPOCH_TIMING_S > 0: speed.py on Beauty (2 and 6 layers), plain, with train_pin_memory, and with SPRINT's CUDA
+    graphs too; its table lines are shown and its log comes back."""
+    done, root, _ = start(tmp_path, "train", EPOCH_TIMING_S="60")
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = (tmp_path / "out" / "speed_calls").read_text().splitlines()
+    assert len(calls) == 6 and all("--dataset amazon-beauty" in c and "--set num_negatives=16 --set tf32=true" in c
+                                   and "--full_batch_size 512" in c for c in calls)
+    assert [c.split("--n_layers ")[1].split()[0] for c in calls] == ["2", "2", "2", "6", "6", "6"]
+    assert [c.count("train_pin_memory=true") + c.count("sprint_compile=cuda_graph") for c in calls] == [0, 1, 2] * 2
+    assert "| SASRecPPSPRINT w0 | full_sequence | 1.00 |" in done.stdout
+    assert (tmp_path / "out" / "epoch_times.log").exists()
