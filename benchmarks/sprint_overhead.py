@@ -641,7 +641,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(output, handle)
-    if args.profile and not (args.check or args.check_graphs or args.memory):
+    if "groups" in output and args.profile:
         # after the times are printed and written: a profile cut short by a time limit costs only itself
         profile_variants(args, trained, plan)
 

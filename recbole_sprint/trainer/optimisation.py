@@ -65,12 +65,18 @@ def check_optimisation_config(config):
             f"lr_warmup_ratio {ratio!r} > 0 needs lr_scheduler: linear (lr_scheduler 'none' keeps the learning rate "
             "constant); allowed lr_scheduler values: " + ", ".join(LR_SCHEDULERS)
         )
-    tf32 = config["tf32"]
-    tf32 = False if tf32 is None else tf32
-    if not isinstance(tf32, bool):
-        raise ValueError(f"tf32 must be True or False, got {tf32!r}")
+    tf32 = check_flag(config, "tf32")
     check_clip_grad_norm(config["clip_grad_norm"])
     return scheduler, float(ratio), tf32
+
+
+def check_flag(config, key):
+    """The boolean option ``key`` (unset: False); ``ValueError`` naming it and the allowed values otherwise."""
+    value = config[key]
+    value = False if value is None else value
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be True or False, got {value!r}")
+    return value
 
 
 def check_clip_grad_norm(value):

@@ -34,7 +34,7 @@ from recbole.utils import set_color
 
 from recbole_sprint.compat import CompatTrainerMixin
 from recbole_sprint.evaluator import SprintCollector
-from recbole_sprint.trainer.optimisation import LinearWarmupDecay, check_optimisation_config, set_tf32
+from recbole_sprint.trainer.optimisation import LinearWarmupDecay, check_flag, check_optimisation_config, set_tf32
 from recbole_sprint.trainer.evaluation import HistoryMaskingMixin
 
 
@@ -59,15 +59,6 @@ def autocast_loss(loss_func, device_type, dtype):
             return loss_func(interaction)
 
     return run
-
-
-def check_train_pin_memory(config):
-    """``train_pin_memory`` as a bool (unset: False); ``ValueError`` naming the allowed values."""
-    value = config["train_pin_memory"]
-    value = False if value is None else value
-    if not isinstance(value, bool):
-        raise ValueError(f"train_pin_memory must be True or False, got {value!r}")
-    return value
 
 
 class DeviceBatches:
@@ -105,7 +96,7 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
         self.sprint_parts = None  # {"rec": ..., "sprint_attn": ..., ...} of the last epoch
         self.epoch_steps = 0  # training steps (loss calls) of the last epoch
         self.lr_scheduler, self.lr_warmup_ratio, self.tf32 = check_optimisation_config(config)
-        self.train_pin_memory = check_train_pin_memory(config)
+        self.train_pin_memory = check_flag(config, "train_pin_memory")
         set_tf32(self.tf32)
         self.lr_schedule = None  # a LinearWarmupDecay while fit() runs with lr_scheduler: linear
 
