@@ -18,7 +18,11 @@
 #         `paper_gpu.sh pool $GROUPS_ORDER` detached (POOL, MIN_FREE_GIB, JOBS as there); the call fails (exit 1) if
 #         no run is training a minute later, with the logs' last lines
 #   calls 2, 3, ...: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
-#         copies the stores and the logs to $OUT every 30 s (what is there when a call is cut comes back)
+#         copies the stores and the logs to $OUT every 30 s (what is there when a call is cut comes back), then
+#         prints where each unfinished run is (its last epoch)
+#   last call: SECONDS_LEFT=540 TIMING_S=300 IMPLS=dense PROFILE_STEPS=0 bash /tmp/repo/benchmarks/gpu_session.sh finish
+#         collect until no run is training (at most SECONDS_LEFT - TIMING_S - EPOCH_TIMING_S), then the timings
+#         of start on the idle GPU: the pool's runs first, the timings in what is left of the budget
 #
 # Then copy the returned stores over benchmarks/results/<spec>/runs.jsonl (the committed lines are a prefix) and
 # render (`benchmarks/paper_gpu.sh render`).
@@ -26,6 +30,29 @@ set -u
 ROOT=${GPU_SESSION_ROOT:-/tmp}  # where the session's folders go on the GPU machine (tests: a temporary folder)
 RESULTS=${RESULTS:-$ROOT/results}
 STORES="paper_main paper_depth paper_scaling"
+session_env() {  # the variables of a session's python processes on the GPU machine (start and finish)
+  export PATH=$ROOT/bin:$PATH PYTHONPATH=$ROOT/site:$ROOT/repo RESULTS PYTHONUNBUFFERED=1
+}
+timing() {  # issue 25's timings, on an idle GPU (start: before the pool; finish: after it), each if its budget is > 0
+  if [ "${TIMING_S:-0}" -gt 0 ]; then
+    timeout "$TIMING_S" python benchmarks/sprint_overhead.py --preset issue25 --parts compile --compile "${MODES:-cuda_graph}" \
+      --attention_impl "${IMPLS:-dense,fused}" --profile "${PROFILE_STEPS:-10}" --rounds 3 --steps 16 \
+      --timeout "${CHILD_TIMEOUT_S:-240}" --json "$RESULTS/overhead_graphs.json" 2>&1 \
+      | tee "$RESULTS/logs/sprint_overhead_graphs.log" | grep -v "^| [^|]* | [+-][0-9.]* | [+-][0-9]* |$" | tail -60
+    cp "$RESULTS/logs/sprint_overhead_graphs.log" "$RESULTS/overhead_graphs.json" "$OUT/" 2>/dev/null
+  fi
+  if [ "${EPOCH_TIMING_S:-0}" -gt 0 ]; then  # issue 25's like-for-like epoch table (Beauty, d 256, batch 512, BCE 16)
+    timeout "$EPOCH_TIMING_S" bash -c '
+      for layers in 2 6; do
+        for extra in "" "--set train_pin_memory=true" "--set train_pin_memory=true --set sprint_compile=cuda_graph"; do
+          python benchmarks/speed.py --device cuda --dataset amazon-beauty --models SASRecPPSPRINT --modes \
+            full_sequence --max_len 50 --n_layers $layers --hidden_size 256 --n_heads 4 --full_batch_size 512 \
+            --loss_type BCE --epochs 5 --set num_negatives=16 --set tf32=true $extra
+        done
+      done' 2>&1 | tee "$RESULTS/logs/epoch_times.log" | grep -E "^[|#]"
+    cp "$RESULTS/logs/epoch_times.log" "$OUT/" 2>/dev/null
+  fi
+}
 session_runs() { pgrep -fc "recbole_sprint.benchmark .*--output_dir $RESULTS/"; }  # this session's runs training
 
 case "${1:-}" in
@@ -45,7 +72,7 @@ case "${1:-}" in
     mkdir -p "$ROOT/bin" && rm -f "$ROOT/bin/python" && printf '#!/bin/sh\nexec python3 "$@"\n' > "$ROOT/bin/python" \
       && chmod +x "$ROOT/bin/python"
     cd "$ROOT/repo" || exit 1  # its ../shared is $ROOT/shared
-    export PATH=$ROOT/bin:$PATH PYTHONPATH=$ROOT/site:$ROOT/repo RESULTS PYTHONUNBUFFERED=1
+    session_env
     mkdir -p "$RESULTS/logs"
     for s in $STORES; do
       mkdir -p "$RESULTS/$s"
@@ -54,24 +81,7 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
     timeout 120 python -c "import recbole, recbole_sprint, torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__)" \
       || exit 1
-    if [ "${TIMING_S:-0}" -gt 0 ]; then
-      timeout "$TIMING_S" python benchmarks/sprint_overhead.py --preset issue25 --parts compile --compile "${MODES:-cuda_graph}" \
-        --attention_impl "${IMPLS:-dense,fused}" --profile "${PROFILE_STEPS:-10}" --rounds 3 --steps 16 \
-        --timeout "${CHILD_TIMEOUT_S:-240}" --json "$RESULTS/overhead_graphs.json" 2>&1 \
-        | tee "$RESULTS/logs/sprint_overhead_graphs.log" | grep -v "^| [^|]* | [+-][0-9.]* | [+-][0-9]* |$" | tail -60
-      cp "$RESULTS/logs/sprint_overhead_graphs.log" "$RESULTS/overhead_graphs.json" "$OUT/" 2>/dev/null
-    fi
-    if [ "${EPOCH_TIMING_S:-0}" -gt 0 ]; then  # issue 25's like-for-like epoch table (Beauty, d 256, batch 512, BCE 16)
-      timeout "$EPOCH_TIMING_S" bash -c '
-        for layers in 2 6; do
-          for extra in "" "--set train_pin_memory=true" "--set train_pin_memory=true --set sprint_compile=cuda_graph"; do
-            python benchmarks/speed.py --device cuda --dataset amazon-beauty --models SASRecPPSPRINT --modes \
-              full_sequence --max_len 50 --n_layers $layers --hidden_size 256 --n_heads 4 --full_batch_size 512 \
-              --loss_type BCE --epochs 5 --set num_negatives=16 --set tf32=true $extra
-          done
-        done' 2>&1 | tee "$RESULTS/logs/epoch_times.log" | grep -E "^[|#]"
-      cp "$RESULTS/logs/epoch_times.log" "$OUT/" 2>/dev/null
-    fi
+    timing
     export POOL=${POOL:-10} MIN_FREE_GIB=${MIN_FREE_GIB:-24} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
     echo "$(date +%T) pool ${GROUPS_ORDER:-}" > "$RESULTS/driver.log"
     # shellcheck disable=SC2086  # the group names are separate words
@@ -84,21 +94,40 @@ case "${1:-}" in
       exit 1
     fi
     ;;
-  collect)
+  collect | finish)
     snap() {
       for s in $STORES; do cp "$RESULTS/$s/runs.jsonl" "$OUT/${s}_runs.jsonl" 2>/dev/null; done
       tar czf "$OUT/logs.tgz" -C "$RESULTS" logs driver.log 2>/dev/null
     }
-    end=$((SECONDS + ${SECONDS_LEFT:-540}))
-    while ((SECONDS < end)); do snap; sleep 30; done
+    # finish: as collect, but stops waiting once no run is training, leaving TIMING_S + EPOCH_TIMING_S of the call for
+    # the timings on the then idle GPU (skipped, with the runs left alone, if runs are still training at that point)
+    reserve=0
+    [ "$1" = finish ] && reserve=$((${TIMING_S:-0} + ${EPOCH_TIMING_S:-0}))
+    end=$((SECONDS + ${SECONDS_LEFT:-540} - reserve))
+    while ((SECONDS < end)); do
+      snap
+      [ "$1" = finish ] && (($(session_runs) == 0)) && break
+      sleep "${COLLECT_POLL_S:-30}"
+    done
     snap
     nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
     tail -n 5 "$RESULTS/driver.log"; wc -l "$RESULTS"/paper_*/runs.jsonl 2>/dev/null
     echo "training now: $(session_runs)"
+    for f in "$RESULTS"/logs/pool_*.log; do  # where each unfinished run is (a run's log ends with its test result)
+      case $f in *.oom*.log) continue ;; esac
+      grep -q "test result" "$f" || echo "  $(basename "$f" .log): $(grep -o "epoch [0-9]* training" "$f" | tail -n 1)"
+    done
     grep -l "Traceback" "$RESULTS"/logs/*.log 2>/dev/null | head
+    if [ "$1" = finish ]; then
+      if (($(session_runs) == 0)); then
+        cd "$ROOT/repo" && session_env && timing
+      else
+        echo "timings skipped: runs are still training"
+      fi
+    fi
     ;;
   *)
-    echo "usage: $0 wheels|start|collect (see the comments at the top)" >&2
+    echo "usage: $0 wheels|start|collect|finish (see the comments at the top)" >&2
     exit 2
     ;;
 esac

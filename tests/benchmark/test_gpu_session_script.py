@@ -15,9 +15,11 @@ case "$*" in
   *"-m pip"*) exit 0 ;;
   *"-c "*) echo "torch x numpy y"; exit 0 ;;
   *speed.py*) echo "$*" >> "$OUT/speed_calls"; echo "| SASRecPPSPRINT w0 | full_sequence | 1.00 |" ;;
+  *sprint_overhead.py*) echo "$*" >> "$OUT/overhead_calls"; echo "| dense tf32 on w0 | 1.00 |" ;;
   *recbole_sprint.benchmark*)
     if [ "$RUN_MODE" = fail ]; then echo "ModuleNotFoundError: No module named 'numpy'"; exit 1; fi
-    sleep 4; echo trained ;;
+    echo "epoch 0 training [time: 1s]"; echo "epoch 1 training [time: 1s]"; sleep "${TRAIN_S:-4}"
+    echo "test result: done" ;;
 esac
 """
 
@@ -50,6 +52,15 @@ def start(tmp_path, run_mode, **extra_env):
     return done, root, victim
 
 
+def finish(tmp_path, root, **extra_env):
+    """The last call of a session: `finish` from the copy of the tree that `start` made, as on the GPU machine."""
+    (tmp_path / "out2").mkdir()
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "GPU_SESSION_ROOT": str(root),
+           "OUT": str(tmp_path / "out2"), "COLLECT_POLL_S": "1", **extra_env}
+    return subprocess.run(["bash", str(root / "repo" / "benchmarks" / "gpu_session.sh"), "finish"], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
 def test_start_fails_with_the_logs_when_no_run_is_training(tmp_path):
     done, root, victim = start(tmp_path, "fail")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -80,3 +91,28 @@ def test_epoch_timing_runs_the_like_for_like_rows_before_the_pool(tmp_path):
     assert [c.count("train_pin_memory=true") + c.count("sprint_compile=cuda_graph") for c in calls] == [0, 1, 2] * 2
     assert "| SASRecPPSPRINT w0 | full_sequence | 1.00 |" in done.stdout
     assert (tmp_path / "out" / "epoch_times.log").exists()
+
+
+def test_finish_waits_for_the_runs_then_times_on_the_idle_gpu(tmp_path):
+    """The pool's runs first: `finish` collects until no run is training, then runs start's timings (here the
+    SPRINT-overhead part, dense attention only), and the timing log comes back with the stores' snapshot."""
+    done, root, _ = start(tmp_path, "train", TRAIN_S="6")
+    assert done.returncode == 0, done.stdout + done.stderr
+    ended = finish(tmp_path, root, SECONDS_LEFT="60", TIMING_S="20", IMPLS="dense", PROFILE_STEPS="0")
+    assert ended.returncode == 0, ended.stdout + ended.stderr
+    assert "training now: 0" in ended.stdout and "timings skipped" not in ended.stdout
+    calls = (tmp_path / "out2" / "overhead_calls").read_text().splitlines()
+    assert len(calls) == 1 and "--attention_impl dense --profile 0" in calls[0]
+    assert (tmp_path / "out2" / "logs.tgz").exists() and (tmp_path / "out2" / "sprint_overhead_graphs.log").exists()
+
+
+def test_finish_leaves_training_runs_alone_and_skips_the_timings(tmp_path):
+    """Runs still training when only the timings' share of the call is left: no timing (it would share the GPU with
+    them), the runs go on, and the call says where each unfinished run is."""
+    done, root, _ = start(tmp_path, "train", TRAIN_S="30")
+    assert done.returncode == 0, done.stdout + done.stderr
+    ended = finish(tmp_path, root, SECONDS_LEFT="13", TIMING_S="10")
+    assert ended.returncode == 0, ended.stdout + ended.stderr
+    assert "timings skipped: runs are still training" in ended.stdout
+    assert "pool_pop_ml-1m-3k_0: epoch 1 training" in ended.stdout
+    assert not (tmp_path / "out2" / "overhead_calls").exists()
