@@ -12,7 +12,9 @@ difference measures the host time of SPRINT's extra operators (dispatch, autogra
 small model on a fast GPU cannot hide. The table is printed last.
 
 Variants: ``--attention_impl`` (SASRecPP models: ``dense`` and/or ``fused``, the Triton attention that returns
-SPRINT's column sums without the n x n matrix; recbole_sprint/model/fused_attention.py) times every listed
+SPRINT's column sums without the n x n matrix; recbole_sprint/model/fused_attention.py; and ``dense-separate``, a
+benchmark-only form of ``dense`` that computes ``P V`` and the column sums as two products, as before the twelfth
+session, instead of one autograd node, so that the two forms are timed in one run) times every listed
 attention, ``--tf32`` (``off`` and/or ``on``: the trainer option ``tf32``, set again before every timed epoch)
 every listed precision, each with SPRINT weights 0 ("w0") and the yaml defaults ("on"). A variant that fails (a
 Triton kernel that does not compile, out of memory) prints its error and drops out; the others go on.
@@ -91,7 +93,7 @@ def parse_args(argv=None):
     parser.add_argument("--attn_dropout_prob", type=float, default=None, help="default: the model's yaml")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (enable_amp)")
     parser.add_argument("--attention_impl", default="", metavar="IMPL[,IMPL]",
-                        help="time each of dense,fused (SASRecPP models); default: the model's own")
+                        help="time each of dense,fused,dense-separate (SASRecPP models); default: the model's own")
     parser.add_argument("--tf32", default="", metavar="off|on[,...]", help="time each TF32 setting; default: config")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=10)
@@ -121,8 +123,30 @@ def parse_args(argv=None):
 
 
 # -- variants --------------------------------------------------------------------------------------------
+SEPARATE = "dense-separate"  # --attention_impl: the dense attention with P V and the column sums as two products
+
+
+def separate_products(probs, value, query_weights):
+    """``P V`` and SPRINT's column sums as two autograd products (the dense path before the one-node form)."""
+    from recbole_sprint.model.sprint import attention_column_sums
+
+    return torch.matmul(probs, value), attention_column_sums(probs, query_weights)
+
+
+def apply_settings(settings):
+    """A variant's process-wide settings ``(tf32 or None, separate)``, set again before each of its epochs (the
+    variants of one run alternate): TF32, and which form SASRecPP's dense attention uses (module global, looked up
+    at every call)."""
+    from recbole_sprint.model import layers, sprint
+
+    tf32, separate = settings
+    set_tf32(tf32)
+    layers.attend_with_column_sums = separate_products if separate else sprint.attend_with_column_sums
+
+
 def variant_plan(args):
-    """``[(label, group, sprint, overrides, tf32 or None)]``: every attention x TF32 setting, w0 and SPRINT on."""
+    """``[(label, group, sprint, overrides, settings)]``: every attention x TF32 setting, w0 and SPRINT on;
+    ``settings`` is ``(tf32 or None, separate)`` for :func:`apply_settings`."""
     impls = [s for s in args.attention_impl.split(",") if s] or [None]
     tf32s = [s for s in args.tf32.split(",") if s] or [None]
     for value in tf32s:
@@ -139,10 +163,10 @@ def variant_plan(args):
             group = " ".join(filter(None, [impl, f"tf32 {tf32}" if tf32 else None]))
             base = dict(extra)
             if impl:
-                base["attention_impl"] = impl
+                base["attention_impl"] = "dense" if impl == SEPARATE else impl
             if tf32:
                 base["tf32"] = tf32 == "on"
-            flag = None if tf32 is None else tf32 == "on"
+            flag = (None if tf32 is None else tf32 == "on", impl == SEPARATE)
             plan.append((" ".join(filter(None, [group, "w0"])), group, "w0", {**base, **speed.SPRINT_OFF}, flag))
             plan.append((" ".join(filter(None, [group, "on"])), group, "on", base, flag))
             for mode in filter(None, args.compile.split(",")):
@@ -170,10 +194,10 @@ def first_line(error):
     return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:300]}"
 
 
-def build_variant(args, label, overrides, tf32):
+def build_variant(args, label, overrides, settings):
     config = speed.base_config(args, args.model, "full_sequence", overrides, enable_amp=args.amp)
     train_data = speed.prepared_data(config, "full_sequence")[0]
-    set_tf32(tf32)
+    apply_settings(settings)
     model, trainer = speed.build(config, train_data)
     return model, trainer, train_data
 
@@ -182,21 +206,21 @@ def time_variants(args):
     """Alternating rounds (see the module docstring); ``{label: ms/step}`` and the plan."""
     plan = variant_plan(args)
     rows = {}
-    for label, _, _, overrides, tf32 in plan:
+    for label, _, _, overrides, settings in plan:
         try:
-            _, trainer, train_data = build_variant(args, label, overrides, tf32)
-            set_tf32(tf32)
+            _, trainer, train_data = build_variant(args, label, overrides, settings)
+            apply_settings(settings)
             trainer._train_epoch(speed.FirstBatches(train_data, 5), 0)  # warm-up (and compilation)
             speed.synchronize(args.device)
         except Exception as error:  # one failing variant must not cost the others' timings
             print(f"  {label}: failed in warm-up: {first_line(error)}", flush=True)
             continue
-        rows[label] = (trainer, speed.FirstBatches(train_data, args.steps), tf32)
+        rows[label] = (trainer, speed.FirstBatches(train_data, args.steps), settings)
     best = {label: float("inf") for label in rows}
     for _ in range(args.rounds):
-        for label, (trainer, batches, tf32) in list(rows.items()):
+        for label, (trainer, batches, settings) in list(rows.items()):
             try:
-                set_tf32(tf32)
+                apply_settings(settings)
                 speed.synchronize(args.device)
                 start = time.perf_counter()
                 trainer._train_epoch(batches, 1)
@@ -215,8 +239,8 @@ def profile_variants(args, rows, plan):
     ``[total]`` shows how much of the step the device sat idle), from benchmarks/speed.py."""
     options = argparse.Namespace(profile_steps=args.profile, device=args.device)
     profiles = {}
-    for label, (trainer, batches, tf32) in rows.items():
-        set_tf32(tf32)
+    for label, (trainer, batches, settings) in rows.items():
+        apply_settings(settings)
         profiles[label] = speed.profile_steps(options, trainer, batches.loader)
     for label, group, sprint, _, _ in plan:
         w0 = " ".join(filter(None, [group, "w0"]))
@@ -227,15 +251,15 @@ def profile_variants(args, rows, plan):
 def memory_variants(args):
     """Each variant alone: peak CUDA memory over building it and ``--steps`` training steps, and ms/step."""
     results = []
-    for label, group, sprint, overrides, tf32 in variant_plan(args):
+    for label, group, sprint, overrides, settings in variant_plan(args):
         gc.collect()
         if args.device == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         row = {"label": label, "group": group, "sprint": sprint}
         try:
-            _, trainer, train_data = build_variant(args, label, overrides, tf32)
-            set_tf32(tf32)
+            _, trainer, train_data = build_variant(args, label, overrides, settings)
+            apply_settings(settings)
             trainer._train_epoch(speed.FirstBatches(train_data, 1), 0)
             speed.synchronize(args.device)
             batches = speed.FirstBatches(train_data, args.steps)
@@ -478,9 +502,9 @@ def check_graphs(args):
         for mode in ("none", "cuda_graph"):
             overrides = {"sprint_compile": mode, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "tf32": False}
             if args.model.startswith("SASRecPP"):
-                overrides["attention_impl"] = impl
+                overrides["attention_impl"] = "dense" if impl == SEPARATE else impl
             try:
-                model, trainer, train_data = build_variant(small, mode, overrides, False)
+                model, trainer, train_data = build_variant(small, mode, overrides, (False, impl == SEPARATE))
                 train_data.generator.manual_seed(small.seed)  # the cached loader's shuffle, from its start again
                 losses = [trainer._train_epoch(train_data, epoch) for epoch in range(2)]
                 speed.synchronize(args.device)

@@ -31,6 +31,48 @@ def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
         assert re.search(rf"^\| {label} - w0 \| [+-][0-9.]+ \([+-][0-9.]+%\) \|$", out, re.M), label
 
 
+
+def test_dense_separate_times_both_forms_of_the_dense_attention_in_one_run(monkeypatch, capsys):
+    """--attention_impl dense,dense-separate: SASRec++'s dense attention as one autograd node and as two products,
+    alternating in one process; each variant's epochs run through its own form (the module global is set again
+    before each of them), and the separate form gives the node's values and gradients."""
+    import torch
+
+    from recbole_sprint.model import layers, sprint
+
+    script = load_benchmark_script("sprint_overhead")
+    monkeypatch.setattr(layers, "attend_with_column_sums", layers.attend_with_column_sums)  # restored afterwards
+    calls = {"node": 0, "separate": 0}
+    node, separate = sprint.attend_with_column_sums, script.separate_products
+
+    def counted(name, function):
+        def wrapper(*args):
+            calls[name] += 1
+            return function(*args)
+        return wrapper
+
+    monkeypatch.setattr(sprint, "attend_with_column_sums", counted("node", node))
+    monkeypatch.setattr(script, "separate_products", counted("separate", separate))
+    script.main(["--model", "SASRecPPSPRINT", "--dataset", "ml-100k", "--n_layers", "2", "--hidden_size", "16",
+                 "--max_len", "10", "--steps", "2", "--rounds", "2", "--attention_impl", "dense,dense-separate"])
+    out = capsys.readouterr().out
+    for label in ("dense w0", "dense on", "dense-separate w0", "dense-separate on"):
+        assert re.search(rf"^\| {label} \| [0-9.]+ \|$", out, re.M), label
+    # SPRINT on only (w0 wants no column sums): warm-up 5 + 2 rounds x 2 steps, 2 layers each
+    assert calls == {"node": 2 * 9, "separate": 2 * 9}
+
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(2, 2, 5, 5, dtype=torch.float64), -1).requires_grad_()
+    value = torch.randn(2, 2, 5, 3, dtype=torch.float64, requires_grad=True)
+    weights = torch.tensor([[1.0, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.float64)
+    grads = [torch.randn(2, 2, 5, 3, dtype=torch.float64), torch.randn(2, 2, 5, dtype=torch.float64)]
+    results = []
+    for form in (node, separate):
+        outputs = form(probs, value, weights)
+        results.append([*outputs, *torch.autograd.grad(outputs, (probs, value), grads)])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-12)
+
 def test_run_child_keeps_rows_written_before_a_timeout(monkeypatch):
     """A child that wrote its JSON rows and then ran out of time (in its --profile) still gives its rows."""
     import json
