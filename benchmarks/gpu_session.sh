@@ -15,8 +15,10 @@
 #         dense,fused, the attentions timed; PROFILE_STEPS, default 10, 0: no profile), the like-for-like epoch
 #         times of issue 25 (speed.py, Beauty 2 and 6 layers; plain, train_pin_memory, + SPRINT's CUDA graphs) when
 #         EPOCH_TIMING_S > 0 (at most that many seconds), then
-#         `paper_gpu.sh pool $GROUPS_ORDER` detached (POOL, MIN_FREE_GIB, JOBS as there); the call fails (exit 1) if
-#         no run is training a minute later, with the logs' last lines
+#         `paper_gpu.sh pool $GROUPS_ORDER` detached (POOL, MIN_FREE_GIB, JOBS as there), and beside it, when
+#         TUNE="MODEL DATASET[;MODEL DATASET]" is set, `paper_gpu.sh tune MODEL DATASET` for each (TUNE_WORKERS trials
+#         at once; searches committed under benchmarks/results/tune resume); the call fails (exit 1) if no run is
+#         training a minute later, with the logs' last lines
 #   calls 2, 3, ...: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
 #         copies the stores and the logs to $OUT every 30 s (what is there when a call is cut comes back), then
 #         prints where each unfinished run is (its last epoch)
@@ -24,8 +26,8 @@
 #         collect until no run is training (at most SECONDS_LEFT - TIMING_S - EPOCH_TIMING_S), then the timings
 #         of start on the idle GPU: the pool's runs first, the timings in what is left of the budget
 #
-# Then copy the returned stores over benchmarks/results/<spec>/runs.jsonl (the committed lines are a prefix) and
-# render (`benchmarks/paper_gpu.sh render`).
+# Then copy the returned stores over benchmarks/results/<spec>/runs.jsonl (the committed lines are a prefix), unpack
+# tune.tgz into benchmarks/results (the searches' records), and render (`benchmarks/paper_gpu.sh render`).
 set -u
 ROOT=${GPU_SESSION_ROOT:-/tmp}  # where the session's folders go on the GPU machine (tests: a temporary folder)
 RESULTS=${RESULTS:-$ROOT/results}
@@ -53,7 +55,9 @@ timing() {  # issue 25's timings, on an idle GPU (start: before the pool; finish
     cp "$RESULTS/logs/epoch_times.log" "$OUT/" 2>/dev/null
   fi
 }
-session_runs() { pgrep -fc "recbole_sprint.benchmark .*--output_dir $RESULTS/"; }  # this session's runs training
+session_runs() {  # this session's benchmark runs and weight searches (with their worker processes) training
+  pgrep -fc "recbole_sprint[.](benchmark|tune) .*--output_dir[= ]$RESULTS/"
+}
 
 case "${1:-}" in
   wheels)
@@ -78,17 +82,27 @@ case "${1:-}" in
       mkdir -p "$RESULTS/$s"
       [ -f "benchmarks/results/$s/runs.jsonl" ] && cp "benchmarks/results/$s/runs.jsonl" "$RESULTS/$s/runs.jsonl"
     done
+    [ -d benchmarks/results/tune ] && cp -r benchmarks/results/tune "$RESULTS/"  # committed searches resume
     nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv
     timeout 120 python -c "import recbole, recbole_sprint, torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__)" \
       || exit 1
     timing
     export POOL=${POOL:-10} MIN_FREE_GIB=${MIN_FREE_GIB:-24} PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-    echo "$(date +%T) pool ${GROUPS_ORDER:-}" > "$RESULTS/driver.log"
+    : > "$RESULTS/driver.log"
+    if [ -n "${TUNE:-}" ]; then  # weight searches beside the pool: TUNE="MODEL DATASET[;MODEL DATASET...]"
+      IFS=';' read -ra searches <<< "$TUNE"
+      for search in "${searches[@]}"; do
+        echo "$(date +%T) tune $search" >> "$RESULTS/driver.log"
+        # shellcheck disable=SC2086  # MODEL DATASET are separate words
+        setsid nohup bash benchmarks/paper_gpu.sh tune $search >> "$RESULTS/driver.log" 2>&1 < /dev/null &
+      done
+    fi
+    echo "$(date +%T) pool ${GROUPS_ORDER:-}" >> "$RESULTS/driver.log"
     # shellcheck disable=SC2086  # the group names are separate words
     setsid nohup bash benchmarks/paper_gpu.sh pool ${GROUPS_ORDER:-} >> "$RESULTS/driver.log" 2>&1 < /dev/null &
     sleep "${START_CHECK_S:-60}"
     running=$(session_runs)
-    echo "$running benchmark run(s) training"; cat "$RESULTS/driver.log"
+    echo "$running process(es) training (benchmark runs, weight searches)"; cat "$RESULTS/driver.log"
     if ((running == 0)); then
       for f in "$RESULTS"/logs/pool_*.log; do echo "== $f"; tail -n 3 "$f"; done | head -40
       exit 1
@@ -98,6 +112,8 @@ case "${1:-}" in
     snap() {
       for s in $STORES; do cp "$RESULTS/$s/runs.jsonl" "$OUT/${s}_runs.jsonl" 2>/dev/null; done
       tar czf "$OUT/logs.tgz" -C "$RESULTS" logs driver.log 2>/dev/null
+      # the searches' records (trials.csv, search_settings.json, best_*; trial folders without checkpoints)
+      [ -d "$RESULTS/tune" ] && tar czf "$OUT/tune.tgz" --exclude='*.pth' -C "$RESULTS" tune 2>/dev/null
     }
     # finish: as collect, but stops waiting once no run is training, leaving TIMING_S + EPOCH_TIMING_S of the call for
     # the timings on the then idle GPU (skipped, with the runs left alone, if runs are still training at that point)

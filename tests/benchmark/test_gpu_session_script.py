@@ -16,6 +16,10 @@ case "$*" in
   *"-c "*) echo "torch x numpy y"; exit 0 ;;
   *speed.py*) echo "$*" >> "$OUT/speed_calls"; echo "| SASRecPPSPRINT w0 | full_sequence | 1.00 |" ;;
   *sprint_overhead.py*) echo "$*" >> "$OUT/overhead_calls"; echo "| dense tf32 on w0 | 1.00 |" ;;
+  *recbole_sprint.tune*)  # a weight search: its record, a trial folder with a checkpoint, then its result
+    for a in "$@"; do case $a in --output_dir=*) dir=${a#--output_dir=} ;; esac; done
+    mkdir -p "$dir/search/trial_00000"; echo "trial_id,score" > "$dir/trials.csv"
+    echo weights > "$dir/search/trial_00000/model.pth"; sleep "${TRAIN_S:-4}"; echo "trial_00000,0.1" >> "$dir/trials.csv" ;;
   *recbole_sprint.benchmark*)
     if [ "$RUN_MODE" = fail ]; then echo "ModuleNotFoundError: No module named 'numpy'"; exit 1; fi
     echo "epoch 0 training [time: 1s]"; echo "epoch 1 training [time: 1s]"; sleep "${TRAIN_S:-4}"
@@ -64,7 +68,7 @@ def finish(tmp_path, root, **extra_env):
 def test_start_fails_with_the_logs_when_no_run_is_training(tmp_path):
     done, root, victim = start(tmp_path, "fail")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "0 benchmark run(s) training" in done.stdout
+    assert "0 process(es) training" in done.stdout
     assert "pool_pop_ml-1m-3k_0.log" in done.stdout and "No module named 'numpy'" in done.stdout
     python = root / "bin" / "python"
     assert not python.is_symlink() and "exec python3" in python.read_text()
@@ -74,7 +78,7 @@ def test_start_fails_with_the_logs_when_no_run_is_training(tmp_path):
 def test_start_succeeds_when_a_run_is_training(tmp_path):
     done, root, _ = start(tmp_path, "train")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 benchmark run(s) training" in done.stdout
+    assert "1 process(es) training" in done.stdout
     assert not (tmp_path / "out" / "speed_calls").exists()  # no epoch timing unless EPOCH_TIMING_S > 0
     assert (root / "repo" / "benchmarks" / "gpu_session.sh").exists() and (root / "shared" / "datasets").is_dir()
 
@@ -116,3 +120,20 @@ def test_finish_leaves_training_runs_alone_and_skips_the_timings(tmp_path):
     assert "timings skipped: runs are still training" in ended.stdout
     assert "pool_pop_ml-1m-3k_0: epoch 1 training" in ended.stdout
     assert not (tmp_path / "out2" / "overhead_calls").exists()
+
+
+def test_tune_runs_a_weight_search_beside_the_pool_and_its_records_come_back(tmp_path):
+    """TUNE="MODEL DATASET": paper_gpu.sh tune beside the pool, counted among what trains (finish waits for it), and
+    the search's records come back in tune.tgz without its checkpoints."""
+    import tarfile
+
+    done, root, _ = start(tmp_path, "train", TRAIN_S="6", TUNE="SASRecSPRINT amazon-beauty")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 process(es) training" in done.stdout and "tune SASRecSPRINT amazon-beauty" in done.stdout
+    ended = finish(tmp_path, root, SECONDS_LEFT="60")
+    assert ended.returncode == 0 and "training now: 0" in ended.stdout, ended.stdout + ended.stderr
+    with tarfile.open(tmp_path / "out2" / "tune.tgz") as archive:
+        names = archive.getnames()
+        record = archive.extractfile("tune/SASRecSPRINT_amazon-beauty/trials.csv").read().decode()
+    assert record == "trial_id,score\ntrial_00000,0.1\n"  # the search had ended when the last snapshot was taken
+    assert not any(name.endswith(".pth") for name in names)
