@@ -117,25 +117,26 @@ case "${1:-}" in
     }
     # finish: as collect, but stops waiting once no run is training, leaving TIMING_S + EPOCH_TIMING_S of the call for
     # the timings on the then idle GPU (skipped, with the runs left alone, if runs are still training at that point)
-    reserve=0
-    [ "$1" = finish ] && reserve=$((${TIMING_S:-0} + ${EPOCH_TIMING_S:-0}))
+    finishing=false reserve=0
+    [ "$1" = finish ] && finishing=true reserve=$((${TIMING_S:-0} + ${EPOCH_TIMING_S:-0}))
     end=$((SECONDS + ${SECONDS_LEFT:-540} - reserve))
     while ((SECONDS < end)); do
       snap
-      [ "$1" = finish ] && (($(session_runs) == 0)) && break
+      $finishing && (($(session_runs) == 0)) && break
       sleep "${COLLECT_POLL_S:-30}"
     done
     snap
     nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
     tail -n 5 "$RESULTS/driver.log"; wc -l "$RESULTS"/paper_*/runs.jsonl 2>/dev/null
-    echo "training now: $(session_runs)"
+    running=$(session_runs)
+    echo "training now: $running"
     for f in "$RESULTS"/logs/pool_*.log; do  # where each unfinished run is (a run's log ends with its test result)
       case $f in *.oom*.log) continue ;; esac
       grep -q "test result" "$f" || echo "  $(basename "$f" .log): $(grep -o "epoch [0-9]* training" "$f" | tail -n 1)"
     done
     grep -l "Traceback" "$RESULTS"/logs/*.log 2>/dev/null | head
-    if [ "$1" = finish ]; then
-      if (($(session_runs) == 0)); then
+    if $finishing; then
+      if ((running == 0)); then
         cd "$ROOT/repo" && session_env && timing
       else
         echo "timings skipped: runs are still training"

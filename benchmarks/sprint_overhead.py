@@ -126,6 +126,11 @@ def parse_args(argv=None):
 SEPARATE = "dense-separate"  # --attention_impl: the dense attention with P V and the column sums as two products
 
 
+def model_attention(impl):
+    """The model's ``attention_impl`` for an ``--attention_impl`` entry (``dense-separate`` is ``dense`` to the model)."""
+    return "dense" if impl == SEPARATE else impl
+
+
 def separate_products(probs, value, query_weights):
     """``P V`` and SPRINT's column sums as two autograd products (the dense path before the one-node form)."""
     from recbole_sprint.model.sprint import attention_column_sums
@@ -163,23 +168,23 @@ def variant_plan(args):
             group = " ".join(filter(None, [impl, f"tf32 {tf32}" if tf32 else None]))
             base = dict(extra)
             if impl:
-                base["attention_impl"] = "dense" if impl == SEPARATE else impl
+                base["attention_impl"] = model_attention(impl)
             if tf32:
                 base["tf32"] = tf32 == "on"
-            flag = (None if tf32 is None else tf32 == "on", impl == SEPARATE)
-            plan.append((" ".join(filter(None, [group, "w0"])), group, "w0", {**base, **speed.SPRINT_OFF}, flag))
-            plan.append((" ".join(filter(None, [group, "on"])), group, "on", base, flag))
+            settings = (None if tf32 is None else tf32 == "on", impl == SEPARATE)
+            plan.append((" ".join(filter(None, [group, "w0"])), group, "w0", {**base, **speed.SPRINT_OFF}, settings))
+            plan.append((" ".join(filter(None, [group, "on"])), group, "on", base, settings))
             for mode in filter(None, args.compile.split(",")):
                 plan.append((" ".join(filter(None, [group, f"on, compile {mode}"])), group, f"on, compile {mode}",
-                             {**base, "sprint_compile": mode}, flag))
+                             {**base, "sprint_compile": mode}, settings))
             for every in filter(None, args.every.split(",")):
                 plan.append((" ".join(filter(None, [group, f"on, every {every}"])), group, f"on, every {every}",
-                             {**base, "sprint_every": int(every)}, flag))
+                             {**base, "sprint_every": int(every)}, settings))
             for mode in filter(None, args.compile.split(",")):  # both levers at once
                 for every in filter(None, args.every.split(",")):
                     label = f"on, compile {mode}, every {every}"
                     plan.append((" ".join(filter(None, [group, label])), group, label,
-                                 {**base, "sprint_compile": mode, "sprint_every": int(every)}, flag))
+                                 {**base, "sprint_compile": mode, "sprint_every": int(every)}, settings))
     return plan
 
 
@@ -502,7 +507,7 @@ def check_graphs(args):
         for mode in ("none", "cuda_graph"):
             overrides = {"sprint_compile": mode, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "tf32": False}
             if args.model.startswith("SASRecPP"):
-                overrides["attention_impl"] = "dense" if impl == SEPARATE else impl
+                overrides["attention_impl"] = model_attention(impl)
             try:
                 model, trainer, train_data = build_variant(small, mode, overrides, (False, impl == SEPARATE))
                 train_data.generator.manual_seed(small.seed)  # the cached loader's shuffle, from its start again
