@@ -116,7 +116,11 @@ def parse_args(argv=None):
     parser.add_argument("--timeout", type=int, default=1200, help="--preset: seconds per subprocess")
     parser.add_argument("--parts", default="check,ml-1m-3k,beauty-2,beauty-6,memory",
                         help="--preset issue25: which parts to run (comma-separated)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_items",
+                        help="a config key for every variant, VALUE read as YAML (repeatable; the preset passes it to "
+                             "its parts), e.g. --set train_loss_sync=epoch --set train_pin_memory=true")
     args = parser.parse_args(argv)
+    args.settings = speed.parse_settings(args.set_items)
     # speed.base_config's remaining options
     args.inner_size, args.full_batch_size = 4 * args.hidden_size, args.batch_size
     return args
@@ -296,7 +300,8 @@ def describe(args, with_device=True):
         triton_version = triton.__version__
     except ImportError:
         triton_version = "none"
-    return f"{device}, torch {torch.__version__}, triton {triton_version}"
+    settings = "".join(f", {key}={value}" for key, value in getattr(args, "settings", {}).items())
+    return f"{device}, torch {torch.__version__}, triton {triton_version}{settings}"
 
 
 def grouped(best, plan):
@@ -555,7 +560,7 @@ def preset_issue25(args):
     if unknown:
         raise SystemExit(f"--parts: unknown {unknown}; allowed: {', '.join(PRESET_PARTS)}")
     common = ["--device", "cuda", "--model", "SASRecPPSPRINT", "--rounds", str(args.rounds), "--steps",
-              str(args.steps), "--data_path", args.data_path]
+              str(args.steps), "--data_path", args.data_path, *[x for item in args.set_items for x in ("--set", item)]]
     check, check_error = run_child(["--check", "--device", "cuda"], args.timeout) if "check" in parts else (None, None)
     timing = []
     for part, (setting, options) in zip(PRESET_PARTS[1:4], ISSUE25_SETTINGS):

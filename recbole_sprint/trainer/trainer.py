@@ -19,6 +19,14 @@ losses score in float32.
 memory without blocking (:class:`DeviceBatches`), so RecBole's ``interaction.to(device)`` finds it there; a
 pageable copy makes the host wait for everything the GPU has queued at the start of every step.
 
+``train_loss_sync`` (when the host reads the training loss): ``step`` (default, RecBole's loop) reads every step's
+loss on the host (``loss.item()``) and checks it for NaN between the forward and the backward pass, so the host
+waits for the GPU at every step and cannot queue the next step's work while the GPU computes; ``epoch`` sums the
+losses on the device and reads the sum once, after the epoch's last step, where a NaN (of any step: it
+propagates into the sum) raises RecBole's error. Same updates, same logged sums up to float rounding (float32 on
+the device against Python floats); a NaN is reported at the end of its epoch instead of at its step. Multi-process
+runs (``--nproc``) keep RecBole's loop.
+
 The authors' optimisation protocol, for any model (:mod:`recbole_sprint.trainer.optimisation`): ``lr_scheduler:
 linear`` with ``lr_warmup_ratio`` (linear warm-up over that share of all training steps, then linear decay to 0),
 RecBole's ``clip_grad_norm`` (validated here), and ``tf32`` (TF32 CUDA matmuls). The defaults keep RecBole's
@@ -30,7 +38,9 @@ import functools
 import torch
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
-from recbole.utils import set_color
+from recbole.utils import get_gpu_usage, set_color
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
 
 from recbole_sprint.compat import CompatTrainerMixin
 from recbole_sprint.evaluator import SprintCollector
@@ -39,6 +49,7 @@ from recbole_sprint.trainer.evaluation import HistoryMaskingMixin
 
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+LOSS_SYNCS = ("step", "epoch")
 
 
 def check_amp_dtype(config):
@@ -59,6 +70,15 @@ def autocast_loss(loss_func, device_type, dtype):
             return loss_func(interaction)
 
     return run
+
+
+def check_loss_sync(config):
+    """``train_loss_sync`` (unset: ``step``); ``ValueError`` naming the allowed values otherwise."""
+    value = config["train_loss_sync"]
+    value = "step" if value is None else value
+    if value not in LOSS_SYNCS:
+        raise ValueError(f"train_loss_sync must be one of {list(LOSS_SYNCS)}, got {value!r}")
+    return value
 
 
 class DeviceBatches:
@@ -97,6 +117,7 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
         self.epoch_steps = 0  # training steps (loss calls) of the last epoch
         self.lr_scheduler, self.lr_warmup_ratio, self.tf32 = check_optimisation_config(config)
         self.train_pin_memory = check_flag(config, "train_pin_memory")
+        self.loss_sync = check_loss_sync(config)
         set_tf32(self.tf32)
         self.lr_schedule = None  # a LinearWarmupDecay while fit() runs with lr_scheduler: linear
 
@@ -126,7 +147,10 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
         if self.enable_amp:
             loss_func = autocast_loss(loss_func, self.device.type, self.amp_dtype)
         steps = [0]
-        total_loss = super()._train_epoch(
+        train_epoch = super()._train_epoch
+        if self.loss_sync == "epoch" and self.config["single_spec"] is not False:
+            train_epoch = self._train_epoch_device_loss
+        total_loss = train_epoch(
             self.training_batches(train_data), epoch_idx, loss_func=counted_steps(loss_func, steps),
             show_progress=show_progress,
         )
@@ -134,6 +158,40 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
         sprint = getattr(self.model, "sprint", None)
         self.sprint_parts = sprint.pop_epoch_parts() if sprint is not None else None
         return total_loss
+
+    def _train_epoch_device_loss(self, train_data, epoch_idx, loss_func, show_progress=False):
+        """RecBole's ``Trainer._train_epoch`` for one process (the same steps: batch to the device, zero_grad,
+        forward under autocast, backward through the GradScaler, RecBole's gradient clipping, optimiser step)
+        without its two host reads per step: the step losses are summed on the device, and the sum is read and
+        checked for NaN once, after the last step (``train_loss_sync: epoch``). Returns what RecBole's returns:
+        the sum of the losses (a tuple of sums for a model that returns a tuple of losses)."""
+        self.model.train()
+        batches = train_data
+        if show_progress:
+            batches = tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
+        total = None  # [parts] float32 sum on the device
+        for interaction in batches:
+            interaction = interaction.to(self.device)
+            self.optimizer.zero_grad()
+            with torch.autocast(device_type=self.device.type, enabled=self.enable_amp):
+                losses = loss_func(interaction)
+            parts = losses if isinstance(losses, tuple) else (losses,)
+            loss = sum(parts) if isinstance(losses, tuple) else losses
+            step = torch.stack([part.detach().float() for part in parts])
+            total = step if total is None else total + step
+            scaler.scale(loss).backward()
+            if self.clip_grad_norm:
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            scaler.step(self.optimizer)
+            scaler.update()
+            if self.gpu_available and show_progress:
+                batches.set_postfix_str(set_color("GPU RAM: " + get_gpu_usage(self.device), "yellow"))
+        if total is None:
+            return None
+        sums = total.tolist()  # the epoch's one host read
+        self._check_nan(torch.tensor(sums).sum())
+        return tuple(sums) if isinstance(losses, tuple) else sums[0]
 
     def training_batches(self, train_data):
         """``train_data``, or with ``train_pin_memory`` on CUDA its batches copied without blocking the host."""

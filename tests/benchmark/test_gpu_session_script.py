@@ -84,15 +84,17 @@ def test_start_succeeds_when_a_run_is_training(tmp_path):
 
 
 def test_epoch_timing_runs_the_like_for_like_rows_before_the_pool(tmp_path):
-    """EPOCH_TIMING_S > 0: speed.py on Beauty (2 and 6 layers), plain, with train_pin_memory, and with SPRINT's CUDA
-    graphs too; its table lines are shown and its log comes back."""
+    """EPOCH_TIMING_S > 0: speed.py on Beauty (2 and 6 layers) with train_pin_memory, with train_loss_sync epoch too,
+    and with SPRINT's CUDA graphs too; its table lines are shown and its log comes back."""
     done, root, _ = start(tmp_path, "train", EPOCH_TIMING_S="60")
     assert done.returncode == 0, done.stdout + done.stderr
     calls = (tmp_path / "out" / "speed_calls").read_text().splitlines()
     assert len(calls) == 6 and all("--dataset amazon-beauty" in c and "--set num_negatives=16 --set tf32=true" in c
                                    and "--full_batch_size 512" in c for c in calls)
     assert [c.split("--n_layers ")[1].split()[0] for c in calls] == ["2", "2", "2", "6", "6", "6"]
-    assert [c.count("train_pin_memory=true") + c.count("sprint_compile=cuda_graph") for c in calls] == [0, 1, 2] * 2
+    levers = ("train_pin_memory=true", "train_loss_sync=epoch", "sprint_compile=cuda_graph")
+    assert [[lever in c for lever in levers] for c in calls] == [[True, False, False], [True, True, False],
+                                                                  [True, True, True]] * 2
     assert "| SASRecPPSPRINT w0 | full_sequence | 1.00 |" in done.stdout
     assert (tmp_path / "out" / "epoch_times.log").exists()
 
@@ -102,11 +104,13 @@ def test_finish_waits_for_the_runs_then_times_on_the_idle_gpu(tmp_path):
     SPRINT-overhead part, dense attention only), and the timing log comes back with the stores' snapshot."""
     done, root, _ = start(tmp_path, "train", TRAIN_S="6")
     assert done.returncode == 0, done.stdout + done.stderr
-    ended = finish(tmp_path, root, SECONDS_LEFT="60", TIMING_S="20", IMPLS="dense", PROFILE_STEPS="0")
+    ended = finish(tmp_path, root, SECONDS_LEFT="60", TIMING_S="20", IMPLS="dense", PROFILE_STEPS="0",
+                   TIMING_SET="--set train_loss_sync=epoch")
     assert ended.returncode == 0, ended.stdout + ended.stderr
     assert "training now: 0" in ended.stdout and "timings skipped" not in ended.stdout
     calls = (tmp_path / "out2" / "overhead_calls").read_text().splitlines()
     assert len(calls) == 1 and "--attention_impl dense --profile 0" in calls[0]
+    assert "--set train_loss_sync=epoch" in calls[0]  # TIMING_SET: config keys for every timed variant
     assert (tmp_path / "out2" / "logs.tgz").exists() and (tmp_path / "out2" / "sprint_overhead_graphs.log").exists()
 
 

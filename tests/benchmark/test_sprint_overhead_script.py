@@ -172,3 +172,22 @@ def test_preset_names_the_allowed_parts():
     with pytest.raises(SystemExit, match="--parts: unknown \\['beauty'\\]; allowed: check, ml-1m-3k, beauty-2, "
                                          "beauty-6, memory, compile"):
         script.main(["--preset", "issue25", "--parts", "beauty"])
+
+
+def test_set_reaches_every_variant_and_every_timed_part_of_the_preset(monkeypatch, capsys):
+    """--set KEY=VALUE: a config key for every variant (here the trainer's train_loss_sync), passed on by the preset
+    to each timed part; the table's header names it."""
+    script = load_benchmark_script("sprint_overhead")
+    args = script.parse_args(["--dataset", "ml-100k", "--n_layers", "1", "--hidden_size", "16", "--max_len", "10",
+                              "--set", "train_loss_sync=epoch"])
+    assert args.settings == {"train_loss_sync": "epoch"}
+    _, trainer, _ = script.build_variant(args, "w0", {}, (None, False))
+    assert trainer.loss_sync == "epoch"
+    assert script.describe(args).endswith(", train_loss_sync=epoch")
+
+    def answer(extra):
+        return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 44.0}]}, None
+
+    calls, out = run_preset(monkeypatch, capsys, ["--parts", "beauty-2", "--set", "train_loss_sync=epoch"], answer)
+    assert len(calls) == 1 and calls[0][calls[0].index("--set") + 1] == "train_loss_sync=epoch"
+    assert "train_loss_sync=epoch; parts beauty-2" in out
