@@ -4,15 +4,16 @@
 # limit loses only the runs in progress. Run from the repository root, with the datasets in ../shared/datasets
 # (see its README) and recbole importable. RESULTS (default benchmarks/results) is where the stores live.
 #
-#   benchmarks/paper_gpu.sh tune     # SPRINT weights for SASRecSPRINT on amazon-beauty: 6 trials of the paper's grid
-#                                    # under paper_main.yaml's protocol, TUNE_WORKERS (6) trials at once on the GPU
+#   benchmarks/paper_gpu.sh tune     # SPRINT weights for SASRecSPRINT on amazon-beauty: 8 trials (sprint_sasrec_grid.hyper:
+#                                    # lambda_attn x lambda_ffn x lambda_emb) under paper_main.yaml's protocol,
+#                                    # TUNE_WORKERS (6) trials at once on the GPU
 #   benchmarks/paper_gpu.sh tune SASRecSPRINT ml-1m-3k   # the same search on another dataset of the spec
 #   benchmarks/paper_gpu.sh tune BERT4RecSPRINT   # its own grid (sprint_bidirectional_grid.hyper: lambda_attn x tau)
 #   benchmarks/paper_gpu.sh tune HSTUSPRINT       # its own grid (sprint_hstu_grid.hyper: lambda_attn x lambda_emb)
 #   benchmarks/paper_gpu.sh tune SASRec++-SPRINT  # the row SASRec++-SPRINT (its optimiser settings), the paper's grid
 #                                    # for SASRec++ (sprint_paper_grid.hyper: 4 lambda_attn x 4 lambda_ffn; depth fixed)
 #   benchmarks/paper_gpu.sh tuned HSTUSPRINT      # the row <MODEL>-tuned (the search's best weights) on its dataset,
-#                                    # both seeds at once, under a copy of paper_main.yaml (benchmarks/tuned_spec.py)
+#                                    # its 3 seeds at once, under a copy of paper_main.yaml (benchmarks/tuned_spec.py)
 #   benchmarks/paper_gpu.sh pool [GROUP ...]     # the benchmark runs of the groups in pool_jobs, in the order named
 #                                    # (default: all, in order of value: the cheap Beauty runs of a group before ml-1m-3k), one process
 #                                    # per run, POOL (6) at once: 12 at once ran out of the H100's 80 GB and of the
@@ -102,6 +103,7 @@ case "${1:-}" in
       BERT4RecSPRINT) grid=properties/hyper/sprint_bidirectional_grid.hyper ;;
       HSTUSPRINT) grid=properties/hyper/sprint_hstu_grid.hyper ;;
       SASRec++-SPRINT) grid=properties/hyper/sprint_paper_grid.hyper ;;  # the paper's 16 (lambda_attn, lambda_ffn)
+      SASRecSPRINT) grid=properties/hyper/sprint_sasrec_grid.hyper ;;
       *) grid=properties/hyper/sprint_small_grid.hyper ;;
     esac
     out=$RESULTS/tune/${model}_$dataset
@@ -111,16 +113,18 @@ case "${1:-}" in
       --dataset="$dataset" --params_file="$grid" --num_samples=1 --seed=0 \
       --output_dir="$out" --workers="${TUNE_WORKERS:-6}" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_${model}_$dataset.log"
     ;;
-  tuned)  # tuned MODEL [DATASET]: both seeds of MODEL-tuned at once (resumes like pool)
+  tuned)  # tuned MODEL [DATASET]: the seeds of MODEL-tuned (TUNED_SEEDS, 3: paper_main.yaml's) at once, one process
+          # each (resumes like pool)
     model=${2:?usage: $0 tuned MODEL [DATASET]}
     dataset=${3:-amazon-beauty}
     spec=$SPECS/paper_main_${model}_${dataset}_tuned.yaml  # per dataset: two tuned jobs of one model can run at once
     python benchmarks/tuned_spec.py --spec "$SPECS/paper_main.yaml" --tune_dir "$RESULTS/tune/${model}_$dataset" \
       --out "$spec"
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-    for i in 0 1; do
+    n=${TUNED_SEEDS:-3}
+    for ((i = 0; i < n; i++)); do
       python -m recbole_sprint.benchmark "$spec" --output_dir "$RESULTS/paper_main" --models "$model-tuned" \
-        --datasets "$dataset" --shard $i/2 > "$RESULTS/logs/tuned_${model}_${dataset}_$i.log" 2>&1 &
+        --datasets "$dataset" --shard $i/$n > "$RESULTS/logs/tuned_${model}_${dataset}_$i.log" 2>&1 &
     done
     wait
     ;;

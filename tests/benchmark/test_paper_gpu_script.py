@@ -85,7 +85,7 @@ def test_pool_tries_runs_that_died_out_of_gpu_memory_again_and_only_those(tmp_pa
     assert "ValueError" in (logs / "pool_pop_amazon-beauty_1.log").read_text()  # another error: not tried again
 
 
-@pytest.mark.parametrize("model, grid", [("SASRecSPRINT", "sprint_small_grid"), ("BERT4RecSPRINT", "sprint_bidirectional_grid"),
+@pytest.mark.parametrize("model, grid", [("SASRecSPRINT", "sprint_sasrec_grid"), ("BERT4RecSPRINT", "sprint_bidirectional_grid"),
                                          ("HSTUSPRINT", "sprint_hstu_grid"), ("SASRec++-SPRINT", "sprint_paper_grid")])
 def test_tune_searches_each_row_over_its_grid(tmp_path, model, grid):
     bin_dir = tmp_path / "bin"
