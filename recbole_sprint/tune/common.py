@@ -93,11 +93,13 @@ def spec_fixed_config(spec_path, label, dataset):
             give this entry several runs per seed (which one to tune would be ambiguous).
     """
     from recbole_sprint.benchmark.spec import SpecError, load_spec
+    from recbole_sprint.tune.trial import recbole_argv_cleared  # (imports torch: not at --help)
 
     if not os.path.isfile(spec_path):
         raise SearchError(f"--spec: no such file: {spec_path}")
     try:
-        spec = load_spec(spec_path)
+        with recbole_argv_cleared():  # the spec's checks build RecBole Configs, which read sys.argv's --key=value
+            spec = load_spec(spec_path)
     except SpecError as error:
         raise SearchError(f"--spec: {error}") from None
     labels = [entry for entry, _ in spec.models]
