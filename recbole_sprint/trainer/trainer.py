@@ -19,13 +19,13 @@ losses score in float32.
 memory without blocking (:class:`DeviceBatches`), so RecBole's ``interaction.to(device)`` finds it there; a
 pageable copy makes the host wait for everything the GPU has queued at the start of every step.
 
-``train_loss_sync`` (when the host reads the training loss): ``step`` (default, RecBole's loop) reads every step's
-loss on the host (``loss.item()``) and checks it for NaN between the forward and the backward pass, so the host
-waits for the GPU at every step and cannot queue the next step's work while the GPU computes; ``epoch`` sums the
-losses on the device and reads the sum once, after the epoch's last step, where a NaN (of any step: it
-propagates into the sum) raises RecBole's error. Same updates, same logged sums up to float rounding (float32 on
-the device against Python floats); a NaN is reported at the end of its epoch instead of at its step. Multi-process
-runs (``--nproc``) keep RecBole's loop.
+``train_loss_sync`` (when the host reads the training loss): ``step`` (RecBole's loop, the default for RecBole's
+models) reads every step's loss on the host (``loss.item()``) and checks it for NaN between the forward and the
+backward pass, so the host waits for the GPU at every step and cannot queue the next step's work while the GPU
+computes; ``epoch`` (the default for the plugin's own models) sums the losses on the device and reads the sum once,
+after the epoch's last step, where a NaN (of any step: it propagates into the sum) raises RecBole's error. Same
+updates, same logged sums up to float rounding (float32 on the device against Python floats); a NaN is reported at
+the end of its epoch instead of at its step. Multi-process runs (``--nproc``) keep RecBole's loop.
 
 The authors' optimisation protocol, for any model (:mod:`recbole_sprint.trainer.optimisation`): ``lr_scheduler:
 linear`` with ``lr_warmup_ratio`` (linear warm-up over that share of all training steps, then linear decay to 0),
@@ -168,7 +168,8 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
         self.model.train()
         batches = train_data
         if show_progress:
-            batches = tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            desc = set_color(f"Train {epoch_idx:>5}", "pink")
+            batches = tqdm(train_data, total=len(train_data), ncols=100, desc=desc)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
         total = None  # [parts] float32 sum on the device
         for interaction in batches:

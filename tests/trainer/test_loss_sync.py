@@ -36,7 +36,7 @@ def train_two_epochs(tiny, monkeypatch, **overrides):
 
 
 def test_epoch_sync_trains_exactly_as_recboles_loop_without_per_step_host_reads(tiny, monkeypatch):
-    step_trainer, step_sums, step_weights, step_reads = train_two_epochs(tiny, monkeypatch)
+    step_trainer, step_sums, step_weights, step_reads = train_two_epochs(tiny, monkeypatch, train_loss_sync="step")
     epoch_trainer, epoch_sums, epoch_weights, epoch_reads = train_two_epochs(tiny, monkeypatch, train_loss_sync="epoch")
     assert step_trainer.loss_sync == "step" and epoch_trainer.loss_sync == "epoch"
     assert step_reads == (16, 16)  # RecBole: loss.item() and the NaN check at each of the 16 steps
@@ -72,7 +72,7 @@ def _trainer(tiny, model, **overrides):
 
 def test_a_tuple_of_losses_comes_back_as_a_tuple_of_sums_as_in_recboles_loop(tiny):
     batches = [Interaction({"x": torch.zeros(2, 1)}) for _ in range(3)]
-    recbole = _trainer(tiny, _Model())._train_epoch(batches, 0)
+    recbole = _trainer(tiny, _Model(), train_loss_sync="step")._train_epoch(batches, 0)
     ours = _trainer(tiny, _Model(), train_loss_sync="epoch")._train_epoch(batches, 0)
     assert recbole == (6.0, 1.5) and ours == (6.0, 1.5)
 
@@ -83,6 +83,13 @@ def test_a_nan_step_raises_recboles_error_at_the_end_of_the_epoch(tiny):
     with pytest.raises(ValueError, match="Training loss is nan"):
         _trainer(tiny, model, train_loss_sync="epoch")._train_epoch(batches, 0)
     assert model.step == 4  # reported after the epoch's last step (RecBole's loop: at step 2)
+
+
+def test_the_plugins_models_default_to_epoch_recboles_keep_step(tiny):
+    for model, expected in (("SASRecSPRINT", "epoch"), ("SASRecPPSPRINT", "epoch"), ("HSTUSPRINT", "epoch"),
+                            ("BERT4RecSPRINT", "epoch"), ("SASRec", "step"), ("BERT4Rec", "step")):
+        config = Config(model=model, dataset="ml-100k", config_dict=tiny(device="cpu"))
+        assert SprintTrainer(config, nn.Linear(1, 1)).loss_sync == expected, model
 
 
 def test_bad_value_names_the_option_and_the_allowed_values(tiny):
