@@ -13,8 +13,9 @@
 #         runs, the issue-25 compile part of sprint_overhead.py on the idle GPU (TIMING_S > 0; each of its settings
 #         at most CHILD_TIMEOUT_S, 240: its times are kept when the profile after them is cut; IMPLS, default
 #         dense,fused, the attentions timed; PROFILE_STEPS, default 10, 0: no profile; TIMING_SET, e.g. "--set
-#         train_loss_sync=epoch", config keys for every variant), the like-for-like epoch times of issue 25
-#         (speed.py, Beauty 2 and 6 layers; train_pin_memory, + train_loss_sync epoch, + SPRINT's CUDA graphs) when
+#         train_pin_memory=true", config keys for every variant), the like-for-like epoch times of issue 25
+#         (speed.py, Beauty 2 and 6 layers, train_pin_memory: RecBole's loop, train_loss_sync epoch, + SPRINT's
+#         CUDA graphs) when
 #         EPOCH_TIMING_S > 0 (at most that many seconds), then
 #         `paper_gpu.sh pool $GROUPS_ORDER` detached (POOL, MIN_FREE_GIB, JOBS as there), and beside it, when
 #         TUNE="MODEL DATASET[;MODEL DATASET]" is set, `paper_gpu.sh tune MODEL DATASET` for each (TUNE_WORKERS trials
@@ -47,7 +48,8 @@ timing() {  # issue 25's timings, on an idle GPU (start: before the pool; finish
   if [ "${EPOCH_TIMING_S:-0}" -gt 0 ]; then  # issue 25's like-for-like epoch table (Beauty, d 256, batch 512, BCE 16)
     timeout "$EPOCH_TIMING_S" bash -c '
       for layers in 2 6; do
-        for extra in "--set train_pin_memory=true" "--set train_pin_memory=true --set train_loss_sync=epoch" \
+        for extra in "--set train_pin_memory=true --set train_loss_sync=step" \
+            "--set train_pin_memory=true --set train_loss_sync=epoch" \
             "--set train_pin_memory=true --set train_loss_sync=epoch --set sprint_compile=cuda_graph"; do
           python benchmarks/speed.py --device cuda --dataset amazon-beauty --models SASRecPPSPRINT --modes \
             full_sequence --max_len 50 --n_layers $layers --hidden_size 256 --n_heads 4 --full_batch_size 512 \

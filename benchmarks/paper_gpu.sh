@@ -113,15 +113,15 @@ case "${1:-}" in
       --dataset="$dataset" --params_file="$grid" --num_samples=1 --seed=0 \
       --output_dir="$out" --workers="${TUNE_WORKERS:-6}" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_${model}_$dataset.log"
     ;;
-  tuned)  # tuned MODEL [DATASET]: the seeds of MODEL-tuned (TUNED_SEEDS, 3: paper_main.yaml's) at once, one process
-          # each (resumes like pool)
+  tuned)  # tuned MODEL [DATASET]: the seeds of MODEL-tuned (paper_main.yaml's) at once, one process each (resumes
+          # like pool)
     model=${2:?usage: $0 tuned MODEL [DATASET]}
     dataset=${3:-amazon-beauty}
     spec=$SPECS/paper_main_${model}_${dataset}_tuned.yaml  # per dataset: two tuned jobs of one model can run at once
     python benchmarks/tuned_spec.py --spec "$SPECS/paper_main.yaml" --tune_dir "$RESULTS/tune/${model}_$dataset" \
       --out "$spec"
     export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-    n=${TUNED_SEEDS:-3}
+    n=$(python -c "import sys, yaml; print(len(yaml.safe_load(open(sys.argv[1]))['seeds']))" "$spec")
     for ((i = 0; i < n; i++)); do
       python -m recbole_sprint.benchmark "$spec" --output_dir "$RESULTS/paper_main" --models "$model-tuned" \
         --datasets "$dataset" --shard $i/$n > "$RESULTS/logs/tuned_${model}_${dataset}_$i.log" 2>&1 &

@@ -491,7 +491,7 @@ def _check_configs(spec):
     """Build RecBole's Config of every (model, dataset) pair (first size, no sweep values), so that config errors show up
     before anything trains; sweep keys must be config keys of at least one model (a typo would silently
     do nothing)."""
-    from recbole_sprint.config import Config
+    from recbole_sprint.config import Config, recbole_argv_cleared
 
     known = set(SIZE_KEYS)
     variant_config = size_config(spec.sizes[0]) if spec.sizes else {}  # sweep values left out: see below
@@ -503,7 +503,9 @@ def _check_configs(spec):
             if data_path:
                 config_dict["data_path"] = data_path
             try:
-                config = Config(model=spec.model_classes.get(model, model), dataset=dataset, config_dict=config_dict)
+                with recbole_argv_cleared():  # a spec is data: its configs never read the caller's command line
+                    config = Config(model=spec.model_classes.get(model, model), dataset=dataset,
+                                    config_dict=config_dict)
             except (ValueError, KeyError, TypeError, NotImplementedError) as error:
                 raise SpecError(f"spec entries 'models[{i}]' ({model}) x 'datasets[{j}]' ({dataset}): RecBole "
                                 f"rejects the config: {error}") from None

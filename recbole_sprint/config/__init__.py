@@ -1,3 +1,3 @@
-from recbole_sprint.config.configurator import Config
+from recbole_sprint.config.configurator import Config, recbole_argv_cleared
 
-__all__ = ["Config"]
+__all__ = ["Config", "recbole_argv_cleared"]

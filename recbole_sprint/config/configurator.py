@@ -22,7 +22,9 @@ with NCCL. ``ddp_backend`` (overall.yaml) picks the backend: ``nccl`` is RecBole
 ``torch.cuda.set_device``). Unset, it is ``nccl`` where CUDA is available and ``gloo`` elsewhere.
 """
 
+import contextlib
 import os
+import sys
 
 import recbole.config
 import torch
@@ -139,3 +141,15 @@ def ddp_backend(config):
     if backend not in DDP_BACKENDS:
         raise ValueError(f"ddp_backend must be one of {list(DDP_BACKENDS)} (or unset), got {backend!r}")
     return backend
+
+
+@contextlib.contextmanager
+def recbole_argv_cleared():
+    """RecBole's Config reads every ``--key=value`` of ``sys.argv``: hide a driver's own flags (and a Ray
+    worker's ``--node-ip-address=...``) while a Config whose configuration is passed explicitly is built."""
+    saved = sys.argv
+    sys.argv = sys.argv[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved

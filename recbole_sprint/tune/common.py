@@ -93,13 +93,11 @@ def spec_fixed_config(spec_path, label, dataset):
             give this entry several runs per seed (which one to tune would be ambiguous).
     """
     from recbole_sprint.benchmark.spec import SpecError, load_spec
-    from recbole_sprint.tune.trial import recbole_argv_cleared  # (imports torch: not at --help)
 
     if not os.path.isfile(spec_path):
         raise SearchError(f"--spec: no such file: {spec_path}")
     try:
-        with recbole_argv_cleared():  # the spec's checks build RecBole Configs, which read sys.argv's --key=value
-            spec = load_spec(spec_path)
+        spec = load_spec(spec_path)
     except SpecError as error:
         raise SearchError(f"--spec: {error}") from None
     labels = [entry for entry, _ in spec.models]
@@ -138,7 +136,7 @@ def build_fixed_config(model, dataset, config_files=None, overrides=None):
     for path in config_files:
         if not os.path.isfile(path):
             raise SearchError(f"--config_files: no such file: {path}")
-    from recbole_sprint.tune.trial import recbole_argv_cleared  # (imports torch: not at --help)
+    from recbole_sprint.config import recbole_argv_cleared  # (imports torch: not at --help)
 
     with recbole_argv_cleared():
         config = Config(model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(overrides or {}))

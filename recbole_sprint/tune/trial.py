@@ -13,21 +13,8 @@ import json
 import logging
 import os
 import shutil
-import sys
 
 import torch
-
-
-@contextlib.contextmanager
-def recbole_argv_cleared():
-    """RecBole's Config reads every ``--key=value`` of ``sys.argv``: hide the driver's flags (and a Ray
-    worker's ``--node-ip-address=...``) while a Config is built; the configuration is passed explicitly."""
-    saved = sys.argv
-    sys.argv = sys.argv[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
 
 
 @contextlib.contextmanager
@@ -99,7 +86,7 @@ def run_trial(params, fixed, trial_dir, gpu_id=None, threads=None, on_evaluation
     """
     from recbole.utils import init_logger, init_seed
 
-    from recbole_sprint.config import Config
+    from recbole_sprint.config import Config, recbole_argv_cleared
     from recbole_sprint.data import create_dataset, data_preparation
     from recbole_sprint.utils import get_model, get_trainer
 
