@@ -16,7 +16,9 @@
 #         train_pin_memory=true", config keys for every variant), the like-for-like epoch times of issue 25
 #         (speed.py, Beauty 2 and 6 layers, train_pin_memory: RecBole's loop, train_loss_sync epoch, + SPRINT's
 #         CUDA graphs) when
-#         EPOCH_TIMING_S > 0 (at most that many seconds), then
+#         EPOCH_TIMING_S > 0 (at most that many seconds), the 0.34B configuration in bf16 (speed.py --big_only: step
+#         time, TFLOP/s and its share of the bf16 peak measured in the same process; BIG_MODELS, SPRINT on and w0)
+#         when BIG_TIMING_S > 0, then
 #         `paper_gpu.sh pool $GROUPS_ORDER` detached (POOL, MIN_FREE_GIB, JOBS as there), and beside it, when
 #         TUNE="MODEL DATASET[;MODEL DATASET]" is set, `paper_gpu.sh tune MODEL DATASET` for each (TUNE_WORKERS trials
 #         at once; searches committed under benchmarks/results/tune resume); the call fails (exit 1) if no run is
@@ -44,6 +46,12 @@ timing() {  # issue 25's timings, on an idle GPU (start: before the pool; finish
       --timeout "${CHILD_TIMEOUT_S:-240}" --json "$RESULTS/overhead_graphs.json" ${TIMING_SET:-} 2>&1 \
       | tee "$RESULTS/logs/sprint_overhead_graphs.log" | grep -v "^| [^|]* | [+-][0-9.]* | [+-][0-9]* |$" | tail -60
     cp "$RESULTS/logs/sprint_overhead_graphs.log" "$RESULTS/overhead_graphs.json" "$OUT/" 2>/dev/null
+  fi
+  if [ "${BIG_TIMING_S:-0}" -gt 0 ]; then  # issue 25's 0.34B configuration, bf16, SPRINT on and w0, share of the peak
+    timeout "$BIG_TIMING_S" python benchmarks/speed.py --device cuda --big_only --big_w0 \
+      --big_models "${BIG_MODELS:-SASRecSPRINT,SASRecPPSPRINT:dense,SASRecPPSPRINT:fused}" 2>&1 \
+      | tee "$RESULTS/logs/speed_big.log" | grep -E "^[|#]|measured"
+    cp "$RESULTS/logs/speed_big.log" "$OUT/" 2>/dev/null
   fi
   if [ "${EPOCH_TIMING_S:-0}" -gt 0 ]; then  # issue 25's like-for-like epoch table (Beauty, d 256, batch 512, BCE 16)
     timeout "$EPOCH_TIMING_S" bash -c '
@@ -122,7 +130,7 @@ case "${1:-}" in
     # finish: as collect, but stops waiting once no run is training, leaving TIMING_S + EPOCH_TIMING_S of the call for
     # the timings on the then idle GPU (skipped, with the runs left alone, if runs are still training at that point)
     finishing=false reserve=0
-    [ "$1" = finish ] && finishing=true reserve=$((${TIMING_S:-0} + ${EPOCH_TIMING_S:-0}))
+    [ "$1" = finish ] && finishing=true reserve=$((${TIMING_S:-0} + ${EPOCH_TIMING_S:-0} + ${BIG_TIMING_S:-0}))
     end=$((SECONDS + ${SECONDS_LEFT:-540} - reserve))
     while ((SECONDS < end)); do
       snap

@@ -22,6 +22,9 @@
 #                                    # running; runs that die out of GPU memory are tried again with half as many at once
 #   JOBS='_ml-1m-3k_(2|5)$' benchmarks/paper_gpu.sh pool sasrecpp   # only the runs whose names (the log names,
 #                                    # pool_GROUP_DATASET_SHARD) match this extended regular expression
+#   FIRST='_(4|5)$|_1[89]$' benchmarks/paper_gpu.sh pool hstu_depth sasrecpp_scaling   # the runs whose names match
+#                                    # this extended regular expression start first (the longest runs: a pool cut
+#                                    # short by a time limit loses the short ones, which a later pool trains quickly)
 #   RERUN_BEFORE=2026-12-02T00:00:00 DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu hstu_depth
 #                                    # train again the runs of these groups stored before that time (after a fix
 #                                    # that changes results; the newer record wins). DATASETS (comma-separated)
@@ -139,6 +142,10 @@ case "${1:-}" in
     if [ -n "${JOBS:-}" ]; then
       todo=$(while read -r name rest; do if [[ $name =~ $JOBS ]]; then echo "$name $rest"; fi; done <<< "$todo")
       [ -n "$todo" ] || { echo "JOBS='$JOBS' matches none of the runs of the groups ${*:2}" >&2; exit 2; }
+    fi
+    if [ -n "${FIRST:-}" ]; then  # these first, each part in its order
+      todo=$(while read -r name rest; do if [[ $name =~ $FIRST ]]; then echo "$name $rest"; fi; done <<< "$todo"
+        while read -r name rest; do if ! [[ $name =~ $FIRST ]]; then echo "$name $rest"; fi; done <<< "$todo")
     fi
     pool=${POOL:-6}
     for pass in 1 2 3; do

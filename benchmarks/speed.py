@@ -4,6 +4,7 @@
     python benchmarks/speed.py --device cuda --max_len 200      # GPU: whole epochs on ml-1m-3k
     python benchmarks/speed.py --dataset ml-100k --max_batches 0
     python benchmarks/speed.py --device cuda --big              # + the 0.34B configuration in bf16 (TFLOP/s)
+    python benchmarks/speed.py --device cuda --big_only --big_models SASRecSPRINT,SASRecPPSPRINT:fused --big_w0
 
 Every run goes through RecBole's real training path: recbole_sprint's create_dataset/data_preparation,
 the model's calculate_loss and SprintTrainer._train_epoch (optimizer step included). Evaluation is not timed.
@@ -21,17 +22,23 @@ Columns: ``s/epoch`` (estimated as seconds/batch x batches/epoch when ``--max_ba
 ``targets/s`` (next-item targets that get a loss: one per row in prefix mode, every valid position in
 full_sequence mode), and SPRINT's overhead over the same model with weights 0.
 
-FLOPs of the --big configuration (counted analytically, per training step, for RecBole's TransformerEncoder):
+FLOPs of the --big configuration (the paper's XXL size, 12 x 1536, 24 heads, inner 4d; counted analytically per
+training step):
 
-    matmul params  P = L * (4 d^2 + 2 d d_ff)            (Q, K, V, O; FFN in/out; biases, norms ignored)
+    matmul params  P = the weights of the backbone's linear layers, counted on the model built
+                       (RecBole's SASRec: L (4 d^2 + 2 d d_ff) = 339.7M, the paper's "12 L d^2";
+                        SASRec++: L (4 d^2 + 3 d d_ff) = 453.0M, SwiGLU's gate, up and down)
     forward        F = 2 T P                              (T = B n computed tokens, padding included)
-                     + L * 4 B n^2 d                      (Q K^T and P V, the full n x n matrix RecBole computes)
+                     + L * 4 B n^2 d                      (Q K^T and P V over the full n x n matrix, also for the fused
+                                                           kernel, which skips the masked blocks: a like-for-like count)
                      + 2 T_valid d S                      (scoring: S = |I| items for CE, 1 + N for BCE)
     training       3 F                                    (backward = 2x forward)
 
 SPRINT's power iterations (a few matrix-vector products per step) and elementwise ops are not counted.
-Achieved TFLOP/s = 3F / measured step time; the share of --peak_tflops (default: the bf16 dense matmul
-peak measured on the H100 used for this project, ~798 TFLOP/s) is printed.
+Achieved TFLOP/s = 3F / measured step time, and its share of the bf16 peak measured in the same run on the same
+GPU (the best of 20 bf16 8192 x 8192 x 8192 matmuls, ``torch.matmul``; ``--peak_tflops`` overrides it).
+``--big_models`` entries are model names, ``NAME:IMPL`` sets ``attention_impl`` (SASRec++: dense or fused);
+``--big_w0`` also times each with its SPRINT weights 0, so SPRINT's share at this size is printed too.
 
 CPU timings on a shared machine are noisy: compare rows of one run, not runs.
 """
@@ -89,11 +96,15 @@ def parse_args(argv=None):
                              "default: 4 on cpu, 0 on cuda)")
     parser.add_argument("--amp", action="store_true", help="enable_amp with amp_dtype bfloat16 for every row")
     parser.add_argument("--big", action="store_true", help="also time the 0.34B configuration in bf16")
-    parser.add_argument("--big_models", default="SASRecSPRINT", help="models for --big (comma-separated)")
+    parser.add_argument("--big_only", action="store_true", help="time only the 0.34B configuration (implies --big)")
+    parser.add_argument("--big_models", default="SASRecSPRINT",
+                        help="models for --big (comma-separated; NAME:IMPL sets attention_impl, e.g. SASRecPPSPRINT:fused)")
+    parser.add_argument("--big_w0", action="store_true", help="--big: also time each model with SPRINT weights 0")
     parser.add_argument("--big_batch_size", type=int, default=128)
     parser.add_argument("--big_max_len", type=int, default=200)
     parser.add_argument("--big_steps", type=int, default=10)
-    parser.add_argument("--peak_tflops", type=float, default=798.0)
+    parser.add_argument("--peak_tflops", type=float, default=None,
+                        help="bf16 peak for --big's share (default: measured in this run, bf16 matmuls on the GPU)")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--profile_steps", type=int, default=0,
                         help="after timing each row, profile this many training steps with torch.profiler and "
@@ -110,6 +121,7 @@ def parse_args(argv=None):
     if args.max_batches is None:
         args.max_batches = 0 if args.device == "cuda" else 4
     args.inner_size = args.inner_size or 4 * args.hidden_size
+    args.big = args.big or args.big_only
     return args
 
 
@@ -317,20 +329,55 @@ def print_profile_diff(on, off, label, mode, limit):
         print(f"| {key[:70]} | {ms:+.3f} | {calls:+.0f} |")
 
 
-def transformer_flops(config, batch, n, valid_tokens, n_items):
-    """Training FLOPs of one step (see the module docstring)."""
-    layers, d, d_ff = config["n_layers"], config["hidden_size"], config["inner_size"]
-    params = layers * (4 * d * d + 2 * d * d_ff)
+def matmul_params(model):
+    """Weights of the backbone's linear layers (attention and feed-forward), embeddings and scoring excluded."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def transformer_flops(config, batch, n, valid_tokens, n_items, params):
+    """Training FLOPs of one step (see the module docstring); ``params``: :func:`matmul_params`."""
+    layers, d = config["n_layers"], config["hidden_size"]
     scored = n_items if config["loss_type"] == "CE" else 1 + config["num_negatives"]
     forward = 2 * batch * n * params + layers * 4 * batch * n * n * d + 2 * valid_tokens * d * scored
-    return 3 * forward, params
+    return 3 * forward
 
 
-def time_big(args, name):
+def measure_bf16_peak(size=8192, repeats=20):
+    """Best TFLOP/s of ``repeats`` bf16 ``size``-cubed matmuls on the current GPU (after 3 warm-ups)."""
+    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    best = float("inf")
+    for i in range(repeats + 3):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        torch.cuda.synchronize()
+        if i >= 3:
+            best = min(best, time.perf_counter() - start)
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * size**3 / best / 1e12
+
+
+def big_entries(big_models, with_w0):
+    """``--big_models`` -> ``[(label, model name, config overrides)]``; ``NAME:IMPL`` sets ``attention_impl``."""
+    out = []
+    for entry in big_models.split(","):
+        name, _, impl = entry.strip().partition(":")
+        extra = {"attention_impl": impl} if impl else {}
+        label = name + (f" [{impl}]" if impl else "")
+        if with_w0:
+            out.append((f"{label} w0", name, {**extra, **SPRINT_OFF}))
+        out.append((f"{label} on", name, extra))
+    return out
+
+
+def time_big(args, name, label, overrides):
     """Step time and TFLOP/s of the 0.34B configuration, full_sequence, bf16 autocast."""
     big_args = argparse.Namespace(**{**vars(args), "max_len": args.big_max_len, "full_batch_size": args.big_batch_size,
                                      "batch_size": args.big_batch_size, **BIG})
-    config = base_config(big_args, name, "full_sequence", {}, enable_amp=True, amp_dtype="bfloat16")
+    torch.cuda.reset_peak_memory_stats() if args.device == "cuda" else None
+    config = base_config(big_args, name, "full_sequence", overrides, enable_amp=True, amp_dtype="bfloat16")
     train_data = prepared_data(config, "full_sequence")[0]
     model, trainer = build(config, train_data)
     trainer._train_epoch(FirstBatches(train_data, 2), 0)  # warm-up
@@ -342,11 +389,16 @@ def time_big(args, name):
     step_s = (time.perf_counter() - start) / len(steps)
     mean_length = train_data.dataset.inter_feat[config["ITEM_LIST_LENGTH_FIELD"]].float().mean().item()
     valid_tokens = config["train_batch_size"] * mean_length  # expected valid positions per step
-    flops, params = transformer_flops(config, config["train_batch_size"], config["MAX_ITEM_LIST_LENGTH"],
-                                      valid_tokens, model.n_items)
+    params = matmul_params(model)
+    flops = transformer_flops(config, config["train_batch_size"], config["MAX_ITEM_LIST_LENGTH"], valid_tokens,
+                              model.n_items, params)
     memory = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
-    return {"label": name, "step_s": step_s, "tflops": flops / step_s / 1e12, "matmul_params": params,
-            "params": sum(p.numel() for p in model.parameters()), "memory_gib": memory}
+    row = {"label": label, "step_s": step_s, "tflops": flops / step_s / 1e12, "matmul_params": params,
+           "params": sum(p.numel() for p in model.parameters()), "memory_gib": memory}
+    del model, trainer
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+    return row
 
 
 def overhead_rows(results):
@@ -366,7 +418,7 @@ def main(argv=None):
     sys.argv = sys.argv[:1]  # RecBole's Config would parse our options as config keys
     modes = args.modes.split(",")
     plan, notes = [], []
-    for name in args.models.split(","):
+    for name in [] if args.big_only else args.models.split(","):
         rows, note = variants(name, modes)
         if note:
             notes.append(note)
@@ -382,13 +434,18 @@ def main(argv=None):
               f"batch {row['batch_size']}", flush=True)
     big = []
     if args.big:
-        for name in args.big_models.split(","):
+        for label, name, overrides in big_entries(args.big_models, args.big_w0):
             rows, note = variants(name, ["full_sequence"])
             if note:
                 notes.append(f"--big {note}")
                 continue
-            print(f"timing {name} 0.34B bf16 ...", flush=True)
-            big.append(time_big(args, name))
+            print(f"timing {label} 0.34B bf16 ...", flush=True)
+            big.append(time_big(args, name, label, overrides))
+        peak_source = "given"
+        if args.peak_tflops is None:
+            peak_source = "measured"
+            args.peak_tflops = measure_bf16_peak() if args.device == "cuda" else float("nan")
+            print(f"  bf16 peak measured: {args.peak_tflops:.0f} TFLOP/s", flush=True)
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print()
@@ -433,11 +490,17 @@ def main(argv=None):
     if big:
         print()
         print(f"| 0.34B bf16 (12 x 1536, 24 heads, inner 6144, batch {args.big_batch_size}, len {args.big_max_len}) "
-              f"| step s | TFLOP/s | % of {args.peak_tflops:.0f} | matmul params | all params | peak GiB |")
+              f"| step s | TFLOP/s | % of {args.peak_tflops:.0f} ({peak_source}) | matmul params | all params | peak GiB |")
         print("|---|---|---|---|---|---|---|")
         for b in big:
             print(f"| {b['label']} | {b['step_s']:.3f} | {b['tflops']:.3g} | {100 * b['tflops'] / args.peak_tflops:.1f} "
                   f"| {b['matmul_params'] / 1e6:.1f}M | {b['params'] / 1e6:.1f}M | {b['memory_gib']:.1f} |")
+        by_label = {b["label"]: b for b in big}
+        for b in big:
+            if b["label"].endswith(" on") and b["label"][:-3] + " w0" in by_label:
+                base = by_label[b["label"][:-3] + " w0"]
+                print(f"# 0.34B SPRINT overhead, {b['label'][:-3]}: {100 * (b['step_s'] / base['step_s'] - 1):+.1f}% a step")
+    return {"rows": results, "big": big}
 
 
 if __name__ == "__main__":

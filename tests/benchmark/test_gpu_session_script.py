@@ -99,6 +99,17 @@ def test_epoch_timing_runs_the_like_for_like_rows_before_the_pool(tmp_path):
     assert (tmp_path / "out" / "epoch_times.log").exists()
 
 
+def test_big_timing_runs_the_0_34b_configuration_with_and_without_sprint_before_the_pool(tmp_path):
+    """BIG_TIMING_S > 0: speed.py --big_only --big_w0 for BIG_MODELS (default: RecBole's SASRec backbone and SASRec++
+    with both attentions); its table lines are shown and its log comes back."""
+    done, root, _ = start(tmp_path, "train", BIG_TIMING_S="60")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (call,) = (tmp_path / "out" / "speed_calls").read_text().splitlines()
+    assert "--big_only --big_w0 --big_models SASRecSPRINT,SASRecPPSPRINT:dense,SASRecPPSPRINT:fused" in call
+    assert "| SASRecPPSPRINT w0 | full_sequence | 1.00 |" in done.stdout
+    assert (tmp_path / "out" / "speed_big.log").exists() and "1 process(es) training" in done.stdout
+
+
 def test_finish_waits_for_the_runs_then_times_on_the_idle_gpu(tmp_path):
     """The pool's runs first: `finish` collects until no run is training, then runs start's timings (here the
     SPRINT-overhead part, dense attention only), and the timing log comes back with the stores' snapshot."""

@@ -130,6 +130,17 @@ def test_pool_jobs_filter_keeps_the_named_runs_only(tmp_path):
     assert done.returncode == 2 and "JOBS='_ml-20m_' matches none of the runs of the groups pop" in done.stderr
 
 
+def test_pool_first_starts_the_matching_runs_before_the_others_in_their_order(tmp_path):
+    bin_dir = _fake_tools(tmp_path)
+    calls = tmp_path / "calls.txt"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "POOL": "1",
+           "RESULTS": str(tmp_path / "results"), "JOBS": "_amazon-beauty_", "FIRST": "_(2|0)$"}
+    done = subprocess.run(["bash", "benchmarks/paper_gpu.sh", "pool", "pop"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [line.split("--shard ")[1] for line in calls.read_text().splitlines()] == ["0/3", "2/3", "1/3"]
+
+
 FAKE_NVIDIA_SMI = """#!/usr/bin/env bash
 # free GPU memory in MiB: 8 GiB for the first 3 queries, then 40 GiB
 n=$(($(cat "$SMI_COUNT" 2>/dev/null || echo 0) + 1)); echo $n > "$SMI_COUNT"

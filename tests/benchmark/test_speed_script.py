@@ -39,3 +39,34 @@ def test_set_reaches_every_row_s_config_and_sprint_off_still_wins():
     assert (w0_config["sprint_attn_weight"], on_config["sprint_attn_weight"]) == (0.0, 5)
     with pytest.raises(SystemExit, match="--set takes KEY=VALUE"):
         speed.parse_args(["--set", "num_negatives"])
+
+
+def test_big_only_counts_each_backbone_s_own_matmuls_and_prints_sprint_s_share(capsys, monkeypatch):
+    """--big_only on CPU at a toy size: one row per (model, attention, w0/on), the matmul parameters counted on
+    the model built (RecBole's SASRec L (4 d^2 + 2 d d_ff), SASRec++ L (4 d^2 + 3 d d_ff): SwiGLU), the overhead
+    line, and no ordinary rows."""
+    speed = load_benchmark_script("speed")
+    monkeypatch.setattr(speed, "BIG", {"n_layers": 2, "hidden_size": 16, "n_heads": 2, "inner_size": 64})
+    result = speed.main(["--dataset", "ml-100k", "--device", "cpu", "--big_only", "--big_models",
+                "SASRecSPRINT,SASRecPPSPRINT:fused", "--big_w0", "--big_max_len", "10", "--big_batch_size", "16",
+                "--big_steps", "2", "--peak_tflops", "1"])
+    out = capsys.readouterr().out
+    rows = {b["label"]: b["matmul_params"] for b in result["big"]}
+    sasrec, sasrecpp = 2 * (4 * 16**2 + 2 * 16 * 64), 2 * (4 * 16**2 + 3 * 16 * 64)
+    assert rows == {"SASRecSPRINT w0": sasrec, "SASRecSPRINT on": sasrec,
+                    "SASRecPPSPRINT [fused] w0": sasrecpp, "SASRecPPSPRINT [fused] on": sasrecpp}
+    assert all(b["step_s"] > 0 and b["tflops"] > 0 for b in result["big"]) and result["rows"] == []
+    printed = re.findall(r"^\| (SASRec\S*(?: \[fused\])? (?:w0|on)) \| [0-9.]+ \| ", out, re.M)
+    assert printed == list(rows)
+    assert "% of 1 (given)" in out
+    assert re.search(r"^# 0.34B SPRINT overhead, SASRecPPSPRINT \[fused\]: [+-][0-9.]+% a step$", out, re.M)
+    assert "| full_sequence |" not in out  # --big_only: no ordinary rows
+
+
+def test_big_models_entries_set_the_attention_and_the_w0_weights():
+    speed = load_benchmark_script("speed")
+    entries = speed.big_entries("SASRecSPRINT, SASRecPPSPRINT:fused", with_w0=True)
+    assert [label for label, _, _ in entries] == ["SASRecSPRINT w0", "SASRecSPRINT on", "SASRecPPSPRINT [fused] w0",
+                                                  "SASRecPPSPRINT [fused] on"]
+    assert entries[3][1:] == ("SASRecPPSPRINT", {"attention_impl": "fused"})
+    assert entries[2][2] == {"attention_impl": "fused", **speed.SPRINT_OFF}
