@@ -449,20 +449,22 @@ def main(argv=None):
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print()
-    print(f"# speed: {args.dataset}, max_len {args.max_len}, {args.n_layers} layers x {args.hidden_size} "
-          f"(heads {args.n_heads}, inner {args.inner_size}), loss {args.loss_type} in full_sequence, "
-          f"amp {'bf16' if args.amp else 'off'}; device {device}; torch {torch.__version__}"
-          + "".join(f"; {key}: {value}" for key, value in args.settings.items()))
+    shape = ("the 0.34B configuration only" if args.big_only else
+             f"max_len {args.max_len}, {args.n_layers} layers x {args.hidden_size} (heads {args.n_heads}, inner "
+             f"{args.inner_size}), amp {'bf16' if args.amp else 'off'}")
+    print(f"# speed: {args.dataset}, {shape}, loss {args.loss_type} in full_sequence; device {device}; torch "
+          f"{torch.__version__}" + "".join(f"; {key}: {value}" for key, value in args.settings.items()))
     if any(r["estimated"] for r in results):
         print(f"# ~ = estimated from the first {args.max_batches} batches of each epoch (after 1 warm-up batch)")
     for note in notes:
         print(f"# note: {note}")
-    print(f"| {'model':<22} | {'mode':<13} | {'s/epoch':>9} | {'samples/s':>10} | {'targets/s':>10} | {'rows':>8} | {'batch':>5} | {'batches':>7} |")
-    print(f"|{'-' * 24}|{'-' * 15}|{'-' * 11}|{'-' * 12}|{'-' * 12}|{'-' * 10}|{'-' * 7}|{'-' * 9}|")
-    for r in results:
-        s = ("~" if r["estimated"] else "") + f"{r['s_epoch']:.2f}"
-        print(f"| {r['label']:<22} | {r['mode']:<13} | {s:>9} | {r['samples_s']:>10.0f} | {r['targets_s']:>10.0f} "
-              f"| {r['rows']:>8} | {r['batch_size']:>5} | {r['batches']:>7} |")
+    if results:
+        print(f"| {'model':<22} | {'mode':<13} | {'s/epoch':>9} | {'samples/s':>10} | {'targets/s':>10} | {'rows':>8} | {'batch':>5} | {'batches':>7} |")
+        print(f"|{'-' * 24}|{'-' * 15}|{'-' * 11}|{'-' * 12}|{'-' * 12}|{'-' * 10}|{'-' * 7}|{'-' * 9}|")
+        for r in results:
+            s = ("~" if r["estimated"] else "") + f"{r['s_epoch']:.2f}"
+            print(f"| {r['label']:<22} | {r['mode']:<13} | {s:>9} | {r['samples_s']:>10.0f} | {r['targets_s']:>10.0f} "
+                  f"| {r['rows']:>8} | {r['batch_size']:>5} | {r['batches']:>7} |")
     overheads = overhead_rows(results)
     if overheads:
         print()

@@ -1,7 +1,8 @@
-"""The numbers of benchmarks/results/README.md, from the stores: its two tables (means over the seeds each row lists)
-and the paired comparisons its text quotes (SPRINT row vs its backbone row, over the seeds both have).
+"""The numbers of benchmarks/results/README.md, from the stores: its tables (means over the seeds each row lists: the
+main table, the depth sweep, the unmasked SASRec++ rows, the parameter-scaling sweep) and the paired comparisons its
+text quotes (SPRINT row vs its backbone row, over the seeds both have).
 
-    python benchmarks/writeup_tables.py                 # both tables, then the comparisons
+    python benchmarks/writeup_tables.py                 # the tables, then the comparisons
     python benchmarks/writeup_tables.py --results DIR   # stores elsewhere (the GPU machine's RESULTS)
 
 tests/benchmark/test_results_writeup.py checks that the committed write-up's tables are these numbers.
@@ -92,6 +93,42 @@ def unmasked_table(stores):
     return "\n".join(lines)
 
 
+SIZES = ["XXS", "XS", "Small", "Base", "Large", "XL", "XXL"]  # the paper's order (sprint.md 4.3)
+
+
+def scaling_table(runs):
+    """The parameter-scaling sweep: one line per (dataset, row, size), in the paper's size order; ``non-embedding``
+    is the stored non-embedding parameter count (the x axis of the scaling plots)."""
+    head = ["dataset", "row", "size", "layers x d", "non-embedding", "seeds"] + list(COLUMNS)
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    found = {}
+    for run in runs:
+        found.setdefault((run["dataset"], run["model"], run["variant"]["size"]), []).append(run)
+    order = {row: i for i, row in enumerate(ROW_ORDER)}
+    for (dataset, row, size), group in sorted(found.items(), key=lambda kv: (kv[0][0], SIZES.index(kv[0][2]),
+                                                                              order.get(kv[0][1], 99))):
+        config = group[0]["config"]
+        cells = [dataset, row, size, f"{config['n_layers']} x {config['hidden_size']}",
+                 f"{group[0]['n_params_non_embedding'] / 1e6:.2f}M", ",".join(sorted(str(run["seed"]) for run in group))]
+        for metric, decimals in COLUMNS.values():
+            cells.append(formatted(statistics.mean(run["test_result"][metric] for run in group), decimals))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def scaling_comparisons(runs):
+    """SPRINT vs its backbone at each size, over the seeds both have."""
+    found = {}
+    for run in runs:
+        found.setdefault((run["dataset"], run["model"], run["variant"]["size"]), []).append(run)
+    for dataset, size in sorted({(d, z) for d, _, z in found}, key=lambda key: (key[0], SIZES.index(key[1]))):
+        for model, base in PAIRS:
+            model_group, base_group = found.get((dataset, model, size)), found.get((dataset, base, size))
+            if model_group and base_group:
+                parts = [describe(*compare(model_group, base_group, metric), metric) for metric in COMPARED]
+                print(f"- {dataset} {model} vs {base}, {size}: " + "; ".join(parts))
+
+
 def by_seed(group, metric):
     return {run["seed"]: run["test_result"][metric] for run in group}
 
@@ -142,6 +179,10 @@ def depth_comparisons(depth_runs, main_runs):
                     continue
                 model_group = [run for run in model_group if run["seed"] in sweep_seeds]
                 base_group = [run for run in base_group if run["seed"] in sweep_seeds]
+                if not set(by_seed(model_group, "ndcg@5")) & set(by_seed(base_group, "ndcg@5")):
+                    print(f"- {dataset} {model} vs {base}, {depth} layers: no seed in both rows (seeds "
+                          f"{sorted(by_seed(model_group, 'ndcg@5'))} vs {sorted(by_seed(base_group, 'ndcg@5'))})")
+                    continue
                 parts = [describe(*compare(model_group, base_group, metric), metric) for metric in COMPARED]
                 model_seeds, base_seeds = by_seed(model_group, "ndcg@5"), by_seed(base_group, "ndcg@5")
                 gains = [(seed, 100 * (model_seeds[seed] - base_seeds[seed]) / base_seeds[seed])
@@ -160,6 +201,7 @@ def main():
     parser.add_argument("--results", default=os.path.join(HERE, "results"), help="folder of the stores")
     args = parser.parse_args()
     main_runs, depth_runs = records(args.results, "paper_main"), records(args.results, "paper_depth")
+    scaling_runs = records(args.results, "paper_scaling")
     print("<!-- table:paper_main -->")
     print(table(main_runs, False))
     print()
@@ -169,11 +211,17 @@ def main():
     print("<!-- table:unmasked -->")
     print(unmasked_table({"paper_main": main_runs, "paper_depth": depth_runs}))
     print()
+    print("<!-- table:paper_scaling -->")
+    print(scaling_table(scaling_runs))
+    print()
     print("Main table, SPRINT vs its backbone (paired over the seeds both rows have):")
     main_comparisons(main_runs)
     print()
     print("Depth sweep, SPRINT vs its backbone at each depth:")
     depth_comparisons(depth_runs, main_runs)
+    print()
+    print("Scaling sweep, SPRINT vs its backbone at each size:")
+    scaling_comparisons(scaling_runs)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import csv
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from recbole_sprint.benchmark.stats import mean_std, paired_test, relative_gain
 
 SPRINT_SUFFIX = "SPRINT"
@@ -132,9 +134,15 @@ def _add_gains(table):
             if column in row.stats and column in base.stats:
                 metric = column[1]
                 is_absolute = metric in table.absolute_gain or metric.split("@")[0] in table.absolute_gain
-                gain = relative_gain(row.stats[column].mean, base.stats[column].mean,
-                                     smaller_is_better=smaller_is_better(metric), absolute=is_absolute)
-                test = paired_test(row.stats[column].by_seed, base.stats[column].by_seed)
+                mine, theirs = row.stats[column].by_seed, base.stats[column].by_seed
+                shared = sorted(set(mine) & set(theirs))
+                if shared and set(mine) != set(theirs):  # the gain over the seeds the test pairs, as the test
+                    mean, base_mean = (float(np.mean([values[s] for s in shared])) for values in (mine, theirs))
+                else:  # the same seeds (the means shown), or none shared (marked "0 shared seeds")
+                    mean, base_mean = row.stats[column].mean, base.stats[column].mean
+                gain = relative_gain(mean, base_mean, smaller_is_better=smaller_is_better(metric),
+                                     absolute=is_absolute)
+                test = paired_test(mine, theirs)
                 row.gains[column] = {"gain": gain, "p_value": test["p_value"], "n": test["n"], "absolute": is_absolute}
 
 

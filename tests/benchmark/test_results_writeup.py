@@ -16,7 +16,7 @@ from .scripts import load_benchmark_script
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 SPECS = os.path.join(REPO, "recbole_sprint", "properties", "benchmark")
-STORES = ["paper_main", "paper_depth", "sprint_every"]
+STORES = ["paper_main", "paper_depth", "paper_scaling", "sprint_every"]
 WRITEUP_TABLES = ["paper_main", "paper_depth"]
 # write-up column -> (stored metric, decimals)
 COLUMNS = {"NDCG@5": ("ndcg@5", 4), "HR@1": ("hit@1", 4), "HR@5": ("hit@5", 4), "HR@10": ("hit@10", 4),
@@ -96,6 +96,23 @@ def test_every_number_of_the_writeup_is_the_store_s_mean(name):
     assert named == {r["run_id"] for r in stored}  # the write-up names every stored run
 
 
+def test_every_number_of_the_scaling_table_is_the_store_s_mean():
+    rows = writeup_table("paper_scaling")
+    stored = records("paper_scaling")
+    named = set()
+    for row in rows:
+        runs = [r for r in stored if (r["dataset"], r["model"], r["variant"]["size"]) == (row["dataset"], row["row"],
+                                                                                          row["size"])]
+        assert sorted(str(r["seed"]) for r in runs) == row["seeds"].split(","), row
+        assert row["layers x d"] == f"{runs[0]['config']['n_layers']} x {runs[0]['config']['hidden_size']}"
+        assert row["non-embedding"] == f"{runs[0]['n_params_non_embedding'] / 1e6:.2f}M"
+        for column, (metric, decimals) in COLUMNS.items():
+            mean = statistics.mean(r["test_result"][metric] for r in runs)
+            assert row[column] == formatted(mean, decimals), f"{row['row']} {row['size']} {column}"
+        named.update(r["run_id"] for r in runs)
+    assert named == {r["run_id"] for r in stored}  # the write-up names every stored run
+
+
 def test_writeup_tables_script_prints_the_committed_tables():
     """``python benchmarks/writeup_tables.py`` regenerates the write-up's two tables exactly."""
     script = load_benchmark_script("writeup_tables")
@@ -107,6 +124,8 @@ def test_writeup_tables_script_prints_the_committed_tables():
     committed = text.split("<!-- table:unmasked -->\n", 1)[1].split("\n\n", 1)[0]
     stores = {name: script.records(RESULTS, name) for name in WRITEUP_TABLES}
     assert script.unmasked_table(stores) == committed
+    committed = text.split("<!-- table:paper_scaling -->\n", 1)[1].split("\n\n", 1)[0]
+    assert script.scaling_table(script.records(RESULTS, "paper_scaling")) == committed
 
 
 def test_writeup_comparison_by_hand():
@@ -123,3 +142,18 @@ def test_writeup_comparison_by_hand():
     assert (round(gain, 6), round(p, 4), n) == (round(100 * 0.15 / 0.15, 6), 0.2048, 2)
     assert round(script.compare(model, base, "arp@5")[0], 6) == -100.0  # higher ARP is worse
     assert round(script.compare(model, base, "tailexposure@1")[0], 6) == 15.0  # percentage points
+
+
+def test_depth_cells_without_a_common_seed_are_named_not_compared(capsys):
+    """A depth where the SPRINT row and its backbone have no seed in common prints which seeds each has, never a
+    gain of nan over 0 seeds."""
+    script = load_benchmark_script("writeup_tables")
+    metrics = {m: 0.1 for m in script.COMPARED}
+
+    def run(model, depth, seed):
+        return {"dataset": "d", "model": model, "variant": {"n_layers": depth}, "seed": seed, "test_result": metrics}
+
+    script.depth_comparisons([run("SASRec", 8, 43), run("SASRecSPRINT", 8, 42)], [])
+    out = capsys.readouterr().out
+    assert "- d SASRecSPRINT vs SASRec, 8 layers: no seed in both rows (seeds [42] vs [43])" in out
+    assert "nan" not in out

@@ -60,7 +60,8 @@ def test_big_only_counts_each_backbone_s_own_matmuls_and_prints_sprint_s_share(c
     assert printed == list(rows)
     assert "% of 1 (given)" in out
     assert re.search(r"^# 0.34B SPRINT overhead, SASRecPPSPRINT \[fused\]: [+-][0-9.]+% a step$", out, re.M)
-    assert "| full_sequence |" not in out  # --big_only: no ordinary rows
+    assert "| full_sequence |" not in out and "| s/epoch |" not in out.replace(" ", "")  # --big_only: no ordinary rows
+    assert "# speed: ml-100k, the 0.34B configuration only, loss CE" in out
 
 
 def test_big_models_entries_set_the_attention_and_the_w0_weights():
