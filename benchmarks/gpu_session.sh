@@ -17,7 +17,8 @@
 #         (speed.py, Beauty 2 and 6 layers, train_pin_memory: RecBole's loop, train_loss_sync epoch, + SPRINT's
 #         CUDA graphs) when
 #         EPOCH_TIMING_S > 0 (at most that many seconds), the 0.34B configuration in bf16 (speed.py --big_only: step
-#         time, TFLOP/s and its share of the bf16 peak measured in the same process; BIG_MODELS, SPRINT on and w0)
+#         time, TFLOP/s and its share of the bf16 peak measured in the same process; BIG_MODELS, SPRINT on and w0;
+#         BIG_SET, e.g. "--set sprint_every=4", config keys for every row)
 #         when BIG_TIMING_S > 0, then
 #         `paper_gpu.sh pool $GROUPS_ORDER` detached (POOL, MIN_FREE_GIB, JOBS as there), and beside it, when
 #         TUNE="MODEL DATASET[;MODEL DATASET]" is set, `paper_gpu.sh tune MODEL DATASET` for each (TUNE_WORKERS trials
@@ -49,7 +50,7 @@ timing() {  # issue 25's timings, on an idle GPU (start: before the pool; finish
   fi
   if [ "${BIG_TIMING_S:-0}" -gt 0 ]; then  # issue 25's 0.34B configuration, bf16, SPRINT on and w0, share of the peak
     timeout "$BIG_TIMING_S" python benchmarks/speed.py --device cuda --big_only --big_w0 \
-      --big_models "${BIG_MODELS:-SASRecSPRINT,SASRecPPSPRINT:dense,SASRecPPSPRINT:fused}" 2>&1 \
+      --big_models "${BIG_MODELS:-SASRecSPRINT,SASRecPPSPRINT:dense,SASRecPPSPRINT:fused}" ${BIG_SET:-} 2>&1 \
       | tee "$RESULTS/logs/speed_big.log" | grep -E "^[|#]|measured"
     cp "$RESULTS/logs/speed_big.log" "$OUT/" 2>/dev/null
   fi

@@ -102,10 +102,11 @@ def test_epoch_timing_runs_the_like_for_like_rows_before_the_pool(tmp_path):
 def test_big_timing_runs_the_0_34b_configuration_with_and_without_sprint_before_the_pool(tmp_path):
     """BIG_TIMING_S > 0: speed.py --big_only --big_w0 for BIG_MODELS (default: RecBole's SASRec backbone and SASRec++
     with both attentions); its table lines are shown and its log comes back."""
-    done, root, _ = start(tmp_path, "train", BIG_TIMING_S="60")
+    done, root, _ = start(tmp_path, "train", BIG_TIMING_S="60", BIG_SET="--set sprint_every=4")
     assert done.returncode == 0, done.stdout + done.stderr
     (call,) = (tmp_path / "out" / "speed_calls").read_text().splitlines()
     assert "--big_only --big_w0 --big_models SASRecSPRINT,SASRecPPSPRINT:dense,SASRecPPSPRINT:fused" in call
+    assert call.endswith("--set sprint_every=4")  # BIG_SET: config keys for every row
     assert "| SASRecPPSPRINT w0 | full_sequence | 1.00 |" in done.stdout
     assert (tmp_path / "out" / "speed_big.log").exists() and "1 process(es) training" in done.stdout
 
