@@ -36,7 +36,7 @@ training step):
 
 SPRINT's power iterations (a few matrix-vector products per step) and elementwise ops are not counted.
 Achieved TFLOP/s = 3F / measured step time, and its share of the bf16 peak measured in the same run on the same
-GPU (the best of 20 bf16 8192 x 8192 x 8192 matmuls, ``torch.matmul``; ``--peak_tflops`` overrides it).
+GPU (bf16 8192 x 8192 x 8192 ``torch.matmul``, the best of 10 rounds of 10; ``--peak_tflops`` overrides it).
 ``--big_models`` entries are model names, ``NAME:IMPL`` sets ``attention_impl`` (SASRec++: dense or fused);
 ``--big_w0`` also times each with its SPRINT weights 0, so SPRINT's share at this size is printed too.
 
@@ -342,18 +342,20 @@ def transformer_flops(config, batch, n, valid_tokens, n_items, params):
     return 3 * forward
 
 
-def measure_bf16_peak(size=8192, repeats=20):
-    """Best TFLOP/s of ``repeats`` bf16 ``size``-cubed matmuls on the current GPU (after 3 warm-ups)."""
+def measure_bf16_peak(size=8192, rounds=10, per_round=10):
+    """Best TFLOP/s over ``rounds`` of ``per_round`` back-to-back bf16 ``size``-cubed matmuls on the current GPU
+    (after a warm-up round): one synchronisation per round, so its latency weighs 1/``per_round`` of a matmul."""
     a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
     best = float("inf")
-    for i in range(repeats + 3):
+    for i in range(rounds + 1):
         torch.cuda.synchronize()
         start = time.perf_counter()
-        torch.matmul(a, b)
+        for _ in range(per_round):
+            torch.matmul(a, b)
         torch.cuda.synchronize()
-        if i >= 3:
-            best = min(best, time.perf_counter() - start)
+        if i:
+            best = min(best, (time.perf_counter() - start) / per_round)
     del a, b
     torch.cuda.empty_cache()
     return 2 * size**3 / best / 1e12
@@ -376,7 +378,8 @@ def time_big(args, name, label, overrides):
     """Step time and TFLOP/s of the 0.34B configuration, full_sequence, bf16 autocast."""
     big_args = argparse.Namespace(**{**vars(args), "max_len": args.big_max_len, "full_batch_size": args.big_batch_size,
                                      "batch_size": args.big_batch_size, **BIG})
-    torch.cuda.reset_peak_memory_stats() if args.device == "cuda" else None
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     config = base_config(big_args, name, "full_sequence", overrides, enable_amp=True, amp_dtype="bfloat16")
     train_data = prepared_data(config, "full_sequence")[0]
     model, trainer = build(config, train_data)
