@@ -29,6 +29,7 @@ class HistoryMaskingMixin:
         self.exclude_history = check_exclude_history(config)
         self.sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
         self._eval_history = None  # the UserHistory of the loader being evaluated
+        self._eval_split_warned = False  # said once that a batch was scored in halves (out of GPU memory)
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         history = getattr(eval_data, "user_history", None) if self.sequential else None
@@ -59,7 +60,7 @@ class HistoryMaskingMixin:
                 raise
         # outside the except block, so the failed attempt's tensors (held by the traceback there) are freed first
         torch.cuda.empty_cache()
-        if not getattr(self, "_eval_split_warned", False):
+        if not self._eval_split_warned:
             self._eval_split_warned = True
             self.logger.warning(f"an evaluation batch of {len(interaction)} rows ran out of GPU memory: scoring "
                                 "such batches in halves (same scores; lower eval_batch_size to avoid the retry)")
