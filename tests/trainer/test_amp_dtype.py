@@ -17,10 +17,12 @@ class _Recorder(nn.Module):
         super().__init__()
         self.linear = nn.Linear(4, 4)
         self.seen = []
+        self.cache = []  # autocast's weight cache on or off in each step
 
     def calculate_loss(self, interaction):
         out = self.linear(interaction["x"])  # autocast casts the matmul
         self.seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        self.cache.append(torch.is_autocast_cache_enabled())
         return out.float().pow(2).mean()
 
 
@@ -33,6 +35,17 @@ def _train_one_epoch(tiny, **overrides):
     loss = trainer._train_epoch(batches, epoch_idx=0)
     assert loss > 0 and not torch.equal(before, model.linear.weight)  # the optimizer stepped
     return trainer, model.seen
+
+
+def test_sprint_cuda_graphs_run_under_autocast_without_its_weight_cache(tiny):
+    """``sprint_compile: cuda_graph`` with mixed precision: calculate_loss runs with autocast's weight cache off (which
+    ``make_graphed_callables`` requires, so SPRINT's graphs can be used under bf16); otherwise the cache stays on."""
+    for mode, cached in (("cuda_graph", False), ("none", True)):
+        config = Config(model="SASRecSPRINT", dataset="ml-100k",
+                        config_dict=tiny(device="cpu", enable_amp=True, sprint_compile=mode))
+        model = _Recorder()
+        SprintTrainer(config, model)._train_epoch([Interaction({"x": torch.randn(3, 4)})] * 2, epoch_idx=0)
+        assert model.cache == [cached, cached] and model.seen == [(True, torch.bfloat16)] * 2, mode
 
 
 def test_bf16_is_the_default_amp_dtype(tiny):
