@@ -52,7 +52,7 @@ def test_sigint_stops_the_suite_after_ray_tests(tmp_path):
     (tmp_path / "test_session.py").write_text(textwrap.dedent(SESSION))
     (tmp_path / "conftest.py").write_text("from tests.signals import restore_signal_handlers  # noqa: F401\n")
     marker = tmp_path / "long_test_started"
-    env = dict(os.environ, SIGNALS_MARKER=str(marker),
+    env = dict(os.environ, SIGNALS_MARKER=str(marker), PYTHONUNBUFFERED="1",  # a failure shows how far it got
                PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     process = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s",
                                 str(tmp_path / "test_session.py")], cwd=tmp_path, env=env,
@@ -65,7 +65,10 @@ def test_sigint_stops_the_suite_after_ray_tests(tmp_path):
             time.sleep(0.5)
         time.sleep(1.0)  # inside time.sleep of the long test
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)  # the whole session stops, not only the running test
+        # the whole session stops, not only the running test: without the fixture the test sleeps its 300 s and the
+        # session goes on, so any limit below 300 s tells the two apart; 240 s leaves room for a slow exit (one CI run
+        # missed a 60 s limit here, its output buffered so where it stood is unknown; alone it passes in ~20 s)
+        output, _ = process.communicate(timeout=240)
     finally:
         if process.poll() is None:
             process.kill()
