@@ -96,17 +96,21 @@ def unmasked_table(stores):
 SIZES = ["XXS", "XS", "Small", "Base", "Large", "XL", "XXL"]  # the paper's order (sprint.md 4.3)
 
 
+def size_groups(runs):
+    """``{(dataset, row, size): [runs]}`` of the scaling sweep, by dataset, then the paper's size order, then row."""
+    found = {}
+    for run in runs:
+        found.setdefault((run["dataset"], run["model"], run["variant"]["size"]), []).append(run)
+    order = {row: i for i, row in enumerate(ROW_ORDER)}
+    return dict(sorted(found.items(), key=lambda kv: (kv[0][0], SIZES.index(kv[0][2]), order.get(kv[0][1], 99))))
+
+
 def scaling_table(runs):
     """The parameter-scaling sweep: one line per (dataset, row, size), in the paper's size order; ``non-embedding``
     is the stored non-embedding parameter count (the x axis of the scaling plots)."""
     head = ["dataset", "row", "size", "layers x d", "non-embedding", "seeds"] + list(COLUMNS)
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    found = {}
-    for run in runs:
-        found.setdefault((run["dataset"], run["model"], run["variant"]["size"]), []).append(run)
-    order = {row: i for i, row in enumerate(ROW_ORDER)}
-    for (dataset, row, size), group in sorted(found.items(), key=lambda kv: (kv[0][0], SIZES.index(kv[0][2]),
-                                                                              order.get(kv[0][1], 99))):
+    for (dataset, row, size), group in size_groups(runs).items():
         config = group[0]["config"]
         cells = [dataset, row, size, f"{config['n_layers']} x {config['hidden_size']}",
                  f"{group[0]['n_params_non_embedding'] / 1e6:.2f}M", ",".join(sorted(str(run["seed"]) for run in group))]
@@ -118,10 +122,8 @@ def scaling_table(runs):
 
 def scaling_comparisons(runs):
     """SPRINT vs its backbone at each size, over the seeds both have."""
-    found = {}
-    for run in runs:
-        found.setdefault((run["dataset"], run["model"], run["variant"]["size"]), []).append(run)
-    for dataset, size in sorted({(d, z) for d, _, z in found}, key=lambda key: (key[0], SIZES.index(key[1]))):
+    found = size_groups(runs)
+    for dataset, size in dict.fromkeys((d, z) for d, _, z in found):  # in size_groups' order
         for model, base in PAIRS:
             model_group, base_group = found.get((dataset, model, size)), found.get((dataset, base, size))
             if model_group and base_group:
