@@ -130,18 +130,21 @@ class _AttendWithColumnSums(torch.autograd.Function):
         grad_probs = grad_value = None
         if ctx.needs_input_grad[0]:
             # dP = dO V^T + w g^T as one product over d_h + 1 (padded to a multiple of 8: aligned rows):
-            # [dO | w | 0] [V | g | 0]^T
-            width = -(-(head_size + 1) // 8) * 8
-            left = grad_out.new_zeros(batch, heads, n, width)
-            right = value.new_zeros(batch, heads, n, width)
-            left[..., :head_size] = grad_out
-            left[..., head_size] = query_weights[:, None, :]
-            right[..., :head_size] = value
-            right[..., head_size] = grad_sums.to(right.dtype)
+            # [dO | w | 0] [V | g | 0]^T, each operand written in one pass (one cat kernel, no zero fill first)
+            pad = -(-(head_size + 1) // 8) * 8 - head_size - 1
+            left = padded_columns(grad_out, query_weights[:, None, :, None].expand(batch, heads, n, 1), pad)
+            right = padded_columns(value, grad_sums.to(value.dtype)[..., None], pad)  # both [B, H, n, d_h + 1 + pad]
             grad_probs = torch.matmul(left, right.transpose(-1, -2))  # [B, H, n, n]
         if ctx.needs_input_grad[1]:
             grad_value = torch.matmul(probs.transpose(-1, -2), grad_out)  # [B, H, n, d_h]
         return grad_probs, grad_value, None
+
+
+def padded_columns(matrix, column, pad):
+    """``[matrix | column | 0]`` along the last dimension: ``[B, H, n, d]``, ``[B, H, n, 1]`` and ``pad`` zero
+    columns (a broadcast zero, not a stored block) -> ``[B, H, n, d + 1 + pad]``, in ``matrix``' dtype."""
+    zeros = matrix.new_zeros(()).expand(*matrix.shape[:-1], pad)
+    return torch.cat([matrix, column.to(matrix.dtype), zeros], dim=-1)
 
 
 def attend_with_column_sums(probs, value, query_weights):
