@@ -33,6 +33,8 @@
 #                                    # authors' backbone and optimiser settings) of paper_main and paper_depth
 #   benchmarks/paper_gpu.sh pool sasrecpp_scaling   # SASRec++ +- SPRINT at the paper's sizes XXS-Large on ml-1m-3k
 #                                    # (paper_scaling.yaml: the scaling plots and power-law fits)
+#   benchmarks/paper_gpu.sh pool bert4rec_cloze   # BERT4Rec +- SPRINT with every batch a cloze batch (ft_ratio 0)
+#                                    # and up to 200 epochs (paper_bert4rec.yaml: paper_main's BERT4Rec rows do not learn)
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
@@ -74,6 +76,8 @@ sasrecpp_depth paper_depth.yaml paper_depth SASRecPPSPRINT ml-1m-3k 12
 hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT amazon-beauty 12
 hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 12
 sasrecpp_scaling paper_scaling.yaml paper_scaling SASRecPPSPRINT ml-1m-3k 20
+bert4rec_cloze paper_bert4rec.yaml paper_bert4rec BERT4RecSPRINT amazon-beauty 6
+bert4rec_cloze paper_bert4rec.yaml paper_bert4rec BERT4RecSPRINT ml-1m-3k 6
 GROUPS
 )
   for want in "${@:-}"; do
@@ -176,9 +180,11 @@ case "${1:-}" in
   render)
     python -m recbole_sprint.benchmark "$SPECS/paper_main.yaml" --output_dir "$RESULTS/paper_main" --render_only
     python -m recbole_sprint.benchmark "$SPECS/paper_depth.yaml" --output_dir "$RESULTS/paper_depth" --render_only
-    if [ -f "$RESULTS/paper_scaling/runs.jsonl" ]; then
-      python -m recbole_sprint.benchmark "$SPECS/paper_scaling.yaml" --output_dir "$RESULTS/paper_scaling" --render_only
-    fi
+    for spec in paper_scaling paper_bert4rec; do  # once they have runs
+      if [ -f "$RESULTS/$spec/runs.jsonl" ]; then
+        python -m recbole_sprint.benchmark "$SPECS/$spec.yaml" --output_dir "$RESULTS/$spec" --render_only
+      fi
+    done
     ;;
   speed)  # one process at a time: these are timings
     python benchmarks/sprint_overhead.py --device cuda --max_len 200 --hidden_size 256 --batch_size 128 \
