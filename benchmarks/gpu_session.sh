@@ -24,9 +24,15 @@
 #         TUNE="MODEL DATASET[;MODEL DATASET]" is set, `paper_gpu.sh tune MODEL DATASET` for each (TUNE_WORKERS trials
 #         at once; searches committed under benchmarks/results/tune resume); the call fails (exit 1) if no run is
 #         training a minute later, with the logs' last lines
+#         START_WITHIN_S=N: the pool starts no run later than N s after it began (paper_gpu.sh START_UNTIL)
 #   calls 2, 3, ...: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
 #         copies the stores and the logs to $OUT every 30 s (what is there when a call is cut comes back), then
 #         prints where each unfinished run is (its last epoch)
+#   hold (instead of collect, when the budget left cannot finish the runs not yet started):
+#       STOP='regex' SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh hold
+#         the pool starts no more runs (a file pool.hold), the running runs whose log names (pool_GROUP_DATASET_SHARD)
+#         match STOP are stopped (those that cannot finish: they only slow the others), then as collect. (Never
+#         `pkill -f` a pattern that the call's own command line contains: it kills the call.)
 #   last call: SECONDS_LEFT=540 TIMING_S=300 IMPLS=dense PROFILE_STEPS=0 bash /tmp/repo/benchmarks/gpu_session.sh finish
 #         collect until no run is training (at most SECONDS_LEFT - TIMING_S - EPOCH_TIMING_S), then the timings
 #         of start on the idle GPU: the pool's runs first, the timings in what is left of the budget
@@ -111,6 +117,7 @@ case "${1:-}" in
       done
     fi
     echo "$(date +%T) pool ${GROUPS_ORDER:-}" >> "$RESULTS/driver.log"
+    [ -n "${START_WITHIN_S:-}" ] && export START_UNTIL=$(($(date +%s) + START_WITHIN_S))
     # shellcheck disable=SC2086  # the group names are separate words
     setsid nohup bash benchmarks/paper_gpu.sh pool ${GROUPS_ORDER:-} >> "$RESULTS/driver.log" 2>&1 < /dev/null &
     sleep "${START_CHECK_S:-60}"
@@ -121,7 +128,18 @@ case "${1:-}" in
       exit 1
     fi
     ;;
-  collect | finish)
+  collect | finish | hold)
+    if [ "$1" = hold ]; then
+      touch "$RESULTS/pool.hold"
+      echo "$(date +%T) hold: the pool starts no more runs" | tee -a "$RESULTS/driver.log"
+      for pidfile in "$RESULTS"/logs/pool_*.pid; do
+        [ -e "$pidfile" ] || continue
+        name=$(basename "$pidfile" .pid)
+        if [ -n "${STOP:-}" ] && [[ $name =~ $STOP ]] && kill "$(cat "$pidfile")" 2> /dev/null; then
+          echo "$(date +%T) hold: stopped $name" | tee -a "$RESULTS/driver.log"
+        fi
+      done
+    fi
     snap() {
       for s in $STORES; do cp "$RESULTS/$s/runs.jsonl" "$OUT/${s}_runs.jsonl" 2>/dev/null; done
       tar czf "$OUT/logs.tgz" -C "$RESULTS" logs driver.log 2>/dev/null
@@ -157,7 +175,7 @@ case "${1:-}" in
     fi
     ;;
   *)
-    echo "usage: $0 wheels|start|collect|finish (see the comments at the top)" >&2
+    echo "usage: $0 wheels|start|collect|hold|finish (see the comments at the top)" >&2
     exit 2
     ;;
 esac

@@ -25,6 +25,10 @@
 #   FIRST='_(4|5)$|_1[89]$' benchmarks/paper_gpu.sh pool hstu_depth sasrecpp_scaling   # the runs whose names match
 #                                    # this extended regular expression start first (the longest runs: a pool cut
 #                                    # short by a time limit loses the short ones, which a later pool trains quickly)
+#   START_UNTIL=$(($(date +%s) + 900)) benchmarks/paper_gpu.sh pool depth   # start no run after that time (a run
+#                                    # started too late for the budget only slows the others); so does a file
+#                                    # $RESULTS/pool.hold, made at any time (gpu_session.sh hold): the running runs
+#                                    # go on, the ones not started are named on stderr
 #   RERUN_BEFORE=2026-12-02T00:00:00 DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu hstu_depth
 #                                    # train again the runs of these groups stored before that time (after a fix
 #                                    # that changes results; the newer record wins). DATASETS (comma-separated)
@@ -102,6 +106,10 @@ wait_for_gpu_memory() {  # until the GPU has MIN_FREE_GIB free (nvidia-smi), or 
   done
 }
 
+starting_closed() {  # pool: no more runs start (a file $RESULTS/pool.hold, or the time START_UNTIL has come)
+  [ -e "$RESULTS/pool.hold" ] || { [ -n "${START_UNTIL:-}" ] && (($(date +%s) >= START_UNTIL)); }
+}
+
 case "${1:-}" in
   tune)
     model=${2:-SASRecSPRINT}
@@ -156,15 +164,20 @@ case "${1:-}" in
       [ -n "$todo" ] || break
       while read -r name spec out filters; do
         while (($(jobs -rp | wc -l) >= pool)); do wait -n || true; done
-        wait_for_gpu_memory
+        starting_closed || wait_for_gpu_memory
+        if starting_closed; then
+          echo "not started ($RESULTS/pool.hold or START_UNTIL): $name" >&2
+          continue
+        fi
         # shellcheck disable=SC2086  # the filters are separate words
         python -m recbole_sprint.benchmark "$spec" --output_dir "$out" $filters "${rerun[@]}" \
           > "$RESULTS/logs/$name.log" 2>&1 &
+        echo $! > "$RESULTS/logs/$name.pid"  # gpu_session.sh hold STOP=regex stops a run by its name
       done <<< "$todo"
       wait
       again=""
       while read -r name rest; do
-        if grep -q -E "CUDA out of memory|CUDA error: out of memory" "$RESULTS/logs/$name.log"; then
+        if grep -q -E "CUDA out of memory|CUDA error: out of memory" "$RESULTS/logs/$name.log" 2> /dev/null; then
           mv "$RESULTS/logs/$name.log" "$RESULTS/logs/$name.oom$pass.log"
           again+="$name $rest"$'\n'
         fi

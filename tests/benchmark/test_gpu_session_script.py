@@ -153,3 +153,28 @@ def test_tune_runs_a_weight_search_beside_the_pool_and_its_records_come_back(tmp
         record = archive.extractfile("tune/SASRecSPRINT_amazon-beauty/trials.csv").read().decode()
     assert record == "trial_id,score\ntrial_00000,0.1\n"  # the search had ended when the last snapshot was taken
     assert not any(name.endswith(".pth") for name in names)
+
+
+def test_hold_stops_the_named_runs_and_the_pool_starts_no_more(tmp_path):
+    """`hold` (a call between start and finish): the runs whose log names match STOP are stopped, the pool starts
+    none of the runs still waiting (it names them in the driver log), and the call collects as `collect` does."""
+    import time
+
+    done, root, _ = start(tmp_path, "train", TRAIN_S="60", POOL="1", JOBS="_ml-1m-3k_")
+    assert done.returncode == 0 and "1 process(es) training" in done.stdout, done.stdout + done.stderr
+    (tmp_path / "out2").mkdir()
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "GPU_SESSION_ROOT": str(root),
+           "OUT": str(tmp_path / "out2"), "COLLECT_POLL_S": "1", "SECONDS_LEFT": "4", "STOP": "_ml-1m-3k_0$"}
+    held = subprocess.run(["bash", str(root / "repo" / "benchmarks" / "gpu_session.sh"), "hold"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert held.returncode == 0, held.stdout + held.stderr
+    assert "hold: stopped pool_pop_ml-1m-3k_0" in held.stdout
+    assert "training now: 0" in held.stdout and (tmp_path / "out2" / "logs.tgz").exists()
+    driver = (root / "results" / "driver.log").read_text()
+    for _ in range(50):  # the pool names the waiting runs once the stopped one has freed its slot
+        if "not started" in driver and "pool_pop_ml-1m-3k_2" in driver:
+            break
+        time.sleep(0.1)
+        driver = (root / "results" / "driver.log").read_text()
+    assert "not started" in driver and "pool_pop_ml-1m-3k_1" in driver and "pool_pop_ml-1m-3k_2" in driver, driver
+    assert not (root / "results" / "logs" / "pool_pop_ml-1m-3k_1.log").exists()

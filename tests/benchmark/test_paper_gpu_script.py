@@ -165,3 +165,30 @@ def test_pool_starts_a_run_only_with_enough_free_gpu_memory(tmp_path):
     # the first run starts at once (none of the pool's runs is running); the second waits while 8 GiB are free
     assert "waiting for 24 GiB of free GPU memory (8 GiB free)" in done.stderr
     assert int(count.read_text()) >= 4
+
+
+def test_pool_starts_no_run_after_start_until_or_while_a_hold_file_exists(tmp_path):
+    """START_UNTIL (epoch seconds) past, or a file RESULTS/pool.hold: the pool starts nothing and names each run it
+    did not start; without either it starts them all."""
+    import time
+
+    bin_dir = _fake_tools(tmp_path)
+    calls, results = tmp_path / "calls.txt", tmp_path / "results"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "RESULTS": str(results),
+           "JOBS": "_ml-1m-3k_(1|2)$", "START_UNTIL": str(int(time.time()) - 1)}
+    done = subprocess.run(["bash", "benchmarks/paper_gpu.sh", "pool", "pop"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not calls.exists()
+    assert [line.split(": ")[1] for line in done.stderr.splitlines() if line.startswith("not started")] == [
+        "pool_pop_ml-1m-3k_1", "pool_pop_ml-1m-3k_2"]
+    env["START_UNTIL"] = str(int(time.time()) + 3600)
+    (results / "pool.hold").touch()
+    done = subprocess.run(["bash", "benchmarks/paper_gpu.sh", "pool", "pop"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and not calls.exists() and done.stderr.count("not started") == 2, done.stderr
+    (results / "pool.hold").unlink()
+    done = subprocess.run(["bash", "benchmarks/paper_gpu.sh", "pool", "pop"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and len(calls.read_text().splitlines()) == 2, done.stderr
+    assert sorted(p.name for p in (results / "logs").glob("*.pid")) == [f"pool_pop_ml-1m-3k_{i}.pid" for i in (1, 2)]
