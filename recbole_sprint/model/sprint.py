@@ -133,7 +133,7 @@ class _AttendWithColumnSums(torch.autograd.Function):
             # [dO | w | 0] [V | g | 0]^T, each operand written in one pass (one cat kernel, no zero fill first)
             pad = -(-(head_size + 1) // 8) * 8 - head_size - 1
             left = padded_columns(grad_out, query_weights[:, None, :, None].expand(batch, heads, n, 1), pad)
-            right = padded_columns(value, grad_sums.to(value.dtype)[..., None], pad)  # both [B, H, n, d_h + 1 + pad]
+            right = padded_columns(value, grad_sums[..., None], pad)  # both [B, H, n, d_h + 1 + pad]
             grad_probs = torch.matmul(left, right.transpose(-1, -2))  # [B, H, n, n]
         if ctx.needs_input_grad[1]:
             grad_value = torch.matmul(probs.transpose(-1, -2), grad_out)  # [B, H, n, d_h]
