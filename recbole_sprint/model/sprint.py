@@ -130,7 +130,7 @@ class _AttendWithColumnSums(torch.autograd.Function):
         grad_probs = grad_value = None
         if ctx.needs_input_grad[0]:
             # dP = dO V^T + w g^T as one product over d_h + 1 (padded to a multiple of 8: aligned rows):
-            # [dO | w | 0] [V | g | 0]^T, each operand written in one pass (one cat kernel, no zero fill first)
+            # [dO | w | 0] [V | g | 0]^T, each operand written once (a copy, a column, the pad columns zeroed)
             pad = -(-(head_size + 1) // 8) * 8 - head_size - 1
             left = padded_columns(grad_out, query_weights[:, None, :, None].expand(batch, heads, n, 1), pad)
             right = padded_columns(value, grad_sums[..., None], pad)  # both [B, H, n, d_h + 1 + pad]
@@ -142,9 +142,19 @@ class _AttendWithColumnSums(torch.autograd.Function):
 
 def padded_columns(matrix, column, pad):
     """``[matrix | column | 0]`` along the last dimension: ``[B, H, n, d]``, ``[B, H, n, 1]`` and ``pad`` zero
-    columns (a broadcast zero, not a stored block) -> ``[B, H, n, d + 1 + pad]``, in ``matrix``' dtype."""
-    zeros = matrix.new_zeros(()).expand(*matrix.shape[:-1], pad)
-    return torch.cat([matrix, column.to(matrix.dtype), zeros], dim=-1)
+    columns -> ``[B, H, n, d + 1 + pad]``, in ``matrix``' dtype.
+
+    Written into an uninitialised tensor by slices: one copy of ``matrix``, the column, the ``pad`` columns zeroed.
+    (H200 profiles, ml-1m-3k 8 x 256: ``torch.cat`` of the three took 0.76 ms a step for the 16 operands,
+    ``CatArrayBatchedCopy``; a zero fill of the whole tensor before the slice copies cost ~0.1 ms more than the
+    copies alone, ~0.43 ms.)
+    """
+    out = matrix.new_empty(*matrix.shape[:-1], matrix.shape[-1] + 1 + pad)
+    d = matrix.shape[-1]
+    out[..., :d] = matrix
+    out[..., d:d + 1] = column
+    out[..., d + 1:] = 0
+    return out
 
 
 def attend_with_column_sums(probs, value, query_weights):

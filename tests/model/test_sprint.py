@@ -14,6 +14,7 @@ from recbole_sprint.model.sprint import (
     attention_block_term,
     attention_column_sums,
     check_sprint_config,
+    padded_columns,
     power_iteration,
     soft_max_columns,
 )
@@ -85,6 +86,21 @@ def test_column_sums_zero_padding_query_rows():
     sums = attention_column_sums(probs, query_mask)
     expected = torch.stack([probs[0, 0, :2].sum(0), probs[1, 0, :1].sum(0)])[:, None, :]
     assert torch.allclose(sums, expected)
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+def test_padded_columns_is_matrix_column_then_zeros(pad):
+    """The folded backward's operand ``[M | c | 0]``: exact values, the matrix's dtype, zeros in the pad columns
+    (written into an uninitialised tensor, so a missed slice would leave garbage there)."""
+    matrix = torch.arange(2 * 3 * 4 * 5, dtype=torch.bfloat16).reshape(2, 3, 4, 5).transpose(1, 2)  # not contiguous
+    column = torch.full((2, 4, 3, 1), 0.5, dtype=torch.float32)
+    for _ in range(3):  # reuse of freed memory: the pad must be zeroed every time
+        out = padded_columns(matrix, column, pad)
+        assert out.shape == (2, 4, 3, 5 + 1 + pad) and out.dtype == torch.bfloat16
+        assert torch.equal(out[..., :5], matrix)
+        assert torch.equal(out[..., 5], torch.full((2, 4, 3), 0.5, dtype=torch.bfloat16))
+        assert torch.equal(out[..., 6:], torch.zeros(2, 4, 3, pad, dtype=torch.bfloat16))
+        torch.full_like(out, float("nan"))  # leave NaNs in the allocator's free blocks
 
 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-12), (torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
