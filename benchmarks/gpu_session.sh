@@ -27,7 +27,8 @@
 #         START_WITHIN_S=N: the pool starts no run later than N s after it began (paper_gpu.sh START_UNTIL)
 #   calls 2, 3, ...: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
 #         copies the stores and the logs to $OUT every 30 s (what is there when a call is cut comes back), then
-#         prints where each unfinished run is (its last epoch)
+#         prints where each unfinished run is (its last epoch); returns early once nothing trains and the pool has
+#         ended (all its runs done, or held)
 #   hold (instead of collect, when the budget left cannot finish the runs not yet started):
 #       STOP='regex' SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh hold
 #         the pool starts no more runs (a file pool.hold), the running runs whose log names (pool_GROUP_DATASET_SHARD)
@@ -120,6 +121,7 @@ case "${1:-}" in
     [ -n "${START_WITHIN_S:-}" ] && export START_UNTIL=$(($(date +%s) + START_WITHIN_S))
     # shellcheck disable=SC2086  # the group names are separate words
     setsid nohup bash benchmarks/paper_gpu.sh pool ${GROUPS_ORDER:-} >> "$RESULTS/driver.log" 2>&1 < /dev/null &
+    echo $! > "$RESULTS/pool.pid"
     sleep "${START_CHECK_S:-60}"
     running=$(session_runs)
     echo "$running process(es) training (benchmark runs, weight searches)"; cat "$RESULTS/driver.log"
@@ -147,13 +149,19 @@ case "${1:-}" in
       [ -d "$RESULTS/tune" ] && tar czf "$OUT/tune.tgz" --exclude='*.pth' -C "$RESULTS" tune 2>/dev/null
     }
     # finish: as collect, but stops waiting once no run is training, leaving TIMING_S + EPOCH_TIMING_S of the call for
-    # the timings on the then idle GPU (skipped, with the runs left alone, if runs are still training at that point)
+    # the timings on the then idle GPU (skipped, with the runs left alone, if runs are still training at that point).
+    # Every mode stops waiting once no run is training and the pool has ended (held or out of runs): nothing more
+    # can come (the eighteenth session's hold call idled 6 of its 8.5 min on a machine whose runs had all finished)
     finishing=false reserve=0
     [ "$1" = finish ] && finishing=true reserve=$((${TIMING_S:-0} + ${EPOCH_TIMING_S:-0} + ${BIG_TIMING_S:-0}))
     end=$((SECONDS + ${SECONDS_LEFT:-540} - reserve))
     while ((SECONDS < end)); do
       snap
-      $finishing && (($(session_runs) == 0)) && break
+      if (($(session_runs) == 0)); then
+        $finishing && break
+        pool_pid=$(cat "$RESULTS/pool.pid" 2> /dev/null)
+        [ -n "$pool_pid" ] && ! kill -0 "$pool_pid" 2> /dev/null && { echo "$(date +%T) nothing training, the pool has ended"; break; }
+      fi
       sleep "${COLLECT_POLL_S:-30}"
     done
     snap

@@ -178,3 +178,24 @@ def test_hold_stops_the_named_runs_and_the_pool_starts_no_more(tmp_path):
         driver = (root / "results" / "driver.log").read_text()
     assert "not started" in driver and "pool_pop_ml-1m-3k_1" in driver and "pool_pop_ml-1m-3k_2" in driver, driver
     assert not (root / "results" / "logs" / "pool_pop_ml-1m-3k_1.log").exists()
+
+
+def test_collect_returns_once_nothing_trains_and_the_pool_has_ended(tmp_path):
+    """`collect` (and `hold`) stop waiting when the pool has ended and no run trains: device time is not spent on an
+    idle machine (the eighteenth session's hold call idled 6 min so). While the pool still has a run training, the
+    call waits."""
+    import time
+
+    done, root, _ = start(tmp_path, "train", TRAIN_S="4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (tmp_path / "out2").mkdir()
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "GPU_SESSION_ROOT": str(root),
+           "OUT": str(tmp_path / "out2"), "COLLECT_POLL_S": "1", "SECONDS_LEFT": "100"}
+    began = time.monotonic()
+    collected = subprocess.run(["bash", str(root / "repo" / "benchmarks" / "gpu_session.sh"), "collect"], env=env,
+                               capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - began
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert "nothing training, the pool has ended" in collected.stdout and "training now: 0" in collected.stdout
+    assert took < 30, took  # not SECONDS_LEFT
+    assert (tmp_path / "out2" / "logs.tgz").exists()
