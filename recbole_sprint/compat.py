@@ -96,9 +96,9 @@ shim   symptom                                                     fix
 19     BERT4Rec's validation takes minutes on the GPU (amazon-     :func:`vectorised_bert4rec_mask`: the
        beauty, H200 beside other runs: 90-105 s, ~4 ms a user;     ``[MASK]`` written by one ``scatter_`` (same
        ml-1m-3k 10 s; HSTU's 1.5 s): ``reconstruct_test_data``     tensor; RecBole's BERT4Rec and every
-       writes each row's ``[MASK]`` in a Python loop, indexing     subclass). CPU, 4096 rows: 11.8 -> 0.16 ms
-       by a 0-d device tensor, one device sync per user
-       (bert4rec.py:117)
+       writes each row's ``[MASK]`` in a Python loop over the      subclass). CPU, 4096 rows: 11.8 -> 0.16 ms;
+       users, indexing by a 0-d device tensor each time (a         the GPU time is inferred from the per-user
+       device sync per user; bert4rec.py:117)                      scaling, not re-timed yet
 =====  ==========================================================  =============================================
 
 :func:`apply` installs the process-wide shims (2, 4, 5, 6, 7, 8, 11, 12, 13, 15, 17, 18, 19); it runs once when ``recbole_sprint`` is
