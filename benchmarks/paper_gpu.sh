@@ -29,6 +29,8 @@
 #                                    # started too late for the budget only slows the others); so does a file
 #                                    # $RESULTS/pool.hold, made at any time (gpu_session.sh hold): the running runs
 #                                    # go on, the ones not started are named on stderr
+#                                    # (the depth groups' processes get --done_in $RESULTS/paper_main when that store
+#                                    # exists: a 2-layer depth cell trains exactly as a main-table cell, not twice)
 #   RERUN_BEFORE=2026-12-02T00:00:00 DATASETS=ml-1m-3k benchmarks/paper_gpu.sh pool hstu hstu_depth
 #                                    # train again the runs of these groups stored before that time (after a fix
 #                                    # that changes results; the newer record wins). DATASETS (comma-separated)
@@ -61,7 +63,7 @@ pool_jobs() {  # pool_jobs [GROUP ...]: one line per benchmark run, LOG_NAME SPE
   # the group's number of cells, so shard i/N is exactly one cell and no two processes train the same run
   # (tests/benchmark/test_paper_gpu_script.py checks both). A finished run exits at once.
   # Named groups come in the order named (the first named starts first); no names: every group, in the table's order.
-  local group spec out models d n i want table
+  local group spec out models d n i want table reuse
   table=$(cat <<GROUPS
 pop paper_main.yaml paper_main Pop amazon-beauty 3
 pop paper_main.yaml paper_main Pop ml-1m-3k 3
@@ -88,8 +90,10 @@ GROUPS
     while read -r group spec out models d n; do
       if [ -n "$want" ] && [ "$group" != "$want" ]; then continue; fi
       if [ -n "${DATASETS:-}" ] && [[ ",$DATASETS," != *",$d,"* ]]; then continue; fi
+      reuse=""  # the depth sweep's 2-layer cells are the main table's runs (identical training): not trained twice
+      [ "$out" = paper_depth ] && [ -f "$RESULTS/paper_main/runs.jsonl" ] && reuse=" --done_in $RESULTS/paper_main"
       for ((i = 0; i < n; i++)); do
-        echo "pool_${group}_${d}_$i $SPECS/$spec $RESULTS/$out --models $models --datasets $d --shard $i/$n"
+        echo "pool_${group}_${d}_$i $SPECS/$spec $RESULTS/$out --models $models --datasets $d --shard $i/$n$reuse"
       done
     done <<< "$table"
   done

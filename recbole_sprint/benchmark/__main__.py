@@ -1,5 +1,5 @@
 """``python -m recbole_sprint.benchmark SPEC.yaml [--models A,B] [--datasets X,Y] [--shard I/N] [--output_dir DIR]
-[--parallel] [--address ADDR] [--rerun_before YYYY-MM-DDTHH:MM:SS] [--debug]``
+[--parallel] [--address ADDR] [--rerun_before YYYY-MM-DDTHH:MM:SS] [--done_in DIR[,DIR]] [--debug]``
 
 ``--models`` / ``--datasets`` choose which cells of the spec run; a selected cell keeps its run id (the one it has
 in the whole grid), so runs stored by a filtered call are skipped by later calls, filtered or not. The tables are
@@ -53,6 +53,10 @@ def main(argv=None):
     parser.add_argument("--rerun_before", default=None, metavar="YYYY-MM-DDTHH:MM:SS",
                         help="run the selected cells again whose stored run finished before this time (after a "
                              "code change that alters results; resumable: new records are later)")
+    parser.add_argument("--done_in", default=None, metavar="DIR[,DIR]",
+                        help="output folders of other specs (e.g. the main table's): a selected cell whose "
+                             "identical run (same model class, dataset, seed and config) is stored there is not "
+                             "trained again; this spec's tables show only its own store")
     from recbole_sprint.cli import DEBUG_HELP, one_line_data_warnings, report, user_errors  # noqa: E402
 
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -84,6 +88,11 @@ def _run(args):
             from recbole_sprint.benchmark.runner import check_rerun_before
 
             check_rerun_before(args.rerun_before)
+        done_in = []
+        if args.done_in is not None:
+            from recbole_sprint.benchmark.runner import check_done_in
+
+            done_in = check_done_in(args.done_in)
     except (SpecError, OSError, ValueError) as error:
         if args.debug:
             raise
@@ -103,7 +112,8 @@ def _run(args):
 
         records, _ = run_grid(spec, output_dir, parallel=args.parallel, address=args.address,
                               keep_checkpoints=args.keep_checkpoints, shard=args.shard, models=args.models,
-                              datasets=args.datasets, rerun_before=args.rerun_before)
+                              datasets=args.datasets, rerun_before=args.rerun_before,
+                              done_in=done_in)
     paths = render(spec, records, output_dir)
     with open(paths["markdown"]) as f:
         print(f.read())

@@ -105,8 +105,39 @@ def check_rerun_before(value):
     return str(value)
 
 
+def training_identity(model_class, dataset, seed, config):
+    """What decides a run's training, whatever spec holds it: the trained class, dataset, seed and the cell's config
+    (a sweep's values included; labels and variants are presentation). Equal identities train the same run."""
+    import json
+
+    return json.dumps({"model_class": model_class, "dataset": dataset, "seed": seed, "config": config},
+                      sort_keys=True, default=str)
+
+
+def check_done_in(value):
+    """``--done_in``: output folders (comma-separated, or a list), each holding a results store; the list of
+    folders, or a ``ValueError`` naming the option and the missing store."""
+    folders = [folder for folder in (value.split(",") if isinstance(value, str) else value) if folder]
+    for folder in folders:
+        if not os.path.isfile(os.path.join(folder, STORE_NAME)):
+            raise ValueError(f"--done_in: no results store {os.path.join(folder, STORE_NAME)} (give the output "
+                             f"folders of other specs, comma-separated)")
+    return folders
+
+
+def runs_stored_elsewhere(cells, done_in):
+    """The run ids of ``cells`` whose identical run (:func:`training_identity`) is stored in one of the stores
+    ``done_in`` (output folders of other specs, e.g. the main table's for a depth sweep's 2-layer cells)."""
+    stored = set()
+    for folder in check_done_in(done_in):
+        stored |= {training_identity(r.get("model_class", r["model"]), r["dataset"], r["seed"], r.get("config"))
+                   for r in ResultStore(os.path.join(folder, STORE_NAME)).load()}
+    return {cell.run_id for cell in cells
+            if training_identity(cell.model_name, cell.dataset, cell.seed, cell.config) in stored}
+
+
 def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True, keep_checkpoints=False, shard=None,
-             models=None, datasets=None, rerun_before=None):
+             models=None, datasets=None, rerun_before=None, done_in=()):
     """Run every unfinished cell of ``spec``; returns the store's records of this spec's grid.
 
     ``models`` / ``datasets`` (labels or model names / dataset names, see :func:`spec.select_cells`) run only
@@ -117,6 +148,9 @@ def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True,
     ``rerun_before`` (``YYYY-MM-DDTHH:MM:SS``): selected cells whose stored run finished before that time run
     again (after a code change that alters results); the new record replaces the old one in the tables (the
     store's later record wins) and is itself finished after the cutoff, so an interrupted rerun resumes.
+
+    ``done_in`` (output folders of other specs): selected cells whose identical run (same class, dataset, seed and
+    config) is stored there are not trained again (nothing is copied: each spec's tables show its own store).
 
     Returns:
         ``(records, n_ran)``: the stored records of the grid's cells, and how many runs this call trained.
@@ -130,6 +164,7 @@ def run_grid(spec, output_dir, parallel=False, address=None, show_progress=True,
         index, count = check_shard(shard)
         cells = cells[index::count]
     done = store.finished_ids(None if rerun_before is None else check_rerun_before(rerun_before))
+    done |= runs_stored_elsewhere(cells, done_in) if done_in else set()
     todo = [cell for cell in cells if cell.run_id not in done]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"benchmark {spec.name}", unit="run",
                disable=not show_progress)

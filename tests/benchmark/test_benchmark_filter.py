@@ -222,3 +222,34 @@ def test_cli_rerun_before_runs_older_records_again_once_and_resumes(tmp_path, ca
     assert main([str(path), *filters]) == 0 and len(trained) == 4  # without the option: nothing to run
     assert main([str(path), *filters, "--rerun_before", "yesterday"]) == 2
     assert "--rerun_before must be a time YYYY-MM-DDTHH:MM:SS" in capsys.readouterr().err
+
+
+def test_cli_done_in_skips_the_cells_another_spec_has_stored_identically(tmp_path, capsys, fake_training):
+    """A depth sweep beside a main table: its cells whose training is identical to a stored main-table run (same
+    class, dataset, seed and config, its sweep value included) are not trained again; a cell that differs in any
+    config value is; the sweep's own store does not receive copies. A folder without a store is an error."""
+    main_spec, sweep_spec = tmp_path / "main.yaml", tmp_path / "sweep.yaml"
+    base = {**SPEC, "datasets": ["ml-100k"], "config": {**SPEC["config"], "hidden_size": 64}}
+    main_spec.write_text(yaml.safe_dump(base))
+    sweep_config = {k: v for k, v in base["config"].items() if k != "hidden_size"}
+    sweep_spec.write_text(yaml.safe_dump({**base, "name": "sweep", "config": sweep_config,
+                                          "sweep": {"hidden_size": [64, 128]}}))
+    main_out, sweep_out = str(tmp_path / "main"), str(tmp_path / "sweep")
+    assert main([str(main_spec), "--output_dir", main_out]) == 0
+    assert len(fake_training) == 6  # 3 rows x 2 seeds
+    del fake_training[:]
+    assert main([str(sweep_spec), "--output_dir", sweep_out, "--done_in", main_out]) == 0
+    sweep_cells = load_spec(str(sweep_spec)).cells()
+    wider = [c.run_id for c in sweep_cells if c.config["hidden_size"] == 128]
+    assert sorted(fake_training) == sorted(wider) and len(wider) == 6  # the 64-wide cells: stored in main
+    with open(os.path.join(sweep_out, "runs.jsonl")) as f:
+        assert sorted(json.loads(line)["run_id"] for line in f) == sorted(wider)
+    # the same sweep with one config value changed: nothing of main is identical, every cell trains
+    del fake_training[:]
+    sweep_spec.write_text(yaml.safe_dump({**base, "name": "sweep2", "config": {**sweep_config, "epochs": 3},
+                                          "sweep": {"hidden_size": [64, 128]}}))
+    assert main([str(sweep_spec), "--output_dir", str(tmp_path / "sweep2"), "--done_in", main_out]) == 0
+    assert len(fake_training) == 12
+    capsys.readouterr()
+    assert main([str(sweep_spec), "--output_dir", sweep_out, "--done_in", str(tmp_path / "nowhere")]) == 2
+    assert "--done_in: no results store" in capsys.readouterr().err

@@ -49,6 +49,28 @@ def test_pool_jobs_come_in_the_order_the_groups_are_named():
     assert every[:3] == [f"pool_pop_ml-1m-3k_{i}" for i in range(3)] and len(every) > 9
 
 
+def test_depth_runs_skip_the_cells_the_main_table_has_stored(tmp_path):
+    """The depth sweep's pool processes pass the main table's store as --done_in (its 2-layer cells train exactly
+    as the main table's: the eighteenth session trained four of them a second time), once that store exists; no
+    other group does."""
+    script = ('eval "$(sed -n \'/^pool_jobs() {/,/^}/p\' benchmarks/paper_gpu.sh)"; '
+              f"SPECS=specs RESULTS={tmp_path} pool_jobs hstu_depth hstu")
+
+    def lines():
+        out = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        return [shlex.split(line) for line in out.splitlines()]
+
+    assert not any("--done_in" in job for job in lines())  # no main-table store yet: nothing to skip
+    (tmp_path / "paper_main").mkdir()
+    (tmp_path / "paper_main" / "runs.jsonl").write_text("")
+    for name, _, out, *filters in lines():
+        options = dict(zip(filters[0::2], filters[1::2]))
+        if name.startswith("pool_hstu_depth_"):
+            assert options["--done_in"] == f"{tmp_path}/paper_main" and out == f"{tmp_path}/paper_depth"
+        else:
+            assert "--done_in" not in options and out == f"{tmp_path}/paper_main"
+
+
 FAKE_PYTHON = """#!/usr/bin/env bash
 # a stand-in for `python -m recbole_sprint.benchmark ...`: records its arguments; the ml-1m-3k shard 0 dies out of
 # GPU memory on its first try, the amazon-beauty shard 1 fails with another error every time
