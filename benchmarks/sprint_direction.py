@@ -11,7 +11,8 @@ For each: test NDCG@5, Hit@1, Hit@5, TailExposure@1 (share of top-1 slots on tai
 popular items), HistoryShare@1 (top-1 slots holding a history item before masking), and attention statistics of
 the trained model on the validation sequences (one batch of every validation user, eval mode, so no dropout):
 the largest column sum of each layer (max over heads, sequences and valid keys; valid queries only), averaged
-over layers; the soft maximum S~ (tau = 4, over the batch) averaged over layers and heads; the share of the
+over layers; the soft maximum S~ (tau = 4, over the batch) averaged over layers and heads, beside log(N)/tau (N the
+batch's valid keys of one head: S~ of N equal columns c is c + log(N)/tau); the share of the
 attention mass on the first key of each sequence (the causal "sink"); the share on keys whose item is in the
 20% most popular training items; the exact spectral norms of E, of each head's W_V (mean over heads and
 layers) and of W_O (mean over layers). Prints a Markdown table.
@@ -23,6 +24,7 @@ other ``--key=value`` is a config override for every run (RecBole's syntax).
 """
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -34,15 +36,18 @@ RUNS = [
     ("SASRecPPSPRINT", (5.0, 0.1, 0.0)),
 ]
 METRIC_COLUMNS = ["ndcg@5", "hit@1", "hit@5", "tailexposure@1", "historyshare@1"]
-ATTENTION_COLUMNS = ["max column sum", "S~ (tau 4)", "first-key share", "head-item-key share"]
+ATTENTION_COLUMNS = ["max column sum", "S~ (tau 4)", "log(N)/tau", "first-key share", "head-item-key share"]
 NORM_COLUMNS = ["sigma(E)", "sigma(W_V,h)", "sigma(W_O)"]
 
 
 def probs_modules(model):
-    """The modules whose output is each layer's attention matrix applied to V (dense attention)."""
+    """The modules whose output is each layer's attention matrix applied to V (dense attention): RecBole's
+    encoder (SASRec, BERT4Rec), SASRec++'s blocks, HSTU's layers (its pointwise SiLU attention, rows not normalised
+    to 1, so the mass shares below are of a signed total)."""
     if hasattr(model, "trm_encoder"):
         return [layer.multi_head_attention.attn_dropout for layer in model.trm_encoder.layer]
-    return [layer.attention.attn_dropout for layer in model.layers]
+    return [layer.attn_dropout if hasattr(layer, "attn_dropout") else layer.attention.attn_dropout
+            for layer in model.layers]
 
 
 def attention_statistics(model, interaction, item_popularity, tau=4.0):
@@ -74,7 +79,10 @@ def attention_statistics(model, interaction, item_popularity, tau=4.0):
         first.append((columns[:, :, 0].sum() / mass.sum()).item())
         head.append(((columns * head_keys[:, None, :]).sum() / mass.sum()).item())
     mean = lambda values: sum(values) / len(values)  # noqa: E731
-    return dict(zip(ATTENTION_COLUMNS, (mean(maxima), mean(soft), mean(first), mean(head))))
+    # S~ of N equal columns c is c + log(N)/tau: where every column sum is << log(N)/tau, S~ is that offset plus
+    # about the mean column, and its gradient spreads evenly over the N columns (N: valid keys of one head)
+    offset = math.log(valid.sum().item()) / tau
+    return dict(zip(ATTENTION_COLUMNS, (mean(maxima), mean(soft), offset, mean(first), mean(head))))
 
 
 def run(model_name, weights, dataset_name, overrides):
