@@ -12,6 +12,7 @@ output folder); nothing goes into the directory the command was started from.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -108,8 +109,6 @@ def check_rerun_before(value):
 def training_identity(model_class, dataset, seed, config):
     """What decides a run's training, whatever spec holds it: the trained class, dataset, seed and the cell's config
     (a sweep's values included; labels and variants are presentation). Equal identities train the same run."""
-    import json
-
     return json.dumps({"model_class": model_class, "dataset": dataset, "seed": seed, "config": config},
                       sort_keys=True, default=str)
 
