@@ -1,6 +1,6 @@
 """The numbers of benchmarks/results/README.md, from the stores: its tables (means over the seeds each row lists: the
-main table, the depth sweep, the unmasked SASRec++ rows, the parameter-scaling sweep) and the paired comparisons its
-text quotes (SPRINT row vs its backbone row, over the seeds both have).
+main table, the depth sweep, the unmasked SASRec++ rows, the parameter-scaling sweep, BERT4Rec under the cloze
+protocol) and the paired comparisons its text quotes (SPRINT row vs its backbone row, over the seeds both have).
 
     python benchmarks/writeup_tables.py                 # the tables, then the comparisons
     python benchmarks/writeup_tables.py --results DIR   # stores elsewhere (the GPU machine's RESULTS)
@@ -216,6 +216,10 @@ def main():
     print("<!-- table:paper_scaling -->")
     print(scaling_table(scaling_runs))
     print()
+    bert4rec_runs = records(args.results, "paper_bert4rec")
+    print("<!-- table:paper_bert4rec -->")
+    print(table(bert4rec_runs, False))
+    print()
     print("Main table, SPRINT vs its backbone (paired over the seeds both rows have):")
     main_comparisons(main_runs)
     print()
@@ -224,6 +228,9 @@ def main():
     print()
     print("Scaling sweep, SPRINT vs its backbone at each size:")
     scaling_comparisons(scaling_runs)
+    print()
+    print("BERT4Rec, cloze protocol (paper_bert4rec.yaml), SPRINT vs its backbone:")
+    main_comparisons(bert4rec_runs)
 
 
 if __name__ == "__main__":
