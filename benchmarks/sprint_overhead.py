@@ -7,7 +7,8 @@
 
 speed.py times its rows one after another, which a shared machine's drifting load turns into noise of tens of
 percent on a small difference. Here both models train ``--steps`` steps in turn, ``--rounds`` times, and the
-fastest round of each counts. The default configuration is tiny on purpose: its arithmetic is negligible, so the
+fastest round of each counts; a second table gives each SPRINT variant's overhead paired round by round (its round
+against w0's round of the same pass: median, smallest, largest), the spread of the measurement within the run. The default configuration is tiny on purpose: its arithmetic is negligible, so the
 difference measures the host time of SPRINT's extra operators (dispatch, autograd nodes, Python), which is what a
 small model on a fast GPU cannot hide. The table is printed last.
 
@@ -52,6 +53,7 @@ import logging
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -212,7 +214,8 @@ def build_variant(args, label, overrides, settings):
 
 
 def time_variants(args):
-    """Alternating rounds (see the module docstring); ``{label: ms/step}`` and the plan."""
+    """Alternating rounds (see the module docstring); ``{label: ms/step}`` (fastest round), the plan, the built
+    variants and ``{label: [ms/step of each round]}`` (``nan`` for rounds a variant did not finish)."""
     plan = variant_plan(args)
     rows = {}
     for label, _, _, overrides, settings in plan:
@@ -226,6 +229,7 @@ def time_variants(args):
             continue
         rows[label] = (trainer, speed.FirstBatches(train_data, args.steps), settings)
     best = {label: float("inf") for label in rows}
+    per_round = {label: [] for label in rows}
     for _ in range(args.rounds):
         for label, (trainer, batches, settings) in list(rows.items()):
             try:
@@ -236,10 +240,11 @@ def time_variants(args):
                 speed.synchronize(args.device)
             except Exception as error:
                 print(f"  {label}: failed while timed: {first_line(error)}", flush=True)
-                del rows[label], best[label]
+                del rows[label], best[label], per_round[label]
                 continue
-            best[label] = min(best[label], (time.perf_counter() - start) / len(batches) * 1e3)
-    return best, plan, rows
+            per_round[label].append((time.perf_counter() - start) / len(batches) * 1e3)
+            best[label] = min(best[label], per_round[label][-1])
+    return best, plan, rows, per_round
 
 
 def profile_variants(args, rows, plan):
@@ -313,7 +318,21 @@ def grouped(best, plan):
     return list(groups.values())
 
 
-def print_timing(args, best, plan):
+def round_overheads(per_round, plan):
+    """``{label: (median, smallest, largest)}``: each SPRINT variant's overhead in % over its group's w0, one value
+    per round (the variant's round against w0's round of the same pass, minutes apart at most)."""
+    spreads = {}
+    for label, group, sprint, _, _ in plan:
+        w0 = " ".join(filter(None, [group, "w0"]))
+        if sprint == "w0" or label not in per_round or w0 not in per_round:
+            continue
+        paired = [100 * (ms / base - 1) for ms, base in zip(per_round[label], per_round[w0])]
+        if paired:
+            spreads[label] = (statistics.median(paired), min(paired), max(paired))
+    return spreads
+
+
+def print_timing(args, best, plan, per_round=None):
     print()
     print(f"# {args.model}, {args.dataset}, full_sequence, {args.n_layers} layers x {args.hidden_size} "
           f"(heads {args.n_heads}), len {args.max_len}, batch {args.batch_size}, loss {args.loss_type}, "
@@ -328,6 +347,13 @@ def print_timing(args, best, plan):
         for sprint, value in row.items():
             if sprint.startswith("on") and "w0" in row:
                 print(f"| {prefix}{sprint} - w0 | {value - row['w0']:+.2f} ({100 * (value / row['w0'] - 1):+.1f}%) |")
+    spreads = round_overheads(per_round or {}, plan)
+    if spreads:
+        print()
+        print(f"| overhead over w0, paired by round ({args.rounds} rounds) | median | smallest | largest |")
+        print("|---|---|---|---|")
+        for label, (median, low, high) in spreads.items():
+            print(f"| {label} | {median:+.1f}% | {low:+.1f}% | {high:+.1f}% |")
 
 
 # -- the kernel check --------------------------------------------------------------------------------------
@@ -669,9 +695,10 @@ def main(argv=None):
     elif args.memory:
         output["memory"] = memory_variants(args)
     else:
-        best, plan, trained = time_variants(args)
-        print_timing(args, best, plan)
+        best, plan, trained, per_round = time_variants(args)
+        print_timing(args, best, plan, per_round)
         output["groups"] = grouped(best, plan)
+        output["round_overheads"] = round_overheads(per_round, plan)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(output, handle)

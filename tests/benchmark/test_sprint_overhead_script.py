@@ -29,6 +29,22 @@ def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
     # --compile with --every: each mode alone and with every K (off CUDA, cuda_graph runs the terms eagerly)
     for label in ("on, compile cuda_graph", "on, compile cuda_graph, every 2"):
         assert re.search(rf"^\| {label} - w0 \| [+-][0-9.]+ \([+-][0-9.]+%\) \|$", out, re.M), label
+    # the overhead paired round by round: median, smallest, largest, for every SPRINT variant
+    assert "| overhead over w0, paired by round (2 rounds) | median | smallest | largest |" in out
+    for label in ("on", "on, every 2", "on, compile cuda_graph", "on, compile cuda_graph, every 2"):
+        median, low, high = (float(v) for v in re.search(
+            rf"^\| {label} \| ([+-][0-9.]+)% \| ([+-][0-9.]+)% \| ([+-][0-9.]+)% \|$", out, re.M).groups())
+        assert low <= median <= high, label
+
+
+def test_round_overheads_pairs_each_round_with_w0_s_round():
+    """Rounds (w0 10, on 11) and (w0 20, on 21): +10% and +5%, median 7.5; the fastest rounds alone (10 vs 11) would
+    say +10%. A variant without its w0 (failed) and w0 itself get no line."""
+    script = load_benchmark_script("sprint_overhead")
+    plan = [("w0", "", "w0", {}, {}), ("on", "", "on", {}, {}), ("x on", "x", "on", {}, {})]
+    spreads = script.round_overheads({"w0": [10.0, 20.0], "on": [11.0, 21.0], "x on": [5.0, 5.0]}, plan)
+    assert list(spreads) == ["on"]
+    assert spreads["on"] == pytest.approx((7.5, 5.0, 10.0))
 
 
 
