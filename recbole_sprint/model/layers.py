@@ -114,13 +114,18 @@ class RelativeBucketedTimeAndPositionBias(nn.Module):
 
 
 class HSTULayer(nn.Module):
-    r"""One HSTU block (research variant, ``normalization="rel_bias"``, no gating concat, no FFN).
+    r"""One HSTU block (research variant, ``normalization="rel_bias"``, no gating concat), optionally followed by
+    a SwiGLU feed-forward block.
 
     .. math::
 
         \bar x = \mathrm{LN}(x),\quad [U, V, Q, K] = \mathrm{SiLU}(\bar x W_{uvqk}),\quad
         P_h = \mathrm{SiLU}(Q_h K_h^\top + \mathrm{rab}) / n \odot M_{causal},\quad
         x' = x + W_o\,\mathrm{Dropout}(U \odot \mathrm{LN}([P_h V_h]_h))
+
+    With ``inner_size`` (the SPRINT paper's HSTU, whose GenRec code adds this block; the original HSTU has none):
+    then :math:`x'' = x' + \mathrm{SwiGLU}(\mathrm{RMSNorm}(x'))`, SASRec++'s feed-forward sub-block
+    (:class:`SwiGLUFeedForward`, weights normal(0, ``initializer_range``)); ``feed_forward`` is ``None`` without it.
 
     Both LayerNorms are affine-free. ``P`` passes through :attr:`attn_dropout` (``p = 0`` by default, as the
     research code has no attention dropout) so that a forward hook sees the matrix actually applied to ``V``.
@@ -129,7 +134,9 @@ class HSTULayer(nn.Module):
         hidden_size: ``d``; n_heads: ``H`` (must divide ``d``; per-head ``d_qk = d_v = d / H``).
         max_seq_length, num_buckets, time_bias: see :class:`RelativeBucketedTimeAndPositionBias`.
         linear_dropout_prob: dropout before ``W_o``; attn_dropout_prob: dropout on ``P``.
-        layer_norm_eps: eps of both LayerNorms (research: 1e-6); initializer_range: std of ``W_uvqk``.
+        layer_norm_eps: eps of both LayerNorms (research: 1e-6) and of the feed-forward block's RMSNorm;
+        initializer_range: std of ``W_uvqk`` (and of the feed-forward weights).
+        inner_size: width of the SwiGLU feed-forward block, or ``None`` (no block: the research HSTU).
     """
 
     def __init__(
@@ -143,6 +150,7 @@ class HSTULayer(nn.Module):
         attn_dropout_prob,
         layer_norm_eps,
         initializer_range,
+        inner_size=None,
     ):
         super().__init__()
         if hidden_size % n_heads != 0:
@@ -162,6 +170,12 @@ class HSTULayer(nn.Module):
         self.linear_dropout = nn.Dropout(linear_dropout_prob)
         self.output = nn.Linear(inner, hidden_size)  # W_o, with bias (torch's default bias init)
         nn.init.xavier_uniform_(self.output.weight)
+        self.ffn_norm = self.feed_forward = None
+        if inner_size is not None:
+            self.ffn_norm = RMSNorm(hidden_size, layer_norm_eps)
+            self.feed_forward = SwiGLUFeedForward(hidden_size, inner_size)
+            for projection in (self.feed_forward.gate_proj, self.feed_forward.up_proj, self.feed_forward.down_proj):
+                nn.init.normal_(projection.weight, mean=0.0, std=initializer_range)
 
     @property
     def value_rows(self):
@@ -186,7 +200,10 @@ class HSTULayer(nn.Module):
         probs = self.attention_probs(q, k, causal_mask, rab)  # [B, H, n, n]
         attn = torch.einsum("bhij,bjhd->bihd", probs, v).reshape(batch, n, -1)  # [B, n, H * d_h]
         attn = F.layer_norm(attn, (attn.size(-1),), eps=self.layer_norm_eps)
-        return x + self.output(self.linear_dropout(u * attn))
+        x = x + self.output(self.linear_dropout(u * attn))  # [B, n, d]
+        if self.feed_forward is None:
+            return x
+        return x + self.feed_forward(self.ffn_norm(x))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -496,7 +496,8 @@ class SPRINTRegularizer(nn.Module):
         self.has_ffn = all(block.has_ffn for block in blocks)
         if self.ffn_weight > 0 and not self.has_ffn:
             raise ValueError(
-                "sprint_ffn_weight > 0 but the backbone's blocks have no feed-forward network; set it to 0"
+                "sprint_ffn_weight > 0 but the backbone's blocks have no feed-forward network; set it to 0 (HSTU: or "
+                "hstu_ffn: True)"
             )
         self.n_layers = len(blocks)
         self.n_heads = blocks[0].n_heads

@@ -177,6 +177,38 @@ def test_full_softmax_matches_a_hand_computation(tiny):
     assert math.isclose(model.full_softmax_loss(user, positives).item(), expected.item(), rel_tol=1e-5)
 
 
+def test_feed_forward_block_is_off_by_default_and_adds_swiglu_after_each_block(tiny):
+    """hstu_ffn: False is the research HSTU (no feed-forward parameters); True adds per block an RMSNorm scale (d)
+    and SwiGLU's gate, up and down weights (3 d inner), and each block's output is then x + SwiGLU(RMSNorm(x)) of
+    the attention sub-block's output x (recomputed here by hand); causality and zero padding still hold."""
+    d, inner = 16, 24
+    plain = build(tiny, hidden_size=d, n_layers=2, hstu_time_bias=False)
+    with_ffn = build(tiny, hidden_size=d, n_layers=2, hstu_ffn=True, inner_size=inner, hstu_time_bias=False)
+    assert all(layer.feed_forward is None and layer.ffn_norm is None for layer in plain.layers)
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    assert count(with_ffn) - count(plain) == 2 * (d + 3 * d * inner)
+    layer = with_ffn.eval().layers[0]
+    captured = []
+    layer.linear_dropout.register_forward_hook(lambda module, inputs, output: captured.append(output))
+    x = torch.randn(2, 10, d)
+    causal = torch.tril(torch.ones(10, 10))
+    with torch.no_grad():
+        out = layer(x, causal)
+        attended = x + layer.output(captured[0])  # the attention sub-block's output
+        normed = attended / attended.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt() * layer.ffn_norm.weight
+        ffn = layer.feed_forward
+        by_hand = attended + ffn.down_proj(F.silu(ffn.gate_proj(normed)) * ffn.up_proj(normed))
+    assert torch.allclose(out, by_hand, atol=1e-5)
+    interaction = batch(SEQS, TIMES)
+    item_seq, lengths = interaction["item_id_list"], interaction["item_length"]
+    future = item_seq.clone()
+    future[:, 4:6] = torch.tensor([[20, 21], [22, 24]])
+    with torch.no_grad():
+        base, other = with_ffn(item_seq, lengths), with_ffn(future, lengths)
+    assert torch.equal(other[:, :4], base[:, :4]) and not torch.allclose(other[:, 4:6], base[:, 4:6])
+    assert torch.count_nonzero(base[item_seq == 0]) == 0
+
+
 # -- clear errors -----------------------------------------------------------------------------------------
 def test_unknown_loss_type_is_a_clear_error(tiny):
     with pytest.raises(ValueError, match=r"loss_type must be one of \['sampled_softmax', 'CE'\].*'BPR'"):
@@ -191,6 +223,15 @@ def test_heads_not_dividing_hidden_size_is_a_clear_error(tiny):
 def test_normalised_time_field_is_a_clear_error(tiny):
     with pytest.raises(ValueError, match="normalize_all: False"):
         build(tiny, normalize_all=True)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(hstu_ffn="yes"), r"hstu_ffn must be True or False \(default False\), got the string 'yes'"),  # Config
+    (dict(hstu_ffn=True, inner_size=0), r"inner_size must be an integer >= 1 with hstu_ffn: True, got 0"),
+])
+def test_bad_feed_forward_settings_are_clear_errors(tiny, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build(tiny, **overrides)
 
 
 def _write_dataset_without_time(folder):

@@ -22,9 +22,20 @@ def test_value_rows_of_the_fused_projection_are_regularised(tiny):
     assert model.sprint.ffn_weight == 0  # HSTUSPRINT.yaml: HSTU has no FFN
 
 
-def test_ffn_weight_above_zero_is_rejected(tiny):
-    with pytest.raises(ValueError, match="sprint_ffn_weight > 0 but the backbone's blocks have no feed-forward"):
+def test_ffn_weight_above_zero_is_rejected_without_the_feed_forward_block(tiny):
+    with pytest.raises(ValueError, match=r"sprint_ffn_weight > 0 but the backbone's blocks have no feed-forward.*"
+                                         r"hstu_ffn: True"):
         build(tiny, HSTUSPRINT, sprint_ffn_weight=0.01)
+
+
+def test_with_the_feed_forward_block_its_up_and_down_weights_are_regularised(tiny):
+    """hstu_ffn: True: W_1 = W_up, W_2 = W_down of each block's SwiGLU (the gate left out, as on SASRec++)."""
+    model = build(tiny, HSTUSPRINT, n_layers=2, hstu_ffn=True, inner_size=12, sprint_ffn_weight=0.01)
+    for block, layer in zip(model.sprint_blocks(), model.layers):
+        assert block.has_ffn
+        assert block.ffn_in_module is layer.feed_forward.up_proj
+        assert block.ffn_out_module is layer.feed_forward.down_proj
+    assert model.sprint.has_ffn and model.sprint.ffn_weight == 0.01
 
 
 def test_soft_max_is_taken_over_the_signed_hstu_attention(tiny):

@@ -138,7 +138,9 @@ def _sasrecpp_weights(model):
 def _hstu_weights(model):
     for layer in model.layers:
         d = layer.uvqk.weight.size(1)  # rows of uvqk: U, V, Q, K blocks of d each (d_v * H = d)
-        yield layer.attn_dropout, layer.uvqk, layer.uvqk.weight[d : 2 * d], layer.output, None, None
+        ffn = layer.feed_forward  # None: the research HSTU; hstu_ffn: True: SwiGLU, W_1 = W_up, W_2 = W_down
+        yield (layer.attn_dropout, layer.uvqk, layer.uvqk.weight[d : 2 * d], layer.output,
+               None if ffn is None else ffn.up_proj.weight, None if ffn is None else ffn.down_proj.weight)
 
 
 CASES = {
@@ -161,6 +163,11 @@ CASES = {
         model=HSTUSPRINT, causal=True, batch=_hstu_batch, layers=_hstu_weights,
         config=dict(normalize_all=False, num_negatives=4, attn_dropout_prob=0.3, linear_dropout_prob=0.1,
                     hidden_dropout_prob=0.1, initializer_range=0.5, sprint_ffn_weight=0.0)),
+    # the SPRINT paper's HSTU variant: a SwiGLU feed-forward block after each block, its FFN term on
+    "HSTUSPRINT, FFN": dict(
+        model=HSTUSPRINT, causal=True, batch=_hstu_batch, layers=_hstu_weights,
+        config=dict(normalize_all=False, num_negatives=4, attn_dropout_prob=0.3, linear_dropout_prob=0.1,
+                    hidden_dropout_prob=0.1, initializer_range=0.5, hstu_ffn=True)),
     "BERT4RecSPRINT": dict(
         model=BERT4RecSPRINT, causal=False, batch=_cloze_batch, layers=_recbole_weights,
         config=dict(attn_dropout_prob=0.3, hidden_dropout_prob=0.1, MASK_ITEM_SEQ="Mask_item_id_list",
@@ -268,7 +275,7 @@ def set_attention_impl(model, impl):
 def _check_applied_to_v(name, probs, value_out, output_in):
     """The captured matrix is the one multiplied with V: rebuild the input of what follows from it."""
     batch, heads, n, _ = probs.shape
-    if name == "HSTUSPRINT":  # uvqk output -> SiLU -> U, V, Q, K; what follows is linear_dropout(U * LN(P V))
+    if name.startswith("HSTUSPRINT"):  # uvqk output -> SiLU -> U, V, Q, K; what follows is linear_dropout(U * LN(P V))
         u, v, _, _ = F.silu(value_out).chunk(4, dim=-1)
         v = v.reshape(batch, n, heads, -1)
         attn = torch.einsum("bhij,bjhd->bihd", probs, v).reshape(batch, n, -1)
@@ -308,9 +315,9 @@ def compare_with_reference(tiny, name, steps=2, lr=0.5, **overrides):
         for probs_module, value_module, _, output_module, _, _ in modules:
             handles.append(probs_module.register_forward_hook(lambda m, i, o: captured["probs"].append(o)))
             handles.append(value_module.register_forward_hook(lambda m, i, o: captured["value"].append(o)))
-        for layer in (model.layers if name == "HSTUSPRINT" else []):
+        for layer in (model.layers if name.startswith("HSTUSPRINT") else []):
             handles.append(layer.linear_dropout.register_forward_pre_hook(lambda m, i: captured["next"].append(i[0])))
-        for _, _, _, output_module, _, _ in (modules if name != "HSTUSPRINT" else []):
+        for _, _, _, output_module, _, _ in (modules if not name.startswith("HSTUSPRINT") else []):
             handles.append(output_module.register_forward_pre_hook(lambda m, i: captured["next"].append(i[0])))
         model.sprint.eval()  # the regulariser off (no hooks, no terms); the backbone stays in training mode
         impl = set_attention_impl(model, case.get("reference_impl"))
@@ -509,7 +516,7 @@ def test_a_step_on_the_attention_term_lowers_the_largest_column_sums(tiny, name)
     heads) since the term's gradient then mostly shrinks the weights' spectral norms."""
     off = dict(attn_dropout_prob=0.0, hidden_dropout_prob=0.0, initializer_range=0.3, sprint_attn_weight=1.0,
                sprint_ffn_weight=0.0, sprint_emb_weight=0.0)
-    if name == "HSTUSPRINT":
+    if name.startswith("HSTUSPRINT"):
         off["linear_dropout_prob"] = 0.0
     with float64_default():
         model = build(tiny, name, **off)

@@ -14,7 +14,9 @@ The research HSTU as a RecBole sequential model:
 * input: ``item_emb * sqrt(d) + pos_emb``, dropout, padding zeroed;
 * ``n_layers`` :class:`~recbole_sprint.model.layers.HSTULayer` blocks (pointwise SiLU attention with a
   relative position + time-bucket bias, causal; no softmax, no FFN); padding re-zeroed after each block
-  (the research model is jagged: padded positions do not exist there);
+  (the research model is jagged: padded positions do not exist there); ``hstu_ffn: True`` adds a SwiGLU
+  feed-forward sub-block of width ``inner_size`` to each block, as the SPRINT paper's HSTU (spec sprint.md
+  section 4.2: the authors' code has it as an option, on in their shipped ML-1M config), off by default;
 * L2-normalised user (hidden state) and item representations; loss ``sampled_softmax`` (uniform negatives,
   temperature, a negative equal to the positive masked with -5e4) or ``CE`` (full softmax).
 
@@ -73,6 +75,8 @@ class HSTU(FullSequence, SequentialRecommender):
         self.loss_type = config["loss_type"]
         self.num_negatives = config["num_negatives"]
         self.temperature = config["sampled_softmax_temperature"]
+        self.ffn = config["hstu_ffn"]
+        self.inner_size = config["inner_size"] if self.ffn else None
         self._check_config()
         self.TIME_FIELD = config["TIME_FIELD"]
         self.TIME_SEQ = None if self.TIME_FIELD is None else self.TIME_FIELD + config["LIST_SUFFIX"]
@@ -93,6 +97,7 @@ class HSTU(FullSequence, SequentialRecommender):
                 attn_dropout_prob=self.attn_dropout_prob,
                 layer_norm_eps=self.layer_norm_eps,
                 initializer_range=self.initializer_range,
+                inner_size=self.inner_size,
             )
             for _ in range(self.n_layers)
         )
@@ -115,6 +120,8 @@ class HSTU(FullSequence, SequentialRecommender):
             raise ValueError(f"num_negatives must be an integer >= 1 for {self.loss_type}, got {self.num_negatives!r}")
         if not self.temperature > 0:
             raise ValueError(f"sampled_softmax_temperature must be > 0, got {self.temperature!r}")
+        if self.ffn and (not isinstance(self.inner_size, int) or self.inner_size < 1):
+            raise ValueError(f"inner_size must be an integer >= 1 with hstu_ffn: True, got {self.inner_size!r}")
 
     def _check_time_field(self, config, dataset):
         field_types = getattr(dataset, "field2type", {})

@@ -13,8 +13,9 @@ training loss (spec sprint.md section 1.4). HSTU's attention ``P = SiLU(QK^T + r
 and not row-normalised: the column sums are plain signed sums of the matrix applied to ``V``, and the
 square-root argument of the attention term is clamped (``attention_block_term``), so a non-positive soft
 maximum gives a flat term instead of NaN. ``W_V`` is the V row block of the fused U/V/Q/K projection;
-``W_O`` is the output projection; U/Q/K and the (affine-free) LayerNorms are not regularised. HSTU has no
-FFN, so ``sprint_ffn_weight`` must be 0 (``HSTUSPRINT.yaml``).
+``W_O`` is the output projection; U/Q/K and the (affine-free) LayerNorms are not regularised. The original HSTU
+has no FFN, so ``sprint_ffn_weight`` is 0 by default (``HSTUSPRINT.yaml``); with ``hstu_ffn: True`` (the paper's
+HSTU variant) the FFN term is ``log1p(sigma(W_up) sigma(W_down))`` per block, the gate left out, as on SASRec++.
 """
 
 from recbole_sprint.model.sequential_recommender.hstu import HSTU
@@ -36,6 +37,8 @@ class HSTUSPRINT(SPRINT, HSTU):
                 value_rows=layer.value_rows,
                 output_module=layer.output,
                 n_heads=layer.n_heads,
+                ffn_in_module=None if layer.feed_forward is None else layer.feed_forward.up_proj,  # W_1 = W_up
+                ffn_out_module=None if layer.feed_forward is None else layer.feed_forward.down_proj,  # W_2
             )
             for layer in self.layers
         ]
