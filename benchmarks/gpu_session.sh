@@ -43,7 +43,7 @@
 set -u
 ROOT=${GPU_SESSION_ROOT:-/tmp}  # where the session's folders go on the GPU machine (tests: a temporary folder)
 RESULTS=${RESULTS:-$ROOT/results}
-STORES="paper_main paper_depth paper_scaling paper_bert4rec"
+STORES="paper_main paper_depth paper_scaling paper_bert4rec paper_hstu_ffn"
 session_env() {  # the variables of a session's python processes on the GPU machine (start and finish)
   export PATH=$ROOT/bin:$PATH PYTHONPATH=$ROOT/site:$ROOT/repo RESULTS PYTHONUNBUFFERED=1
 }

@@ -41,6 +41,8 @@
 #                                    # (paper_scaling.yaml: the scaling plots and power-law fits)
 #   benchmarks/paper_gpu.sh pool bert4rec_cloze   # BERT4Rec +- SPRINT with every batch a cloze batch (ft_ratio 0)
 #                                    # and up to 200 epochs (paper_bert4rec.yaml: paper_main's BERT4Rec rows do not learn)
+#   benchmarks/paper_gpu.sh pool hstu_ffn         # HSTU with the paper's SwiGLU feed-forward block +- SPRINT
+#                                    # (paper_hstu_ffn.yaml: hstu_ffn true, 3 rows x 2 datasets x 3 seeds)
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores
 #   benchmarks/paper_gpu.sh speed    # issue 4's GPU measurements (SPRINT overhead, profiles, 0.34B, equal time)
 #
@@ -84,6 +86,8 @@ hstu_depth paper_depth.yaml paper_depth HSTU,HSTUSPRINT ml-1m-3k 12
 sasrecpp_scaling paper_scaling.yaml paper_scaling SASRecPPSPRINT ml-1m-3k 20
 bert4rec_cloze paper_bert4rec.yaml paper_bert4rec BERT4RecSPRINT amazon-beauty 6
 bert4rec_cloze paper_bert4rec.yaml paper_bert4rec BERT4RecSPRINT ml-1m-3k 6
+hstu_ffn paper_hstu_ffn.yaml paper_hstu_ffn HSTUSPRINT amazon-beauty 9
+hstu_ffn paper_hstu_ffn.yaml paper_hstu_ffn HSTUSPRINT ml-1m-3k 9
 GROUPS
 )
   for want in "${@:-}"; do
@@ -197,7 +201,7 @@ case "${1:-}" in
   render)
     python -m recbole_sprint.benchmark "$SPECS/paper_main.yaml" --output_dir "$RESULTS/paper_main" --render_only
     python -m recbole_sprint.benchmark "$SPECS/paper_depth.yaml" --output_dir "$RESULTS/paper_depth" --render_only
-    for spec in paper_scaling paper_bert4rec; do  # once they have runs
+    for spec in paper_scaling paper_bert4rec paper_hstu_ffn; do  # once they have runs
       if [ -f "$RESULTS/$spec/runs.jsonl" ]; then
         python -m recbole_sprint.benchmark "$SPECS/$spec.yaml" --output_dir "$RESULTS/$spec" --render_only
       fi
