@@ -8,8 +8,8 @@
 speed.py times its rows one after another, which a shared machine's drifting load turns into noise of tens of
 percent on a small difference. Here both models train ``--steps`` steps in turn, ``--rounds`` times, and the
 fastest round of each counts; a second table gives each SPRINT variant's overhead paired round by round (its round
-against w0's round of the same pass: median, smallest, largest), the spread of the measurement within the run. The default configuration is tiny on purpose: its arithmetic is negligible, so the
-difference measures the host time of SPRINT's extra operators (dispatch, autograd nodes, Python), which is what a
+against w0's round of the same pass: median, smallest, largest), the spread of the measurement within the run. The
+default configuration is tiny on purpose: its arithmetic is negligible, so the difference measures the host time of SPRINT's extra operators (dispatch, autograd nodes, Python), which is what a
 small model on a fast GPU cannot hide. The table is printed last.
 
 Variants: ``--attention_impl`` (SASRecPP models: ``dense`` and/or ``fused``, the Triton attention that returns
@@ -215,7 +215,7 @@ def build_variant(args, label, overrides, settings):
 
 def time_variants(args):
     """Alternating rounds (see the module docstring); ``{label: ms/step}`` (fastest round), the plan, the built
-    variants and ``{label: [ms/step of each round]}`` (``nan`` for rounds a variant did not finish)."""
+    variants and ``{label: [ms/step of each round]}`` (a variant that fails while timed drops out of all three)."""
     plan = variant_plan(args)
     rows = {}
     for label, _, _, overrides, settings in plan:
