@@ -9,8 +9,9 @@ speed.py times its rows one after another, which a shared machine's drifting loa
 percent on a small difference. Here both models train ``--steps`` steps in turn, ``--rounds`` times, and the
 fastest round of each counts; a second table gives each SPRINT variant's overhead paired round by round (its round
 against w0's round of the same pass: median, smallest, largest), the spread of the measurement within the run. The
-default configuration is tiny on purpose: its arithmetic is negligible, so the difference measures the host time of SPRINT's extra operators (dispatch, autograd nodes, Python), which is what a
-small model on a fast GPU cannot hide. The table is printed last.
+default configuration is tiny on purpose: its arithmetic is negligible, so the difference measures the host time
+of SPRINT's extra operators (dispatch, autograd nodes, Python), which is what a small model on a fast GPU cannot
+hide. The table is printed last.
 
 Variants: ``--attention_impl`` (SASRecPP models: ``dense`` and/or ``fused``, the Triton attention that returns
 SPRINT's column sums without the n x n matrix; recbole_sprint/model/fused_attention.py; and ``dense-separate``, a
