@@ -179,7 +179,7 @@ def variant_plan(args):
             if tf32:
                 base["tf32"] = tf32 == "on"
             settings = (None if tf32 is None else tf32 == "on", impl == SEPARATE)
-            plan.append((" ".join(filter(None, [group, "w0"])), group, "w0", {**base, **speed.SPRINT_OFF}, settings))
+            plan.append((w0_label(group), group, "w0", {**base, **speed.SPRINT_OFF}, settings))
             plan.append((" ".join(filter(None, [group, "on"])), group, "on", base, settings))
             for mode in filter(None, args.compile.split(",")):
                 plan.append((" ".join(filter(None, [group, f"on, compile {mode}"])), group, f"on, compile {mode}",
@@ -212,6 +212,11 @@ def build_variant(args, label, overrides, settings):
     apply_settings(settings)
     model, trainer = speed.build(config, train_data)
     return model, trainer, train_data
+
+
+def w0_label(group):
+    """The label of a group's weights-0 variant (``"w0"``, or ``"<group> w0"``)."""
+    return " ".join(filter(None, [group, "w0"]))
 
 
 def time_variants(args):
@@ -258,7 +263,7 @@ def profile_variants(args, rows, plan):
         apply_settings(settings)
         profiles[label] = speed.profile_steps(options, trainer, batches.loader)
     for label, group, sprint, _, _ in plan:
-        w0 = " ".join(filter(None, [group, "w0"]))
+        w0 = w0_label(group)
         if sprint != "w0" and label in profiles and w0 in profiles:
             speed.print_profile_diff(profiles[label], profiles[w0], label, "full_sequence", args.profile_rows)
 
@@ -324,7 +329,7 @@ def round_overheads(per_round, plan):
     per round (the variant's round against w0's round of the same pass, minutes apart at most)."""
     spreads = {}
     for label, group, sprint, _, _ in plan:
-        w0 = " ".join(filter(None, [group, "w0"]))
+        w0 = w0_label(group)
         if sprint == "w0" or label not in per_round or w0 not in per_round:
             continue
         paired = [100 * (ms / base - 1) for ms, base in zip(per_round[label], per_round[w0])]

@@ -30,15 +30,17 @@ class HSTUSPRINT(SPRINT, HSTU):
         self.init_sprint(config)
 
     def sprint_blocks(self):
-        return [
-            SprintBlock(
-                probs_module=layer.attn_dropout,  # output: SiLU attention (causal, / n) after dropout, applied to V
-                value_module=layer.uvqk,
-                value_rows=layer.value_rows,
-                output_module=layer.output,
-                n_heads=layer.n_heads,
-                ffn_in_module=None if layer.feed_forward is None else layer.feed_forward.up_proj,  # W_1 = W_up
-                ffn_out_module=None if layer.feed_forward is None else layer.feed_forward.down_proj,  # W_2
-            )
-            for layer in self.layers
-        ]
+        return [self._sprint_block(layer) for layer in self.layers]
+
+    @staticmethod
+    def _sprint_block(layer):
+        ffn = layer.feed_forward  # None: the original HSTU (no FFN term)
+        return SprintBlock(
+            probs_module=layer.attn_dropout,  # output: SiLU attention (causal, / n) after dropout, applied to V
+            value_module=layer.uvqk,
+            value_rows=layer.value_rows,
+            output_module=layer.output,
+            n_heads=layer.n_heads,
+            ffn_in_module=None if ffn is None else ffn.up_proj,  # W_1 = W_up (W_gate is left out)
+            ffn_out_module=None if ffn is None else ffn.down_proj,  # W_2 = W_down
+        )
