@@ -151,6 +151,36 @@ class FirstBatches:
         return itertools.islice(iter(self.loader), len(self))
 
 
+class FixedBatches:
+    """``count`` batches drawn once from a RecBole dataloader and replayed on every pass (``fixed_batches`` shares
+    them between the variants timed on that loader). Variants compared on random batches do different work: the
+    fused attention skips key blocks in the padding and the losses work on the valid positions, so the cost of a step
+    follows the lengths of its batch (ml-1m-3k's run from 1 to 200)."""
+
+    def __init__(self, loader, count):
+        self.loader, self.shuffle = loader, loader.shuffle
+        self.sampler = getattr(loader, "sampler", None)
+        self.batches = list(itertools.islice(iter(loader), count))
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+_FIXED = {}
+
+
+def fixed_batches(loader, count):
+    """The same ``FixedBatches`` for every caller with this loader and count (the loaders are cached per data key:
+    ``prepared_data``)."""
+    key = (id(loader), count)
+    if key not in _FIXED:
+        _FIXED[key] = FixedBatches(loader, count)
+    return _FIXED[key]
+
+
 def synchronize(device):
     if device == "cuda":
         torch.cuda.synchronize()
@@ -384,14 +414,14 @@ def time_big(args, name, label, overrides):
     train_data = prepared_data(config, "full_sequence")[0]
     model, trainer = build(config, train_data)
     trainer._train_epoch(FirstBatches(train_data, 2), 0)  # warm-up
-    steps = FirstBatches(train_data, args.big_steps)
+    steps = fixed_batches(train_data, args.big_steps)  # w0 and SPRINT on: the same batches
     synchronize(args.device)
     start = time.perf_counter()
     trainer._train_epoch(steps, 1)
     synchronize(args.device)
     step_s = (time.perf_counter() - start) / len(steps)
-    mean_length = train_data.dataset.inter_feat[config["ITEM_LIST_LENGTH_FIELD"]].float().mean().item()
-    valid_tokens = config["train_batch_size"] * mean_length  # expected valid positions per step
+    lengths = config["ITEM_LIST_LENGTH_FIELD"]
+    valid_tokens = sum(float(batch[lengths].sum()) for batch in steps) / len(steps)  # of the timed batches, per step
     params = matmul_params(model)
     flops = transformer_flops(config, config["train_batch_size"], config["MAX_ITEM_LIST_LENGTH"], valid_tokens,
                               model.n_items, params)

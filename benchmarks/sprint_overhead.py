@@ -6,9 +6,10 @@
     python benchmarks/sprint_overhead.py --preset issue25      # CUDA: every issue-25 row in one run (below)
 
 speed.py times its rows one after another, which a shared machine's drifting load turns into noise of tens of
-percent on a small difference. Here both models train ``--steps`` steps in turn, ``--rounds`` times, and the
-fastest round of each counts; a second table gives each SPRINT variant's overhead paired round by round (its round
-against w0's round of the same pass: median, smallest, largest), the spread of the measurement within the run. The
+percent on a small difference. Here both models train ``--steps`` steps in turn, ``--rounds`` times, on the same
+``--steps`` batches (drawn once and replayed: a step's work follows its batch's lengths), and the fastest round of
+each counts; a second table gives each SPRINT variant's overhead paired round by round (its round against w0's
+round of the same pass: median, smallest, largest), the spread of the measurement within the run. The
 default configuration is tiny on purpose: its arithmetic is negligible, so the difference measures the host time
 of SPRINT's extra operators (dispatch, autograd nodes, Python), which is what a small model on a fast GPU cannot
 hide. The table is printed last.
@@ -233,7 +234,7 @@ def time_variants(args):
         except Exception as error:  # one failing variant must not cost the others' timings
             print(f"  {label}: failed in warm-up: {first_line(error)}", flush=True)
             continue
-        rows[label] = (trainer, speed.FirstBatches(train_data, args.steps), settings)
+        rows[label] = (trainer, speed.fixed_batches(train_data, args.steps), settings)  # every variant, every round
     best = {label: float("inf") for label in rows}
     per_round = {label: [] for label in rows}
     for _ in range(args.rounds):
@@ -261,7 +262,7 @@ def profile_variants(args, rows, plan):
     profiles = {}
     for label, (trainer, batches, settings) in rows.items():
         apply_settings(settings)
-        profiles[label] = speed.profile_steps(options, trainer, batches.loader)
+        profiles[label] = speed.profile_steps(options, trainer, batches)  # the timed batches: the same work
     for label, group, sprint, _, _ in plan:
         w0 = w0_label(group)
         if sprint != "w0" and label in profiles and w0 in profiles:
@@ -282,7 +283,7 @@ def memory_variants(args):
             apply_settings(settings)
             trainer._train_epoch(speed.FirstBatches(train_data, 1), 0)
             speed.synchronize(args.device)
-            batches = speed.FirstBatches(train_data, args.steps)
+            batches = speed.fixed_batches(train_data, args.steps)
             start = time.perf_counter()
             trainer._train_epoch(batches, 1)
             speed.synchronize(args.device)

@@ -1,6 +1,7 @@
 """The numbers of benchmarks/results/README.md, from the stores: its tables (means over the seeds each row lists: the
 main table, the depth sweep, the unmasked SASRec++ rows, the parameter-scaling sweep, BERT4Rec under the cloze
-protocol) and the paired comparisons its text quotes (SPRINT row vs its backbone row, over the seeds both have).
+protocol, HSTU with the SwiGLU feed-forward block) and the paired comparisons its text quotes (SPRINT row vs its
+backbone row, over the seeds both have).
 
     python benchmarks/writeup_tables.py                 # the tables, then the comparisons
     python benchmarks/writeup_tables.py --results DIR   # stores elsewhere (the GPU machine's RESULTS)
@@ -23,10 +24,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 COLUMNS = {"NDCG@5": ("ndcg@5", 4), "HR@1": ("hit@1", 4), "HR@5": ("hit@5", 4), "HR@10": ("hit@10", 4),
            "Fair-0.8@1": ("tailexposure@1", 3), "ARP@5": ("arp@5", 0), "TailCoverage@10": ("tailcoverage@10", 3),
            "HistoryShare@1": ("historyshare@1", 3), "SpectralCollapse": ("spectralcollapse", 3)}
-ROW_ORDER = ["Pop", "SASRec", "SASRecSPRINT", "HSTU", "HSTUSPRINT", "BERT4Rec", "BERT4RecSPRINT", "SASRec++",
-             "SASRec++-SPRINT"]
-PAIRS = [("SASRecSPRINT", "SASRec"), ("HSTUSPRINT", "HSTU"), ("BERT4RecSPRINT", "BERT4Rec"),
-         ("SASRec++-SPRINT", "SASRec++")]
+ROW_ORDER = ["Pop", "SASRec", "SASRecSPRINT", "HSTU", "HSTUSPRINT", "HSTU+FFN", "HSTU+FFN-SPRINT",
+             "HSTU+FFN-SPRINT-noattn", "BERT4Rec", "BERT4RecSPRINT", "SASRec++", "SASRec++-SPRINT"]
+PAIRS = [("SASRecSPRINT", "SASRec"), ("HSTUSPRINT", "HSTU"), ("HSTU+FFN-SPRINT", "HSTU+FFN"),
+         ("HSTU+FFN-SPRINT-noattn", "HSTU+FFN"), ("BERT4RecSPRINT", "BERT4Rec"), ("SASRec++-SPRINT", "SASRec++")]
 COMPARED = ["ndcg@5", "hit@1", "hit@10", "tailexposure@1", "arp@5", "tailcoverage@10", "spectralcollapse"]
 SMALLER_IS_BETTER = {"arp@5", "spectralcollapse"}
 POINTS = {"tailexposure@1", "tailcoverage@10"}  # differences in percentage points (the paper's Fair convention)
@@ -204,6 +205,7 @@ def main():
     args = parser.parse_args()
     main_runs, depth_runs = records(args.results, "paper_main"), records(args.results, "paper_depth")
     scaling_runs, bert4rec_runs = records(args.results, "paper_scaling"), records(args.results, "paper_bert4rec")
+    hstu_ffn_runs = records(args.results, "paper_hstu_ffn")
     print("<!-- table:paper_main -->")
     print(table(main_runs, False))
     print()
@@ -219,6 +221,9 @@ def main():
     print("<!-- table:paper_bert4rec -->")
     print(table(bert4rec_runs, False))
     print()
+    print("<!-- table:paper_hstu_ffn -->")
+    print(table(hstu_ffn_runs, False))
+    print()
     print("Main table, SPRINT vs its backbone (paired over the seeds both rows have):")
     main_comparisons(main_runs)
     print()
@@ -230,6 +235,9 @@ def main():
     print()
     print("BERT4Rec, cloze protocol (paper_bert4rec.yaml), SPRINT vs its backbone:")
     main_comparisons(bert4rec_runs)
+    print()
+    print("HSTU with the SwiGLU feed-forward block (paper_hstu_ffn.yaml), SPRINT vs its backbone:")
+    main_comparisons(hstu_ffn_runs)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,49 @@ def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
         assert low <= median <= high, label
 
 
+def test_every_variant_is_timed_and_profiled_on_the_same_batches(monkeypatch):
+    """The variants share one cached dataloader, which reshuffles on every pass: with a pass per variant and round,
+    each would time other batches, whose lengths (hence work) differ. Every round of every variant, and the profile,
+    must see the same batch objects."""
+    script = load_benchmark_script("sprint_overhead")
+    seen, build_variant = {}, script.build_variant
+
+    def recording(*args):  # the real variant, its trainer's passes recorded instead of trained
+        model, trainer, train_data = build_variant(*args)
+        passes = seen.setdefault(id(trainer), [])
+        trainer._train_epoch = lambda batches, epoch_idx, **kwargs: passes.append([id(batch) for batch in batches])
+        return model, trainer, train_data
+
+    monkeypatch.setattr(script, "build_variant", recording)
+    args = script.parse_args(["--dataset", "ml-100k", "--n_layers", "1", "--hidden_size", "8", "--max_len", "10",
+                              "--steps", "3", "--rounds", "2", "--profile", "2"])
+    best, plan, rows, per_round = script.time_variants(args)
+    script.profile_variants(args, rows, plan)
+    assert len(rows) == 2 and len(seen) == 2  # w0 and on, each its own trainer
+    for passes in seen.values():
+        warm_up, round_1, round_2, profile = passes
+        assert len(round_1) == 3 and round_1 == round_2 and profile == round_1[:2]
+    first, second = seen.values()
+    assert first[1:] == second[1:]  # and the other variant's passes, batch for batch
+
+
+def test_fixed_batches_replay_one_draw_per_loader_and_count():
+    speed = load_benchmark_script("speed")
+
+    class Reshuffling:  # a new draw on every pass, as RecBole's shuffled training loader
+        shuffle, sampler, draws = True, None, 0
+
+        def __iter__(self):
+            Reshuffling.draws += 1
+            return iter([object() for _ in range(5)])
+
+    loader = Reshuffling()
+    batches = speed.fixed_batches(loader, 3)
+    assert len(batches) == 3 and list(batches) == list(batches) and Reshuffling.draws == 1
+    assert speed.fixed_batches(loader, 3) is batches and speed.fixed_batches(loader, 2) is not batches
+    assert batches.shuffle is True and batches.loader is loader
+
+
 def test_round_overheads_pairs_each_round_with_w0_s_round():
     """Rounds (w0 10, on 11) and (w0 20, on 21): +10% and +5%, median 7.5; the fastest rounds alone (10 vs 11) would
     say +10%. A variant without its w0 (failed) and w0 itself get no line."""
