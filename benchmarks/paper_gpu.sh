@@ -40,7 +40,8 @@
 #   benchmarks/paper_gpu.sh pool sasrecpp_scaling   # SASRec++ +- SPRINT at the paper's sizes XXS-Large on ml-1m-3k
 #                                    # (paper_scaling.yaml: the scaling plots and power-law fits)
 #   benchmarks/paper_gpu.sh pool bert4rec_cloze   # BERT4Rec +- SPRINT with every batch a cloze batch (ft_ratio 0)
-#                                    # and up to 200 epochs (paper_bert4rec.yaml: paper_main's BERT4Rec rows do not learn)
+#                                    # and 200 epochs without early stopping, as the paper (paper_bert4rec.yaml:
+#                                    # paper_main's BERT4Rec rows do not learn)
 #   benchmarks/paper_gpu.sh pool hstu_ffn         # HSTU with the paper's SwiGLU feed-forward block +- SPRINT
 #                                    # (paper_hstu_ffn.yaml: hstu_ffn true, 3 rows x 2 datasets x 3 seeds)
 #   benchmarks/paper_gpu.sh render   # tables and plots from the stores

@@ -1,7 +1,7 @@
 """The numbers of benchmarks/results/README.md, from the stores: its tables (means over the seeds each row lists: the
-main table, the depth sweep, the unmasked SASRec++ rows, the parameter-scaling sweep, BERT4Rec under the cloze
-protocol, HSTU with the SwiGLU feed-forward block) and the paired comparisons its text quotes (SPRINT row vs its
-backbone row, over the seeds both have).
+main table, the depth sweep, the unmasked SASRec++ rows, the parameter-scaling sweep, HSTU with the SwiGLU
+feed-forward block) and the paired comparisons its text quotes (SPRINT row vs its backbone row, over the seeds both
+have).
 
     python benchmarks/writeup_tables.py                 # the tables, then the comparisons
     python benchmarks/writeup_tables.py --results DIR   # stores elsewhere (the GPU machine's RESULTS)
@@ -204,8 +204,7 @@ def main():
     parser.add_argument("--results", default=os.path.join(HERE, "results"), help="folder of the stores")
     args = parser.parse_args()
     main_runs, depth_runs = records(args.results, "paper_main"), records(args.results, "paper_depth")
-    scaling_runs, bert4rec_runs = records(args.results, "paper_scaling"), records(args.results, "paper_bert4rec")
-    hstu_ffn_runs = records(args.results, "paper_hstu_ffn")
+    scaling_runs, hstu_ffn_runs = records(args.results, "paper_scaling"), records(args.results, "paper_hstu_ffn")
     print("<!-- table:paper_main -->")
     print(table(main_runs, False))
     print()
@@ -218,9 +217,6 @@ def main():
     print("<!-- table:paper_scaling -->")
     print(scaling_table(scaling_runs))
     print()
-    print("<!-- table:paper_bert4rec -->")
-    print(table(bert4rec_runs, False))
-    print()
     print("<!-- table:paper_hstu_ffn -->")
     print(table(hstu_ffn_runs, False))
     print()
@@ -232,9 +228,6 @@ def main():
     print()
     print("Scaling sweep, SPRINT vs its backbone at each size:")
     scaling_comparisons(scaling_runs)
-    print()
-    print("BERT4Rec, cloze protocol (paper_bert4rec.yaml), SPRINT vs its backbone:")
-    main_comparisons(bert4rec_runs)
     print()
     print("HSTU with the SwiGLU feed-forward block (paper_hstu_ffn.yaml), SPRINT vs its backbone:")
     main_comparisons(hstu_ffn_runs)

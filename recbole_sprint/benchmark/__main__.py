@@ -21,7 +21,8 @@ model's yaml defaults):
   paper_main.yaml           the paper's comparison on amazon-beauty and ml-1m-3k (../shared/datasets): GPU
   paper_depth.yaml          depth sweep 2/4/8 layers: GPU
   paper_scaling.yaml        SASRec++ +- SPRINT at sizes XXS-Large on ml-1m-3k, paper_main's protocol: GPU
-  paper_bert4rec.yaml       BERT4Rec +- SPRINT, every batch a cloze batch, up to 200 epochs: GPU
+  paper_bert4rec.yaml       BERT4Rec +- SPRINT, every batch a cloze batch, 200 epochs, no early stopping: GPU
+  paper_hstu_ffn.yaml       HSTU with the paper's SwiGLU feed-forward block +- SPRINT, paper_main's protocol: GPU
   paper_amazon-beauty.yaml, paper_ml-1m-3k.yaml   paper sizes XXS-Base, prefix mode: GPU, hundreds of runs
 Outputs (default outputs/benchmark/<spec name>/): runs.jsonl (one line per finished run; a rerun skips it),
 table.md / .tex / .csv, scaling.csv and plots, and each run's RecBole log under log/ there."""
