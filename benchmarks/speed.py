@@ -155,7 +155,7 @@ class FixedBatches:
     """``count`` batches drawn once from a RecBole dataloader and replayed on every pass (``fixed_batches`` shares
     them between the variants timed on that loader). Variants compared on random batches do different work: the
     fused attention skips key blocks in the padding and the losses work on the valid positions, so the cost of a step
-    follows the lengths of its batch (ml-1m-3k's run from 1 to 200)."""
+    follows the lengths of its batch (ml-1m-3k's: 18 to 200 items, median 87)."""
 
     def __init__(self, loader, count):
         self.loader, self.shuffle = loader, loader.shuffle

@@ -1,7 +1,7 @@
 """The numbers of benchmarks/results/README.md, from the stores: its tables (means over the seeds each row lists: the
 main table, the depth sweep, the unmasked SASRec++ rows, the parameter-scaling sweep, HSTU with the SwiGLU
-feed-forward block) and the paired comparisons its text quotes (SPRINT row vs its backbone row, over the seeds both
-have).
+feed-forward block, and BERT4Rec under the cloze protocol once its store has runs) and the paired comparisons its
+text quotes (SPRINT row vs its backbone row, over the seeds both have).
 
     python benchmarks/writeup_tables.py                 # the tables, then the comparisons
     python benchmarks/writeup_tables.py --results DIR   # stores elsewhere (the GPU machine's RESULTS)
@@ -31,6 +31,9 @@ PAIRS = [("SASRecSPRINT", "SASRec"), ("HSTUSPRINT", "HSTU"), ("HSTU+FFN-SPRINT",
 COMPARED = ["ndcg@5", "hit@1", "hit@10", "tailexposure@1", "arp@5", "tailcoverage@10", "spectralcollapse"]
 SMALLER_IS_BETTER = {"arp@5", "spectralcollapse"}
 POINTS = {"tailexposure@1", "tailcoverage@10"}  # differences in percentage points (the paper's Fair convention)
+# stores with a plain table (rows x the COLUMNS) and their comparisons, printed when the store has runs
+PLAIN = {"paper_hstu_ffn": "HSTU with the SwiGLU feed-forward block (paper_hstu_ffn.yaml)",
+         "paper_bert4rec": "BERT4Rec, cloze protocol, the paper's schedule (paper_bert4rec.yaml)"}
 
 
 def records(results, name):
@@ -204,7 +207,9 @@ def main():
     parser.add_argument("--results", default=os.path.join(HERE, "results"), help="folder of the stores")
     args = parser.parse_args()
     main_runs, depth_runs = records(args.results, "paper_main"), records(args.results, "paper_depth")
-    scaling_runs, hstu_ffn_runs = records(args.results, "paper_scaling"), records(args.results, "paper_hstu_ffn")
+    scaling_runs = records(args.results, "paper_scaling")
+    plain = {name: records(args.results, name) for name in PLAIN
+             if os.path.exists(os.path.join(args.results, name, "runs.jsonl"))}
     print("<!-- table:paper_main -->")
     print(table(main_runs, False))
     print()
@@ -217,9 +222,10 @@ def main():
     print("<!-- table:paper_scaling -->")
     print(scaling_table(scaling_runs))
     print()
-    print("<!-- table:paper_hstu_ffn -->")
-    print(table(hstu_ffn_runs, False))
-    print()
+    for name, runs in plain.items():
+        print(f"<!-- table:{name} -->")
+        print(table(runs, False))
+        print()
     print("Main table, SPRINT vs its backbone (paired over the seeds both rows have):")
     main_comparisons(main_runs)
     print()
@@ -228,9 +234,10 @@ def main():
     print()
     print("Scaling sweep, SPRINT vs its backbone at each size:")
     scaling_comparisons(scaling_runs)
-    print()
-    print("HSTU with the SwiGLU feed-forward block (paper_hstu_ffn.yaml), SPRINT vs its backbone:")
-    main_comparisons(hstu_ffn_runs)
+    for name, runs in plain.items():
+        print()
+        print(f"{PLAIN[name]}, SPRINT vs its backbone:")
+        main_comparisons(runs)
 
 
 if __name__ == "__main__":
