@@ -108,7 +108,8 @@ def parse_args(argv=None):
                         help="also time SPRINT with sprint_every=K for each (lazy regularisation: the terms every K-th "
                              "step; use --steps a multiple of K)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="after timing, profile N steps of each variant and list what SPRINT adds over w0")
+                        help="after timing, profile N steps of each variant (the first N of the timed batches, "
+                             "at most --steps) and list what SPRINT adds over w0")
     parser.add_argument("--profile_rows", type=int, default=14, help="operators listed per --profile table")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--memory", action="store_true", help="peak CUDA memory of each variant instead of timing")
