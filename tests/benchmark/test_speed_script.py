@@ -71,3 +71,27 @@ def test_big_models_entries_set_the_attention_and_the_w0_weights():
                                                   "SASRecPPSPRINT [fused] on"]
     assert entries[3][1:] == ("SASRecPPSPRINT", {"attention_impl": "fused"})
     assert entries[2][2] == {"attention_impl": "fused", **speed.SPRINT_OFF}
+
+
+def test_profile_total_counts_each_gpu_microsecond_once():
+    """On CUDA a kernel's time is both its launching operator's self device time and the kernel event's own time:
+    the table lists both, the [total] sums the kernel events only (it once summed both, twice the device time)."""
+    from types import SimpleNamespace
+
+    import pytest
+    from torch.autograd import DeviceType
+
+    speed = load_benchmark_script("speed")
+
+    def event(key, device_type, device_us, cpu_us=0.0):
+        return SimpleNamespace(key=key, device_type=device_type, count=2, self_device_time_total=device_us,
+                               self_cpu_time_total=cpu_us)
+
+    events = [event("aten::mm", DeviceType.CPU, 3000.0, cpu_us=400.0), event("sm90_gemm", DeviceType.CUDA, 3000.0),
+              event("aten::add", DeviceType.CPU, 1000.0, cpu_us=200.0), event("add_kernel", DeviceType.CUDA, 1000.0)]
+    table = speed.profile_table(events, steps=2, wall=0.005, device="cuda")
+    assert table["aten::mm"] == (1.5, 1.0) and table["sm90_gemm"] == (1.5, 1.0)
+    assert table["[total]"] == (2.0, 0.0)  # (3000 + 1000) us of kernels over 2 steps
+    assert table["[wall]"] == (5.0, 1.0)
+    cpu = speed.profile_table(events, steps=2, wall=0.005, device="cpu")  # the host's self times, children excluded
+    assert cpu["[total]"][0] == pytest.approx(0.3) and "sm90_gemm" not in cpu
