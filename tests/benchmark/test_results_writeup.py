@@ -16,8 +16,8 @@ from .scripts import load_benchmark_script
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
 SPECS = os.path.join(REPO, "recbole_sprint", "properties", "benchmark")
-STORES = ["paper_main", "paper_depth", "paper_scaling", "paper_hstu_ffn", "sprint_every"]
-WRITEUP_TABLES = ["paper_main", "paper_depth", "paper_hstu_ffn"]
+STORES = ["paper_main", "paper_depth", "paper_scaling", "paper_hstu_ffn", "paper_bert4rec", "sprint_every"]
+WRITEUP_TABLES = ["paper_main", "paper_depth", "paper_hstu_ffn", "paper_bert4rec"]
 # write-up column -> (stored metric, decimals)
 COLUMNS = {"NDCG@5": ("ndcg@5", 4), "HR@1": ("hit@1", 4), "HR@5": ("hit@5", 4), "HR@10": ("hit@10", 4),
            "Fair-0.8@1": ("tailexposure@1", 3), "ARP@5": ("arp@5", 0), "TailCoverage@10": ("tailcoverage@10", 3),
@@ -118,7 +118,8 @@ def test_writeup_tables_script_prints_the_committed_tables():
     script = load_benchmark_script("writeup_tables")
     with open(os.path.join(RESULTS, "README.md")) as handle:
         text = handle.read()
-    for name, with_layers in (("paper_main", False), ("paper_depth", True), ("paper_hstu_ffn", False)):
+    for name, with_layers in (("paper_main", False), ("paper_depth", True), ("paper_hstu_ffn", False),
+                              ("paper_bert4rec", False)):
         committed = text.split(f"<!-- table:{name} -->\n", 1)[1].split("\n\n", 1)[0]
         assert script.table(script.records(RESULTS, name), with_layers) == committed, name
     committed = text.split("<!-- table:unmasked -->\n", 1)[1].split("\n\n", 1)[0]
