@@ -10,7 +10,8 @@ fixed number of epochs (no model selection: the last weights are tested), full-s
 For each: test NDCG@5, Hit@1, Hit@5, TailExposure@1 (share of top-1 slots on tail items, tail = the 80% least
 popular items), HistoryShare@1 (top-1 slots holding a history item before masking), and attention statistics of
 the trained model on the validation sequences (one batch of every validation user, eval mode, so no dropout):
-the largest column sum of each layer (max over heads, sequences and valid keys; valid queries only), averaged
+the largest column sum of each layer (max over heads, sequences and the keys SPRINT regularises, over the queries
+it regularises: ``sprint_masks``; causal models: query i sees keys j <= i, BERT4Rec: every valid key), averaged
 over layers; the soft maximum S~ (tau = 4, over the batch) averaged over layers and heads, beside log(N)/tau (N the
 batch's valid keys of one head: S~ of N equal columns c is c + log(N)/tau); the share of the
 attention mass on the first key of each sequence (the causal "sink"); the share on keys whose item is in the
@@ -19,8 +20,9 @@ layers) and of W_O (mean over layers). Prints a Markdown table.
 
     python benchmarks/sprint_direction.py --dataset=ml-100k --epochs=30 --seed=2020
 
-``--runs='SASRecSPRINT:2.5,0,0;SASRecSPRINT:0,0,0.1'`` replaces the four runs (one term at a time, e.g.). Any
-other ``--key=value`` is a config override for every run (RecBole's syntax).
+``--runs='SASRecSPRINT:2.5,0,0;SASRecSPRINT:0,0,0.1'`` replaces the four runs (one term at a time, e.g.; also
+``BERT4RecSPRINT:...`` with ``--loss_type=CE``). Any other ``--key=value`` is a config override for every run
+(RecBole's syntax).
 """
 
 import argparse
@@ -54,24 +56,34 @@ def attention_statistics(model, interaction, item_popularity, tau=4.0):
     """Column-sum statistics of the trained model's attention on ``interaction`` (eval mode)."""
     import torch
 
-    item_seq = interaction[model.ITEM_SEQ]  # [B, n], right-padded
-    captured = []
+    captured, seen = [], []
     handles = [module.register_forward_hook(lambda m, i, o: captured.append(o.detach().double()))
                for module in probs_modules(model)]
+    # the sequence the encoder saw (BERT4Rec's full_sort_predict shifts it and writes its [MASK] at the end);
+    # RecBole calls self.forward directly, which module hooks do not see
+    forward = model.forward
+    model.forward = lambda item_seq, *args, **kwargs: seen.append(item_seq) or forward(item_seq, *args, **kwargs)
     model.eval()
-    with torch.no_grad():
-        model.full_sort_predict(interaction)
-    for handle in handles:
-        handle.remove()
-    valid = item_seq != 0  # [B, n]
+    try:
+        with torch.no_grad():
+            model.full_sort_predict(interaction)
+    finally:
+        del model.forward
+        for handle in handles:
+            handle.remove()
+    item_seq = seen[0]  # [B, n], right-padded
+    queries, keys = model.sprint_masks(item_seq)  # [B, n] each: the query rows and key columns SPRINT regularises
+    valid = keys
     n = item_seq.size(1)
-    causal = torch.tril(torch.ones(n, n, dtype=torch.float64, device=item_seq.device))
+    ones = torch.ones(n, n, dtype=torch.float64, device=item_seq.device)
+    bidirectional = hasattr(model, "mask_token")  # BERT4Rec: every valid query sees every valid key
+    allowed = ones if bidirectional else torch.tril(ones)
     head_items = item_popularity >= torch.quantile(item_popularity[1:].double(), 0.8)  # top 20% by training count
-    head_keys = head_items[item_seq] & valid  # [B, n]
+    head_keys = head_items[item_seq.clamp(max=item_popularity.numel() - 1)] & valid  # [B, n] ([MASK] is no key)
     maxima, soft, first, head = [], [], [], []
     for probs in captured:  # [B, H, n, n]
-        kept = probs * causal * valid[:, None, :, None] * valid[:, None, None, :]
-        columns = kept.sum(2)  # [B, H, n], over valid queries
+        kept = probs * allowed * queries[:, None, :, None] * keys[:, None, None, :]
+        columns = kept.sum(2)  # [B, H, n], over the regularised queries
         mass = kept.sum((2, 3))  # [B, H]
         maxima.append(columns.masked_fill(~valid[:, None, :], float("-inf")).amax().item())
         scaled = (tau * columns).masked_fill(~valid[:, None, :], float("-inf"))
