@@ -22,7 +22,8 @@
 #         when BIG_TIMING_S > 0, then
 #         `paper_gpu.sh pool $GROUPS_ORDER` detached (POOL, MIN_FREE_GIB, JOBS as there), and beside it, when
 #         TUNE="MODEL DATASET[;MODEL DATASET]" is set, `paper_gpu.sh tune MODEL DATASET` for each (TUNE_WORKERS trials
-#         at once; searches committed under benchmarks/results/tune resume); the call fails (exit 1) if no run is
+#         at once; TUNE_SPEC, default paper_main, the spec whose cell each search fixes; searches committed under
+#         benchmarks/results/tune resume); the call fails (exit 1) if no run is
 #         training a minute later, with the logs' last lines
 #         START_WITHIN_S=N: the pool starts no run later than N s after it began (paper_gpu.sh START_UNTIL)
 #   calls 2, 3, ...: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect

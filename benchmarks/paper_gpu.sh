@@ -9,6 +9,8 @@
 #                                    # TUNE_WORKERS (6) trials at once on the GPU
 #   benchmarks/paper_gpu.sh tune SASRecSPRINT ml-1m-3k   # the same search on another dataset of the spec
 #   benchmarks/paper_gpu.sh tune BERT4RecSPRINT   # its own grid (sprint_bidirectional_grid.hyper: lambda_attn x tau)
+#   TUNE_SPEC=paper_bert4rec benchmarks/paper_gpu.sh tune BERT4RecSPRINT ml-1m-3k   # under another spec's cell (here
+#                                    # the cloze protocol, 200 epochs); records in tune/<MODEL>_<DATASET>_<TUNE_SPEC>
 #   benchmarks/paper_gpu.sh tune HSTUSPRINT       # its own grid (sprint_hstu_grid.hyper: lambda_attn x lambda_emb)
 #   benchmarks/paper_gpu.sh tune SASRec++-SPRINT  # the row SASRec++-SPRINT (its optimiser settings), the paper's grid
 #                                    # for SASRec++ (sprint_paper_grid.hyper: 4 lambda_attn x 4 lambda_ffn; depth fixed)
@@ -130,12 +132,14 @@ case "${1:-}" in
       SASRecSPRINT) grid=properties/hyper/sprint_sasrec_grid.hyper ;;
       *) grid=properties/hyper/sprint_small_grid.hyper ;;
     esac
-    out=$RESULTS/tune/${model}_$dataset
+    spec=${TUNE_SPEC:-paper_main}  # the spec whose cell is the search's fixed config (paper_bert4rec: the cloze
+    out=$RESULTS/tune/${model}_$dataset  # protocol, 200 epochs); a search under another spec has its own folder
+    [ "$spec" != paper_main ] && out=${out}_$spec
     resume=()
     [ -f "$out/search_settings.json" ] && resume=(--resume)
-    python -m recbole_sprint.tune --backend=local --spec="$SPECS/paper_main.yaml" --model="$model" \
+    python -m recbole_sprint.tune --backend=local --spec="$SPECS/$spec.yaml" --model="$model" \
       --dataset="$dataset" --params_file="$grid" --num_samples=1 --seed=0 \
-      --output_dir="$out" --workers="${TUNE_WORKERS:-6}" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_${model}_$dataset.log"
+      --output_dir="$out" --workers="${TUNE_WORKERS:-6}" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_$(basename "$out").log"
     ;;
   tuned)  # tuned MODEL [DATASET]: the seeds of MODEL-tuned (paper_main.yaml's) at once, one process each (resumes
           # like pool)

@@ -122,6 +122,29 @@ def test_tune_searches_each_row_over_its_grid(tmp_path, model, grid):
     (call,) = calls.read_text().splitlines()
     assert f"--model={model} " in call and "--dataset=ml-1m-3k " in call
     assert f"--params_file=properties/hyper/{grid}.hyper " in call and "--spec=recbole_sprint/properties/benchmark/paper_main.yaml" in call
+    assert f"--output_dir={tmp_path / 'results' / 'tune' / (model + '_ml-1m-3k')} " in call
+
+
+def test_tune_under_another_spec_has_its_own_folder(tmp_path):
+    """TUNE_SPEC=paper_bert4rec: the fixed config is that spec's cell (the cloze protocol), the records and the log go
+    to their own names, so a search of the same model and dataset under paper_main is neither resumed nor mixed in."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text('#!/usr/bin/env bash\necho "$*" >> "$CALLS"\n')
+    (bin_dir / "python").chmod(0o755)
+    calls, results = tmp_path / "calls.txt", tmp_path / "results"
+    (results / "tune" / "BERT4RecSPRINT_ml-1m-3k").mkdir(parents=True)  # a paper_main search, begun
+    (results / "tune" / "BERT4RecSPRINT_ml-1m-3k" / "search_settings.json").write_text("{}")
+    (results / "logs").mkdir()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "RESULTS": str(results),
+           "TUNE_SPEC": "paper_bert4rec"}
+    subprocess.run(["bash", "benchmarks/paper_gpu.sh", "tune", "BERT4RecSPRINT", "ml-1m-3k"], cwd=REPO, env=env,
+                   check=True, capture_output=True, timeout=60)
+    (call,) = calls.read_text().splitlines()
+    assert "--spec=recbole_sprint/properties/benchmark/paper_bert4rec.yaml " in call
+    assert f"--output_dir={results / 'tune' / 'BERT4RecSPRINT_ml-1m-3k_paper_bert4rec'} " in call
+    assert "--resume" not in call  # the paper_main search's settings are not this one's
+    assert sorted(os.listdir(results / "logs")) == ["tune_BERT4RecSPRINT_ml-1m-3k_paper_bert4rec.log"]
 
 
 def _fake_tools(tmp_path, nvidia_smi=None):
