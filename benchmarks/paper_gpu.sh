@@ -8,7 +8,7 @@
 #                                    # lambda_attn x lambda_ffn x lambda_emb) under paper_main.yaml's protocol,
 #                                    # TUNE_WORKERS (6) trials at once on the GPU
 #   benchmarks/paper_gpu.sh tune SASRecSPRINT ml-1m-3k   # the same search on another dataset of the spec
-#   benchmarks/paper_gpu.sh tune BERT4RecSPRINT   # its own grid (sprint_bidirectional_grid.hyper: lambda_attn x tau)
+#   benchmarks/paper_gpu.sh tune BERT4RecSPRINT   # its own grid (sprint_bidirectional_grid.hyper: lambda_attn x lambda_emb)
 #   TUNE_SPEC=paper_bert4rec benchmarks/paper_gpu.sh tune BERT4RecSPRINT ml-1m-3k   # under another spec's cell (here
 #                                    # the cloze protocol, 200 epochs); records in tune/<MODEL>_<DATASET>_<TUNE_SPEC>
 #   benchmarks/paper_gpu.sh tune HSTUSPRINT       # its own grid (sprint_hstu_grid.hyper: lambda_attn x lambda_emb)
