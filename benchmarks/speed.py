@@ -338,9 +338,8 @@ def profile_table(events, steps, wall, device):
 
     On CUDA an operator's self device time is the time of the kernels it launched, and each of those kernels is an
     event of its own (device type CUDA) with the same time: the table lists both (operator names are readable,
-    kernel names exact), but ``[total]`` sums the kernel events only, each GPU microsecond once. (Until the
-    twenty-first session it summed both, about twice the device time.) On the CPU self times exclude the children:
-    their sum is the host's busy time."""
+    kernel names exact), but ``[total]`` sums the kernel events only, each GPU microsecond once (summing both would
+    count it twice). On the CPU self times exclude the children: their sum is the host's busy time."""
     from torch.autograd import DeviceType
 
     cuda = device == "cuda"

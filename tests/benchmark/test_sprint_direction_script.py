@@ -23,7 +23,7 @@ class StubDataset:
 def test_bert4rec_uniform_attention_gives_equal_column_sums(tiny):
     """With Q and K zero every valid query spreads 1 evenly over the sequence's L valid positions, so every key
     column over the L queries sums to exactly 1 and the soft maximum of N equal columns is 1 + log(N)/tau. A
-    causal mask (the script's only mask before) would give columns (L - j)/L and a smaller soft maximum."""
+    causal mask would give columns (L - j)/L and a smaller soft maximum."""
     script = load_benchmark_script("sprint_direction")
     config = Config(model="BERT4RecSPRINT", dataset="ml-100k", config_dict=tiny(attn_dropout_prob=0.0))
     torch.manual_seed(0)
