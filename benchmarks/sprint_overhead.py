@@ -6,8 +6,9 @@
     python benchmarks/sprint_overhead.py --preset issue25      # CUDA: every issue-25 row in one run (below)
 
 speed.py times its rows one after another, which a shared machine's drifting load turns into noise of tens of
-percent on a small difference. Here both models train ``--steps`` steps in turn, ``--rounds`` times, on the same
-``--steps`` batches (drawn once and replayed: a step's work follows its batch's lengths), and the fastest round of
+percent on a small difference. Here both models train ``--steps`` steps in turn, ``--rounds`` times (each round
+starting one variant later, so none always runs first or last), on the same ``--steps`` batches (drawn once and
+replayed: a step's work follows its batch's lengths), and the fastest round of
 each counts; a second table gives each SPRINT variant's overhead paired round by round (its round against w0's
 round of the same pass: median, smallest, largest), the spread of the measurement within the run. The
 default configuration is tiny on purpose: its arithmetic is negligible, so the difference measures the host time
@@ -221,6 +222,13 @@ def w0_label(group):
     return " ".join(filter(None, [group, "w0"]))
 
 
+def rotated(labels, round_index):
+    """``labels`` starting at ``round_index`` (mod their number): round r times the variants in the order r, r+1, ...,
+    so none is always first (after the previous round's last) or always last."""
+    start = round_index % len(labels) if labels else 0
+    return labels[start:] + labels[:start]
+
+
 def time_variants(args):
     """Alternating rounds (see the module docstring); ``{label: ms/step}`` (fastest round), the plan, the built
     variants and ``{label: [ms/step of each round]}`` (a variant that fails while timed drops out of all three)."""
@@ -238,8 +246,9 @@ def time_variants(args):
         rows[label] = (trainer, speed.fixed_batches(train_data, args.steps), settings)  # every variant, every round
     best = {label: float("inf") for label in rows}
     per_round = {label: [] for label in rows}
-    for _ in range(args.rounds):
-        for label, (trainer, batches, settings) in list(rows.items()):
+    for round_index in range(args.rounds):
+        for label in rotated(list(rows), round_index):  # each variant in each place of the order in turn
+            trainer, batches, settings = rows[label]
             try:
                 apply_settings(settings)
                 speed.synchronize(args.device)

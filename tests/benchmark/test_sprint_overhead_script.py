@@ -63,6 +63,29 @@ def test_every_variant_is_timed_and_profiled_on_the_same_batches(monkeypatch):
     assert first[1:] == second[1:]  # and the other variant's passes, batch for batch
 
 
+def test_rounds_rotate_the_order_of_the_variants(monkeypatch):
+    """Round r starts with variant r (mod their number): with two variants and three rounds the timed passes run
+    w0, on | on, w0 | w0, on, so neither is always the one that follows the other."""
+    script = load_benchmark_script("sprint_overhead")
+    order, build_variant = [], script.build_variant
+
+    def recording(*args):
+        model, trainer, train_data = build_variant(*args)
+        label = args[1]
+        trainer._train_epoch = lambda batches, epoch_idx, **kwargs: order.append((label, epoch_idx))
+        return model, trainer, train_data
+
+    monkeypatch.setattr(script, "build_variant", recording)
+    args = script.parse_args(["--dataset", "ml-100k", "--n_layers", "1", "--hidden_size", "8", "--max_len", "10",
+                              "--steps", "2", "--rounds", "3"])
+    best, plan, rows, per_round = script.time_variants(args)
+    w0, on = list(rows)
+    timed = [label for label, epoch_idx in order if epoch_idx == 1]  # epoch 0: the warm-up passes
+    assert timed == [w0, on, on, w0, w0, on]
+    assert all(len(rounds) == 3 for rounds in per_round.values())
+    assert script.rotated(["a", "b", "c"], 4) == ["b", "c", "a"] and script.rotated([], 2) == []
+
+
 def test_fixed_batches_replay_one_draw_per_loader_and_count():
     speed = load_benchmark_script("speed")
 
