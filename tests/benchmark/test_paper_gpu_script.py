@@ -107,13 +107,19 @@ def test_pool_tries_runs_that_died_out_of_gpu_memory_again_and_only_those(tmp_pa
     assert "ValueError" in (logs / "pool_pop_amazon-beauty_1.log").read_text()  # another error: not tried again
 
 
-@pytest.mark.parametrize("model, grid", [("SASRecSPRINT", "sprint_sasrec_grid"), ("BERT4RecSPRINT", "sprint_bidirectional_grid"),
-                                         ("HSTUSPRINT", "sprint_hstu_grid"), ("SASRec++-SPRINT", "sprint_paper_grid")])
-def test_tune_searches_each_row_over_its_grid(tmp_path, model, grid):
+def _recording_python(tmp_path):
+    """A bin folder whose ``python`` appends its arguments to $CALLS instead of running."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python").write_text('#!/usr/bin/env bash\necho "$*" >> "$CALLS"\n')
     (bin_dir / "python").chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("model, grid", [("SASRecSPRINT", "sprint_sasrec_grid"), ("BERT4RecSPRINT", "sprint_bidirectional_grid"),
+                                         ("HSTUSPRINT", "sprint_hstu_grid"), ("SASRec++-SPRINT", "sprint_paper_grid")])
+def test_tune_searches_each_row_over_its_grid(tmp_path, model, grid):
+    bin_dir = _recording_python(tmp_path)
     calls = tmp_path / "calls.txt"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls),
            "RESULTS": str(tmp_path / "results")}
@@ -128,10 +134,7 @@ def test_tune_searches_each_row_over_its_grid(tmp_path, model, grid):
 def test_tune_under_another_spec_has_its_own_folder(tmp_path):
     """TUNE_SPEC=paper_bert4rec: the fixed config is that spec's cell (the cloze protocol), the records and the log go
     to their own names, so a search of the same model and dataset under paper_main is neither resumed nor mixed in."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python").write_text('#!/usr/bin/env bash\necho "$*" >> "$CALLS"\n')
-    (bin_dir / "python").chmod(0o755)
+    bin_dir = _recording_python(tmp_path)
     calls, results = tmp_path / "calls.txt", tmp_path / "results"
     (results / "tune" / "BERT4RecSPRINT_ml-1m-3k").mkdir(parents=True)  # a paper_main search, begun
     (results / "tune" / "BERT4RecSPRINT_ml-1m-3k" / "search_settings.json").write_text("{}")
