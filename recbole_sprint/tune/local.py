@@ -16,7 +16,8 @@ with each trial's folder (RecBole's log, checkpoints, ``error.txt`` if it failed
 
 ``--workers=N`` runs the trials in N processes at once (``python -m recbole_sprint.tune --resume
 --worker=i/N``, trials ``i, i+N, ...``; output in ``search/worker_<i>.log``), all on the config's device: a GPU
-that one small model leaves mostly idle trains several at once. Each worker adds its finished trial to
+that one small model leaves mostly idle trains several at once; each worker's trials run with the machine's
+cores shared out among the workers (``torch.set_num_threads``). Each worker adds its finished trial to
 ``trials.csv`` under a file lock; this process reports the trials as they finish and writes the best trial's
 files at the end. Resume works as without workers, with any number of them.
 """
@@ -61,6 +62,16 @@ def local_gpu_id(fixed):
     if fixed.get("use_gpu") in (False, "False", "false", 0) or str(fixed.get("device", "")).startswith("cpu"):
         return ""
     return None
+
+
+def worker_threads(n_workers, cpus=None):
+    """CPU threads of each of ``n_workers`` worker processes: the machine's cores shared out, at least one.
+
+    Left alone, torch gives every process a thread per core, so N workers on C cores run N x C threads: on the GPU
+    machine (16 cores) eight workers' epochs took twice as long a step as six one-thread benchmark runs' (the
+    twenty-second session's logs; the oversubscription is the likely cause, not measured apart)."""
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus // max(1, n_workers))
 
 
 def local_device(fixed):
@@ -113,6 +124,7 @@ def run_trials(output_dir, settings, todo, worker):
     names, trials, fixed = settings["param_names"], settings["trials"], settings["fixed"]
     csv_path = os.path.join(output_dir, common.TRIALS_CSV)
     gpu_id = local_gpu_id(fixed)
+    threads = worker_threads(worker[1]) if worker is not None else None  # one process alone: torch's own setting
 
     started = time.time()
     not_finished, running = [], None
@@ -125,7 +137,7 @@ def run_trials(output_dir, settings, todo, worker):
                 shutil.rmtree(trial_dir)
             trial_started = time.time()
             try:
-                result = trial.run_trial(params, fixed, trial_dir, gpu_id=gpu_id)
+                result = trial.run_trial(params, fixed, trial_dir, gpu_id=gpu_id, threads=threads)
             except Exception:  # as Ray's raise_on_failed_trial=False: note it, go on with the next trial
                 error_file = os.path.join(trial_dir, "error.txt")
                 os.makedirs(trial_dir, exist_ok=True)

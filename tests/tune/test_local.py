@@ -285,3 +285,26 @@ def test_local_banner_shows_the_trials_stopping_step(tiny, tmp_path, monkeypatch
     assert len(banner) == 1 and f"early stopping ({shown})" in banner[0], banner
     settings = json.load(open(tmp_path / "out" / common.SETTINGS_FILE))
     assert settings["stopping_step"] == int(shown.split("=")[1])
+
+
+@pytest.mark.parametrize("n_workers, cpus, threads", [(8, 16, 2), (6, 16, 2), (1, 16, 16), (4, 2, 1), (3, 1, 1)])
+def test_workers_share_the_cores_out(n_workers, cpus, threads):
+    assert local.worker_threads(n_workers, cpus) == threads
+
+
+def test_a_worker_runs_its_trials_on_its_share_of_the_cores(tmp_path, monkeypatch):
+    """A worker's trials get ``worker_threads`` threads; one process alone keeps torch's setting (None)."""
+    seen = []
+
+    def fake_run_trial(params, fixed, trial_dir, **kwargs):
+        seen.append(kwargs["threads"])
+        raise KeyboardInterrupt  # nothing trains: the call's arguments are the point
+
+    monkeypatch.setattr(trial, "run_trial", fake_run_trial)
+    monkeypatch.setattr(local.os, "cpu_count", lambda: 16)
+    settings = {"param_names": ["learning_rate"], "trials": [{"learning_rate": 0.01}], "fixed": {},
+                "valid_metric": "ndcg@10"}
+    assert local.run_trials(str(tmp_path), settings, [0], (0, 8)) == 1  # interrupted
+    monkeypatch.setattr(local, "finish_local_search", lambda *args: 0)
+    local.run_trials(str(tmp_path), settings, [0], None)
+    assert seen == [2, None]
