@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the checkout guarded; TESTS_CHECKOUT_ROOT points a session's guard at another folder (test_checkout.py's inner
+# sessions: a stray file in the real checkout, even for a moment, would fail another xdist worker's guard)
+REPO = os.environ.get("TESTS_CHECKOUT_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # not the project's files: version control, environments, bytecode and build metadata
 SKIPPED = {".git", ".venv", "__pycache__", ".pytest_cache"}
 

@@ -13,6 +13,26 @@ from .signals import restore_signal_handlers  # noqa: F401  (autouse: Ray's sign
 # RecBole's Config reads every --key=value of sys.argv: keep pytest's own options out of it.
 sys.argv = sys.argv[:1]
 
+
+def share_the_cores(environ=os.environ, cpus=None):
+    """Under pytest-xdist (pyproject's ``-n``) each worker process gets its share of the cores, for torch here and
+    (``OMP_NUM_THREADS``) for the processes its tests start: left alone, two workers on 2 cores ran 4 threads,
+    and a training test took 4x as long as alone. Returns the threads a worker uses (None outside
+    xdist)."""
+    if "PYTEST_XDIST_WORKER" not in environ:
+        return None
+    workers = int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = max(1, (cpus or os.cpu_count() or 1) // max(1, workers))
+    environ.setdefault("OMP_NUM_THREADS", str(threads))  # a count the user set is kept
+    return int(environ["OMP_NUM_THREADS"])
+
+
+_threads = share_the_cores()
+if _threads:
+    import torch
+
+    torch.set_num_threads(_threads)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATASETS = os.path.abspath(os.path.join(REPO, "..", "shared", "datasets"))
 

@@ -29,7 +29,9 @@ def test_tests_start_in_their_own_tmp_path(tmp_path):
 def test_a_session_that_writes_into_the_checkout_fails(tmp_path):
     """A pytest session with the guard whose test writes into the repository (as RecBole did with log/) fails
     and names the path; the same session writing under tmp_path passes."""
-    stray = os.path.join(REPO, "stray_file_of_test_checkout.tmp")
+    checkout = tmp_path / "checkout"  # the inner sessions guard this folder (TESTS_CHECKOUT_ROOT), not the real one
+    checkout.mkdir()
+    stray = os.path.join(checkout, "stray_file_of_test_checkout.tmp")
     (tmp_path / "conftest.py").write_text("from tests.checkout import no_files_left_in_the_checkout, "
                                           "work_in_tmp_path  # noqa: F401\n")
     (tmp_path / "test_writer.py").write_text(textwrap.dedent(f'''
@@ -39,7 +41,8 @@ def test_a_session_that_writes_into_the_checkout_fails(tmp_path):
             target = os.environ["TARGET"]
             open(target if os.path.isabs(target) else os.path.join(os.getcwd(), target), "w").close()
         '''))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+               TESTS_CHECKOUT_ROOT=str(checkout))
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_writer.py")]
     try:
         bad = subprocess.run(command, cwd=tmp_path, env=dict(env, TARGET=stray), capture_output=True, text=True,
