@@ -68,8 +68,8 @@ def worker_threads(n_workers, cpus=None):
     """CPU threads of each of ``n_workers`` worker processes: the machine's cores shared out, at least one.
 
     Left alone, torch gives every process a thread per core, so N workers on C cores run N x C threads: on the GPU
-    machine (16 cores) eight workers' epochs took twice as long a step as six one-thread benchmark runs' (the
-    twenty-second session's logs; the oversubscription is the likely cause, not measured apart)."""
+    machine (16 cores) eight workers' epochs took 2-3x as long as those of six one-thread benchmark runs of the same
+    model and data (twenty-second session's logs; the oversubscription is the likely cause, not measured apart)."""
     cpus = cpus or os.cpu_count() or 1
     return max(1, cpus // max(1, n_workers))
 
