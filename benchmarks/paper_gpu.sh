@@ -11,6 +11,7 @@
 #   benchmarks/paper_gpu.sh tune BERT4RecSPRINT   # its own grid (sprint_bidirectional_grid.hyper: lambda_attn x lambda_emb)
 #   TUNE_SPEC=paper_bert4rec benchmarks/paper_gpu.sh tune BERT4RecSPRINT ml-1m-3k   # under another spec's cell (here
 #                                    # the cloze protocol, 200 epochs); records in tune/<MODEL>_<DATASET>_<TUNE_SPEC>
+#                                    # TUNE_EPOCHS=100: at most 100 epochs a trial, records in ..._e100
 #   benchmarks/paper_gpu.sh tune HSTUSPRINT       # its own grid (sprint_hstu_grid.hyper: lambda_attn x lambda_emb)
 #   benchmarks/paper_gpu.sh tune SASRec++-SPRINT  # the row SASRec++-SPRINT (its optimiser settings), the paper's grid
 #                                    # for SASRec++ (sprint_paper_grid.hyper: 4 lambda_attn x 4 lambda_ffn; depth fixed)
@@ -135,11 +136,16 @@ case "${1:-}" in
     spec=${TUNE_SPEC:-paper_main}  # the spec whose cell is the search's fixed config (paper_bert4rec: the cloze
     out=$RESULTS/tune/${model}_$dataset  # protocol, 200 epochs); a search under another spec has its own folder
     [ "$spec" != paper_main ] && out=${out}_$spec
+    epochs=()  # TUNE_EPOCHS=N: each trial trains at most N epochs (--max_epochs), records in <folder>_eN: a shorter
+    if [ -n "${TUNE_EPOCHS:-}" ]; then  # search is another search (BERT4Rec's 200-epoch trials outlast a GPU session)
+      epochs=(--max_epochs="$TUNE_EPOCHS")
+      out=${out}_e$TUNE_EPOCHS
+    fi
     resume=()
     [ -f "$out/search_settings.json" ] && resume=(--resume)
     python -m recbole_sprint.tune --backend=local --spec="$SPECS/$spec.yaml" --model="$model" \
       --dataset="$dataset" --params_file="$grid" --num_samples=1 --seed=0 \
-      --output_dir="$out" --workers="${TUNE_WORKERS:-6}" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_$(basename "$out").log"
+      --output_dir="$out" --workers="${TUNE_WORKERS:-6}" "${epochs[@]}" "${resume[@]}" 2>&1 | tee -a "$RESULTS/logs/tune_$(basename "$out").log"
     ;;
   tuned)  # tuned MODEL [DATASET]: the seeds of MODEL-tuned (paper_main.yaml's) at once, one process each (resumes
           # like pool)

@@ -150,6 +150,25 @@ def test_tune_under_another_spec_has_its_own_folder(tmp_path):
     assert sorted(os.listdir(results / "logs")) == ["tune_BERT4RecSPRINT_ml-1m-3k_paper_bert4rec.log"]
 
 
+def test_a_shorter_search_has_its_own_folder(tmp_path):
+    """TUNE_EPOCHS=100: each trial at most 100 epochs (--max_epochs), in a folder of its own, so neither the 200-epoch
+    search of the same spec is resumed with shorter trials nor the other way round."""
+    bin_dir = _recording_python(tmp_path)
+    calls, results = tmp_path / "calls.txt", tmp_path / "results"
+    (results / "logs").mkdir(parents=True)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "RESULTS": str(results),
+           "TUNE_SPEC": "paper_bert4rec", "TUNE_EPOCHS": "100"}
+    subprocess.run(["bash", "benchmarks/paper_gpu.sh", "tune", "BERT4RecSPRINT", "ml-1m-3k"], cwd=REPO, env=env,
+                   check=True, capture_output=True, timeout=60)
+    (call,) = calls.read_text().splitlines()
+    assert f"--output_dir={results / 'tune' / 'BERT4RecSPRINT_ml-1m-3k_paper_bert4rec_e100'} " in call
+    assert " --max_epochs=100" in call
+    del env["TUNE_EPOCHS"]
+    subprocess.run(["bash", "benchmarks/paper_gpu.sh", "tune", "BERT4RecSPRINT", "ml-1m-3k"], cwd=REPO, env=env,
+                   check=True, capture_output=True, timeout=60)
+    assert "--max_epochs" not in calls.read_text().splitlines()[1]
+
+
 def _fake_tools(tmp_path, nvidia_smi=None):
     """A bin folder with the stand-in python (FAKE_PYTHON) and, if given, an nvidia-smi script."""
     bin_dir = tmp_path / "bin"
