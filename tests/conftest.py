@@ -21,8 +21,9 @@ def share_the_cores(environ=os.environ, cpus=None):
     xdist)."""
     if "PYTEST_XDIST_WORKER" not in environ:
         return None
-    workers = int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    threads = max(1, (cpus or os.cpu_count() or 1) // max(1, workers))
+    from recbole_sprint.tune.local import worker_threads  # the search workers' share, the same rule
+
+    threads = worker_threads(int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), cpus)
     environ.setdefault("OMP_NUM_THREADS", str(threads))  # a count the user set is kept
     return int(environ["OMP_NUM_THREADS"])
 

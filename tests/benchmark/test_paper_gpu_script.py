@@ -116,6 +116,12 @@ def _recording_python(tmp_path):
     return bin_dir
 
 
+def _tune_bert4rec_ml1m3k(env):
+    """``paper_gpu.sh tune BERT4RecSPRINT ml-1m-3k`` under ``env`` (its python: :func:`_recording_python`)."""
+    subprocess.run(["bash", "benchmarks/paper_gpu.sh", "tune", "BERT4RecSPRINT", "ml-1m-3k"], cwd=REPO, env=env,
+                   check=True, capture_output=True, timeout=60)
+
+
 @pytest.mark.parametrize("model, grid", [("SASRecSPRINT", "sprint_sasrec_grid"), ("BERT4RecSPRINT", "sprint_bidirectional_grid"),
                                          ("HSTUSPRINT", "sprint_hstu_grid"), ("SASRec++-SPRINT", "sprint_paper_grid")])
 def test_tune_searches_each_row_over_its_grid(tmp_path, model, grid):
@@ -141,8 +147,7 @@ def test_tune_under_another_spec_has_its_own_folder(tmp_path):
     (results / "logs").mkdir()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "RESULTS": str(results),
            "TUNE_SPEC": "paper_bert4rec"}
-    subprocess.run(["bash", "benchmarks/paper_gpu.sh", "tune", "BERT4RecSPRINT", "ml-1m-3k"], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=60)
+    _tune_bert4rec_ml1m3k(env)
     (call,) = calls.read_text().splitlines()
     assert "--spec=recbole_sprint/properties/benchmark/paper_bert4rec.yaml " in call
     assert f"--output_dir={results / 'tune' / 'BERT4RecSPRINT_ml-1m-3k_paper_bert4rec'} " in call
@@ -158,14 +163,12 @@ def test_a_shorter_search_has_its_own_folder(tmp_path):
     (results / "logs").mkdir(parents=True)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "RESULTS": str(results),
            "TUNE_SPEC": "paper_bert4rec", "TUNE_EPOCHS": "100"}
-    subprocess.run(["bash", "benchmarks/paper_gpu.sh", "tune", "BERT4RecSPRINT", "ml-1m-3k"], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=60)
+    _tune_bert4rec_ml1m3k(env)
     (call,) = calls.read_text().splitlines()
     assert f"--output_dir={results / 'tune' / 'BERT4RecSPRINT_ml-1m-3k_paper_bert4rec_e100'} " in call
     assert " --max_epochs=100" in call
     del env["TUNE_EPOCHS"]
-    subprocess.run(["bash", "benchmarks/paper_gpu.sh", "tune", "BERT4RecSPRINT", "ml-1m-3k"], cwd=REPO, env=env,
-                   check=True, capture_output=True, timeout=60)
+    _tune_bert4rec_ml1m3k(env)
     assert "--max_epochs" not in calls.read_text().splitlines()[1]
 
 
