@@ -1,7 +1,8 @@
 """The numbers of benchmarks/results/README.md, from the stores: its tables (means over the seeds each row lists: the
 main table, the depth sweep, the unmasked SASRec++ rows, the parameter-scaling sweep, HSTU with the SwiGLU
-feed-forward block, and BERT4Rec under the cloze protocol once its store has runs) and the paired comparisons its
-text quotes (SPRINT row vs its backbone row, over the seeds both have).
+feed-forward block, and BERT4Rec under the cloze protocol once its store has runs), one table per SPRINT-weight search
+(`tune/<search>/`: each trial's test metrics) and the paired comparisons its text quotes (SPRINT row vs its backbone
+row, over the seeds both have).
 
     python benchmarks/writeup_tables.py                 # the tables, then the comparisons
     python benchmarks/writeup_tables.py --results DIR   # stores elsewhere (the GPU machine's RESULTS)
@@ -10,6 +11,7 @@ tests/benchmark/test_results_writeup.py checks that the committed write-up's tab
 """
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -95,6 +97,62 @@ def unmasked_table(stores):
                       for metric in UNMASKED.values()]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+WEIGHTS = ("sprint_attn_weight", "sprint_ffn_weight", "sprint_emb_weight")
+
+
+def searches(results):
+    """The committed weight searches: folders of ``results/tune`` with a ``best_trial.json`` (a finished search)."""
+    folder = os.path.join(results, "tune")
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return [name for name in names if os.path.exists(os.path.join(folder, name, "best_trial.json"))]
+
+
+def search_table(results, name):
+    """One search's trials, one seed each: the three SPRINT weights (searched ones from ``trials.csv``, the others the
+    search's fixed values), the epochs trained, the validation score the search chose on, and the test COLUMNS; the
+    chosen trial (``best_trial.json``) in bold. Then, in italics, the stored runs the trials are read against: the
+    search's spec store at its dataset and seed, rows of its backbone and of the spec's SPRINT cell, and Pop
+    (``paper_main``)."""
+    folder = os.path.join(results, "tune", name)
+    with open(os.path.join(folder, "search_settings.json")) as handle:
+        settings = json.load(handle)
+    with open(os.path.join(folder, "best_trial.json")) as handle:
+        chosen = json.load(handle)["trial_id"]
+    with open(os.path.join(folder, "trials.csv"), newline="") as handle:
+        trials = [row for row in csv.DictReader(handle) if row["status"] == "completed"]
+    valid = settings["valid_metric"].replace("ndcg", "NDCG")
+    head = ["trial", "λ_attn / λ_ffn / λ_emb", "epochs", f"valid {valid}"] + list(COLUMNS)
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for row in sorted(trials, key=lambda row: row["trial_id"]):
+        number = str(int(row["trial_id"].rsplit("_", 1)[1]))
+        weights = [float(row[w]) if w in row else float(settings["fixed"].get(w, 0.0)) for w in WEIGHTS]
+        cells = [f"**{number} (chosen)**" if row["trial_id"] == chosen else number,
+                 " / ".join(f"{w:g}" for w in weights), row["epochs"], formatted(float(row["best_valid_score"]), 4)]
+        cells += [formatted(float(row[f"test_{metric}"]), decimals) for metric, decimals in COLUMNS.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    for store, run in reference_runs(results, settings):
+        weights = [float(run["config"].get(w) or 0.0) for w in WEIGHTS]
+        cells = [f"*{store}: {run['model']}*", " / ".join(f"{w:g}" for w in weights) if run["model"] != "Pop" else "",
+                 f"≤ {run['config']['epochs']}", formatted(run["best_valid_score"], 4)]
+        cells += [formatted(run["test_result"][metric], decimals) for metric, decimals in COLUMNS.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reference_runs(results, settings):
+    """``[(store, run)]``: the runs of the search's spec store with its dataset and training seed whose row is the spec
+    model (``SASRec++-SPRINT``) or its backbone (``SASRec++``), then ``paper_main``'s Pop run there."""
+    store = os.path.splitext(os.path.basename(settings["spec"]))[0]
+    backbone = settings["spec_model"].removesuffix("SPRINT").removesuffix("-")
+    found = []
+    for name, models in ((store, (backbone, settings["spec_model"])), ("paper_main", ("Pop",))):
+        found += [(name, run) for run in sorted(records(results, name), key=lambda run: models.index(run["model"])
+                                                if run["model"] in models else 0)
+                  if run["model"] in models and run["dataset"] == settings["dataset"]
+                  and run["seed"] == settings["fixed"]["seed"]]
+    return found
 
 
 SIZES = ["XXS", "XS", "Small", "Base", "Large", "XL", "XXL"]  # the paper's order (sprint.md 4.3)
@@ -225,6 +283,10 @@ def main():
     for name, runs in plain.items():
         print(f"<!-- table:{name} -->")
         print(table(runs, False))
+        print()
+    for name in searches(args.results):
+        print(f"<!-- table:tune/{name} -->")
+        print(search_table(args.results, name))
         print()
     print("Main table, SPRINT vs its backbone (paired over the seeds both rows have):")
     main_comparisons(main_runs)

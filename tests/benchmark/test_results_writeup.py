@@ -158,3 +158,60 @@ def test_depth_cells_without_a_common_seed_are_named_not_compared(capsys):
     out = capsys.readouterr().out
     assert "- d SASRecSPRINT vs SASRec, 8 layers: no seed in both rows (seeds [42] vs [43])" in out
     assert "nan" not in out
+
+
+def test_every_weight_search_has_its_table_and_it_is_the_search_s_records():
+    """Each committed SPRINT-weight search (``benchmarks/results/tune/<search>/``) has its table in the write-up, below
+    ``<!-- table:tune/<search> -->``, and that table is what ``writeup_tables.py`` renders from its records."""
+    script = load_benchmark_script("writeup_tables")
+    names = script.searches(RESULTS)
+    assert {"SASRecSPRINT_amazon-beauty", "HSTUSPRINT_amazon-beauty", "SASRec++-SPRINT_ml-1m-3k",
+            "BERT4RecSPRINT_ml-1m-3k_paper_bert4rec_e80"} <= set(names)
+    with open(os.path.join(RESULTS, "README.md")) as handle:
+        text = handle.read()
+    for name in names:
+        assert f"<!-- table:tune/{name} -->\n" in text, name
+        committed = text.split(f"<!-- table:tune/{name} -->\n", 1)[1].split("\n\n", 1)[0]
+        assert script.search_table(RESULTS, name) == committed, name
+
+
+def test_search_table_by_hand(tmp_path):
+    """A search over λ_attn with λ_ffn / λ_emb fixed: the completed trials in order (the one still running left
+    out), the fixed weights filled in, the chosen trial in bold, then the spec store's backbone and SPRINT runs at the
+    search's dataset and training seed (not another seed's, not another dataset's) and paper_main's Pop there."""
+    script = load_benchmark_script("writeup_tables")
+    folder = tmp_path / "tune" / "XSPRINT_d"
+    folder.mkdir(parents=True)
+    tests = {f"test_{metric}": 0.5 for metric, _ in COLUMNS.values()}
+    header = ["trial_id", "status", "epochs", "sprint_attn_weight", "best_valid_score"] + list(tests)
+    rows = [["trial_00001", "completed", "35", "2.5", "0.25"], ["trial_00002", "running", "", "5", ""],
+            ["trial_00000", "completed", "60", "0.0", "0.125"]]
+    (folder / "trials.csv").write_text(",".join(header) + "\n" + "\n".join(",".join(row + ["0.5"] * len(tests))
+                                                                           for row in rows) + "\n")
+    (folder / "best_trial.json").write_text(json.dumps({"trial_id": "trial_00001"}))
+    (folder / "search_settings.json").write_text(json.dumps({
+        "spec": "/elsewhere/paper_x.yaml", "spec_model": "X-SPRINT", "dataset": "d", "valid_metric": "ndcg@5",
+        "seed": 0, "fixed": {"seed": 42, "sprint_ffn_weight": 0.01, "sprint_emb_weight": 0.1}}))
+    result = {metric: 0.25 for metric, _ in COLUMNS.values()}
+
+    def run(model, seed=42, dataset="d", **weights):
+        return {"run_id": f"{model}{seed}{dataset}", "model": model, "dataset": dataset, "seed": seed,
+                "config": {"epochs": 60, **weights}, "best_valid_score": 0.5, "test_result": result}
+
+    for store, runs in (("paper_x", [run("X-SPRINT", sprint_attn_weight=5.0), run("X", seed=43), run("X"),
+                                     run("X", dataset="e"), run("Y")]),
+                        ("paper_main", [run("Pop"), run("X", sprint_attn_weight=1.0)])):
+        (tmp_path / store).mkdir()
+        (tmp_path / store / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    lines = script.search_table(str(tmp_path), "XSPRINT_d").splitlines()
+    assert lines[0] == ("| trial | λ_attn / λ_ffn / λ_emb | epochs | valid NDCG@5 | NDCG@5 | HR@1 | HR@5 | HR@10 | "
+                        "Fair-0.8@1 | ARP@5 | TailCoverage@10 | HistoryShare@1 | SpectralCollapse |")
+    assert lines[2:] == [
+        "| 0 | 0 / 0.01 / 0.1 | 60 | .1250 | .5000 | .5000 | .5000 | .5000 | .500 | 0 | .500 | .500 | .500 |",
+        "| **1 (chosen)** | 2.5 / 0.01 / 0.1 | 35 | .2500 | .5000 | .5000 | .5000 | .5000 | .500 | 0 | .500 | .500 "
+        "| .500 |",
+        "| *paper_x: X* | 0 / 0 / 0 | ≤ 60 | .5000 | .2500 | .2500 | .2500 | .2500 | .250 | 0 | .250 | .250 | .250 |",
+        "| *paper_x: X-SPRINT* | 5 / 0 / 0 | ≤ 60 | .5000 | .2500 | .2500 | .2500 | .2500 | .250 | 0 | .250 | .250 "
+        "| .250 |",
+        "| *paper_main: Pop* |  | ≤ 60 | .5000 | .2500 | .2500 | .2500 | .2500 | .250 | 0 | .250 | .250 | .250 |"]
+    assert script.searches(str(tmp_path)) == ["XSPRINT_d"]
