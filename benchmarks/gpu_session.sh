@@ -26,7 +26,11 @@
 #         benchmarks/results/tune resume); the call fails (exit 1) if no run is
 #         training a minute later, with the logs' last lines
 #         START_WITHIN_S=N: the pool starts no run later than N s after it began (paper_gpu.sh START_UNTIL)
-#   calls 2, 3, ...: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
+#   in practice (twenty-second and twenty-third sessions) the machine never lived on to a second call: the next call,
+#   issued at once, found a fresh one. So start and collect go in one command and each call's runs end inside it:
+#       JOBS='...' bash benchmarks/gpu_session.sh start; SECONDS_LEFT=450 bash /tmp/repo/benchmarks/gpu_session.sh collect
+#   (searches and pools resume from the committed records: what a call finishes is kept, what it cuts runs again)
+#   calls 2, 3, ... on a machine still warm: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
 #         copies the stores and the logs to $OUT every 30 s (what is there when a call is cut comes back), then
 #         prints where each unfinished run is (its last epoch); returns early once nothing trains and the pool has
 #         ended (all its runs done, or held)
