@@ -147,11 +147,10 @@ def reference_runs(results, settings):
     store = os.path.splitext(os.path.basename(settings["spec"]))[0]
     backbone = settings["spec_model"].removesuffix("SPRINT").removesuffix("-")
     found = []
-    for name, models in ((store, (backbone, settings["spec_model"])), ("paper_main", ("Pop",))):
-        found += [(name, run) for run in sorted(records(results, name), key=lambda run: models.index(run["model"])
-                                                if run["model"] in models else 0)
-                  if run["model"] in models and run["dataset"] == settings["dataset"]
-                  and run["seed"] == settings["fixed"]["seed"]]
+    for name, models in ((store, [backbone, settings["spec_model"]]), ("paper_main", ["Pop"])):
+        runs = [run for run in records(results, name) if run["model"] in models
+                and run["dataset"] == settings["dataset"] and run["seed"] == settings["fixed"]["seed"]]
+        found += [(name, run) for run in sorted(runs, key=lambda run: models.index(run["model"]))]
     return found
 
 

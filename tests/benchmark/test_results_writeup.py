@@ -182,11 +182,11 @@ def test_search_table_by_hand(tmp_path):
     script = load_benchmark_script("writeup_tables")
     folder = tmp_path / "tune" / "XSPRINT_d"
     folder.mkdir(parents=True)
-    tests = {f"test_{metric}": 0.5 for metric, _ in COLUMNS.values()}
-    header = ["trial_id", "status", "epochs", "sprint_attn_weight", "best_valid_score"] + list(tests)
+    test_columns = [f"test_{metric}" for metric, _ in COLUMNS.values()]
+    header = ["trial_id", "status", "epochs", "sprint_attn_weight", "best_valid_score"] + test_columns
     rows = [["trial_00001", "completed", "35", "2.5", "0.25"], ["trial_00002", "running", "", "5", ""],
             ["trial_00000", "completed", "60", "0.0", "0.125"]]
-    (folder / "trials.csv").write_text(",".join(header) + "\n" + "\n".join(",".join(row + ["0.5"] * len(tests))
+    (folder / "trials.csv").write_text(",".join(header) + "\n" + "\n".join(",".join(row + ["0.5"] * len(test_columns))
                                                                            for row in rows) + "\n")
     (folder / "best_trial.json").write_text(json.dumps({"trial_id": "trial_00001"}))
     (folder / "search_settings.json").write_text(json.dumps({
