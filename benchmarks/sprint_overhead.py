@@ -15,9 +15,11 @@ its arithmetic is negligible, so the difference measures the host time of SPRINT
 hide. The table is printed last.
 
 Variants: ``--attention_impl`` (SASRecPP models: ``dense`` and/or ``fused``, the Triton attention that returns
-SPRINT's column sums without the n x n matrix; recbole_sprint/model/fused_attention.py; and ``dense-separate``, a
+SPRINT's column sums without the n x n matrix; recbole_sprint/model/fused_attention.py; ``dense-separate``, a
 benchmark-only form of ``dense`` that computes ``P V`` and the column sums as two products, as before the twelfth
-session, instead of one autograd node, so that the two forms are timed in one run) times every listed
+session, instead of one autograd node, so that the two forms are timed in one run; and ``fused-stored``, ``fused``
+whose forward kernel stores the dropout keep mask as bits for the other kernels, ``keep_mask="stored"``, instead of
+each drawing it again) times every listed
 attention, ``--tf32`` (``off`` and/or ``on``: the trainer option ``tf32``, set again before every timed epoch)
 every listed precision, each with SPRINT weights 0 ("w0") and the yaml defaults ("on"). A variant that fails (a
 Triton kernel that does not compile, out of memory) prints its error and drops out; the others go on.
@@ -133,11 +135,18 @@ def parse_args(argv=None):
 
 # -- variants --------------------------------------------------------------------------------------------
 SEPARATE = "dense-separate"  # --attention_impl: the dense attention with P V and the column sums as two products
+STORED_KEEP = "fused-stored"  # --attention_impl: the fused attention with its dropout keep mask stored as bits
 
 
 def model_attention(impl):
-    """The model's ``attention_impl`` for an ``--attention_impl`` entry (``dense-separate`` is ``dense`` to the model)."""
-    return "dense" if impl == SEPARATE else impl
+    """The model's ``attention_impl`` for an ``--attention_impl`` entry (``dense-separate`` is ``dense`` to the model,
+    ``fused-stored`` is ``fused``)."""
+    return {SEPARATE: "dense", STORED_KEEP: "fused"}.get(impl, impl)
+
+
+def variant_settings(tf32, impl):
+    """The ``settings`` of :func:`apply_settings` for a TF32 value (``None``: the config's) and an attention entry."""
+    return tf32, impl == SEPARATE, impl == STORED_KEEP
 
 
 def separate_products(probs, value, query_weights):
@@ -148,19 +157,21 @@ def separate_products(probs, value, query_weights):
 
 
 def apply_settings(settings):
-    """A variant's process-wide settings ``(tf32 or None, separate)``, set again before each of its epochs (the
-    variants of one run alternate): TF32, and which form SASRecPP's dense attention uses (module global, looked up
-    at every call)."""
+    """A variant's process-wide settings ``(tf32 or None, separate, stored)``, set again before each of its epochs
+    (the variants of one run alternate): TF32, which form SASRecPP's dense attention uses (module global, looked up
+    at every call), and how the fused attention's kernels get the dropout keep mask (``RECBOLE_SPRINT_ATTN_KEEP``,
+    read at every call)."""
     from recbole_sprint.model import layers, sprint
 
-    tf32, separate = settings
+    tf32, separate, stored = settings
     set_tf32(tf32)
     layers.attend_with_column_sums = separate_products if separate else sprint.attend_with_column_sums
+    os.environ["RECBOLE_SPRINT_ATTN_KEEP"] = "stored" if stored else "recompute"
 
 
 def variant_plan(args):
     """``[(label, group, sprint, overrides, settings)]``: every attention x TF32 setting, w0 and SPRINT on;
-    ``settings`` is ``(tf32 or None, separate)`` for :func:`apply_settings`."""
+    ``settings`` is :func:`variant_settings`'s, for :func:`apply_settings`."""
     impls = [s for s in args.attention_impl.split(",") if s] or [None]
     tf32s = [s for s in args.tf32.split(",") if s] or [None]
     for value in tf32s:
@@ -180,7 +191,7 @@ def variant_plan(args):
                 base["attention_impl"] = model_attention(impl)
             if tf32:
                 base["tf32"] = tf32 == "on"
-            settings = (None if tf32 is None else tf32 == "on", impl == SEPARATE)
+            settings = variant_settings(None if tf32 is None else tf32 == "on", impl)
             plan.append((w0_label(group), group, "w0", {**base, **speed.SPRINT_OFF}, settings))
             plan.append((" ".join(filter(None, [group, "on"])), group, "on", base, settings))
             for mode in filter(None, args.compile.split(",")):
@@ -403,8 +414,9 @@ def check_kernels(args):
     generator = torch.Generator(device=device).manual_seed(0)
     for batch, heads, n, head_size in shapes:
         for name, dtype, tf32, tolerance in precisions:
-            for dropout_p in (0.0, 0.2):
-                case = f"B{batch} H{heads} n{n} d{head_size} {name} p{dropout_p}"
+            for dropout_p, keep_mask in ((0.0, "recompute"), (0.2, "recompute"), (0.2, "stored")):
+                case = f"B{batch} H{heads} n{n} d{head_size} {name} p{dropout_p}" + (
+                    " keep stored" if keep_mask == "stored" else "")
                 try:
                     set_tf32(tf32)
                     lengths = torch.randint(1, n + 1, (batch,), device=device, generator=generator)
@@ -415,7 +427,7 @@ def check_kernels(args):
                     d_sums = torch.randn(batch, heads, n, device=device, generator=generator)
                     keep = triton_dropout_keep_mask(batch, heads, n, dropout_p, 777, device) if dropout_p else None
                     out, sums = fused_attention(q, k, v, lengths, dropout_p=dropout_p, need_column_sums=True,
-                                                backend="triton", seed=777)
+                                                backend="triton", seed=777, keep_mask=keep_mask)
                     got = [out, sums, *torch.autograd.grad((out.float() * d_out).sum() + (sums * d_sums).sum(),
                                                            (q, k, v))]
                     exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
@@ -556,7 +568,7 @@ def check_graphs(args):
             if args.model.startswith("SASRecPP"):
                 overrides["attention_impl"] = model_attention(impl)
             try:
-                model, trainer, train_data = build_variant(small, mode, overrides, (False, impl == SEPARATE))
+                model, trainer, train_data = build_variant(small, mode, overrides, variant_settings(False, impl))
                 train_data.generator.manual_seed(small.seed)  # the cached loader's shuffle, from its start again
                 losses = [trainer._train_epoch(train_data, epoch) for epoch in range(2)]
                 speed.synchronize(args.device)

@@ -46,7 +46,11 @@ of a pass with its own ``Q K^T``.
 
 Attention dropout is applied inside the kernels: the keep mask of entry ``(b, h, i, j)`` is
 ``tl.rand(seed, (b H + h) n^2 + i n + j) >= p`` (Philox), recomputed identically by every kernel from one seed
-drawn per call from torch's CPU generator (no device synchronisation). Its random numbers are not torch's, so
+drawn per call from torch's CPU generator (no device synchronisation); with ``keep_mask="stored"`` (or
+``RECBOLE_SPRINT_ATTN_KEEP=stored``) the forward kernel writes the mask it drew, one bit an entry (``B H n n / 8``
+bytes, kept for the backward), and the column-sum, ``dK, dV`` and ``dQ`` kernels read it instead of drawing it
+again: the same mask, the same numbers, less integer arithmetic and a little memory (a lever of issue 25, not yet
+timed on a GPU). Its random numbers are not torch's, so
 dense and fused training with ``p > 0`` draw different masks (same distribution); with ``p = 0`` they agree to
 rounding. A row without any allowed key (an empty sequence, which RecBole's batches do not hold) gets output 0
 and no attention, where the dense path gives a uniform average over all keys.
@@ -70,6 +74,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     tl = None
 
 BACKENDS = ("auto", "triton", "reference")
+KEEP_MASKS = ("recompute", "stored")  # fused_attention's keep_mask
 TRITON_IMPORT_ERROR = None if triton is not None else "triton is not installed"
 _MAX_DROPOUT_OFFSET = 2**31  # Philox offsets are 32-bit: B * H * n * n entries at most with dropout
 
@@ -241,11 +246,31 @@ if triton is not None:
         return tl.rand(seed, offsets) >= dropout_p
 
     @triton.jit
-    def _attn_fwd(Q, K, V, O, LSE, LENS, seed, dropout_p, keep_scale, qk_scale,
+    def _store_keep(KEEP, bh, offs_m, start_n, keep, N_CTX, NBYTES, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Writes the tile's keep mask (``[BLOCK_M, BLOCK_N]``: queries ``offs_m``, keys from ``start_n``) 8 keys a
+        byte into ``KEEP [B*H, n, NBYTES]`` (``keep_mask="stored"``)."""
+        bits = tl.reshape(keep.to(tl.int32), (BLOCK_M, BLOCK_N // 8, 8))
+        packed = tl.sum(bits << tl.arange(0, 8)[None, None, :], 2)  # [BLOCK_M, BLOCK_N // 8], bit t = key 8 c + t
+        offs_byte = start_n // 8 + tl.arange(0, BLOCK_N // 8)
+        tl.store(KEEP + (bh.to(tl.int64) * N_CTX + offs_m[:, None]) * NBYTES + offs_byte[None, :],
+                 packed.to(tl.uint8), mask=offs_m[:, None] < N_CTX)
+
+    @triton.jit
+    def _tile_keep(seed, bh, rows, cols, N_CTX, dropout_p, KEEP, NBYTES, STORED: tl.constexpr):
+        """The keep mask of a tile (``rows``, ``cols``: broadcast 2-D query and key indices): drawn again from the
+        seed, or (``STORED``) read from the bits the forward kernel wrote."""
+        if STORED:
+            byte = tl.load(KEEP + (bh.to(tl.int64) * N_CTX + rows) * NBYTES + cols // 8, mask=rows < N_CTX, other=0)
+            return ((byte.to(tl.int32) >> (cols % 8)) & 1) != 0
+        else:
+            return _keep(seed, bh, rows, cols, N_CTX, dropout_p)
+
+    @triton.jit
+    def _attn_fwd(Q, K, V, O, LSE, LENS, seed, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
                   sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
                   H, N_CTX,
                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+                  DROPOUT: tl.constexpr, STORED: tl.constexpr, PRECISION: tl.constexpr):
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -277,6 +302,8 @@ if triton is not None:
             row_sum = row_sum * alpha + tl.sum(p, 1)
             if DROPOUT:
                 keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p)
+                if STORED:
+                    _store_keep(KEEP, bh, offs_m, start_n, keep, N_CTX, NBYTES, BLOCK_M, BLOCK_N)
                 p = tl.where(keep, p * keep_scale, 0.0)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             row_max = new_max
@@ -289,11 +316,12 @@ if triton is not None:
         tl.store(LSE + bh.to(tl.int64) * N_CTX + offs_m, lse, mask=offs_m < N_CTX)
 
     @triton.jit
-    def _attn_column_sums(Q, K, LSE, LENS, C, seed, dropout_p, keep_scale, qk_scale,
+    def _attn_column_sums(Q, K, LSE, LENS, C, seed, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
                           sqb, sqh, sqn, skb, skh, skn,
                           H, N_CTX,
                           HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-                          BLOCK_N: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+                          BLOCK_N: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr,
+                          PRECISION: tl.constexpr):
         start_n = tl.program_id(0) * BLOCK_N
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -318,7 +346,7 @@ if triton is not None:
             allowed = (offs_n[:, None] <= offs_m[None, :]) & (offs_m[None, :] < length) & (offs_n[:, None] < length)
             pt = tl.where(allowed, tl.exp2(st - lse[None, :]), 0.0)
             if DROPOUT:
-                keep = _keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p)
+                keep = _tile_keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p, KEEP, NBYTES, STORED)
                 pt = tl.where(keep, pt * keep_scale, 0.0)
             sums += tl.sum(pt, 1)
         tl.store(C + bh.to(tl.int64) * N_CTX + offs_n, sums, mask=offs_n < N_CTX)
@@ -341,12 +369,13 @@ if triton is not None:
         tl.store(DELTA + bh.to(tl.int64) * N_CTX + offs_m, delta, mask=offs_m < N_CTX)
 
     @triton.jit
-    def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, G, LENS, DK, DV, seed, dropout_p, keep_scale, qk_scale, sm_scale,
+    def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, G, LENS, DK, DV, seed, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
+                       sm_scale,
                        sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon,
                        sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
                        H, N_CTX,
                        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       HAS_G: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+                       HAS_G: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr, PRECISION: tl.constexpr):
         start_n = tl.program_id(0) * BLOCK_N
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -382,7 +411,7 @@ if triton is not None:
             if HAS_G:
                 dpt += g[:, None] * (offs_m[None, :] < length).to(tl.float32)  # + w_i g_j
             if DROPOUT:
-                keep = _keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p)
+                keep = _tile_keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p, KEEP, NBYTES, STORED)
                 dropped = tl.where(keep, pt * keep_scale, 0.0)
                 dpt = tl.where(keep, dpt * keep_scale, 0.0)
             else:
@@ -397,11 +426,12 @@ if triton is not None:
                  mask=col_ok)
 
     @triton.jit
-    def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, G, LENS, DQ, seed, dropout_p, keep_scale, qk_scale, sm_scale,
+    def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, G, LENS, DQ, seed, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
+                     sm_scale,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
                      H, N_CTX,
                      HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     HAS_G: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
+                     HAS_G: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr, PRECISION: tl.constexpr):
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -434,7 +464,7 @@ if triton is not None:
                 g = tl.load(G + stat_base + offs_n, mask=offs_n < N_CTX, other=0.0)
                 dp += query_valid[:, None] * g[None, :]
             if DROPOUT:
-                keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p)
+                keep = _tile_keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p, KEEP, NBYTES, STORED)
                 dp = tl.where(keep, dp * keep_scale, 0.0)
             if HAS_G:
                 # D_i needs E_i, a pass over the row's keys: taken here instead of in a kernel of its own, with
@@ -500,7 +530,7 @@ class TritonAttention(torch.autograd.Function):
     """:func:`fused_attention` with the Triton kernels (see the module docstring)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, lengths, scale, dropout_p, seed, need_column_sums, block):
+    def forward(ctx, q, k, v, lengths, scale, dropout_p, seed, need_column_sums, block, keep_mask):
         q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
         batch, heads, n, head_size = q.shape
         launch = _launch_config(q, block)
@@ -510,22 +540,28 @@ class TritonAttention(torch.autograd.Function):
         dropout = dropout_p > 0
         out = torch.empty(batch, n, heads, head_size, dtype=q.dtype, device=q.device).transpose(1, 2)  # [B, H, n, d]
         lse = torch.empty(batch, heads, n, dtype=torch.float32, device=q.device)
-        _attn_fwd[grid](q, k, v, out, lse, lengths, seed, dropout_p, keep_scale, qk_scale,
+        stored = dropout and keep_mask == "stored"
+        # stored: the forward kernel writes the keep mask, 8 keys a byte, and the later kernels read it back
+        nbytes = triton.cdiv(n, launch["BLOCK_N"]) * launch["BLOCK_N"] // 8 if stored else 0
+        keep_bits = torch.empty(batch * heads, n, nbytes, dtype=torch.uint8, device=q.device) if stored else lse
+        bits = (keep_bits, nbytes)  # without stored: a placeholder pointer, never read
+        _attn_fwd[grid](q, k, v, out, lse, lengths, seed, dropout_p, keep_scale, qk_scale, *bits,
                         *_strides(q), *_strides(k), *_strides(v), *_strides(out), heads, n,
-                        DROPOUT=dropout, **launch)
+                        DROPOUT=dropout, STORED=stored, **launch)
         column_sums = None
         if need_column_sums:
             column_sums = torch.empty(batch, heads, n, dtype=torch.float32, device=q.device)
-            _attn_column_sums[grid](q, k, lse, lengths, column_sums, seed, dropout_p, keep_scale, qk_scale,
-                                    *_strides(q), *_strides(k), heads, n, DROPOUT=dropout, **launch)
-        ctx.save_for_backward(q, k, v, out, lse, lengths)
+            _attn_column_sums[grid](q, k, lse, lengths, column_sums, seed, dropout_p, keep_scale, qk_scale, *bits,
+                                    *_strides(q), *_strides(k), heads, n, DROPOUT=dropout, STORED=stored, **launch)
+        ctx.save_for_backward(q, k, v, out, lse, lengths, keep_bits)
         ctx.scale, ctx.dropout_p, ctx.seed, ctx.block = scale, dropout_p, seed, block
+        ctx.stored, ctx.nbytes = stored, nbytes
         ctx.set_materialize_grads(False)
         return out, column_sums
 
     @staticmethod
     def backward(ctx, d_out, d_column_sums):
-        q, k, v, out, lse, lengths = ctx.saved_tensors
+        q, k, v, out, lse, lengths, keep_bits = ctx.saved_tensors
         batch, heads, n, _ = q.shape
         d_out = torch.zeros_like(out) if d_out is None else _last_dim_contiguous(d_out)
         if d_out.dtype != out.dtype:
@@ -537,7 +573,7 @@ class TritonAttention(torch.autograd.Function):
         qk_scale = ctx.scale * math.log2(math.e)
         keep_scale = 1.0 / (1.0 - ctx.dropout_p)
         dropout = ctx.dropout_p > 0
-        common = (ctx.seed, ctx.dropout_p, keep_scale, qk_scale)
+        common = (ctx.seed, ctx.dropout_p, keep_scale, qk_scale, keep_bits, ctx.nbytes)
         delta = torch.empty_like(lse)
         _attn_bwd_delta[grid](out, d_out, delta, *_strides(out), *_strides(d_out), heads, n, **launch)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -545,23 +581,23 @@ class TritonAttention(torch.autograd.Function):
         def dq_kernel():
             _attn_bwd_dq[grid](q, k, v, d_out, lse, delta, g, lengths, dq, *common, ctx.scale,
                                *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dq),
-                               heads, n, HAS_G=has_g, DROPOUT=dropout, **launch)
+                               heads, n, HAS_G=has_g, DROPOUT=dropout, STORED=ctx.stored, **launch)
 
         if has_g:  # the dq kernel completes D (it adds w_i E_i), which the dk/dv kernel reads
             dq_kernel()
         _attn_bwd_dkdv[grid](q, k, v, d_out, lse, delta, g, lengths, dk, dv, *common, ctx.scale,
                              *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dk), *_strides(dv),
-                             heads, n, HAS_G=has_g, DROPOUT=dropout, **launch)
+                             heads, n, HAS_G=has_g, DROPOUT=dropout, STORED=ctx.stored, **launch)
         if not has_g:
             dq_kernel()
-        return dq, dk, dv, None, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None, None
 
 
 # ---------------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------------
 def fused_attention(q, k, v, lengths, dropout_p=0.0, need_column_sums=False, backend="auto", block=None,
-                    scale=None, seed=None, keep=None):
+                    scale=None, seed=None, keep=None, keep_mask=None):
     r"""Causal attention of right-padded sequences without the ``n x n`` matrix, and its column sums.
 
     Args:
@@ -575,12 +611,20 @@ def fused_attention(q, k, v, lengths, dropout_p=0.0, need_column_sums=False, bac
         scale: score scale (default ``1 / sqrt(d_h)``).
         seed: dropout seed of the Triton kernels (default: drawn from torch's CPU generator).
         keep: ``[B, H, n, n]`` bool keep mask of the reference backend (default: drawn with ``torch.rand``).
+        keep_mask: how the Triton kernels get the dropout keep mask after the forward kernel drew it: ``recompute``
+            (each kernel draws it again from the seed) or ``stored`` (the forward kernel writes it, one bit an entry,
+            ``B * H * n * n / 8`` bytes kept for the backward, and the others read it); the same mask either way.
+            Default: ``RECBOLE_SPRINT_ATTN_KEEP``, else ``recompute``. A speed lever not yet timed on a GPU.
 
     Returns:
         ``(out [B, H, n, d_h] in q's dtype, column_sums or None)``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    keep_mask = keep_mask or os.environ.get("RECBOLE_SPRINT_ATTN_KEEP") or "recompute"
+    if keep_mask not in KEEP_MASKS:
+        raise ValueError(f"keep_mask (or RECBOLE_SPRINT_ATTN_KEEP) must be one of {', '.join(KEEP_MASKS)}, "
+                         f"got {keep_mask!r}")
     if not 0 <= dropout_p < 1:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p!r}")
     if q.dim() != 4 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
@@ -603,7 +647,7 @@ def fused_attention(q, k, v, lengths, dropout_p=0.0, need_column_sums=False, bac
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # CPU generator: no device synchronisation
         lengths = lengths.to(device=q.device, dtype=torch.int32).contiguous()
         return TritonAttention.apply(q, k, v, lengths, scale, float(dropout_p), int(seed or 0),
-                                     bool(need_column_sums), block)
+                                     bool(need_column_sums), block, keep_mask)
     lengths = lengths.to(device=q.device, dtype=torch.long)
     if dropout_p > 0 and keep is None:
         batch, heads, n, _ = q.shape

@@ -1,6 +1,7 @@
 """benchmarks/sprint_overhead.py: the timed alternation on CPU with a tiny model, and the issue-25 preset's table
 (its subprocesses need CUDA, so their rows are given here) with the eager and compiled overheads computed from them."""
 
+import os
 import re
 
 import pytest
@@ -155,6 +156,36 @@ def test_dense_separate_times_both_forms_of_the_dense_attention_in_one_run(monke
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-12)
 
+def test_fused_stored_times_the_fused_attention_with_its_keep_mask_stored(monkeypatch, capsys):
+    """--attention_impl fused,fused-stored: both are the model's ``fused`` attention, alternating in one process;
+    every call of the attention made while a variant trains sees that variant's ``RECBOLE_SPRINT_ATTN_KEEP``
+    (``recompute`` / ``stored``, set again before each of its epochs)."""
+    from recbole_sprint.model import layers
+
+    script = load_benchmark_script("sprint_overhead")
+    monkeypatch.setenv("RECBOLE_SPRINT_ATTN_KEEP", "recompute")  # restored afterwards
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(os.environ["RECBOLE_SPRINT_ATTN_KEEP"])
+        return fused(*args, **kwargs)
+
+    fused = layers.fused_attention
+    monkeypatch.setattr(layers, "fused_attention", recording)
+    plan = script.variant_plan(script.parse_args(["--attention_impl", "fused,fused-stored"]))
+    assert [(label, overrides["attention_impl"], settings) for label, _, _, overrides, settings in plan] == [
+        ("fused w0", "fused", (None, False, False)), ("fused on", "fused", (None, False, False)),
+        ("fused-stored w0", "fused", (None, False, True)), ("fused-stored on", "fused", (None, False, True))]
+    script.main(["--model", "SASRecPPSPRINT", "--dataset", "ml-100k", "--n_layers", "2", "--hidden_size", "16",
+                 "--max_len", "10", "--steps", "2", "--rounds", "2", "--attention_impl", "fused,fused-stored"])
+    out = capsys.readouterr().out
+    for label in ("fused w0", "fused on", "fused-stored w0", "fused-stored on"):
+        assert re.search(rf"^\| {label} \| [0-9.]+ \|$", out, re.M), label
+    # every variant: warm-up 5 + 2 rounds x 2 steps, 2 layers each; rounds alternate, so the values interleave
+    assert seen.count("recompute") == seen.count("stored") == 2 * 2 * 9
+    assert "stored" in seen[:len(seen) // 2] and "recompute" in seen[len(seen) // 2:]
+
+
 def test_run_child_keeps_rows_written_before_a_timeout(monkeypatch):
     """A child that wrote its JSON rows and then ran out of time (in its --profile) still gives its rows."""
     import json
@@ -263,7 +294,7 @@ def test_set_reaches_every_variant_and_every_timed_part_of_the_preset(monkeypatc
     args = script.parse_args(["--dataset", "ml-100k", "--n_layers", "1", "--hidden_size", "16", "--max_len", "10",
                               "--set", "train_loss_sync=epoch"])
     assert args.settings == {"train_loss_sync": "epoch"}
-    _, trainer, _ = script.build_variant(args, "w0", {}, (None, False))
+    _, trainer, _ = script.build_variant(args, "w0", {}, script.variant_settings(None, None))
     assert trainer.loss_sync == "epoch"
     assert script.describe(args).endswith(", train_loss_sync=epoch")
 
