@@ -261,9 +261,10 @@ if triton is not None:
         seed, or (``STORED``) read from the bits the forward kernel wrote."""
         if STORED:
             byte = tl.load(KEEP + (bh.to(tl.int64) * N_CTX + rows) * NBYTES + cols // 8, mask=rows < N_CTX, other=0)
-            return ((byte.to(tl.int32) >> (cols % 8)) & 1) != 0
+            keep = ((byte.to(tl.int32) >> (cols % 8)) & 1) != 0
         else:
-            return _keep(seed, bh, rows, cols, N_CTX, dropout_p)
+            keep = _keep(seed, bh, rows, cols, N_CTX, dropout_p)
+        return keep
 
     @triton.jit
     def _attn_fwd(Q, K, V, O, LSE, LENS, seed, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
