@@ -125,19 +125,21 @@ def search_table(results, name):
     valid = settings["valid_metric"].replace("ndcg", "NDCG")
     head = ["trial", "λ_attn / λ_ffn / λ_emb", "epochs", f"valid {valid}"] + list(COLUMNS)
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    def line(label, weights, epochs, valid, test):  # test: stored metric -> value
+        cells = [label, " / ".join(f"{w:g}" for w in weights) if weights else "", epochs, formatted(valid, 4)]
+        cells += [formatted(test[metric], decimals) for metric, decimals in COLUMNS.values()]
+        return "| " + " | ".join(cells) + " |"
+
     for row in sorted(trials, key=lambda row: row["trial_id"]):
         number = str(int(row["trial_id"].rsplit("_", 1)[1]))
         weights = [float(row[w]) if w in row else float(settings["fixed"].get(w, 0.0)) for w in WEIGHTS]
-        cells = [f"**{number} (chosen)**" if row["trial_id"] == chosen else number,
-                 " / ".join(f"{w:g}" for w in weights), row["epochs"], formatted(float(row["best_valid_score"]), 4)]
-        cells += [formatted(float(row[f"test_{metric}"]), decimals) for metric, decimals in COLUMNS.values()]
-        lines.append("| " + " | ".join(cells) + " |")
+        test = {metric: float(row[f"test_{metric}"]) for metric, _ in COLUMNS.values()}
+        lines.append(line(f"**{number} (chosen)**" if row["trial_id"] == chosen else number, weights, row["epochs"],
+                          float(row["best_valid_score"]), test))
     for store, run in reference_runs(results, settings):
-        weights = [float(run["config"].get(w) or 0.0) for w in WEIGHTS]
-        cells = [f"*{store}: {run['model']}*", " / ".join(f"{w:g}" for w in weights) if run["model"] != "Pop" else "",
-                 f"≤ {run['config']['epochs']}", formatted(run["best_valid_score"], 4)]
-        cells += [formatted(run["test_result"][metric], decimals) for metric, decimals in COLUMNS.values()]
-        lines.append("| " + " | ".join(cells) + " |")
+        weights = [float(run["config"].get(w) or 0.0) for w in WEIGHTS] if run["model"] != "Pop" else None
+        lines.append(line(f"*{store}: {run['model']}*", weights, f"≤ {run['config']['epochs']}",
+                          run["best_valid_score"], run["test_result"]))
     return "\n".join(lines)
 
 

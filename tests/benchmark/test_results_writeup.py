@@ -49,10 +49,18 @@ def formatted(value, decimals):
     return text[1:] if text.startswith("0.") else text
 
 
+def committed_table(name):
+    """The write-up's table ``name``: the lines below its ``<!-- table:NAME -->`` marker, up to the blank line."""
+    with open(os.path.join(RESULTS, "README.md")) as handle:
+        text = handle.read()
+    marker = f"<!-- table:{name} -->\n"
+    assert marker in text, f"the write-up has no table {name}"
+    return text.split(marker, 1)[1].split("\n\n", 1)[0]
+
+
 def writeup_table(name):
     """The rows of the write-up's table ``name`` as dicts (header -> cell)."""
-    with open(os.path.join(RESULTS, "README.md")) as handle:
-        lines = handle.read().split(f"<!-- table:{name} -->\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    lines = committed_table(name).splitlines()
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
 
@@ -116,17 +124,12 @@ def test_every_number_of_the_scaling_table_is_the_store_s_mean():
 def test_writeup_tables_script_prints_the_committed_tables():
     """``python benchmarks/writeup_tables.py`` regenerates the write-up's tables exactly."""
     script = load_benchmark_script("writeup_tables")
-    with open(os.path.join(RESULTS, "README.md")) as handle:
-        text = handle.read()
     for name, with_layers in (("paper_main", False), ("paper_depth", True), ("paper_hstu_ffn", False),
                               ("paper_bert4rec", False)):
-        committed = text.split(f"<!-- table:{name} -->\n", 1)[1].split("\n\n", 1)[0]
-        assert script.table(script.records(RESULTS, name), with_layers) == committed, name
-    committed = text.split("<!-- table:unmasked -->\n", 1)[1].split("\n\n", 1)[0]
+        assert script.table(script.records(RESULTS, name), with_layers) == committed_table(name), name
     stores = {name: script.records(RESULTS, name) for name in ("paper_main", "paper_depth")}
-    assert script.unmasked_table(stores) == committed
-    committed = text.split("<!-- table:paper_scaling -->\n", 1)[1].split("\n\n", 1)[0]
-    assert script.scaling_table(script.records(RESULTS, "paper_scaling")) == committed
+    assert script.unmasked_table(stores) == committed_table("unmasked")
+    assert script.scaling_table(script.records(RESULTS, "paper_scaling")) == committed_table("paper_scaling")
 
 
 def test_writeup_comparison_by_hand():
@@ -167,12 +170,8 @@ def test_every_weight_search_has_its_table_and_it_is_the_search_s_records():
     names = script.searches(RESULTS)
     assert {"SASRecSPRINT_amazon-beauty", "HSTUSPRINT_amazon-beauty", "SASRec++-SPRINT_ml-1m-3k",
             "BERT4RecSPRINT_ml-1m-3k_paper_bert4rec_e80"} <= set(names)
-    with open(os.path.join(RESULTS, "README.md")) as handle:
-        text = handle.read()
     for name in names:
-        assert f"<!-- table:tune/{name} -->\n" in text, name
-        committed = text.split(f"<!-- table:tune/{name} -->\n", 1)[1].split("\n\n", 1)[0]
-        assert script.search_table(RESULTS, name) == committed, name
+        assert script.search_table(RESULTS, name) == committed_table(f"tune/{name}"), name
 
 
 def test_search_table_by_hand(tmp_path):
