@@ -102,11 +102,21 @@ def unmasked_table(stores):
 WEIGHTS = ("sprint_attn_weight", "sprint_ffn_weight", "sprint_emb_weight")
 
 
+def completed_trials(folder):
+    """The rows of ``folder/trials.csv`` whose trial completed (none if the search has no ``trials.csv``)."""
+    path = os.path.join(folder, "trials.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row["status"] == "completed"]
+
+
 def searches(results):
-    """The committed weight searches: folders of ``results/tune`` with a ``best_trial.json`` (a finished search)."""
+    """The committed weight searches: folders of ``results/tune`` with at least one completed trial (a finished
+    search has a ``best_trial.json`` too; an unfinished one resumes from its completed trials)."""
     folder = os.path.join(results, "tune")
     names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    return [name for name in names if os.path.exists(os.path.join(folder, name, "best_trial.json"))]
+    return [name for name in names if completed_trials(os.path.join(folder, name))]
 
 
 def search_table(results, name):
@@ -114,14 +124,15 @@ def search_table(results, name):
     search's fixed values), the epochs trained, the validation score the search chose on, and the test COLUMNS; the
     chosen trial (``best_trial.json``) in bold. Then, in italics, the stored runs the trials are read against: the
     search's spec store at its dataset and seed, rows of its backbone and of the spec's SPRINT cell, and Pop
-    (``paper_main``)."""
+    (``paper_main``). An unfinished search (no ``best_trial.json``) has no chosen trial."""
     folder = os.path.join(results, "tune", name)
     with open(os.path.join(folder, "search_settings.json")) as handle:
         settings = json.load(handle)
-    with open(os.path.join(folder, "best_trial.json")) as handle:
-        chosen = json.load(handle)["trial_id"]
-    with open(os.path.join(folder, "trials.csv"), newline="") as handle:
-        trials = [row for row in csv.DictReader(handle) if row["status"] == "completed"]
+    chosen = None
+    if os.path.exists(os.path.join(folder, "best_trial.json")):
+        with open(os.path.join(folder, "best_trial.json")) as handle:
+            chosen = json.load(handle)["trial_id"]
+    trials = completed_trials(folder)
     valid = settings["valid_metric"].replace("ndcg", "NDCG")
     head = ["trial", "λ_attn / λ_ffn / λ_emb", "epochs", f"valid {valid}"] + list(COLUMNS)
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]

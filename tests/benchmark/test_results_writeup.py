@@ -214,3 +214,10 @@ def test_search_table_by_hand(tmp_path):
         "| .250 |",
         "| *paper_main: Pop* |  | ≤ 60 | .5000 | .2500 | .2500 | .2500 | .2500 | .250 | 0 | .250 | .250 | .250 |"]
     assert script.searches(str(tmp_path)) == ["XSPRINT_d"]
+    # unfinished (no best_trial.json): the same lines, none chosen; a search with no completed trial is none
+    (folder / "best_trial.json").unlink()
+    unfinished = script.search_table(str(tmp_path), "XSPRINT_d").splitlines()
+    assert unfinished[3].startswith("| 1 | 2.5 / 0.01 / 0.1 | 35 |") and unfinished[4:] == lines[4:]
+    (tmp_path / "tune" / "YSPRINT_d").mkdir()
+    (tmp_path / "tune" / "YSPRINT_d" / "trials.csv").write_text(",".join(header) + "\n" + ",".join(rows[1]) + "\n")
+    assert script.searches(str(tmp_path)) == ["XSPRINT_d"]
