@@ -277,7 +277,9 @@ def time_variants(args):
 def profile_variants(args, rows, plan):
     """``--profile N``: N training steps of every timed variant under torch.profiler, then per SPRINT variant the
     operators it adds over its group's w0 (device time per step on CUDA, CPU time on the CPU; ``[wall]`` against
-    ``[total]`` shows how much of the step the device sat idle), from benchmarks/speed.py."""
+    ``[total]`` shows how much of the step the device sat idle), from benchmarks/speed.py; then every variant's own
+    ``[wall]`` and ``[total]`` (so that two w0s, e.g. two attentions' backbones, compare too). Returns
+    ``{label: {"wall": ms/step, "total": ms/step}}``."""
     options = argparse.Namespace(profile_steps=args.profile, device=args.device)
     profiles = {}
     for label, (trainer, batches, settings) in rows.items():
@@ -287,6 +289,15 @@ def profile_variants(args, rows, plan):
         w0 = w0_label(group)
         if sprint != "w0" and label in profiles and w0 in profiles:
             speed.print_profile_diff(profiles[label], profiles[w0], label, "full_sequence", args.profile_rows)
+    totals = {label: {"wall": profiles[label]["[wall]"][0], "total": profiles[label]["[total]"][0]}
+              for label, *_ in plan if label in profiles}
+    busy = "device" if args.device == "cuda" else "host"
+    print()
+    print(f"| profiled variant ({args.profile} steps) | [wall] ms/step | [total] ms/step ({busy} busy) |")
+    print("|---|---|---|")
+    for label, row in totals.items():
+        print(f"| {label} | {row['wall']:.3f} | {row['total']:.3f} |")
+    return totals
 
 
 def memory_variants(args):
@@ -615,6 +626,8 @@ def preset_issue25(args):
         raise SystemExit(f"--parts: unknown {unknown}; allowed: {', '.join(PRESET_PARTS)}")
     common = ["--device", "cuda", "--model", "SASRecPPSPRINT", "--rounds", str(args.rounds), "--steps",
               str(args.steps), "--data_path", args.data_path, *[x for item in args.set_items for x in ("--set", item)]]
+    if args.attn_dropout_prob is not None:  # every timed setting (the kernel check has its own dropout cases)
+        common += ["--attn_dropout_prob", str(args.attn_dropout_prob)]
     check, check_error = run_child(["--check", "--device", "cuda"], args.timeout) if "check" in parts else (None, None)
     timing = []
     for part, (setting, options) in zip(PRESET_PARTS[1:4], ISSUE25_SETTINGS):
@@ -732,7 +745,10 @@ def main(argv=None):
             json.dump(output, handle)
     if "groups" in output and args.profile:
         # after the times are printed and written: a profile cut short by a time limit costs only itself
-        profile_variants(args, trained, plan)
+        output["profile"] = profile_variants(args, trained, plan)
+        if args.json:
+            with open(args.json, "w") as handle:
+                json.dump(output, handle)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,28 @@ def test_every_variant_is_timed_and_profiled_on_the_same_batches(monkeypatch):
     assert first[1:] == second[1:]  # and the other variant's passes, batch for batch
 
 
+def test_profile_prints_every_variant_s_own_device_time(monkeypatch, capsys):
+    """Besides SPRINT-minus-w0, the profile prints (and returns) each variant's own ``[wall]`` and ``[total]``, in
+    the plan's order, so that the backbones of two attentions can be set side by side."""
+    script = load_benchmark_script("sprint_overhead")
+    totals = iter([(7.0, 5.0), (9.5, 6.25)])  # (wall, total) of w0, then of on
+
+    def profile_steps(options, trainer, batches):
+        wall, total = next(totals)
+        return {"[wall]": (wall, 0.0), "[total]": (total, 0.0), "aten::mm": (total / 2, 3.0)}
+
+    monkeypatch.setattr(script.speed, "profile_steps", profile_steps)
+    args = script.parse_args(["--dataset", "ml-100k", "--n_layers", "1", "--hidden_size", "8", "--max_len", "10",
+                              "--steps", "2", "--rounds", "1", "--profile", "2"])
+    best, plan, rows, per_round = script.time_variants(args)
+    capsys.readouterr()
+    result = script.profile_variants(args, rows, plan)
+    out = capsys.readouterr().out
+    assert result == {"w0": {"wall": 7.0, "total": 5.0}, "on": {"wall": 9.5, "total": 6.25}}
+    assert "| [total] | +1.250 | +0 |" in out  # the difference, as before
+    assert out.rstrip().endswith("| w0 | 7.000 | 5.000 |\n| on | 9.500 | 6.250 |")
+
+
 def test_rounds_rotate_the_order_of_the_variants(monkeypatch):
     """Round r starts with variant r (mod their number): with two variants and three rounds the timed passes run
     w0, on | on, w0 | w0, on, so neither is always the one that follows the other."""
@@ -274,6 +296,10 @@ def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
     assert all(c[c.index("--compile") + 1] == "cuda_graph" and c[c.index("--attention_impl") + 1] == "dense"
                and c[c.index("--profile") + 1] == "5" for c in calls[1:]) and len(calls) == 4
     assert "| all | failed: exit 1: no GPU | | | |" in out
+    assert all("--attn_dropout_prob" not in c for c in calls)  # the model's own unless asked for
+    calls, _ = run_preset(monkeypatch, capsys, ["--parts", "compile,beauty-2", "--attn_dropout_prob", "0"], answer)
+    timed = [c for c in calls if "--check_graphs" not in c]
+    assert len(timed) == 4 and all(c[c.index("--attn_dropout_prob") + 1] == "0.0" for c in timed)
     assert ("| SPRINT vs dense | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step | overhead "
             "| SPRINT CUDA graphs + every 4 ms/step | overhead |") in out
     assert ("| beauty 2x256 n50 b512 BCE16 (compile run) | dense tf32 on | 40.00 | 48.00 | +20.0% |  |  | 44.00 | +10.0% "
