@@ -26,12 +26,14 @@
 #         benchmarks/results/tune resume); the call fails (exit 1) if no run is
 #         training a minute later, with the logs' last lines
 #         START_WITHIN_S=N: the pool starts no run later than N s after it began (paper_gpu.sh START_UNTIL)
-#   in practice (twenty-second and twenty-third sessions) the machine was still there for the next call once in four
-#   tries; twice the next call, issued at once, found a fresh one. So start and collect go in one command and each
-#   call's runs end inside it:
+#   in practice (twenty-second to twenty-fourth sessions) the machine was still there for the next call in two of six
+#   tries; three times the next call, issued at once, found a fresh one. So start and collect go in one command and
+#   each call's runs end inside it:
 #       JOBS='...' bash benchmarks/gpu_session.sh start; SECONDS_LEFT=450 bash /tmp/repo/benchmarks/gpu_session.sh collect
 #   (searches and pools resume from the committed records: what a call finishes is kept, what it cuts runs again)
 #   calls 2, 3, ... on a machine still warm: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
+#   (a fresh machine has no /tmp/repo, and its start is paid either way: give such a call a self-contained other
+#   branch, `if [ -d /tmp/repo ]; then ... collect; else <start; collect of other work>; fi`)
 #         copies the stores and the logs to $OUT every 30 s (what is there when a call is cut comes back), then
 #         prints where each unfinished run is (its last epoch); returns early once nothing trains and the pool has
 #         ended (all its runs done, or held)
