@@ -18,8 +18,8 @@ Variants: ``--attention_impl`` (SASRecPP models: ``dense`` and/or ``fused``, the
 SPRINT's column sums without the n x n matrix; recbole_sprint/model/fused_attention.py; ``dense-separate``, a
 benchmark-only form of ``dense`` that computes ``P V`` and the column sums as two products, as before the twelfth
 session, instead of one autograd node, so that the two forms are timed in one run; and ``fused-stored``, ``fused``
-whose forward kernel stores the dropout keep mask as bits for the other kernels, ``keep_mask="stored"``, instead of
-each drawing it again) times every listed
+whose forward kernel stores the dropout keep mask as bits for the other kernels, ``attention_keep_mask: stored``,
+instead of each drawing it again) times every listed
 attention, ``--tf32`` (``off`` and/or ``on``: the trainer option ``tf32``, set again before every timed epoch)
 every listed precision, each with SPRINT weights 0 ("w0") and the yaml defaults ("on"). A variant that fails (a
 Triton kernel that does not compile, out of memory) prints its error and drops out; the others go on.
@@ -146,7 +146,7 @@ def model_attention(impl):
 
 def variant_settings(tf32, impl):
     """The ``settings`` of :func:`apply_settings` for a TF32 value (``None``: the config's) and an attention entry."""
-    return tf32, impl == SEPARATE, impl == STORED_KEEP
+    return tf32, impl == SEPARATE
 
 
 def separate_products(probs, value, query_weights):
@@ -157,16 +157,14 @@ def separate_products(probs, value, query_weights):
 
 
 def apply_settings(settings):
-    """A variant's process-wide settings ``(tf32 or None, separate, stored)``, set again before each of its epochs
-    (the variants of one run alternate): TF32, which form SASRecPP's dense attention uses (module global, looked up
-    at every call), and how the fused attention's kernels get the dropout keep mask (``RECBOLE_SPRINT_ATTN_KEEP``,
-    read at every call)."""
+    """A variant's process-wide settings ``(tf32 or None, separate)``, set again before each of its epochs (the
+    variants of one run alternate): TF32, and which form SASRecPP's dense attention uses (module global, looked up
+    at every call)."""
     from recbole_sprint.model import layers, sprint
 
-    tf32, separate, stored = settings
+    tf32, separate = settings
     set_tf32(tf32)
     layers.attend_with_column_sums = separate_products if separate else sprint.attend_with_column_sums
-    os.environ["RECBOLE_SPRINT_ATTN_KEEP"] = "stored" if stored else "recompute"
 
 
 def variant_plan(args):
@@ -189,6 +187,8 @@ def variant_plan(args):
             base = dict(extra)
             if impl:
                 base["attention_impl"] = model_attention(impl)
+            if impl == STORED_KEEP:
+                base["attention_keep_mask"] = "stored"
             if tf32:
                 base["tf32"] = tf32 == "on"
             settings = variant_settings(None if tf32 is None else tf32 == "on", impl)

@@ -34,7 +34,7 @@ def test_a_session_that_writes_into_the_checkout_fails(tmp_path):
     stray = os.path.join(checkout, "stray_file_of_test_checkout.tmp")
     (tmp_path / "conftest.py").write_text("from tests.checkout import no_files_left_in_the_checkout, "
                                           "work_in_tmp_path  # noqa: F401\n")
-    (tmp_path / "test_writer.py").write_text(textwrap.dedent(f'''
+    (tmp_path / "test_writer.py").write_text(textwrap.dedent('''
         import os
 
         def test_writes():

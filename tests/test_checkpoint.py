@@ -1,7 +1,6 @@
 """Checkpoints load with ``torch.load(weights_only=True)``; a pickled one only with an explicit opt-in
 (recbole_sprint.checkpoint, compat shim 1)."""
 
-import os
 
 import pytest
 import torch

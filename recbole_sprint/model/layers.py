@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_sprint.model.fused_attention import fused_attention
+from recbole_sprint.model.fused_attention import KEEP_MASKS, fused_attention
 from recbole_sprint.model.sprint import ColumnSums, attend_with_column_sums
 
 ATTENTION_IMPLS = ("dense", "fused")
@@ -273,17 +273,21 @@ class RotarySelfAttention(nn.Module):
     ``attention_impl``: ``dense`` (the above, the ``[B, H, n, n]`` matrix in memory) or ``fused``
     (:func:`~recbole_sprint.model.fused_attention.fused_attention`: Triton kernels on CUDA, a block-wise PyTorch
     version elsewhere; no ``n x n`` matrix, right-padded sequences, dropout ``attn_dropout.p`` applied inside the
-    kernels). Both hand SPRINT the column sums of the post-dropout matrix (over the valid queries) through
+    kernels; ``keep_mask``, ``recompute`` or ``stored``: how its Triton kernels after the forward get the dropout
+    keep mask, see :func:`~recbole_sprint.model.fused_attention.fused_attention`). Both hand SPRINT the column sums of the post-dropout matrix (over the valid queries) through
     :attr:`column_sums` (a :class:`~recbole_sprint.model.sprint.ColumnSums`), computed only in training when the
     regulariser asks; the dense path then computes ``P V`` and the sums in one autograd node
     (:func:`~recbole_sprint.model.sprint.attend_with_column_sums`), otherwise a plain ``P V``.
     """
 
-    def __init__(self, hidden_size, n_heads, attn_dropout_prob, attention_impl="dense"):
+    def __init__(self, hidden_size, n_heads, attn_dropout_prob, attention_impl="dense", keep_mask="recompute"):
         super().__init__()
         if attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)}, got {attention_impl!r}")
+        if keep_mask not in KEEP_MASKS:
+            raise ValueError(f"keep_mask must be one of {', '.join(KEEP_MASKS)}, got {keep_mask!r}")
         self.attention_impl = attention_impl
+        self.keep_mask = keep_mask
         if hidden_size % n_heads != 0 or (hidden_size // n_heads) % 2 != 0:
             raise ValueError(
                 f"n_heads ({n_heads}) must divide hidden_size ({hidden_size}) into heads of even size (RoPE rotates "
@@ -329,7 +333,8 @@ class RotarySelfAttention(nn.Module):
         if self.attention_impl == "fused":
             want_sums = self.training and self.column_sums.wanted
             dropout_p = self.attn_dropout.p if self.training else 0.0
-            out, sums = fused_attention(q, k, v, mask, dropout_p=dropout_p, need_column_sums=want_sums)
+            out, sums = fused_attention(q, k, v, mask, dropout_p=dropout_p, need_column_sums=want_sums,
+                                        keep_mask=self.keep_mask)
             if want_sums:
                 self.column_sums(sums)  # [B, H, n]: SPRINT's hook stores them
             return self.o_proj(self.merge_heads(out))  # [B, n, d]
@@ -363,10 +368,11 @@ class SASRecPPBlock(nn.Module):
     Parameters: ``4 d^2`` (q, k, v, o) ``+ 3 d * inner`` (gate, up, down) ``+ 2 d`` (the two norm scales).
     """
 
-    def __init__(self, hidden_size, n_heads, inner_size, attn_dropout_prob, rms_norm_eps, attention_impl="dense"):
+    def __init__(self, hidden_size, n_heads, inner_size, attn_dropout_prob, rms_norm_eps, attention_impl="dense",
+                 keep_mask="recompute"):
         super().__init__()
         self.attention_norm = RMSNorm(hidden_size, rms_norm_eps)
-        self.attention = RotarySelfAttention(hidden_size, n_heads, attn_dropout_prob, attention_impl)
+        self.attention = RotarySelfAttention(hidden_size, n_heads, attn_dropout_prob, attention_impl, keep_mask)
         self.ffn_norm = RMSNorm(hidden_size, rms_norm_eps)
         self.feed_forward = SwiGLUFeedForward(hidden_size, inner_size)
 

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import random
-import sys
 
 import numpy as np
 import yaml

@@ -1,7 +1,6 @@
 """benchmarks/sprint_overhead.py: the timed alternation on CPU with a tiny model, and the issue-25 preset's table
 (its subprocesses need CUDA, so their rows are given here) with the eager and compiled overheads computed from them."""
 
-import os
 import re
 
 import pytest
@@ -180,24 +179,24 @@ def test_dense_separate_times_both_forms_of_the_dense_attention_in_one_run(monke
 
 def test_fused_stored_times_the_fused_attention_with_its_keep_mask_stored(monkeypatch, capsys):
     """--attention_impl fused,fused-stored: both are the model's ``fused`` attention, alternating in one process;
-    every call of the attention made while a variant trains sees that variant's ``RECBOLE_SPRINT_ATTN_KEEP``
-    (``recompute`` / ``stored``, set again before each of its epochs)."""
+    every call of the attention made while a variant trains has that variant's keep mask (``recompute`` /
+    ``stored``: the model option ``attention_keep_mask``)."""
     from recbole_sprint.model import layers
 
     script = load_benchmark_script("sprint_overhead")
-    monkeypatch.setenv("RECBOLE_SPRINT_ATTN_KEEP", "recompute")  # restored afterwards
     seen = []
 
     def recording(*args, **kwargs):
-        seen.append(os.environ["RECBOLE_SPRINT_ATTN_KEEP"])
+        seen.append(kwargs["keep_mask"])
         return fused(*args, **kwargs)
 
     fused = layers.fused_attention
     monkeypatch.setattr(layers, "fused_attention", recording)
     plan = script.variant_plan(script.parse_args(["--attention_impl", "fused,fused-stored"]))
-    assert [(label, overrides["attention_impl"], settings) for label, _, _, overrides, settings in plan] == [
-        ("fused w0", "fused", (None, False, False)), ("fused on", "fused", (None, False, False)),
-        ("fused-stored w0", "fused", (None, False, True)), ("fused-stored on", "fused", (None, False, True))]
+    assert [(label, overrides["attention_impl"], overrides.get("attention_keep_mask"))
+            for label, _, _, overrides, _ in plan] == [
+        ("fused w0", "fused", None), ("fused on", "fused", None),
+        ("fused-stored w0", "fused", "stored"), ("fused-stored on", "fused", "stored")]
     script.main(["--model", "SASRecPPSPRINT", "--dataset", "ml-100k", "--n_layers", "2", "--hidden_size", "16",
                  "--max_len", "10", "--steps", "2", "--rounds", "2", "--attention_impl", "fused,fused-stored"])
     out = capsys.readouterr().out

@@ -113,17 +113,14 @@ def test_without_column_sums_returns_none_and_float32_and_bfloat16_run():
         assert q.grad.dtype == dtype and torch.isfinite(q.grad.float()).all()
 
 
-def test_bad_arguments_raise(monkeypatch):
+def test_bad_arguments_raise():
     q, k, v = random_inputs()
     with pytest.raises(ValueError, match="backend"):
         fused_attention(q, k, v, LENGTHS, backend="cuda")
     with pytest.raises(ValueError, match="dropout_p"):
         fused_attention(q, k, v, LENGTHS, dropout_p=1.0)
-    with pytest.raises(ValueError, match="keep_mask .* one of recompute, stored, got 'bits'"):
+    with pytest.raises(ValueError, match="keep_mask must be one of recompute, stored, got 'bits'"):
         fused_attention(q, k, v, LENGTHS, keep_mask="bits")
-    monkeypatch.setenv("RECBOLE_SPRINT_ATTN_KEEP", "saved")
-    with pytest.raises(ValueError, match="RECBOLE_SPRINT_ATTN_KEEP.*got 'saved'"):
-        fused_attention(q, k, v, LENGTHS)
 
 
 # -- the Triton kernels, run by Triton's interpreter on the CPU -------------------------------------------
@@ -315,6 +312,29 @@ def test_fused_model_evaluates_like_dense_and_rejects_unknown_impl(tiny):
         assert torch.allclose(dense.full_sort_predict(batch()), fused.full_sort_predict(batch()), atol=1e-5)
     with pytest.raises(ValueError, match="attention_impl"):
         build(tiny, SASRecPP, attention_impl="flash")
+
+
+def test_attention_keep_mask_reaches_every_fused_call_and_is_checked(tiny, monkeypatch):
+    """``attention_keep_mask`` (default ``recompute``) is what every layer's fused attention is called with; a value
+    outside recompute / stored is refused, naming the option and the allowed values."""
+    from recbole_sprint.model import layers
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["keep_mask"])
+        return fused(*args, **kwargs)
+
+    fused = layers.fused_attention
+    monkeypatch.setattr(layers, "fused_attention", recording)
+    common = dict(n_heads=2, hidden_size=16, inner_size=64, n_layers=2, attn_dropout_prob=0.2, attention_impl="fused")
+    for value, expected in ((None, "recompute"), ("stored", "stored")):
+        seen.clear()
+        model = build(tiny, SASRecPPSPRINT, **common, **({} if value is None else {"attention_keep_mask": value}))
+        model.train()(torch.tensor(SEQS))
+        assert seen == [expected, expected]
+    with pytest.raises(ValueError, match="attention_keep_mask must be one of recompute, stored for SASRecPP, got 'bits'"):
+        build(tiny, SASRecPP, attention_keep_mask="bits")
 
 
 def test_sprint_block_takes_exactly_one_source_of_column_sums_and_the_regulariser_marks_it_wanted(tiny):

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from recbole_sprint.model.losses import bce_loss
-from recbole_sprint.model.sequential_recommender.hstu import HSTU
 from recbole_sprint.model.sequential_recommender.hstusprint import HSTUSPRINT
 
 from .recbole_runs import SMALL_ML100K, SPRINT_OFF, assert_valid_metrics, run_main_job, run_with_recbole_trainer

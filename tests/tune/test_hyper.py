@@ -1,6 +1,5 @@
 """The .hyper parser (no Ray) and its translation into Ray Tune domains."""
 
-import math
 
 import pytest
 

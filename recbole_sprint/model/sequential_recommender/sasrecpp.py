@@ -28,6 +28,8 @@ computes the same attention without them (:mod:`recbole_sprint.model.fused_atten
 block-wise PyTorch version elsewhere), attention dropout inside the kernels, and gives SASRecPPSPRINT the column sums
 directly. It needs right-padded rows (RecBole's layout), and equals ``dense`` to rounding with dropout 0 (with
 dropout, the masks come from another random stream). For long sequences and large models: memory linear in ``n``.
+``attention_keep_mask: stored`` (fused, dropout > 0) has its forward kernel keep the dropout mask it drew, as bits,
+for the column-sum and backward kernels, which otherwise draw it again: the same numbers, less time.
 
 Padding: RecBole pads on the right (the authors' code pads on the left). RoPE makes attention scores depend only
 on the distance ``i - j``, and padded keys are masked, so a valid position's output is the same under either
@@ -55,6 +57,7 @@ from recbole.model.loss import BPRLoss
 from torch import nn
 
 from recbole_sprint.model.full_sequence import FullSequence
+from recbole_sprint.model.fused_attention import KEEP_MASKS
 from recbole_sprint.model.layers import ATTENTION_IMPLS, RMSNorm, SASRecPPBlock, rotary_cos_sin
 
 
@@ -74,12 +77,13 @@ class SASRecPP(FullSequence, SequentialRecommender):
         self.initializer_range = config["initializer_range"]
         self.loss_type = config["loss_type"]
         self.attention_impl = config["attention_impl"] or "dense"
+        self.attention_keep_mask = config["attention_keep_mask"] or "recompute"
         self._check_config()
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.layers = nn.ModuleList(
             SASRecPPBlock(self.hidden_size, self.n_heads, self.inner_size, self.attn_dropout_prob, self.rms_norm_eps,
-                          self.attention_impl)
+                          self.attention_impl, self.attention_keep_mask)
             for _ in range(self.n_layers)
         )
         self.final_norm = RMSNorm(self.hidden_size, self.rms_norm_eps)
@@ -104,6 +108,9 @@ class SASRecPP(FullSequence, SequentialRecommender):
             raise ValueError(
                 f"attention_impl must be one of {', '.join(ATTENTION_IMPLS)} for SASRecPP, got {self.attention_impl!r}"
             )
+        if self.attention_keep_mask not in KEEP_MASKS:
+            raise ValueError(f"attention_keep_mask must be one of {', '.join(KEEP_MASKS)} for SASRecPP, got "
+                             f"{self.attention_keep_mask!r}")
         for key in ("rms_norm_eps", "rope_base", "initializer_range"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
