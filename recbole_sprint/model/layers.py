@@ -274,9 +274,10 @@ class RotarySelfAttention(nn.Module):
     (:func:`~recbole_sprint.model.fused_attention.fused_attention`: Triton kernels on CUDA, a block-wise PyTorch
     version elsewhere; no ``n x n`` matrix, right-padded sequences, dropout ``attn_dropout.p`` applied inside the
     kernels; ``keep_mask``, ``recompute`` or ``stored``: how its Triton kernels after the forward get the dropout
-    keep mask, see :func:`~recbole_sprint.model.fused_attention.fused_attention`). Both hand SPRINT the column sums of the post-dropout matrix (over the valid queries) through
-    :attr:`column_sums` (a :class:`~recbole_sprint.model.sprint.ColumnSums`), computed only in training when the
-    regulariser asks; the dense path then computes ``P V`` and the sums in one autograd node
+    keep mask, see :func:`~recbole_sprint.model.fused_attention.fused_attention`). Both hand SPRINT the column sums
+    of the post-dropout matrix (over the valid queries) through :attr:`column_sums` (a
+    :class:`~recbole_sprint.model.sprint.ColumnSums`), computed only in training when the regulariser asks; the dense
+    path then computes ``P V`` and the sums in one autograd node
     (:func:`~recbole_sprint.model.sprint.attend_with_column_sums`), otherwise a plain ``P V``.
     """
 
