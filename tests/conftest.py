@@ -71,3 +71,19 @@ def tiny(tmp_path, monkeypatch):
     """``tiny(**overrides)`` -> config dict; RecBole's log/ folders go under tmp_path."""
     monkeypatch.chdir(tmp_path)
     return lambda **overrides: tiny_config(tmp_path, **overrides)
+
+
+@pytest.fixture
+def fused_keep_masks(monkeypatch):
+    """The ``keep_mask`` of every call of the models' fused attention made during the test, in order (the calls
+    themselves go through)."""
+    from recbole_sprint.model import layers
+
+    seen, fused = [], layers.fused_attention
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["keep_mask"])
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "fused_attention", recording)
+    return seen

@@ -177,21 +177,12 @@ def test_dense_separate_times_both_forms_of_the_dense_attention_in_one_run(monke
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-12)
 
-def test_fused_stored_times_the_fused_attention_with_its_keep_mask_stored(monkeypatch, capsys):
+def test_fused_stored_times_the_fused_attention_with_its_keep_mask_stored(fused_keep_masks, capsys):
     """--attention_impl fused,fused-stored: both are the model's ``fused`` attention, alternating in one process;
     every call of the attention made while a variant trains has that variant's keep mask (``recompute`` /
     ``stored``: the model option ``attention_keep_mask``)."""
-    from recbole_sprint.model import layers
-
     script = load_benchmark_script("sprint_overhead")
-    seen = []
-
-    def recording(*args, **kwargs):
-        seen.append(kwargs["keep_mask"])
-        return fused(*args, **kwargs)
-
-    fused = layers.fused_attention
-    monkeypatch.setattr(layers, "fused_attention", recording)
+    seen = fused_keep_masks
     plan = script.variant_plan(script.parse_args(["--attention_impl", "fused,fused-stored"]))
     assert [(label, overrides["attention_impl"], overrides.get("attention_keep_mask"))
             for label, _, _, overrides, _ in plan] == [

@@ -314,19 +314,10 @@ def test_fused_model_evaluates_like_dense_and_rejects_unknown_impl(tiny):
         build(tiny, SASRecPP, attention_impl="flash")
 
 
-def test_attention_keep_mask_reaches_every_fused_call_and_is_checked(tiny, monkeypatch):
+def test_attention_keep_mask_reaches_every_fused_call_and_is_checked(tiny, fused_keep_masks):
     """``attention_keep_mask`` (default ``recompute``) is what every layer's fused attention is called with; a value
     outside recompute / stored is refused, naming the option and the allowed values."""
-    from recbole_sprint.model import layers
-
-    seen = []
-
-    def recording(*args, **kwargs):
-        seen.append(kwargs["keep_mask"])
-        return fused(*args, **kwargs)
-
-    fused = layers.fused_attention
-    monkeypatch.setattr(layers, "fused_attention", recording)
+    seen = fused_keep_masks
     common = dict(n_heads=2, hidden_size=16, inner_size=64, n_layers=2, attn_dropout_prob=0.2, attention_impl="fused")
     for value, expected in ((None, "recompute"), ("stored", "stored")):
         seen.clear()
