@@ -33,6 +33,9 @@ initialisation, and compares losses and weights (on CUDA; elsewhere the mode run
 ``--every K[,K]`` adds SPRINT with ``sprint_every: K`` (lazy regularisation: the terms on every K-th step, weighted
 by K; give ``--steps`` a multiple of K); with ``--compile`` too, also each mode and each K together.
 
+``--kernel_resources 64x8,32x8`` (no GPU needed) compiles the fused kernels for sm_90 at each tile size x warps and
+prints their registers, stack and register-spill instructions (static facts, not times).
+
 ``--check`` (CUDA) compares the Triton kernels with the dense formula in float64 on the device (output, column
 sums, dq, dk, dv with an upstream gradient on the column sums; float32 exact and TF32, bfloat16; dropout with the
 kernels' keep mask) and times the attention alone, dense vs fused, forward + backward. ``--memory`` runs each
@@ -57,6 +60,7 @@ import logging
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -116,6 +120,9 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--memory", action="store_true", help="peak CUDA memory of each variant instead of timing")
     parser.add_argument("--check", action="store_true", help="check and time the fused kernels on CUDA, then exit")
+    parser.add_argument("--kernel_resources", default="", metavar="BLOCKxWARPS[,...]",
+                        help="no GPU needed: compile the fused kernels for sm_90 at each tile size x warps (e.g. "
+                             "64x8,32x8) and print their registers, stack and spill instructions, then exit")
     parser.add_argument("--check_graphs", action="store_true",
                         help="CUDA: train with sprint_compile cuda_graph and eager side by side and compare, then exit")
     parser.add_argument("--preset", choices=["issue25"], default=None, help="run a set of rows (see above)")
@@ -278,8 +285,9 @@ def profile_variants(args, rows, plan):
     """``--profile N``: N training steps of every timed variant under torch.profiler, then per SPRINT variant the
     operators it adds over its group's w0 (device time per step on CUDA, CPU time on the CPU; ``[wall]`` against
     ``[total]`` shows how much of the step the device sat idle), from benchmarks/speed.py; then every variant's own
-    ``[wall]`` and ``[total]`` (so that two w0s, e.g. two attentions' backbones, compare too). Returns
-    ``{label: {"wall": ms/step, "total": ms/step}}``."""
+    ``[wall]``, ``[total]`` and fused-attention kernels (so that two w0s, e.g. two attentions' backbones, or two
+    processes with other tile sizes, compare too). Returns ``{label: {"wall": ms, "total": ms, kernel: ms}}`` per
+    step (a kernel the variant does not launch is left out)."""
     options = argparse.Namespace(profile_steps=args.profile, device=args.device)
     profiles = {}
     for label, (trainer, batches, settings) in rows.items():
@@ -289,14 +297,19 @@ def profile_variants(args, rows, plan):
         w0 = w0_label(group)
         if sprint != "w0" and label in profiles and w0 in profiles:
             speed.print_profile_diff(profiles[label], profiles[w0], label, "full_sequence", args.profile_rows)
-    totals = {label: {"wall": profiles[label]["[wall]"][0], "total": profiles[label]["[total]"][0]}
+    from recbole_sprint.model.fused_attention import KERNEL_NAMES
+
+    totals = {label: {"wall": profiles[label]["[wall]"][0], "total": profiles[label]["[total]"][0],
+                      **{name: profiles[label][name][0] for name in KERNEL_NAMES if name in profiles[label]}}
               for label, *_ in plan if label in profiles}
     busy = "device" if args.device == "cuda" else "host"
     print()
-    print(f"| profiled variant ({args.profile} steps) | [wall] ms/step | [total] ms/step ({busy} busy) |")
-    print("|---|---|---|")
+    print(f"| profiled variant ({args.profile} steps) | [wall] ms/step | [total] ms/step ({busy} busy) | "
+          + " | ".join(KERNEL_NAMES) + " |")
+    print("|---" * (3 + len(KERNEL_NAMES)) + "|")
     for label, row in totals.items():
-        print(f"| {label} | {row['wall']:.3f} | {row['total']:.3f} |")
+        kernels = " | ".join(f"{row[name]:.3f}" if name in row else "" for name in KERNEL_NAMES)
+        print(f"| {label} | {row['wall']:.3f} | {row['total']:.3f} | {kernels} |")
     return totals
 
 
@@ -615,6 +628,56 @@ def print_graph_check(rows):
         print(f"| {row['attention']} | {eager} | {graphed} | {row['graphs']} | {row['max_rel_diff']:.2e} |")
 
 
+RESOURCE_VARIANTS = [  # (column-sum gradient, dropout, keep mask stored): as SPRINT's training step launches them
+    (False, False, False), (True, False, False), (False, True, False), (True, True, False), (False, True, True),
+    (True, True, True)]
+
+
+def kernel_resources(configs, names=None, variants=None):
+    """``--kernel_resources``: each fused kernel (``names``, default all) compiled ahead for sm_90 at each ``(block,
+    warps)`` of ``configs`` and each of ``variants`` (default :data:`RESOURCE_VARIANTS`; the forward and column-sum
+    kernels have no gradient flag), read back with the ``cuobjdump`` Triton ships: registers per thread (at most
+    255, and 65536 / (32 x warps)), stack bytes, and local-memory loads and stores in the SASS (register spills).
+    Static facts of the compiled code: where a kernel spills, not how fast it runs."""
+    import triton
+
+    from recbole_sprint.model import fused_attention
+
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    rows = []
+    for block, warps in configs:
+        for name in names or fused_attention.KERNEL_NAMES:
+            for has_g, dropout, stored in variants or RESOURCE_VARIANTS:
+                if has_g and "HAS_G" not in getattr(fused_attention, name).arg_names:
+                    continue
+                compiled = fused_attention.compile_ahead(name, block=block, warps=warps, dropout=dropout,
+                                                         stored=stored, has_g=has_g)
+                with tempfile.TemporaryDirectory() as folder:
+                    path = os.path.join(folder, "kernel.cubin")
+                    with open(path, "wb") as handle:
+                        handle.write(compiled.asm["cubin"])
+                    usage = subprocess.run([cuobjdump, "--dump-resource-usage", path], capture_output=True,
+                                           text=True, check=True).stdout
+                    sass = subprocess.run([cuobjdump, "-sass", path], capture_output=True, text=True,
+                                          check=True).stdout
+                registers, stack = (int(v) for v in re.search(r"REG:(\d+) STACK:(\d+)", usage).groups())
+                rows.append({"kernel": name, "block": block, "warps": warps, "column_sum_grad": has_g,
+                             "dropout": dropout, "stored": stored, "registers": registers, "stack_bytes": stack,
+                             "local_ops": len(re.findall(r"\b(?:LDL|STL)\b", sass))})
+    return rows
+
+
+def print_kernel_resources(rows):
+    print("| kernel | block x warps | column-sum gradient | dropout | keep mask | registers | stack bytes "
+          "| local loads + stores |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        mask = ("stored" if row["stored"] else "recomputed") if row["dropout"] else ""
+        print(f"| {row['kernel']} | {row['block']} x {row['warps']} | {'yes' if row['column_sum_grad'] else ''} "
+              f"| {'yes' if row['dropout'] else ''} | {mask} | {row['registers']} | {row['stack_bytes']} "
+              f"| {row['local_ops']} |")
+
+
 def preset_issue25(args):
     """Each part in subprocesses (see the module docstring); one table at the end. A setting runs dense and fused in
     one process (one data preparation, alternating rounds); if that process dies (a crashed kernel takes the CUDA
@@ -727,7 +790,16 @@ def main(argv=None):
     if args.preset:
         return preset_issue25(args)
     output = {}
-    if args.check:
+    if args.kernel_resources:
+        try:
+            configs = [tuple(int(v) for v in item.split("x")) for item in args.kernel_resources.split(",")]
+            assert all(len(config) == 2 for config in configs)
+        except (ValueError, AssertionError):
+            raise SystemExit(f"--kernel_resources takes BLOCKxWARPS[,...], e.g. 64x8,32x8; got "
+                             f"{args.kernel_resources!r}") from None
+        output["kernel_resources"] = kernel_resources(configs)
+        print_kernel_resources(output["kernel_resources"])
+    elif args.check:
         output["check"] = check_kernels(args)
         print_check(output["check"])
     elif args.check_graphs:

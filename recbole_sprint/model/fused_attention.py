@@ -521,6 +521,38 @@ def _launch_config(q, block):
                 num_warps=default_warps(q.dtype, block))
 
 
+KERNEL_NAMES = ("_attn_fwd", "_attn_column_sums", "_attn_bwd_dkdv", "_attn_bwd_dq")  # launch order in training
+_ARG_TYPES = dict({name: "*fp32" for name in ("Q", "K", "V", "O", "LSE", "C", "DO", "DELTA", "G", "DK", "DV", "DQ")},
+                  LENS="*i32", KEEP="*u8", dropout_p="fp32", keep_scale="fp32", qk_scale="fp32", sm_scale="fp32")
+
+
+def can_compile_ahead():
+    """Whether :func:`compile_ahead` can run here: Triton with its NVIDIA backend installed (no GPU needed)."""
+    if triton is None:
+        return False
+    from triton.backends import backends
+
+    return "nvidia" in backends
+
+
+def compile_ahead(name, block=64, warps=8, dropout=False, stored=False, has_g=True, head_size=64, capability=90):
+    """Kernel ``name`` (one of :data:`KERNEL_NAMES`) compiled by Triton for a CUDA ``capability`` (90: Hopper, the
+    H100 / H200) without a GPU: float32 operands, TF32 dots, ``block``-wide tiles, ``warps`` warps, head size
+    ``head_size``; ``dropout`` / ``stored`` / ``has_g`` as the kernels' flags of that name (``has_g``: the column-sum
+    gradient, backward kernels only). Returns Triton's compiled kernel (``.asm["ptx"]``, ``.asm["cubin"]``)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = globals()[name]
+    flags = dict(HEAD_DIM=head_size, BLOCK_D=max(16, triton.next_power_of_2(head_size)), BLOCK_M=block, BLOCK_N=block,
+                 DROPOUT=dropout, STORED=stored, PRECISION="tf32", HAS_G=has_g)
+    fixed = {arg: value for arg, value in flags.items() if arg in kernel.arg_names}
+    signature = {arg: "constexpr" if arg in fixed else _ARG_TYPES.get(arg, "i32") for arg in kernel.arg_names}
+    source = ASTSource(fn=kernel, signature=signature,
+                       constexprs={(kernel.arg_names.index(arg),): value for arg, value in fixed.items()})
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": warps})
+
+
 def triton_dropout_keep_mask(batch, heads, n, dropout_p, seed, device):
     """``[B, H, n, n]`` bool: the keep mask the Triton kernels apply for ``seed`` (tests only)."""
     keep = torch.empty(batch * heads, n, n, dtype=torch.int8, device=device)

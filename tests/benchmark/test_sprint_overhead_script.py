@@ -5,6 +5,8 @@ import re
 
 import pytest
 
+from recbole_sprint.model.fused_attention import can_compile_ahead
+
 from .scripts import load_benchmark_script
 
 
@@ -64,14 +66,15 @@ def test_every_variant_is_timed_and_profiled_on_the_same_batches(monkeypatch):
 
 
 def test_profile_prints_every_variant_s_own_device_time(monkeypatch, capsys):
-    """Besides SPRINT-minus-w0, the profile prints (and returns) each variant's own ``[wall]`` and ``[total]``, in
-    the plan's order, so that the backbones of two attentions can be set side by side."""
+    """Besides SPRINT-minus-w0, the profile prints (and returns) each variant's own ``[wall]``, ``[total]`` and
+    fused-attention kernels, in the plan's order, so that the backbones of two attentions can be set side by side."""
     script = load_benchmark_script("sprint_overhead")
     totals = iter([(7.0, 5.0), (9.5, 6.25)])  # (wall, total) of w0, then of on
 
     def profile_steps(options, trainer, batches):
         wall, total = next(totals)
-        return {"[wall]": (wall, 0.0), "[total]": (total, 0.0), "aten::mm": (total / 2, 3.0)}
+        kernels = {"_attn_fwd": (0.5, 2.0), "_attn_column_sums": (0.25, 2.0)} if wall > 8 else {"_attn_fwd": (0.5, 2.0)}
+        return {"[wall]": (wall, 0.0), "[total]": (total, 0.0), "aten::mm": (total / 2, 3.0), **kernels}
 
     monkeypatch.setattr(script.speed, "profile_steps", profile_steps)
     args = script.parse_args(["--dataset", "ml-100k", "--n_layers", "1", "--hidden_size", "8", "--max_len", "10",
@@ -80,9 +83,28 @@ def test_profile_prints_every_variant_s_own_device_time(monkeypatch, capsys):
     capsys.readouterr()
     result = script.profile_variants(args, rows, plan)
     out = capsys.readouterr().out
-    assert result == {"w0": {"wall": 7.0, "total": 5.0}, "on": {"wall": 9.5, "total": 6.25}}
+    assert result == {"w0": {"wall": 7.0, "total": 5.0, "_attn_fwd": 0.5},
+                      "on": {"wall": 9.5, "total": 6.25, "_attn_fwd": 0.5, "_attn_column_sums": 0.25}}
     assert "| [total] | +1.250 | +0 |" in out  # the difference, as before
-    assert out.rstrip().endswith("| w0 | 7.000 | 5.000 |\n| on | 9.500 | 6.250 |")
+    assert out.rstrip().endswith("| w0 | 7.000 | 5.000 | 0.500 |  |  |  |\n"
+                                 "| on | 9.500 | 6.250 | 0.500 | 0.250 |  |  |")
+
+
+@pytest.mark.skipif(not can_compile_ahead(), reason="triton with its NVIDIA backend is not installed")
+def test_kernel_resources_reads_registers_and_spills_of_the_compiled_kernels(capsys):
+    """The dQ kernel compiled for sm_90 at 64 x 16 warps has at most 65536 / 512 = 128 registers a thread (the
+    hardware's share) and spills at that size; at 32 x 8 it has more registers and no local-memory traffic."""
+    script = load_benchmark_script("sprint_overhead")
+    rows = script.kernel_resources([(64, 16), (32, 8)], names=["_attn_bwd_dq"], variants=[(True, True, False)])
+    wide, narrow = rows
+    assert (wide["block"], wide["warps"], narrow["block"], narrow["warps"]) == (64, 16, 32, 8)
+    assert wide["registers"] <= 128 and wide["stack_bytes"] > 0 and wide["local_ops"] > 0
+    assert 128 < narrow["registers"] <= 255 and narrow["local_ops"] == 0
+    script.print_kernel_resources(rows)
+    out = capsys.readouterr().out
+    assert f"| _attn_bwd_dq | 32 x 8 | yes | yes | recomputed | {narrow['registers']} | 0 | 0 |" in out
+    with pytest.raises(SystemExit, match="--kernel_resources takes BLOCKxWARPS"):
+        script.main(["--kernel_resources", "64-8"])
 
 
 def test_rounds_rotate_the_order_of_the_variants(monkeypatch):

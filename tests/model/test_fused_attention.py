@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from recbole_sprint.model.fused_attention import fused_attention, triton_available
+from recbole_sprint.model.fused_attention import can_compile_ahead, fused_attention, triton_available
 from recbole_sprint.model.layers import RotarySelfAttention
 from recbole_sprint.model.sequential_recommender.sasrecpp import SASRecPP
 from recbole_sprint.model.sequential_recommender.sasrecppsprint import SASRecPPSPRINT
@@ -184,38 +184,17 @@ def test_triton_kernels_match_dense_under_the_interpreter():
             assert max(values) < (1e-2 if "float16" in name else 1e-4), (name, values)
 
 
-def hopper_compilable():
-    if not triton_available():
-        return False
-    import triton.backends
-
-    return "nvidia" in triton.backends.backends
-
-
-@pytest.mark.skipif(not hopper_compilable(), reason="triton with its NVIDIA backend is not installed")
+@pytest.mark.skipif(not can_compile_ahead(), reason="triton with its NVIDIA backend is not installed")
 @pytest.mark.parametrize("dropout, stored", [(False, False), (True, True)])
 def test_triton_kernels_compile_for_hopper_without_a_gpu(dropout, stored):
     """The interpreter runs the kernels' Python, not Triton's compiler: each kernel is compiled here to PTX for sm_90
     (the H200) with float32 operands, TF32 dots and 64-wide tiles, without and with dropout (its keep mask stored as
     bits), the column-sum gradient on."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from recbole_sprint.model.fused_attention import KERNEL_NAMES, compile_ahead
 
-    from recbole_sprint.model import fused_attention as module
-
-    types = {name: "*fp32" for name in ("Q", "K", "V", "O", "LSE", "C", "DO", "DELTA", "G", "DK", "DV", "DQ")}
-    types.update({"LENS": "*i32", "KEEP": "*u8", "dropout_p": "fp32", "keep_scale": "fp32", "qk_scale": "fp32",
-                  "sm_scale": "fp32"})
-    constants = dict(HEAD_DIM=64, BLOCK_D=64, BLOCK_M=64, BLOCK_N=64, DROPOUT=dropout, STORED=stored,
-                     PRECISION="tf32", HAS_G=True)
-    for kernel in (module._attn_fwd, module._attn_column_sums, module._attn_bwd_dkdv, module._attn_bwd_dq):
-        fixed = {name: value for name, value in constants.items() if name in kernel.arg_names}
-        signature = {name: "constexpr" if name in fixed else types.get(name, "i32") for name in kernel.arg_names}
-        source = ASTSource(fn=kernel, signature=signature,
-                           constexprs={(kernel.arg_names.index(name),): value for name, value in fixed.items()})
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
-        assert ".entry " + kernel.__name__ in compiled.asm["ptx"], kernel.__name__
+    for name in KERNEL_NAMES:
+        compiled = compile_ahead(name, dropout=dropout, stored=stored)
+        assert ".entry " + name in compiled.asm["ptx"], name
 
 
 # -- the model -------------------------------------------------------------------------------------------
