@@ -365,13 +365,17 @@ def print_profile(label, mode, ops, limit):
 
 
 def print_profile_diff(on, off, label, mode, limit):
-    """Operators that SPRINT adds or makes slower: ms/step and calls/step, on minus w0."""
+    """What SPRINT adds or makes slower, on minus w0, ms/step and calls/step: ``[wall]`` and ``[total]`` first
+    (always), then the ``limit`` operators whose difference is largest either way."""
     none = (0.0, 0.0)
     diff = {key: tuple(a - b for a, b in zip(on.get(key, none), off.get(key, none))) for key in set(on) | set(off)}
+    summary = [key for key in ("[wall]", "[total]") if key in diff]
+    operators = sorted((key for key in diff if key not in summary), key=lambda key: -abs(diff[key][0]))[:limit]
     print()
     print(f"| SPRINT on - w0, {label} [{mode}] | +ms/step | +calls/step |")
     print("|---|---|---|")
-    for key, (ms, calls) in sorted(diff.items(), key=lambda item: -abs(item[1][0]))[: limit + 2]:
+    for key in summary + operators:
+        ms, calls = diff[key]
         print(f"| {key[:70]} | {ms:+.3f} | {calls:+.0f} |")
 
 

@@ -95,3 +95,16 @@ def test_profile_total_counts_each_gpu_microsecond_once():
     assert table["[wall]"] == (5.0, 1.0)
     cpu = speed.profile_table(events, steps=2, wall=0.005, device="cpu")  # the host's self times, children excluded
     assert cpu["[total]"][0] == pytest.approx(0.3) and "sm90_gemm" not in cpu
+
+
+def test_profile_diff_always_shows_wall_and_total_first(capsys):
+    """``[wall]`` and ``[total]`` head every SPRINT-minus-w0 table, however small their difference, then the
+    ``limit`` operators whose difference is largest either way (a near-zero wall difference once fell off the table)."""
+    script = load_benchmark_script("speed")
+    off = {"[wall]": (10.0, 0.0), "[total]": (8.0, 0.0), "a": (1.0, 1.0), "b": (1.0, 1.0), "c": (2.0, 1.0)}
+    on = {"[wall]": (10.001, 0.0), "[total]": (9.0, 0.0), "a": (3.0, 2.0), "b": (0.5, 1.0), "c": (2.1, 1.0),
+          "d": (0.2, 4.0)}
+    script.print_profile_diff(on, off, "x", "full_sequence", 2)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[2:] == ["| [wall] | +0.001 | +0 |", "| [total] | +1.000 | +0 |", "| a | +2.000 | +1 |",
+                         "| b | -0.500 | +0 |"]
