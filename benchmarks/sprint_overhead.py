@@ -791,12 +791,11 @@ def main(argv=None):
         return preset_issue25(args)
     output = {}
     if args.kernel_resources:
-        try:
-            configs = [tuple(int(v) for v in item.split("x")) for item in args.kernel_resources.split(",")]
-            assert all(len(config) == 2 for config in configs)
-        except (ValueError, AssertionError):
+        items = args.kernel_resources.split(",")
+        if not all(re.fullmatch(r"[0-9]+x[0-9]+", item) for item in items):
             raise SystemExit(f"--kernel_resources takes BLOCKxWARPS[,...], e.g. 64x8,32x8; got "
-                             f"{args.kernel_resources!r}") from None
+                             f"{args.kernel_resources!r}")
+        configs = [tuple(int(v) for v in item.split("x")) for item in items]
         output["kernel_resources"] = kernel_resources(configs)
         print_kernel_resources(output["kernel_resources"])
     elif args.check:

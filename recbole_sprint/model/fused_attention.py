@@ -510,10 +510,15 @@ def _last_dim_contiguous(t):
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _block_d(head_size):
+    """The kernels' padded head dimension (a power of two, at least 16)."""
+    return max(16, triton.next_power_of_2(head_size))
+
+
 def _launch_config(q, block):
     head_size = q.size(-1)
     block = block or default_block(head_size)
-    block_d = max(16, triton.next_power_of_2(head_size))
+    block_d = _block_d(head_size)
     precision = "tf32" if (q.dtype == torch.float32 and _tf32_enabled()) else "ieee"
     if q.dtype != torch.float32:
         precision = "tf32"  # ignored for 16-bit operands (tensor cores either way); one compiled variant
@@ -544,7 +549,7 @@ def compile_ahead(name, block=64, warps=8, dropout=False, stored=False, has_g=Tr
     from triton.compiler import ASTSource
 
     kernel = globals()[name]
-    flags = dict(HEAD_DIM=head_size, BLOCK_D=max(16, triton.next_power_of_2(head_size)), BLOCK_M=block, BLOCK_N=block,
+    flags = dict(HEAD_DIM=head_size, BLOCK_D=_block_d(head_size), BLOCK_M=block, BLOCK_N=block,
                  DROPOUT=dropout, STORED=stored, PRECISION="tf32", HAS_G=has_g)
     fixed = {arg: value for arg, value in flags.items() if arg in kernel.arg_names}
     signature = {arg: "constexpr" if arg in fixed else _ARG_TYPES.get(arg, "i32") for arg in kernel.arg_names}
