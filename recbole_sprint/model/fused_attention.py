@@ -85,16 +85,22 @@ def triton_available():
 
 
 def default_block(head_size):
-    """Tile size (``BLOCK_M = BLOCK_N``) of the Triton kernels; ``RECBOLE_SPRINT_ATTN_BLOCK`` overrides it."""
+    """Tile size (``BLOCK_M = BLOCK_N``) of the Triton kernels; ``RECBOLE_SPRINT_ATTN_BLOCK`` overrides it.
+
+    32 for every head size. Timed on an H200 (head size 64, TF32; ml-1m-3k 8 x 256, length 200, batch 128; issue 25
+    in ``benchmarks/results/README.md``), 32-wide tiles with 4 warps against 64 x 8: forward 1.83 -> 0.71 ms a step,
+    dK dV 2.52 -> 1.04, dQ 1.93 -> 0.88 (SPRINT's column sums 0.50 -> 0.39); the bfloat16 0.34B step with SPRINT
+    0.241 -> 0.235 s. At 64 x 8 both backward kernels spill registers when dropout or SPRINT's gradient is on; at 32 x
+    4 none does with the default recomputed keep mask (``sprint_overhead.py --kernel_resources``)."""
     override = os.environ.get("RECBOLE_SPRINT_ATTN_BLOCK")
     if override:
         return int(override)
-    return 64 if head_size <= 64 else 32
+    return 32
 
 
 def default_warps(dtype, block):
     """Warps per program (``RECBOLE_SPRINT_ATTN_WARPS`` overrides): 8 for float32 64-wide tiles (twice the
-    registers of 16-bit ones), else 4. A first guess, not tuned on a GPU."""
+    registers of 16-bit ones), else 4 (the default 32-wide tiles: 4 warps is what was timed)."""
     override = os.environ.get("RECBOLE_SPRINT_ATTN_WARPS")
     if override:
         return int(override)
@@ -540,13 +546,17 @@ def can_compile_ahead():
     return "nvidia" in backends
 
 
-def compile_ahead(name, block=64, warps=8, dropout=False, stored=False, has_g=True, head_size=64, capability=90):
+def compile_ahead(name, block=None, warps=None, dropout=False, stored=False, has_g=True, head_size=64, capability=90):
     """Kernel ``name`` (one of :data:`KERNEL_NAMES`) compiled by Triton for a CUDA ``capability`` (90: Hopper, the
-    H100 / H200) without a GPU: float32 operands, TF32 dots, ``block``-wide tiles, ``warps`` warps, head size
-    ``head_size``; ``dropout`` / ``stored`` / ``has_g`` as the kernels' flags of that name (``has_g``: the column-sum
-    gradient, backward kernels only). Returns Triton's compiled kernel (``.asm["ptx"]``, ``.asm["cubin"]``)."""
+    H100 / H200) without a GPU: float32 operands, TF32 dots, ``block``-wide tiles, ``warps`` warps (default: what a
+    float32 launch uses, :func:`default_block` / :func:`default_warps`), head size ``head_size``; ``dropout`` /
+    ``stored`` / ``has_g`` as the kernels' flags of that name (``has_g``: the column-sum gradient, backward kernels
+    only). Returns Triton's compiled kernel (``.asm["ptx"]``, ``.asm["cubin"]``)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    block = block or default_block(head_size)
+    warps = warps or default_warps(torch.float32, block)
 
     kernel = globals()[name]
     flags = dict(HEAD_DIM=head_size, BLOCK_D=_block_d(head_size), BLOCK_M=block, BLOCK_N=block,

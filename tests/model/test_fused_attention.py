@@ -188,8 +188,8 @@ def test_triton_kernels_match_dense_under_the_interpreter():
 @pytest.mark.parametrize("dropout, stored", [(False, False), (True, True)])
 def test_triton_kernels_compile_for_hopper_without_a_gpu(dropout, stored):
     """The interpreter runs the kernels' Python, not Triton's compiler: each kernel is compiled here to PTX for sm_90
-    (the H200) with float32 operands, TF32 dots and 64-wide tiles, without and with dropout (its keep mask stored as
-    bits), the column-sum gradient on."""
+    (the H200) with float32 operands, TF32 dots and the default tiles and warps, without and with dropout (its keep
+    mask stored as bits), the column-sum gradient on."""
     from recbole_sprint.model.fused_attention import KERNEL_NAMES, compile_ahead
 
     for name in KERNEL_NAMES:
