@@ -76,6 +76,8 @@ except ImportError:  # pragma: no cover - depends on the installation
 
 BACKENDS = ("auto", "triton", "reference")
 KEEP_MASKS = ("recompute", "stored")  # fused_attention's keep_mask
+TILE_SIZES = (16, 32, 64, 128)  # RECBOLE_SPRINT_ATTN_BLOCK: tl.dot needs a power of two of at least 16
+WARP_COUNTS = (1, 2, 4, 8, 16)  # RECBOLE_SPRINT_ATTN_WARPS
 TRITON_IMPORT_ERROR = None if triton is not None else "triton is not installed"
 _MAX_DROPOUT_OFFSET = 2**31  # Philox offsets are 32-bit: B * H * n * n entries at most with dropout
 
@@ -84,7 +86,7 @@ def triton_available():
     return triton is not None
 
 
-def default_block(head_size):
+def default_block():
     """Tile size (``BLOCK_M = BLOCK_N``) of the Triton kernels; ``RECBOLE_SPRINT_ATTN_BLOCK`` overrides it.
 
     32 for every head size. Timed on an H200 (head size 64, TF32; ml-1m-3k 8 x 256, length 200, batch 128; issue 25
@@ -92,19 +94,24 @@ def default_block(head_size):
     dK dV 2.52 -> 1.04, dQ 1.93 -> 0.88 (SPRINT's column sums 0.50 -> 0.39); the bfloat16 0.34B step with SPRINT
     0.241 -> 0.235 s. At 64 x 8 both backward kernels spill registers when dropout or SPRINT's gradient is on; at 32 x
     4 none does with the default recomputed keep mask (``sprint_overhead.py --kernel_resources``)."""
-    override = os.environ.get("RECBOLE_SPRINT_ATTN_BLOCK")
-    if override:
-        return int(override)
-    return 32
+    return _env_choice("RECBOLE_SPRINT_ATTN_BLOCK", TILE_SIZES, 32)
 
 
 def default_warps(dtype, block):
     """Warps per program (``RECBOLE_SPRINT_ATTN_WARPS`` overrides): 8 for float32 64-wide tiles (twice the
     registers of 16-bit ones), else 4 (the default 32-wide tiles: 4 warps is what was timed)."""
-    override = os.environ.get("RECBOLE_SPRINT_ATTN_WARPS")
-    if override:
-        return int(override)
-    return 8 if (dtype == torch.float32 and block >= 64) else 4
+    default = 8 if (dtype == torch.float32 and block >= 64) else 4
+    return _env_choice("RECBOLE_SPRINT_ATTN_WARPS", WARP_COUNTS, default)
+
+
+def _env_choice(name, allowed, default):
+    """Environment variable ``name`` as one of the integers ``allowed``, ``default`` when unset or empty."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if value not in {str(choice) for choice in allowed}:
+        raise ValueError(f"{name}={value!r}: allowed values are {', '.join(map(str, allowed))} (unset: {default})")
+    return int(value)
 
 
 def _autocast_off(device_type):
@@ -523,7 +530,7 @@ def _block_d(head_size):
 
 def _launch_config(q, block):
     head_size = q.size(-1)
-    block = block or default_block(head_size)
+    block = block or default_block()
     block_d = _block_d(head_size)
     precision = "tf32" if (q.dtype == torch.float32 and _tf32_enabled()) else "ieee"
     if q.dtype != torch.float32:
@@ -555,7 +562,7 @@ def compile_ahead(name, block=None, warps=None, dropout=False, stored=False, has
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    block = block or default_block(head_size)
+    block = block or default_block()
     warps = warps or default_warps(torch.float32, block)
 
     kernel = globals()[name]

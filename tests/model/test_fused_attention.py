@@ -123,6 +123,28 @@ def test_bad_arguments_raise():
         fused_attention(q, k, v, LENGTHS, keep_mask="bits")
 
 
+def test_tile_and_warp_defaults_and_their_environment_overrides_are_checked(monkeypatch):
+    """32-wide tiles with 4 warps by default (what was timed fastest on the H200), 8 warps only for float32 64-wide
+    tiles; the two environment variables override them, and a value the kernels cannot take is an error naming the
+    variable and the allowed values."""
+    from recbole_sprint.model.fused_attention import default_block, default_warps
+
+    monkeypatch.delenv("RECBOLE_SPRINT_ATTN_BLOCK", raising=False)
+    monkeypatch.delenv("RECBOLE_SPRINT_ATTN_WARPS", raising=False)
+    assert default_block() == 32
+    assert default_warps(torch.float32, 32) == 4 and default_warps(torch.bfloat16, 64) == 4
+    assert default_warps(torch.float32, 64) == 8
+    monkeypatch.setenv("RECBOLE_SPRINT_ATTN_BLOCK", "64")
+    monkeypatch.setenv("RECBOLE_SPRINT_ATTN_WARPS", "2")
+    assert default_block() == 64 and default_warps(torch.float32, 64) == 2
+    monkeypatch.setenv("RECBOLE_SPRINT_ATTN_BLOCK", "48")
+    with pytest.raises(ValueError, match=r"RECBOLE_SPRINT_ATTN_BLOCK='48': allowed values are 16, 32, 64, 128"):
+        default_block()
+    monkeypatch.setenv("RECBOLE_SPRINT_ATTN_WARPS", "eight")
+    with pytest.raises(ValueError, match=r"RECBOLE_SPRINT_ATTN_WARPS='eight': allowed values are 1, 2, 4, 8, 16"):
+        default_warps(torch.float32, 32)
+
+
 # -- the Triton kernels, run by Triton's interpreter on the CPU -------------------------------------------
 INTERPRETER_CHECK = r"""
 import json, sys, torch
