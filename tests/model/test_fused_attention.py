@@ -172,6 +172,11 @@ for strided, dropout_p, dtype in ((False, 0.0, torch.float32), (True, 0.25, torc
                                  block=16, seed=1234, keep_mask="stored")
         pairs = zip(list(stored) + list(gradients(stored, (q, k, v), d_out, d_sums)), list(fused) + list(got_grads))
         errors[name + ",stored"] = [float((a - b).abs().max()) for a, b in pairs]
+        default = fused_attention(q, k, v, lengths, dropout_p=dropout_p, need_column_sums=True, backend="triton",
+                                  seed=1234)  # the default tiles (32 wide: two here, the last one partial)
+        pairs = zip(list(default) + list(gradients(default, (q, k, v), d_out, d_sums)), list(want) + list(want_grads))
+        errors[name + ",default tiles"] = [float((a.double() - b).abs().max() / b.abs().max().clamp_min(1))
+                                           for a, b in pairs]
     if dtype == torch.float32 and not strided:  # the path without column sums (SPRINT off): no g in the backward
         out, none = fused_attention(q, k, v, lengths, backend="triton", block=16)
         assert none is None
@@ -189,20 +194,22 @@ def test_triton_kernels_match_dense_under_the_interpreter():
     """Forward, column sums and the three gradients of the five kernels, with padding, several 16-wide tiles with a
     partial last one, head size 8 padded to 16, strided inputs, and in-kernel dropout (its keep mask read back by
     a helper kernel of the same Philox stream and given to the dense formula; with ``keep_mask="stored"``, the mask
-    the forward kernel wrote as bits, the same numbers exactly); float32 and float16 (the interpreter's tl.dot gets
-    bfloat16 wrong, so the 16-bit case is float16: the same code path on a GPU)."""
+    the forward kernel wrote as bits, the same numbers exactly; and once at the default 32-wide tiles); float32 and
+    float16 (the interpreter's tl.dot gets bfloat16 wrong, so the 16-bit case is float16: the same code path on a
+    GPU)."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     result = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK, REPO], capture_output=True, text=True, env=env,
                             cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(errors) == 6, errors
+    assert len(errors) == 7, errors
     for name, values in errors.items():
         if name.endswith(",kept"):
             assert 0.7 < values < 0.8, (name, values)  # p = 0.25
         elif name.endswith(",stored"):  # out, column sums, dq, dk, dv: the recomputed mask's, to the last bit
             assert values == [0.0] * 5, (name, values)
-        else:  # relative to the largest value (at least 1): out, column sums, dq, dk, dv
+        else:  # relative to the largest value (at least 1): out, column sums, dq, dk, dv (",default tiles": the
+            # same at the default tile size, which needs no `block` argument)
             assert max(values) < (1e-2 if "float16" in name else 1e-4), (name, values)
 
 
