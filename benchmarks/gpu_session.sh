@@ -26,9 +26,9 @@
 #         benchmarks/results/tune resume); the call fails (exit 1) if no run is
 #         training a minute later, with the logs' last lines
 #         START_WITHIN_S=N: the pool starts no run later than N s after it began (paper_gpu.sh START_UNTIL)
-#   in practice (twenty-second to twenty-fourth sessions) the machine was still there for the next call in three of
-#   seven tries; three times the next call, issued at once, found a fresh one. So start and collect go in one command
-#   and each call's runs end inside it:
+#   in practice (twenty-second to twenty-fifth sessions) the machine was still there for the next call in ten of
+#   fourteen tries (seven of seven in the twenty-fifth); three times the next call, issued at once, found a fresh one.
+#   So start and collect go in one command and each call's runs end inside it:
 #       JOBS='...' bash benchmarks/gpu_session.sh start; SECONDS_LEFT=450 bash /tmp/repo/benchmarks/gpu_session.sh collect
 #   (searches and pools resume from the committed records: what a call finishes is kept, what it cuts runs again)
 #   calls 2, 3, ... on a machine still warm: SECONDS_LEFT=540 bash /tmp/repo/benchmarks/gpu_session.sh collect
