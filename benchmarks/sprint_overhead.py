@@ -36,6 +36,12 @@ by K; give ``--steps`` a multiple of K); with ``--compile`` too, also each mode 
 ``--kernel_resources 64x8,32x8`` (no GPU needed) compiles the fused kernels for sm_90 at each tile size x warps and
 prints their registers, stack and register-spill instructions (static facts, not times).
 
+``--power_iteration GxMxN[,...]`` times one power-iteration step of ``G`` stacked ``M x N`` float32 matrices, forward
+and backward (SPRINT's spectral norms, gradient through the iterate), with the plugin's own backward
+(``power_iteration``) against autograd through the same operators (``power_iteration_reference``), in alternating
+rounds on ``--device``, and prints the gradients' largest difference. The 0.34B configuration's regularised matrices:
+``--power_iteration 288x64x1536,12x1536x1536,12x6144x1536,12x1536x6144`` (value heads, output, FFN in, FFN out).
+
 ``--check`` (CUDA) compares the Triton kernels with the dense formula in float64 on the device (output, column
 sums, dq, dk, dv with an upstream gradient on the column sums; float32 exact and TF32, bfloat16; dropout with the
 kernels' keep mask) and times the attention alone, dense vs fused, forward + backward. ``--memory`` runs each
@@ -123,6 +129,9 @@ def parse_args(argv=None):
     parser.add_argument("--kernel_resources", default="", metavar="BLOCKxWARPS[,...]",
                         help="no GPU needed: compile the fused kernels for sm_90 at each tile size x warps (e.g. "
                              "64x8,32x8) and print their registers, stack and spill instructions, then exit")
+    parser.add_argument("--power_iteration", default="", metavar="GxMxN[,...]",
+                        help="time SPRINT's power-iteration step (forward + backward) with its own backward against "
+                             "autograd's, for G stacked M x N matrices each, then exit")
     parser.add_argument("--check_graphs", action="store_true",
                         help="CUDA: train with sprint_compile cuda_graph and eager side by side and compare, then exit")
     parser.add_argument("--preset", choices=["issue25"], default=None, help="run a set of rows (see above)")
@@ -678,6 +687,48 @@ def print_kernel_resources(rows):
               f"| {row['local_ops']} |")
 
 
+def time_power_iteration(shapes, device, rounds, steps):
+    """``--power_iteration``: per ``(G, M, N)`` of ``shapes``, the fastest of ``rounds`` rounds of ``steps`` forward +
+    backward passes of one power-iteration step of ``sigma.sum()``, with :func:`power_iteration` and with
+    :func:`power_iteration_reference`, alternating within each round (the first of the two swapping every round);
+    and the largest difference of their weight gradients relative to the largest gradient entry."""
+    from recbole_sprint.model.sprint import power_iteration, power_iteration_reference
+
+    implementations = {"own backward": lambda w, v: power_iteration(w, v, 1)[0],
+                       "autograd": lambda w, v: power_iteration_reference(w, v, 1)[0]}
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for shape in shapes:
+        weight = torch.randn(*shape, generator=generator).to(device).requires_grad_()
+        start = torch.nn.functional.normalize(torch.randn(shape[0], shape[2], generator=generator), dim=-1).to(device)
+        grads = {name: torch.autograd.grad(run(weight, start).sum(), weight)[0]
+                 for name, run in implementations.items()}  # also the warm-up
+        best = {name: math.inf for name in implementations}
+        names = list(implementations)
+        for index in range(rounds):
+            for name in names[index % 2:] + names[: index % 2]:
+                speed.synchronize(device)
+                begin = time.perf_counter()
+                for _ in range(steps):
+                    torch.autograd.grad(implementations[name](weight, start).sum(), weight)
+                speed.synchronize(device)
+                best[name] = min(best[name], (time.perf_counter() - begin) / steps * 1000)
+        difference = (grads["own backward"] - grads["autograd"]).abs().max() / grads["autograd"].abs().max()
+        rows.append({"shape": "x".join(map(str, shape)), "own_ms": best["own backward"], "autograd_ms": best["autograd"],
+                     "grad_difference": float(difference)})
+        del weight, start, grads
+    return rows
+
+
+def print_power_iteration(rows, device):
+    print(f"| one power-iteration step, forward + backward ({device}, float32) | autograd ms | own backward ms "
+          "| own / autograd | largest gradient difference (relative) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['shape']} | {row['autograd_ms']:.3f} | {row['own_ms']:.3f} | "
+              f"{row['own_ms'] / row['autograd_ms']:.2f} | {row['grad_difference']:.1e} |")
+
+
 def preset_issue25(args):
     """Each part in subprocesses (see the module docstring); one table at the end. A setting runs dense and fused in
     one process (one data preparation, alternating rounds); if that process dies (a crashed kernel takes the CUDA
@@ -798,6 +849,14 @@ def main(argv=None):
         configs = [tuple(int(v) for v in item.split("x")) for item in items]
         output["kernel_resources"] = kernel_resources(configs)
         print_kernel_resources(output["kernel_resources"])
+    elif args.power_iteration:
+        items = args.power_iteration.split(",")
+        if not all(re.fullmatch(r"[0-9]+x[0-9]+x[0-9]+", item) for item in items):
+            raise SystemExit(f"--power_iteration takes GxMxN[,...], e.g. 12x6144x1536,12x1536x6144; got "
+                             f"{args.power_iteration!r}")
+        shapes = [tuple(int(v) for v in item.split("x")) for item in items]
+        output["power_iteration"] = time_power_iteration(shapes, args.device, args.rounds, args.steps)
+        print_power_iteration(output["power_iteration"], args.device)
     elif args.check:
         output["check"] = check_kernels(args)
         print_check(output["check"])

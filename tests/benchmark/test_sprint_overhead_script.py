@@ -107,6 +107,20 @@ def test_kernel_resources_reads_registers_and_spills_of_the_compiled_kernels(cap
         script.main(["--kernel_resources", "64-8"])
 
 
+def test_power_iteration_times_both_backwards_and_compares_their_gradients(capsys):
+    """``--power_iteration``: a row per shape with both times and the gradients' difference (float32: rounding only),
+    the table printed; a malformed shape list is an error naming the option and the form."""
+    script = load_benchmark_script("sprint_overhead")
+    rows = script.time_power_iteration([(3, 16, 8), (2, 8, 24)], "cpu", rounds=2, steps=2)
+    assert [row["shape"] for row in rows] == ["3x16x8", "2x8x24"]
+    assert all(row["own_ms"] > 0 and row["autograd_ms"] > 0 and row["grad_difference"] < 1e-5 for row in rows)
+    script.print_power_iteration(rows, "cpu")
+    out = capsys.readouterr().out
+    assert out.startswith("| one power-iteration step, forward + backward (cpu, float32) |") and "| 2x8x24 | " in out
+    with pytest.raises(SystemExit, match="--power_iteration takes GxMxN"):
+        script.main(["--power_iteration", "12x6144"])
+
+
 def test_rounds_rotate_the_order_of_the_variants(monkeypatch):
     """Round r starts with variant r (mod their number): with two variants and three rounds the timed passes run
     w0, on | on, w0 | w0, on, so neither is always the one that follows the other."""

@@ -16,6 +16,7 @@ from recbole_sprint.model.sprint import (
     check_sprint_config,
     padded_columns,
     power_iteration,
+    power_iteration_reference,
     soft_max_columns,
 )
 
@@ -56,6 +57,40 @@ def test_power_iteration_equals_the_textbook_steps_in_value_and_gradient():
         assert torch.allclose(sigma, expected_sigma, atol=1e-12) and torch.allclose(v, expected_v, atol=1e-12)
         assert torch.allclose(grad, expected_grad, atol=1e-10)
         assert not u.requires_grad and torch.allclose(u.norm(dim=-1), torch.ones(4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("n_iters", [1, 2, 4])
+@pytest.mark.parametrize("shape", [(3, 9, 5), (2, 4, 11)])
+def test_power_iteration_backward_equals_autograd_through_the_iterates(n_iters, shape):
+    """The hand-written backward against autograd through the same steps, float64: a wide and a tall batch, with a
+    zero matrix in it (sigma 0: no gradient, as vector_norm's) and a start vector W maps to almost 0 (the normalising
+    norm clamped at eps); the start vectors' gradient too; and torch's numerical gradcheck."""
+    generator = torch.Generator().manual_seed(n_iters)
+    weight = torch.randn(*shape, generator=generator, dtype=torch.float64)
+    weight[1] = 0.0
+    v0 = _unit(torch.randn(shape[0], shape[2], generator=generator, dtype=torch.float64))
+    mix = torch.randn(shape[0], generator=generator, dtype=torch.float64)
+    results = []
+    for implementation in (power_iteration, power_iteration_reference):
+        w, v = weight.clone().requires_grad_(), v0.clone().requires_grad_()
+        sigma, *vectors = implementation(w, v, n_iters)
+        results.append((sigma, vectors[-1], *torch.autograd.grad((sigma * mix).sum(), (w, v), allow_unused=True)))
+    (sigma, v_last, grad_w, grad_v), (sigma_ref, v_ref, grad_w_ref, grad_v_ref) = results
+    assert torch.allclose(sigma, sigma_ref, atol=1e-13) and torch.allclose(v_last, v_ref, atol=1e-13)
+    assert torch.allclose(grad_w, grad_w_ref, atol=1e-12) and torch.allclose(grad_v, grad_v_ref, atol=1e-12)
+    assert sigma[1] == 0 and grad_w[1].abs().max() == 0 and grad_w[0].abs().max() > 0
+    clamped = torch.zeros(1, 3, 2, dtype=torch.float64)
+    clamped[0, 0, 0] = 1e-8  # |W^T W v| = 1e-16 at most: below eps = 1e-12, so v = z / eps
+    start = _unit(torch.ones(1, 2, dtype=torch.float64))
+    grads = [torch.autograd.grad(implementation(w, start, n_iters)[0].sum(), w)[0]
+             for implementation in (power_iteration, power_iteration_reference)
+             for w in [clamped.clone().requires_grad_()]]
+    assert torch.allclose(grads[0], grads[1], rtol=1e-10, atol=0) and grads[0].abs().max() > 0
+    assert torch.autograd.gradcheck(lambda w, v: power_iteration(w, v, n_iters)[0],
+                                    (torch.randn(*shape, generator=generator, dtype=torch.float64,
+                                                 requires_grad=True), v0.clone().requires_grad_()))
+    _, u, v = power_iteration(weight.clone().requires_grad_(), v0, n_iters)
+    assert not u.requires_grad and not v.requires_grad
 
 
 def test_estimator_buffers_persist_and_warm_start():
