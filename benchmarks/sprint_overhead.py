@@ -833,6 +833,16 @@ def preset_issue25(args):
               f"| {row['status']} |")
 
 
+def parse_dimensions(option, value, form, example):
+    """``"AxB,CxD"`` -> ``[(A, B), (C, D)]``, each item with as many numbers as ``form`` has parts (``BLOCKxWARPS``:
+    2); anything else exits with an error naming ``option``, the form and ``example``."""
+    pattern = "x".join(["[0-9]+"] * len(form.split("x")))
+    items = value.split(",")
+    if not all(re.fullmatch(pattern, item) for item in items):
+        raise SystemExit(f"{option} takes {form}[,...], e.g. {example}; got {value!r}")
+    return [tuple(int(v) for v in item.split("x")) for item in items]
+
+
 def main(argv=None):
     args = parse_args(argv)
     logging.disable(logging.WARNING)
@@ -842,19 +852,11 @@ def main(argv=None):
         return preset_issue25(args)
     output = {}
     if args.kernel_resources:
-        items = args.kernel_resources.split(",")
-        if not all(re.fullmatch(r"[0-9]+x[0-9]+", item) for item in items):
-            raise SystemExit(f"--kernel_resources takes BLOCKxWARPS[,...], e.g. 64x8,32x8; got "
-                             f"{args.kernel_resources!r}")
-        configs = [tuple(int(v) for v in item.split("x")) for item in items]
+        configs = parse_dimensions("--kernel_resources", args.kernel_resources, "BLOCKxWARPS", "64x8,32x8")
         output["kernel_resources"] = kernel_resources(configs)
         print_kernel_resources(output["kernel_resources"])
     elif args.power_iteration:
-        items = args.power_iteration.split(",")
-        if not all(re.fullmatch(r"[0-9]+x[0-9]+x[0-9]+", item) for item in items):
-            raise SystemExit(f"--power_iteration takes GxMxN[,...], e.g. 12x6144x1536,12x1536x6144; got "
-                             f"{args.power_iteration!r}")
-        shapes = [tuple(int(v) for v in item.split("x")) for item in items]
+        shapes = parse_dimensions("--power_iteration", args.power_iteration, "GxMxN", "12x6144x1536,12x1536x6144")
         output["power_iteration"] = time_power_iteration(shapes, args.device, args.rounds, args.steps)
         print_power_iteration(output["power_iteration"], args.device)
     elif args.check:
