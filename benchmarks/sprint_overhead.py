@@ -690,7 +690,7 @@ def print_kernel_resources(rows):
 def time_power_iteration(shapes, device, rounds, steps):
     """``--power_iteration``: per ``(G, M, N)`` of ``shapes``, the fastest of ``rounds`` rounds of ``steps`` forward +
     backward passes of one power-iteration step of ``sigma.sum()``, with :func:`power_iteration` and with
-    :func:`power_iteration_reference`, alternating within each round (the first of the two swapping every round);
+    :func:`power_iteration_reference`, alternating within each round (:func:`rotated`: the first swaps every round);
     and the largest difference of their weight gradients relative to the largest gradient entry."""
     from recbole_sprint.model.sprint import power_iteration, power_iteration_reference
 
@@ -704,9 +704,8 @@ def time_power_iteration(shapes, device, rounds, steps):
         grads = {name: torch.autograd.grad(run(weight, start).sum(), weight)[0]
                  for name, run in implementations.items()}  # also the warm-up
         best = {name: math.inf for name in implementations}
-        names = list(implementations)
         for index in range(rounds):
-            for name in names[index % 2:] + names[: index % 2]:
+            for name in rotated(list(implementations), index):
                 speed.synchronize(device)
                 begin = time.perf_counter()
                 for _ in range(steps):

@@ -528,15 +528,20 @@ def _block_d(head_size):
     return max(16, triton.next_power_of_2(head_size))
 
 
+def _tiles(dtype, block=None, warps=None):
+    """``(block, warps)`` of a launch: the given ones, else :func:`default_block` / :func:`default_warps`."""
+    block = block or default_block()
+    return block, warps or default_warps(dtype, block)
+
+
 def _launch_config(q, block):
     head_size = q.size(-1)
-    block = block or default_block()
-    block_d = _block_d(head_size)
+    block, warps = _tiles(q.dtype, block)
     precision = "tf32" if (q.dtype == torch.float32 and _tf32_enabled()) else "ieee"
     if q.dtype != torch.float32:
         precision = "tf32"  # ignored for 16-bit operands (tensor cores either way); one compiled variant
-    return dict(HEAD_DIM=head_size, BLOCK_D=block_d, BLOCK_M=block, BLOCK_N=block, PRECISION=precision,
-                num_warps=default_warps(q.dtype, block))
+    return dict(HEAD_DIM=head_size, BLOCK_D=_block_d(head_size), BLOCK_M=block, BLOCK_N=block, PRECISION=precision,
+                num_warps=warps)
 
 
 KERNEL_NAMES = ("_attn_fwd", "_attn_column_sums", "_attn_bwd_dkdv", "_attn_bwd_dq")  # launch order in training
@@ -562,8 +567,7 @@ def compile_ahead(name, block=None, warps=None, dropout=False, stored=False, has
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    block = block or default_block()
-    warps = warps or default_warps(torch.float32, block)
+    block, warps = _tiles(torch.float32, block, warps)
 
     kernel = globals()[name]
     flags = dict(HEAD_DIM=head_size, BLOCK_D=_block_d(head_size), BLOCK_M=block, BLOCK_N=block,
