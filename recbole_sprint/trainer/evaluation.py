@@ -6,7 +6,9 @@ so plugin models and RecBole's baselines are ranked alike. Per evaluation batch:
 
 1. the model scores every item (RecBole's ``_full_sort_batch_eval``, padding item at ``-inf``); a batch that runs
    out of GPU memory (e.g. beside other runs on one GPU) is scored again in halves, recursively down to one row, with
-   one warning: the same scores row by row, so the same metrics (``eval_batch_size`` sets the size that is tried);
+   one warning: the same scores row by row, so the same metrics (``eval_batch_size`` sets the size that is tried;
+   the collector's second pass for the user states that ``SpectralCollapse`` reads falls back alike,
+   :func:`recbole_sprint.utils.memory.in_halves_when_out_of_memory`);
 2. the batch's history ``(row, item)`` pairs: for a sequential model from the loader's
    :class:`~recbole_sprint.evaluator.history.UserHistory` (attached by :func:`recbole_sprint.data.data_preparation`),
    for a general model RecBole's own ``history_index``; the row's target is never among them;
@@ -15,10 +17,10 @@ so plugin models and RecBole's baselines are ranked alike. Per evaluation batch:
    metric sees the scores. RecBole's general models are always masked (RecBole's behaviour).
 """
 
-import torch
 from recbole.utils import ModelType
 
 from recbole_sprint.evaluator.history import check_exclude_history, history_hits, history_pairs, mask_history
+from recbole_sprint.utils.memory import in_halves_when_out_of_memory
 
 
 class HistoryMaskingMixin:
@@ -53,19 +55,16 @@ class HistoryMaskingMixin:
     def _scores(self, interaction):
         """``[B, I]`` RecBole's full-sort scores of the batch (padding at ``-inf``), in halves after running out of
         GPU memory (down to one row; a row that does not fit raises)."""
-        try:
-            return super()._full_sort_batch_eval((interaction, None, None, None))[1]
-        except torch.OutOfMemoryError:
-            if len(interaction) < 2:
-                raise
-        # outside the except block, so the failed attempt's tensors (held by the traceback there) are freed first
-        torch.cuda.empty_cache()
+        def full_sort(rows):
+            return super(HistoryMaskingMixin, self)._full_sort_batch_eval((rows, None, None, None))[1]
+
+        return in_halves_when_out_of_memory(full_sort, interaction, self._warn_split)
+
+    def _warn_split(self, rows):
         if not self._eval_split_warned:
             self._eval_split_warned = True
-            self.logger.warning(f"an evaluation batch of {len(interaction)} rows ran out of GPU memory: scoring "
-                                "such batches in halves (same scores; lower eval_batch_size to avoid the retry)")
-        half = len(interaction) // 2
-        return torch.cat([self._scores(interaction[:half]), self._scores(interaction[half:])])
+            self.logger.warning(f"an evaluation batch of {rows} rows ran out of GPU memory: scoring such batches "
+                                "in halves (same scores; lower eval_batch_size to avoid the retry)")
 
     def _full_sort_batch_eval(self, batched_data):
         interaction, history_index, positive_u, positive_i = batched_data

@@ -1,5 +1,6 @@
 """An evaluation batch that runs out of GPU memory is scored again in halves (recursively), with the same metrics;
-a single row that does not fit still raises."""
+so are the user states that SpectralCollapse reads (the collector's second pass over the batches); a single row that
+does not fit still raises."""
 
 import logging
 
@@ -15,9 +16,9 @@ from recbole_sprint.utils import get_model
 from ..model.recbole_runs import SMALL_ML100K
 
 
-def trainer_and_test_data(tiny):
+def trainer_and_test_data(tiny, metrics=("Hit", "NDCG", "HistoryShare")):
     config = Config(model="SASRecSPRINT", dataset="ml-100k", config_dict=tiny(
-        eval_batch_size=64, metrics=["Hit", "NDCG", "HistoryShare"], topk=[1, 5, 10], **SMALL_ML100K))
+        eval_batch_size=64, metrics=list(metrics), topk=[1, 5, 10], **SMALL_ML100K))
     init_seed(config["seed"], True)
     _, _, test = data_preparation(config, create_dataset(config))
     return SprintTrainer(config, get_model("SASRecSPRINT")(config, test._dataset)), test
@@ -49,6 +50,30 @@ def test_a_batch_out_of_memory_is_scored_in_halves_with_the_same_metrics(tiny, m
     assert sum(size for size in sizes if size <= 20) == len(test.dataset)  # each user scored once in the end
     warnings = [r.message for r in caplog.records if "ran out of GPU memory" in r.message]
     assert len(warnings) == 1 and "64 rows" in warnings[0]  # said once, not per batch
+
+
+def test_the_user_states_of_a_batch_out_of_memory_are_computed_in_halves_with_the_same_metrics(tiny, monkeypatch,
+                                                                                             caplog):
+    # the Large scaling runs (twenty-sixth session): scoring fell back to halves, then the collector's pass for the
+    # user states ran the whole batch again and died out of GPU memory
+    trainer, test = trainer_and_test_data(tiny, metrics=("Hit", "NDCG", "SpectralCollapse"))
+    whole = trainer.evaluate(test, load_best_model=False)
+    sizes, real = [], trainer.model.forward
+
+    def forward(item_seq, *args, **kwargs):  # what both passes run: full_sort_predict and the SASRec adapter
+        sizes.append(len(item_seq))
+        if len(item_seq) > 20:
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return real(item_seq, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.model, "forward", forward)
+    with caplog.at_level(logging.WARNING):
+        split = trainer.evaluate(test, load_best_model=False)
+    assert "spectralcollapse" in whole and split == whole
+    # each user's state computed twice in the end (scores, then user states), every time in a batch that fits
+    assert sum(size for size in sizes if size <= 20) == 2 * len(test.dataset) + 8  # + the factor check's 8 rows
+    messages = [r.message for r in caplog.records if "ran out of GPU memory" in r.message]
+    assert len(messages) == 2 and any("user states" in m for m in messages)  # each pass says it once
 
 
 def test_a_single_row_out_of_memory_still_raises(tiny, monkeypatch):

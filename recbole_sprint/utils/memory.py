@@ -1,0 +1,22 @@
+"""Evaluation passes that survive running out of GPU memory (e.g. beside other runs on one GPU)."""
+
+import torch
+
+
+def in_halves_when_out_of_memory(fn, batch, on_split=None):
+    """``fn(batch)`` for a batch of rows (a RecBole ``Interaction``; ``fn`` returns one result row per batch row along
+    dim 0). When that runs out of GPU memory, ``fn`` runs on the two halves of ``batch`` instead, recursively down to
+    one row (a row that does not fit raises), and the results are concatenated: the same rows in the same order.
+    ``on_split(rows)`` is called before each split, with the size of the batch that did not fit."""
+    try:
+        return fn(batch)
+    except torch.OutOfMemoryError:
+        if len(batch) < 2:
+            raise
+    # outside the except block, so the failed attempt's tensors (held by the traceback there) are freed first
+    torch.cuda.empty_cache()
+    if on_split is not None:
+        on_split(len(batch))
+    half = len(batch) // 2
+    return torch.cat([in_halves_when_out_of_memory(fn, batch[:half], on_split),
+                      in_halves_when_out_of_memory(fn, batch[half:], on_split)])

@@ -1,0 +1,33 @@
+"""in_halves_when_out_of_memory: the same rows in the same order, however often the batch is split."""
+
+import pytest
+import torch
+
+from recbole_sprint.utils.memory import in_halves_when_out_of_memory
+
+
+def squares_failing_above(rows, calls):
+    def fn(batch):
+        calls.append(len(batch))
+        if len(batch) > rows:
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return batch.float() ** 2  # one result row per batch row
+
+    return fn
+
+
+def test_a_batch_that_does_not_fit_is_run_in_halves_in_order():
+    batch = torch.arange(11).reshape(11, 1)
+    calls, splits = [], []
+    out = in_halves_when_out_of_memory(squares_failing_above(3, calls), batch, splits.append)
+    assert torch.equal(out, batch.float() ** 2)
+    assert splits == [11, 5, 6]  # 11 -> 5 + 6 -> (2 + 3) + (3 + 3)
+    assert [size for size in calls if size <= 3] == [2, 3, 3, 3]
+
+
+def test_a_batch_that_fits_runs_once_and_a_row_that_does_not_raises():
+    calls = []
+    out = in_halves_when_out_of_memory(squares_failing_above(20, calls), torch.ones(4, 2))
+    assert calls == [4] and out.shape == (4, 2)
+    with pytest.raises(torch.OutOfMemoryError):
+        in_halves_when_out_of_memory(squares_failing_above(0, []), torch.ones(3, 1))
