@@ -24,8 +24,9 @@ attention, ``--tf32`` (``off`` and/or ``on``: the trainer option ``tf32``, set a
 every listed precision, each with SPRINT weights 0 ("w0") and the yaml defaults ("on"). A variant that fails (a
 Triton kernel that does not compile, out of memory) prints its error and drops out; the others go on.
 
-``--profile N`` then profiles N steps of every variant (torch.profiler) and prints, per SPRINT variant, the operators
-it adds over its w0 (device time on CUDA); with the preset, its ``compile`` part profiles.
+``--profile N`` then profiles N steps of every variant (torch.profiler) and prints w0's largest operators and, per
+SPRINT variant, the operators it adds over its w0 (device time on CUDA); with the preset, its ``compile`` part
+profiles.
 
 ``--check_graphs`` trains the model two epochs of ml-100k with ``sprint_compile: cuda_graph`` and eagerly, from one
 initialisation, and compares losses and weights (on CUDA; elsewhere the mode runs eagerly).
@@ -291,8 +292,9 @@ def time_variants(args):
 
 
 def profile_variants(args, rows, plan):
-    """``--profile N``: N training steps of every timed variant under torch.profiler, then per SPRINT variant the
-    operators it adds over its group's w0 (device time per step on CUDA, CPU time on the CPU; ``[wall]`` against
+    """``--profile N``: N training steps of every timed variant under torch.profiler, then per w0 its largest
+    operators, per SPRINT variant the operators it adds over its group's w0 (device time per step on CUDA, CPU time
+    on the CPU; ``[wall]`` against
     ``[total]`` shows how much of the step the device sat idle), from benchmarks/speed.py; then every variant's own
     ``[wall]``, ``[total]`` and fused-attention kernels (so that two w0s, e.g. two attentions' backbones, or two
     processes with other tile sizes, compare too). Returns ``{label: {"wall": ms, "total": ms, kernel: ms}}`` per
@@ -304,7 +306,9 @@ def profile_variants(args, rows, plan):
         profiles[label] = speed.profile_steps(options, trainer, batches)  # the timed batches: the same work
     for label, group, sprint, _, _ in plan:
         w0 = w0_label(group)
-        if sprint != "w0" and label in profiles and w0 in profiles:
+        if sprint == "w0" and label in profiles:  # the backbone's own largest operators: where its step goes
+            speed.print_profile(label, "full_sequence", profiles[label], args.profile_rows)
+        elif label in profiles and w0 in profiles:
             speed.print_profile_diff(profiles[label], profiles[w0], label, "full_sequence", args.profile_rows)
     from recbole_sprint.model.fused_attention import KERNEL_NAMES
 

@@ -66,8 +66,9 @@ def test_every_variant_is_timed_and_profiled_on_the_same_batches(monkeypatch):
 
 
 def test_profile_prints_every_variant_s_own_device_time(monkeypatch, capsys):
-    """Besides SPRINT-minus-w0, the profile prints (and returns) each variant's own ``[wall]``, ``[total]`` and
-    fused-attention kernels, in the plan's order, so that the backbones of two attentions can be set side by side."""
+    """Besides SPRINT-minus-w0, the profile prints w0's own largest operators, and prints (and returns) each variant's
+    own ``[wall]``, ``[total]`` and fused-attention kernels, in the plan's order, so that the backbones of two
+    attentions can be set side by side."""
     script = load_benchmark_script("sprint_overhead")
     totals = iter([(7.0, 5.0), (9.5, 6.25)])  # (wall, total) of w0, then of on
 
@@ -86,6 +87,8 @@ def test_profile_prints_every_variant_s_own_device_time(monkeypatch, capsys):
     assert result == {"w0": {"wall": 7.0, "total": 5.0, "_attn_fwd": 0.5},
                       "on": {"wall": 9.5, "total": 6.25, "_attn_fwd": 0.5, "_attn_column_sums": 0.25}}
     assert "| [total] | +1.250 | +0 |" in out  # the difference, as before
+    w0_profile = out.index("| profile w0 [full_sequence] | ms/step | calls/step |")  # the backbone's own operators,
+    assert "| aten::mm | 2.500 | 3 |" in out[w0_profile:out.index("| SPRINT on - w0")]  # largest first
     assert out.rstrip().endswith("| w0 | 7.000 | 5.000 | 0.500 |  |  |  |\n"
                                  "| on | 9.500 | 6.250 | 0.500 | 0.250 |  |  |")
 
