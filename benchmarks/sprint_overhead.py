@@ -294,11 +294,10 @@ def time_variants(args):
 def profile_variants(args, rows, plan):
     """``--profile N``: N training steps of every timed variant under torch.profiler, then per w0 its largest
     operators, per SPRINT variant the operators it adds over its group's w0 (device time per step on CUDA, CPU time
-    on the CPU; ``[wall]`` against
-    ``[total]`` shows how much of the step the device sat idle), from benchmarks/speed.py; then every variant's own
-    ``[wall]``, ``[total]`` and fused-attention kernels (so that two w0s, e.g. two attentions' backbones, or two
-    processes with other tile sizes, compare too). Returns ``{label: {"wall": ms, "total": ms, kernel: ms}}`` per
-    step (a kernel the variant does not launch is left out)."""
+    on the CPU; ``[wall]`` against ``[total]`` shows how much of the step the device sat idle), from
+    benchmarks/speed.py; then every variant's own ``[wall]``, ``[total]`` and fused-attention kernels (so that two
+    w0s, e.g. two attentions' backbones, or two processes with other tile sizes, compare too). Returns
+    ``{label: {"wall": ms, "total": ms, kernel: ms}}`` per step (a kernel the variant does not launch is left out)."""
     options = argparse.Namespace(profile_steps=args.profile, device=args.device)
     profiles = {}
     for label, (trainer, batches, settings) in rows.items():
