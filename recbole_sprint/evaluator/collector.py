@@ -17,14 +17,12 @@ Every tensor is moved to the CPU before the metrics see it (:class:`~recbole_spr
 so metrics work the same whether the model ran on a GPU or the CPU.
 """
 
-from logging import getLogger
-
 import torch
 
 from recbole_sprint.compat import CompatCollector
 from recbole_sprint.evaluator.factors import score_factors
 from recbole_sprint.evaluator.popularity import check_popularity_source, item_popularity
-from recbole_sprint.utils.memory import in_halves_when_out_of_memory
+from recbole_sprint.utils.memory import WarnOnce, in_halves_when_out_of_memory
 
 # rows of the first batch used to check that a model's score factors reproduce its scores
 _CHECK_ROWS = 8
@@ -41,7 +39,9 @@ class SprintCollector(CompatCollector):
         self.needs_user_factors = bool(self.register.need("rec.user_factors"))
         self.needs_item_factors = self.needs_user_factors or bool(self.register.need("model.item_factors"))
         self.needs_history_hits = bool(self.register.need("rec.history"))
-        self._factor_split_warned = False  # said once that a batch's user states were computed in halves
+        self._warn_split = WarnOnce("the user states of an evaluation batch of {rows} rows (for SpectralCollapse / "
+                                    "InformationAbundance) ran out of GPU memory: computing them in halves (the same "
+                                    "states; lower eval_batch_size to avoid the retry)")
         self._reset_evaluation()
 
     def _reset_evaluation(self):
@@ -101,13 +101,6 @@ class SprintCollector(CompatCollector):
                 users = in_halves_when_out_of_memory(lambda rows: score_factors(model, rows.to(device))[0],
                                                      interaction, self._warn_split)
                 self.data_struct.update_tensor("rec.user_factors", users)
-
-    def _warn_split(self, rows):
-        if not self._factor_split_warned:
-            self._factor_split_warned = True
-            getLogger().warning(f"the user states of an evaluation batch of {rows} rows (for SpectralCollapse / "
-                                "InformationAbundance) ran out of GPU memory: computing them in halves (the same "
-                                "states; lower eval_batch_size to avoid the retry)")
 
     @staticmethod
     def _check_factors(model, users, items, bias, scores, tolerance=1e-4):

@@ -20,7 +20,7 @@ so plugin models and RecBole's baselines are ranked alike. Per evaluation batch:
 from recbole.utils import ModelType
 
 from recbole_sprint.evaluator.history import check_exclude_history, history_hits, history_pairs, mask_history
-from recbole_sprint.utils.memory import in_halves_when_out_of_memory
+from recbole_sprint.utils.memory import WarnOnce, in_halves_when_out_of_memory
 
 
 class HistoryMaskingMixin:
@@ -31,7 +31,8 @@ class HistoryMaskingMixin:
         self.exclude_history = check_exclude_history(config)
         self.sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
         self._eval_history = None  # the UserHistory of the loader being evaluated
-        self._eval_split_warned = False  # said once that a batch was scored in halves (out of GPU memory)
+        self._warn_split = WarnOnce("an evaluation batch of {rows} rows ran out of GPU memory: scoring such batches in "
+                                    "halves (same scores; lower eval_batch_size to avoid the retry)")
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         history = getattr(eval_data, "user_history", None) if self.sequential else None
@@ -59,12 +60,6 @@ class HistoryMaskingMixin:
             return super(HistoryMaskingMixin, self)._full_sort_batch_eval((rows, None, None, None))[1]
 
         return in_halves_when_out_of_memory(full_sort, interaction, self._warn_split)
-
-    def _warn_split(self, rows):
-        if not self._eval_split_warned:
-            self._eval_split_warned = True
-            self.logger.warning(f"an evaluation batch of {rows} rows ran out of GPU memory: scoring such batches "
-                                "in halves (same scores; lower eval_batch_size to avoid the retry)")
 
     def _full_sort_batch_eval(self, batched_data):
         interaction, history_index, positive_u, positive_i = batched_data

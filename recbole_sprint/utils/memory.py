@@ -1,6 +1,22 @@
 """Evaluation passes that survive running out of GPU memory (e.g. beside other runs on one GPU)."""
 
+from logging import getLogger
+
 import torch
+
+
+class WarnOnce:
+    """``on_split`` for :func:`in_halves_when_out_of_memory` that logs ``message`` (formatted with ``rows``, the size
+    of the batch that did not fit) the first time it is called and never again."""
+
+    def __init__(self, message):
+        self.message = message
+        self.said = False
+
+    def __call__(self, rows):
+        if not self.said:
+            self.said = True
+            getLogger().warning(self.message.format(rows=rows))
 
 
 def in_halves_when_out_of_memory(fn, batch, on_split=None):
