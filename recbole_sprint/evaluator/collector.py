@@ -6,7 +6,8 @@ need key                   content (collected only when a configured metric list
 =========================  ================================================================================
 ``data.item_popularity``   [num_items] interaction counts per item id (``popularity_source``), once per fit
 ``rec.positives``          [P, 2] (evaluation row, held-out item id) of every held-out item
-``rec.user_factors``       [U, d] final user states X of the evaluated users (full ranking only)
+``rec.user_factors``       [U, d] final user states X of the evaluated users (full ranking only), from the
+                           trainer's scoring pass (:meth:`user_factors_collect`)
 ``model.item_factors``     [num_items, d] item matrix E such that scores = X E^T (+ ``model.item_bias``)
 ``model.item_bias``        [num_items] per-item score bias, only for models that have one (BERT4Rec)
 ``rec.history``            [U, max_k] bool: top-k slot of the ranking before history masking holds an item of
@@ -22,7 +23,6 @@ import torch
 from recbole_sprint.compat import CompatCollector
 from recbole_sprint.evaluator.factors import score_factors
 from recbole_sprint.evaluator.popularity import check_popularity_source, item_popularity
-from recbole_sprint.utils.memory import WarnOnce, in_halves_when_out_of_memory
 
 # rows of the first batch used to check that a model's score factors reproduce its scores
 _CHECK_ROWS = 8
@@ -39,15 +39,11 @@ class SprintCollector(CompatCollector):
         self.needs_user_factors = bool(self.register.need("rec.user_factors"))
         self.needs_item_factors = self.needs_user_factors or bool(self.register.need("model.item_factors"))
         self.needs_history_hits = bool(self.register.need("rec.history"))
-        self._warn_split = WarnOnce("the user states of an evaluation batch of {rows} rows (for SpectralCollapse / "
-                                    "InformationAbundance) ran out of GPU memory: computing them in halves (the same "
-                                    "states; lower eval_batch_size to avoid the retry)")
         self._reset_evaluation()
 
     def _reset_evaluation(self):
         self._row_offset = 0  # evaluation rows seen so far (positive_u is a row index within its batch)
-        self._factor_inputs = []  # CPU interactions whose user states X are computed in model_collect
-        self._score_check = None  # (interaction, scores) of the first rows of the first batch
+        self._score_check = None  # (interaction, full ranking?) of the first rows of the first batch
 
     def per_evaluation_keys(self):
         return super().per_evaluation_keys() + [
@@ -61,6 +57,11 @@ class SprintCollector(CompatCollector):
     def history_collect(self, hits):
         """``hits [B, max_k]`` bool of one batch: top-k slots (before masking) holding a history item."""
         self.data_struct.update_tensor("rec.history", hits)
+
+    def user_factors_collect(self, users):
+        """``users [B, d]``: the final user states of one full-ranking batch, whose scores are ``users E^T (+ b)``
+        (the plugin's trainers score so when :attr:`needs_user_factors`: one forward pass gives both)."""
+        self.data_struct.update_tensor("rec.user_factors", users)
 
     def data_collect(self, train_data):
         super().data_collect(train_data)
@@ -78,39 +79,35 @@ class SprintCollector(CompatCollector):
             # one interaction row per evaluated user: full ranking (sampled ranking has one per candidate)
             one_row_per_user = len(interaction) == scores_tensor.shape[0]
             if self._score_check is None:
-                n = min(_CHECK_ROWS, scores_tensor.shape[0])
-                scores = scores_tensor[:n].detach().cpu() if one_row_per_user else None  # None: nothing to check
-                self._score_check = (interaction[:n], scores)
-            if self.needs_user_factors and one_row_per_user:
-                self._factor_inputs.append(interaction)
+                self._score_check = (interaction[:_CHECK_ROWS], one_row_per_user)  # sampled: nothing to check
 
     def model_collect(self, model):
         super().model_collect(model)
         if self._score_check is None:
             return
         device = next(model.parameters()).device
+        rows, full_ranking = self._score_check
+        rows = rows.to(device)
         with torch.no_grad():
-            users, items, bias = score_factors(model, self._score_check[0].to(device))
-            if self._score_check[1] is not None:
+            users, items, bias = score_factors(model, rows)
+            if full_ranking:  # the factors must give the model's own scores: the trainer ranks by them
                 tf32 = device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
-                self._check_factors(model, users, items, bias, self._score_check[1], tolerance=5e-3 if tf32 else 1e-4)
+                scores = model.full_sort_predict(rows).view(len(rows), -1)  # [n, num_items] (Pop's is flat)
+                self._check_factors(model, users, items, bias, scores, tolerance=5e-3 if tf32 else 1e-4)
             self.data_struct.set("model.item_factors", items.detach())
             if bias is not None:
                 self.data_struct.set("model.item_bias", bias.detach())
-            for interaction in self._factor_inputs:  # [B, d] each, in halves after running out of GPU memory
-                users = in_halves_when_out_of_memory(lambda rows: score_factors(model, rows.to(device))[0],
-                                                     interaction, self._warn_split)
-                self.data_struct.update_tensor("rec.user_factors", users)
 
     @staticmethod
     def _check_factors(model, users, items, bias, scores, tolerance=1e-4):
-        """Raise if X E^T (+ b) differs from the scores the evaluator ranked (finite entries only) by more than
-        ``tolerance`` relative to the scores' scale. Under TF32 matmuls (``tf32: True`` on CUDA) the same product
-        computed for 8 rows and for a whole batch differs by ~1e-3 relative (measured on the H200: 7e-4 absolute),
-        so the tolerance is then 5e-3; a wrong factorisation is off by O(1)."""
+        """Raise if X E^T (+ b) differs from the model's ``full_sort_predict`` ``scores`` of the same rows (finite
+        entries only) by more than ``tolerance`` relative to the scores' scale. Under TF32 matmuls (``tf32: True``
+        on CUDA) the same product computed for 8 rows and for a whole batch differed by ~1e-3 relative (measured on
+        the H200: 7e-4 absolute), so the tolerance is then 5e-3; a wrong factorisation is off by O(1)."""
         rebuilt = users @ items.T  # [n, num_items]
         if bias is not None:
             rebuilt = rebuilt + bias
+        scores = scores.cpu()
         rebuilt = rebuilt.cpu().to(scores.dtype)
         if rebuilt.shape != scores.shape:
             raise RuntimeError(

@@ -4,11 +4,14 @@
 ``Compat<Trainer>`` classes that :func:`recbole_sprint.utils.get_trainer` builds for RecBole's special trainers,
 so plugin models and RecBole's baselines are ranked alike. Per evaluation batch:
 
-1. the model scores every item (RecBole's ``_full_sort_batch_eval``, padding item at ``-inf``); a batch that runs
-   out of GPU memory (e.g. beside other runs on one GPU) is scored again in halves, recursively down to one row, with
-   one warning: the same scores row by row, so the same metrics (``eval_batch_size`` sets the size that is tried;
-   the collector's second pass for the user states that ``SpectralCollapse`` reads falls back alike,
-   :func:`recbole_sprint.utils.memory.in_halves_when_out_of_memory`);
+1. the model scores every item (RecBole's ``_full_sort_batch_eval``, padding item at ``-inf``). When a metric
+   reads the user states (``SpectralCollapse``), the scores are instead the product of the model's score factors
+   ``X E^T (+ b)`` (:mod:`recbole_sprint.evaluator.factors`: the same operations as ``full_sort_predict`` for every
+   model the plugin knows; the collector checks them against ``full_sort_predict`` on the first rows of every
+   evaluation and raises if they differ) and ``X`` goes to the collector: one forward pass per batch, not two. A
+   batch that runs out of GPU memory (e.g. beside other runs on one GPU) is scored again in halves, recursively down
+   to one row, with one warning: the same scores row by row, so the same metrics (``eval_batch_size`` sets the size
+   that is tried; :func:`recbole_sprint.utils.memory.in_halves_when_out_of_memory`);
 2. the batch's history ``(row, item)`` pairs: for a sequential model from the loader's
    :class:`~recbole_sprint.evaluator.history.UserHistory` (attached by :func:`recbole_sprint.data.data_preparation`),
    for a general model RecBole's own ``history_index``; the row's target is never among them;
@@ -17,8 +20,10 @@ so plugin models and RecBole's baselines are ranked alike. Per evaluation batch:
    metric sees the scores. RecBole's general models are always masked (RecBole's behaviour).
 """
 
+import torch
 from recbole.utils import ModelType
 
+from recbole_sprint.evaluator.factors import score_factors
 from recbole_sprint.evaluator.history import check_exclude_history, history_hits, history_pairs, mask_history
 from recbole_sprint.utils.memory import WarnOnce, in_halves_when_out_of_memory
 
@@ -54,12 +59,33 @@ class HistoryMaskingMixin:
         return history_pairs(self._eval_history, users, positive_i.to(self.device))
 
     def _scores(self, interaction):
-        """``[B, I]`` RecBole's full-sort scores of the batch (padding at ``-inf``), in halves after running out of
-        GPU memory (down to one row; a row that does not fit raises)."""
+        """``[B, I]`` full-sort scores of the batch (padding at ``-inf``): RecBole's, or the score factors' product
+        when the collector needs the user states (which it then gets); in halves after running out of GPU memory
+        (down to one row; a row that does not fit raises)."""
+        collector = self.eval_collector
+        if getattr(collector, "needs_user_factors", False):
+            scores, users = in_halves_when_out_of_memory(self._factored_scores, interaction, self._warn_split)
+            collector.user_factors_collect(users)
+            return scores
+
         def full_sort(rows):
             return super(HistoryMaskingMixin, self)._full_sort_batch_eval((rows, None, None, None))[1]
 
         return in_halves_when_out_of_memory(full_sort, interaction, self._warn_split)
+
+    def _factored_scores(self, interaction):
+        """``(scores [B, I], X [B, d])``: ``X E^T (+ b)`` from the model's score factors, padding at ``-inf``."""
+        users, items, bias = score_factors(self.model, interaction.to(self.device))  # [B, d], [I, d], [I] | None
+        scores = users @ items.T  # [B, I], the product full_sort_predict computes
+        if bias is not None:
+            scores = scores + bias
+        if scores.shape[1] != self.tot_item_num:
+            raise RuntimeError(
+                f"score_factors of {type(self.model).__name__} give {scores.shape[1]} item columns, the dataset has "
+                f"{self.tot_item_num} items (padding included): E must have one row per item"
+            )
+        scores[:, 0] = -torch.inf  # the padding item, as RecBole's _full_sort_batch_eval
+        return scores, users
 
     def _full_sort_batch_eval(self, batched_data):
         interaction, history_index, positive_u, positive_i = batched_data

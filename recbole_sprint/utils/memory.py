@@ -20,10 +20,11 @@ class WarnOnce:
 
 
 def in_halves_when_out_of_memory(fn, batch, on_split=None):
-    """``fn(batch)`` for a batch of rows (a RecBole ``Interaction``; ``fn`` returns one result row per batch row along
-    dim 0). When that runs out of GPU memory, ``fn`` runs on the two halves of ``batch`` instead, recursively down to
-    one row (a row that does not fit raises), and the results are concatenated: the same rows in the same order.
-    ``on_split(rows)`` is called before each split, with the size of the batch that did not fit."""
+    """``fn(batch)`` for a batch of rows (a RecBole ``Interaction``; ``fn`` returns a tensor, or a tuple of tensors,
+    with one row per batch row along dim 0). When that runs out of GPU memory, ``fn`` runs on the two halves of
+    ``batch`` instead, recursively down to one row (a row that does not fit raises), and the results are
+    concatenated (each tuple entry on its own): the same rows in the same order. ``on_split(rows)`` is called before
+    each split, with the size of the batch that did not fit."""
     try:
         return fn(batch)
     except torch.OutOfMemoryError:
@@ -34,5 +35,8 @@ def in_halves_when_out_of_memory(fn, batch, on_split=None):
     if on_split is not None:
         on_split(len(batch))
     half = len(batch) // 2
-    return torch.cat([in_halves_when_out_of_memory(fn, batch[:half], on_split),
-                      in_halves_when_out_of_memory(fn, batch[half:], on_split)])
+    first = in_halves_when_out_of_memory(fn, batch[:half], on_split)
+    second = in_halves_when_out_of_memory(fn, batch[half:], on_split)
+    if isinstance(first, tuple):
+        return tuple(torch.cat(pair) for pair in zip(first, second))
+    return torch.cat([first, second])

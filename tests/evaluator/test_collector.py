@@ -8,7 +8,7 @@ from recbole.data.interaction import Interaction
 from recbole.evaluator.base_metric import AbstractMetric
 from recbole.utils import EvaluatorType
 
-from recbole_sprint.evaluator import SprintCollector, register_metric
+from recbole_sprint.evaluator import SprintCollector, register_metric, score_factors
 from recbole_sprint.evaluator.popularity import (
     attach_full_popularity,
     item_interaction_counts,
@@ -135,11 +135,18 @@ class DotModel(torch.nn.Module):
 
 
 def evaluate_factors(model, metrics=("SpectralCollapse",)):
+    """Two batches through the collector as the plugin's trainers score them: by the score factors when the
+    collector needs the user states (which it then gets), else by ``full_sort_predict``."""
     c = collector(list(metrics))
     with torch.no_grad():
         for users in [torch.tensor([0, 1, 2]), torch.tensor([3, 4])]:
             interaction = Interaction({"user_id": users})
-            scores = model.full_sort_predict(interaction)
+            if c.needs_user_factors:
+                states, items, bias = score_factors(model, interaction)
+                scores = states @ items.T + (0 if bias is None else bias)
+                c.user_factors_collect(states)
+            else:
+                scores = model.full_sort_predict(interaction)
             scores[:, 0] = -float("inf")  # as RecBole's trainer does
             c.eval_batch_collect(scores, interaction, torch.arange(len(users)), torch.ones(len(users), dtype=torch.long))
         c.model_collect(model)

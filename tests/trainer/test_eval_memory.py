@@ -1,6 +1,6 @@
 """An evaluation batch that runs out of GPU memory is scored again in halves (recursively), with the same metrics;
-so are the user states that SpectralCollapse reads (the collector's second pass over the batches); a single row that
-does not fit still raises."""
+so is a batch scored by its score factors (whose user states SpectralCollapse reads); a single row that does not fit
+still raises."""
 
 import logging
 
@@ -54,13 +54,13 @@ def test_a_batch_out_of_memory_is_scored_in_halves_with_the_same_metrics(tiny, m
 
 def test_the_user_states_of_a_batch_out_of_memory_are_computed_in_halves_with_the_same_metrics(tiny, monkeypatch,
                                                                                              caplog):
-    # the Large scaling runs (twenty-sixth session): scoring fell back to halves, then the collector's pass for the
-    # user states ran the whole batch again and died out of GPU memory
+    # the Large scaling runs (twenty-sixth session): scoring fell back to halves, then the collector's second pass for
+    # the user states ran the whole batch again and died out of GPU memory; now one pass gives scores and states
     trainer, test = trainer_and_test_data(tiny, metrics=("Hit", "NDCG", "SpectralCollapse"))
     whole = trainer.evaluate(test, load_best_model=False)
     sizes, real = [], trainer.model.forward
 
-    def forward(item_seq, *args, **kwargs):  # what both passes run: full_sort_predict and the SASRec adapter
+    def forward(item_seq, *args, **kwargs):  # what the SASRec adapter of the score factors runs
         sizes.append(len(item_seq))
         if len(item_seq) > 20:
             raise torch.OutOfMemoryError("CUDA out of memory (test)")
@@ -70,10 +70,11 @@ def test_the_user_states_of_a_batch_out_of_memory_are_computed_in_halves_with_th
     with caplog.at_level(logging.WARNING):
         split = trainer.evaluate(test, load_best_model=False)
     assert "spectralcollapse" in whole and split == whole
-    # each user's state computed twice in the end (scores, then user states), every time in a batch that fits
-    assert sum(size for size in sizes if size <= 20) == 2 * len(test.dataset) + 8  # + the factor check's 8 rows
+    # each user's state computed once in the end, in a batch that fits; + the factor check's 8 rows, twice (score
+    # factors, full_sort_predict)
+    assert sum(size for size in sizes if size <= 20) == len(test.dataset) + 2 * 8
     messages = [r.message for r in caplog.records if "ran out of GPU memory" in r.message]
-    assert len(messages) == 2 and any("user states" in m for m in messages)  # each pass says it once
+    assert len(messages) == 1 and "64 rows" in messages[0]
 
 
 def test_a_single_row_out_of_memory_still_raises(tiny, monkeypatch):
