@@ -101,9 +101,11 @@ class SprintCollector(CompatCollector):
     @staticmethod
     def _check_factors(model, users, items, bias, scores, tolerance=1e-4):
         """Raise if X E^T (+ b) differs from the model's ``full_sort_predict`` ``scores`` of the same rows (finite
-        entries only) by more than ``tolerance`` relative to the scores' scale. Under TF32 matmuls (``tf32: True``
-        on CUDA) the same product computed for 8 rows and for a whole batch differed by ~1e-3 relative (measured on
-        the H200: 7e-4 absolute), so the tolerance is then 5e-3; a wrong factorisation is off by O(1)."""
+        entries only) by more than ``tolerance`` relative to the scores' scale. The two need not run the same
+        kernels (a model's ``full_sort_predict`` may compute its product otherwise), and under TF32 matmuls
+        (``tf32: True`` on CUDA) a product's rounding depends on its shapes (the same product for 8 rows and for a
+        whole batch differed by ~1e-3 relative on the H200), so the tolerance is then 5e-3; a wrong factorisation
+        is off by O(1)."""
         rebuilt = users @ items.T  # [n, num_items]
         if bias is not None:
             rebuilt = rebuilt + bias

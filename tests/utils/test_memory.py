@@ -31,3 +31,11 @@ def test_a_batch_that_fits_runs_once_and_a_row_that_does_not_raises():
     assert calls == [4] and out.shape == (4, 2)
     with pytest.raises(torch.OutOfMemoryError):
         in_halves_when_out_of_memory(squares_failing_above(0, []), torch.ones(3, 1))
+
+
+def test_a_tuple_of_results_is_concatenated_entry_by_entry():
+    # the trainer's factored scoring returns (scores [B, I], user states [B, d])
+    batch = torch.arange(7).reshape(7, 1)
+    inner = squares_failing_above(2, [])
+    scores, states = in_halves_when_out_of_memory(lambda rows: (inner(rows), -rows.repeat(1, 3)), batch)
+    assert torch.equal(scores, batch.float() ** 2) and torch.equal(states, -batch.repeat(1, 3))
