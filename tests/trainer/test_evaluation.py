@@ -3,7 +3,6 @@ one forward pass a user, the same ranking metrics as RecBole's full_sort_predict
 give its scores fails the evaluation instead of being ranked by them."""
 
 import pytest
-import torch
 from recbole.utils import init_seed
 
 from recbole_sprint.config import Config
