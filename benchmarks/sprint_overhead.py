@@ -649,8 +649,12 @@ def kernel_resources(configs, names=None, variants=None):
     """``--kernel_resources``: each fused kernel (``names``, default all) compiled ahead for sm_90 at each ``(block,
     warps)`` of ``configs`` and each of ``variants`` (default :data:`RESOURCE_VARIANTS`; the forward and column-sum
     kernels have no gradient flag), read back with the ``cuobjdump`` Triton ships: registers per thread (at most
-    255, and 65536 / (32 x warps)), stack bytes, and local-memory loads and stores in the SASS (register spills).
-    Static facts of the compiled code: where a kernel spills, not how fast it runs."""
+    255, and 65536 / (32 x warps)), stack bytes, local-memory loads and stores in the SASS (register spills), and
+    the SASS instructions in all, integer ones (:data:`INTEGER_SASS`: index arithmetic, comparisons and the
+    dropout's Philox rounds) and tensor-core ones (``HMMA``; ``HGMMA``, Hopper's warp-group form, at wide tiles).
+    Static facts of the compiled code (each instruction
+    counted once, loops not unrolled by the count): where a kernel spills and what its code is made of, not how
+    fast it runs."""
     import triton
 
     from recbole_sprint.model import fused_attention
@@ -673,21 +677,32 @@ def kernel_resources(configs, names=None, variants=None):
                     sass = subprocess.run([cuobjdump, "-sass", path], capture_output=True, text=True,
                                           check=True).stdout
                 registers, stack = (int(v) for v in re.search(r"REG:(\d+) STACK:(\d+)", usage).groups())
+                opcodes = sass_opcodes(sass)
                 rows.append({"kernel": name, "block": block, "warps": warps, "column_sum_grad": has_g,
                              "dropout": dropout, "stored": stored, "registers": registers, "stack_bytes": stack,
-                             "local_ops": len(re.findall(r"\b(?:LDL|STL)\b", sass))})
+                             "local_ops": len(re.findall(r"\b(?:LDL|STL)\b", sass)), "instructions": len(opcodes),
+                             "integer": sum(op in INTEGER_SASS for op in opcodes),
+                             "tensor_core": sum(op.startswith(("HMMA", "HGMMA")) for op in opcodes)})
     return rows
+
+
+INTEGER_SASS = ("IMAD", "IADD3", "IMUL", "LOP3", "SHF", "LEA", "ISETP", "IABS", "SEL", "PRMT", "IMNMX")
+
+
+def sass_opcodes(sass):
+    """The opcode of every instruction of ``cuobjdump -sass`` output (``IMAD`` of ``@P0 IMAD.WIDE.U32 R2, ...``)."""
+    return re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P[T\d]\s+)?([A-Z][A-Z0-9_]*)", sass)
 
 
 def print_kernel_resources(rows):
     print("| kernel | block x warps | column-sum gradient | dropout | keep mask | registers | stack bytes "
-          "| local loads + stores |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| local loads + stores | SASS instructions | integer | tensor-core |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         mask = ("stored" if row["stored"] else "recomputed") if row["dropout"] else ""
         print(f"| {row['kernel']} | {row['block']} x {row['warps']} | {'yes' if row['column_sum_grad'] else ''} "
               f"| {'yes' if row['dropout'] else ''} | {mask} | {row['registers']} | {row['stack_bytes']} "
-              f"| {row['local_ops']} |")
+              f"| {row['local_ops']} | {row['instructions']} | {row['integer']} | {row['tensor_core']} |")
 
 
 def time_power_iteration(shapes, device, rounds, steps):

@@ -103,9 +103,24 @@ def test_kernel_resources_reads_registers_and_spills_of_the_compiled_kernels(cap
     assert (wide["block"], wide["warps"], narrow["block"], narrow["warps"]) == (64, 16, 32, 8)
     assert wide["registers"] <= 128 and wide["stack_bytes"] > 0 and wide["local_ops"] > 0
     assert 128 < narrow["registers"] <= 255 and narrow["local_ops"] == 0
+    # tensor-core instructions at both sizes (HGMMA at 64 x 16, HMMA at 32 x 8); integer arithmetic (indices, the
+    # dropout's Philox rounds) is most of the code
+    assert wide["tensor_core"] > 0 and narrow["tensor_core"] > 0 and narrow["integer"] > narrow["instructions"] / 3
     script.print_kernel_resources(rows)
     out = capsys.readouterr().out
-    assert f"| _attn_bwd_dq | 32 x 8 | yes | yes | recomputed | {narrow['registers']} | 0 | 0 |" in out
+    assert (f"| _attn_bwd_dq | 32 x 8 | yes | yes | recomputed | {narrow['registers']} | 0 | 0 | "
+            f"{narrow['instructions']} | {narrow['integer']} | {narrow['tensor_core']} |") in out
+
+
+def test_sass_opcodes_reads_predicated_and_plain_instructions():
+    script = load_benchmark_script("sprint_overhead")
+    sass = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;                      /* 0x00000a00ff017b82 */
+        /*0010*/              @!P0 IMAD.WIDE.U32 R2, R4, 0x4, R2 ;             /* 0x0000000404028825 */
+        /*0020*/               @PT HMMA.1688.F32.TF32 R8, R12, R16, R8 ;      /* 0x000000100c08723c */
+        /*0030*/                   EXIT ;                                      /* 0x000000000000794d */
+    """
+    assert script.sass_opcodes(sass) == ["LDC", "IMAD", "HMMA", "EXIT"]
     with pytest.raises(SystemExit, match="--kernel_resources takes BLOCKxWARPS"):
         script.main(["--kernel_resources", "64-8"])
 
