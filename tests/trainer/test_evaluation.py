@@ -15,8 +15,8 @@ RANKING = ["Hit", "NDCG", "HistoryShare", "TailCoverage"]
 
 
 def evaluated(tiny, name, metrics):
-    """``(trainer, training data, test data)`` of an untrained ``name`` on a small ml-100k (the ranking of a random model is as
-    good a check as a trained one's: the question is whether two scoring paths rank alike)."""
+    """``(trainer, training data, test data)`` of an untrained ``name`` on a small ml-100k (the ranking of a random
+    model is as good a check as a trained one's: the question is whether two scoring paths rank alike)."""
     config = Config(model=name, dataset="ml-100k", config_dict=tiny(
         eval_batch_size=64, metrics=list(metrics), topk=[1, 5, 10], **SMALL_ML100K))
     init_seed(config["seed"], True)
@@ -40,9 +40,11 @@ def rows_through_forward(trainer, monkeypatch):
     return sizes
 
 
-@pytest.mark.parametrize("name", ["SASRecSPRINT", "SASRecPPSPRINT", "BERT4Rec", "HSTU"])
+# RecBole's SASRec and BERT4Rec through their adapters (BERT4Rec's with its output bias), SASRec++'s and HSTU's own
+# score_factors, and each SPRINT model on its backbone's
+@pytest.mark.parametrize("name", ["SASRec", "SASRecSPRINT", "SASRecPPSPRINT", "BERT4Rec", "BERT4RecSPRINT", "HSTU",
+                                  "HSTUSPRINT"])
 def test_spectral_collapse_costs_no_second_forward_pass_and_changes_no_ranking_metric(tiny, monkeypatch, name):
-    # SASRec's adapter, SASRec++'s and HSTU's own score_factors, BERT4Rec's adapter with its output bias
     trainer, _, test = evaluated(tiny, name, RANKING)
     sizes = rows_through_forward(trainer, monkeypatch)
     plain = trainer.evaluate(test, load_best_model=False)
