@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 import speed  # noqa: E402
+from sprint_overhead import rotated  # noqa: E402
 
 METRIC_LISTS = {
     "ranking": ["Hit", "NDCG"],
@@ -58,7 +59,7 @@ class CountedRows:
     """Wraps ``model.forward``: adds the batch size of every call to ``rows``."""
 
     def __init__(self, model):
-        self.model, self.forward, self.rows = model, model.forward, 0
+        self.forward, self.rows = model.forward, 0
 
     def __call__(self, item_seq, *args, **kwargs):
         self.rows += len(item_seq)
@@ -82,9 +83,7 @@ def main(argv=None):
         rows[label] = {"trainer": trainer, "data": valid_data, "counter": counter, "best": float("inf")}
     users = len(next(iter(rows.values()))["data"].dataset)
     for round_index in range(args.rounds):
-        labels = list(rows)
-        start = round_index % len(labels)
-        for label in labels[start:] + labels[:start]:
+        for label in rotated(list(rows), round_index):
             row = rows[label]
             row["counter"].rows = 0
             speed.synchronize(args.device)
