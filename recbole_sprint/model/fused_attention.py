@@ -45,7 +45,8 @@ accumulated apart, joined once ``D_i`` is known), so ``E`` costs one more ``P K`
 of a pass with its own ``Q K^T``.
 
 Attention dropout is applied inside the kernels: the keep mask of entry ``(b, h, i, j)`` is
-``tl.rand(seed, (b H + h) n^2 + i n + j) >= p`` (Philox), recomputed identically by every kernel from one seed
+``tl.rand(seed, (b H + h) n^2 + i n + j) >= p`` (Philox, 10 rounds unless ``RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS``
+says otherwise: :func:`default_philox_rounds`), recomputed identically by every kernel from one seed
 drawn per call from torch's CPU generator (no device synchronisation); with ``keep_mask="stored"`` (the models'
 ``attention_keep_mask: stored``) the forward kernel writes the mask it drew, one bit an entry (``B H n n / 8``
 bytes, kept for the backward), and the column-sum, ``dK, dV`` and ``dQ`` kernels read it instead of drawing it
@@ -78,6 +79,7 @@ BACKENDS = ("auto", "triton", "reference")
 KEEP_MASKS = ("recompute", "stored")  # fused_attention's keep_mask
 TILE_SIZES = (16, 32, 64, 128)  # RECBOLE_SPRINT_ATTN_BLOCK: tl.dot needs a power of two of at least 16
 WARP_COUNTS = (1, 2, 4, 8, 16)  # RECBOLE_SPRINT_ATTN_WARPS
+PHILOX_ROUNDS = (7, 8, 9, 10)  # RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS: 7, the fewest that pass BigCrush (Salmon et al.)
 TRITON_IMPORT_ERROR = None if triton is not None else "triton is not installed"
 _MAX_DROPOUT_OFFSET = 2**31  # Philox offsets are 32-bit: B * H * n * n entries at most with dropout
 
@@ -102,6 +104,16 @@ def default_warps(dtype, block):
     registers of 16-bit ones), else 4 (the default 32-wide tiles: 4 warps is what was timed)."""
     default = 8 if (dtype == torch.float32 and block >= 64) else 4
     return _env_choice("RECBOLE_SPRINT_ATTN_WARPS", WARP_COUNTS, default)
+
+
+def default_philox_rounds():
+    """Philox rounds of the kernels' dropout draw (``RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS`` overrides): 10, Triton's
+    ``tl.rand`` default and Random123's (Salmon et al., SC 2011, "Parallel random numbers: as easy as 1, 2, 3", whose
+    Philox4x32 passes BigCrush from 7 rounds on). Fewer rounds draw another mask of the same distribution with less
+    integer arithmetic (the column-sum pass's code 1320 -> 1176 SASS instructions at 7, ``sprint_overhead.py
+    --kernel_resources``); not yet timed on a GPU, so not the default. Read once per forward call: its backward
+    draws the same mask."""
+    return _env_choice("RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS", PHILOX_ROUNDS, 10)
 
 
 def _env_choice(name, allowed, default):
@@ -254,10 +266,11 @@ class BlockwiseAttention(torch.autograd.Function):
 if triton is not None:
 
     @triton.jit
-    def _keep(seed, bh, rows, cols, N_CTX, dropout_p):
-        """Keep mask of the tile ``rows x cols`` (broadcast 2-D index tensors) of head ``bh``."""
+    def _keep(seed, bh, rows, cols, N_CTX, dropout_p, ROUNDS: tl.constexpr):
+        """Keep mask of the tile ``rows x cols`` (broadcast 2-D index tensors) of head ``bh`` (Philox with ``ROUNDS``
+        rounds)."""
         offsets = (bh * N_CTX + rows) * N_CTX + cols
-        return tl.rand(seed, offsets) >= dropout_p
+        return tl.rand(seed, offsets, n_rounds=ROUNDS) >= dropout_p
 
     @triton.jit
     def _store_keep(KEEP, bh, offs_m, start_n, keep, N_CTX, NBYTES, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -270,14 +283,14 @@ if triton is not None:
                  packed.to(tl.uint8), mask=offs_m[:, None] < N_CTX)
 
     @triton.jit
-    def _tile_keep(seed, bh, rows, cols, N_CTX, dropout_p, KEEP, NBYTES, STORED: tl.constexpr):
+    def _tile_keep(seed, bh, rows, cols, N_CTX, dropout_p, KEEP, NBYTES, STORED: tl.constexpr, ROUNDS: tl.constexpr):
         """The keep mask of a tile (``rows``, ``cols``: broadcast 2-D query and key indices): drawn again from the
         seed, or (``STORED``) read from the bits the forward kernel wrote."""
         if STORED:
             byte = tl.load(KEEP + (bh.to(tl.int64) * N_CTX + rows) * NBYTES + cols // 8, mask=rows < N_CTX, other=0)
             keep = ((byte.to(tl.int32) >> (cols % 8)) & 1) != 0
         else:
-            keep = _keep(seed, bh, rows, cols, N_CTX, dropout_p)
+            keep = _keep(seed, bh, rows, cols, N_CTX, dropout_p, ROUNDS)
         return keep
 
     @triton.jit
@@ -285,7 +298,7 @@ if triton is not None:
                   sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
                   H, N_CTX,
                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  DROPOUT: tl.constexpr, STORED: tl.constexpr, PRECISION: tl.constexpr):
+                  DROPOUT: tl.constexpr, STORED: tl.constexpr, ROUNDS: tl.constexpr, PRECISION: tl.constexpr):
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -316,7 +329,7 @@ if triton is not None:
             alpha = tl.exp2(row_max - new_max)
             row_sum = row_sum * alpha + tl.sum(p, 1)
             if DROPOUT:
-                keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p)
+                keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p, ROUNDS)
                 if STORED:
                     _store_keep(KEEP, bh, offs_m, start_n, keep, N_CTX, NBYTES, BLOCK_M, BLOCK_N)
                 p = tl.where(keep, p * keep_scale, 0.0)
@@ -335,7 +348,7 @@ if triton is not None:
                           sqb, sqh, sqn, skb, skh, skn,
                           H, N_CTX,
                           HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-                          BLOCK_N: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr,
+                          BLOCK_N: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr, ROUNDS: tl.constexpr,
                           PRECISION: tl.constexpr):
         start_n = tl.program_id(0) * BLOCK_N
         bh = tl.program_id(1)
@@ -361,7 +374,8 @@ if triton is not None:
             allowed = (offs_n[:, None] <= offs_m[None, :]) & (offs_m[None, :] < length) & (offs_n[:, None] < length)
             pt = tl.where(allowed, tl.exp2(st - lse[None, :]), 0.0)
             if DROPOUT:
-                keep = _tile_keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p, KEEP, NBYTES, STORED)
+                keep = _tile_keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p, KEEP, NBYTES, STORED,
+                                  ROUNDS)
                 pt = tl.where(keep, pt * keep_scale, 0.0)
             sums += tl.sum(pt, 1)
         tl.store(C + bh.to(tl.int64) * N_CTX + offs_n, sums, mask=offs_n < N_CTX)
@@ -390,7 +404,8 @@ if triton is not None:
                        sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
                        H, N_CTX,
                        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       HAS_G: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr, PRECISION: tl.constexpr):
+                       HAS_G: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr, ROUNDS: tl.constexpr,
+                       PRECISION: tl.constexpr):
         start_n = tl.program_id(0) * BLOCK_N
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -426,7 +441,8 @@ if triton is not None:
             if HAS_G:
                 dpt += g[:, None] * (offs_m[None, :] < length).to(tl.float32)  # + w_i g_j
             if DROPOUT:
-                keep = _tile_keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p, KEEP, NBYTES, STORED)
+                keep = _tile_keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p, KEEP, NBYTES, STORED,
+                                  ROUNDS)
                 dropped = tl.where(keep, pt * keep_scale, 0.0)
                 dpt = tl.where(keep, dpt * keep_scale, 0.0)
             else:
@@ -446,7 +462,8 @@ if triton is not None:
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
                      H, N_CTX,
                      HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     HAS_G: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr, PRECISION: tl.constexpr):
+                     HAS_G: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr, ROUNDS: tl.constexpr,
+                     PRECISION: tl.constexpr):
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -479,7 +496,8 @@ if triton is not None:
                 g = tl.load(G + stat_base + offs_n, mask=offs_n < N_CTX, other=0.0)
                 dp += query_valid[:, None] * g[None, :]
             if DROPOUT:
-                keep = _tile_keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p, KEEP, NBYTES, STORED)
+                keep = _tile_keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p, KEEP, NBYTES, STORED,
+                                  ROUNDS)
                 dp = tl.where(keep, dp * keep_scale, 0.0)
             if HAS_G:
                 # D_i needs E_i, a pass over the row's keys: taken here instead of in a kernel of its own, with
@@ -502,14 +520,14 @@ if triton is not None:
                  mask=row_ok)
 
     @triton.jit
-    def _dropout_keep_mask(KEEP, seed, dropout_p, N_CTX, BLOCK: tl.constexpr):
+    def _dropout_keep_mask(KEEP, seed, dropout_p, N_CTX, BLOCK: tl.constexpr, ROUNDS: tl.constexpr):
         """The kernels' keep mask as a dense ``[B*H, n, n]`` int8 tensor (tests only)."""
         start_m = tl.program_id(0) * BLOCK
         bh = tl.program_id(1)
         offs_m = start_m + tl.arange(0, BLOCK)
         for start_n in range(0, N_CTX, BLOCK):
             offs_n = start_n + tl.arange(0, BLOCK)
-            keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p)
+            keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p, ROUNDS)
             tl.store(KEEP + (bh.to(tl.int64) * N_CTX + offs_m[:, None]) * N_CTX + offs_n[None, :], keep.to(tl.int8),
                      mask=(offs_m[:, None] < N_CTX) & (offs_n[None, :] < N_CTX))
 
@@ -571,7 +589,7 @@ def compile_ahead(name, block=None, warps=None, dropout=False, stored=False, has
 
     kernel = globals()[name]
     flags = dict(HEAD_DIM=head_size, BLOCK_D=_block_d(head_size), BLOCK_M=block, BLOCK_N=block,
-                 DROPOUT=dropout, STORED=stored, PRECISION="tf32", HAS_G=has_g)
+                 DROPOUT=dropout, STORED=stored, ROUNDS=default_philox_rounds(), PRECISION="tf32", HAS_G=has_g)
     fixed = {arg: value for arg, value in flags.items() if arg in kernel.arg_names}
     signature = {arg: "constexpr" if arg in fixed else _ARG_TYPES.get(arg, "i32") for arg in kernel.arg_names}
     source = ASTSource(fn=kernel, signature=signature,
@@ -582,7 +600,8 @@ def compile_ahead(name, block=None, warps=None, dropout=False, stored=False, has
 def triton_dropout_keep_mask(batch, heads, n, dropout_p, seed, device):
     """``[B, H, n, n]`` bool: the keep mask the Triton kernels apply for ``seed`` (tests only)."""
     keep = torch.empty(batch * heads, n, n, dtype=torch.int8, device=device)
-    _dropout_keep_mask[(triton.cdiv(n, 16), batch * heads)](keep, seed, dropout_p, n, BLOCK=16)
+    _dropout_keep_mask[(triton.cdiv(n, 16), batch * heads)](keep, seed, dropout_p, n, BLOCK=16,
+                                                           ROUNDS=default_philox_rounds())
     return keep.view(batch, heads, n, n).bool()
 
 
@@ -601,21 +620,23 @@ class TritonAttention(torch.autograd.Function):
         out = torch.empty(batch, n, heads, head_size, dtype=q.dtype, device=q.device).transpose(1, 2)  # [B, H, n, d]
         lse = torch.empty(batch, heads, n, dtype=torch.float32, device=q.device)
         stored = dropout and keep_mask == "stored"
+        rounds = default_philox_rounds()  # read once: the backward draws the forward's mask
         # stored: the forward kernel writes the keep mask, 8 keys a byte, and the later kernels read it back
         nbytes = triton.cdiv(n, launch["BLOCK_N"]) * launch["BLOCK_N"] // 8 if stored else 0
         keep_bits = torch.empty(batch * heads, n, nbytes, dtype=torch.uint8, device=q.device) if stored else lse
         bits = (keep_bits, nbytes)  # without stored: a placeholder pointer, never read
         _attn_fwd[grid](q, k, v, out, lse, lengths, seed, dropout_p, keep_scale, qk_scale, *bits,
                         *_strides(q), *_strides(k), *_strides(v), *_strides(out), heads, n,
-                        DROPOUT=dropout, STORED=stored, **launch)
+                        DROPOUT=dropout, STORED=stored, ROUNDS=rounds, **launch)
         column_sums = None
         if need_column_sums:
             column_sums = torch.empty(batch, heads, n, dtype=torch.float32, device=q.device)
             _attn_column_sums[grid](q, k, lse, lengths, column_sums, seed, dropout_p, keep_scale, qk_scale, *bits,
-                                    *_strides(q), *_strides(k), heads, n, DROPOUT=dropout, STORED=stored, **launch)
+                                    *_strides(q), *_strides(k), heads, n, DROPOUT=dropout, STORED=stored,
+                                    ROUNDS=rounds, **launch)
         ctx.save_for_backward(q, k, v, out, lse, lengths, keep_bits)
         ctx.scale, ctx.dropout_p, ctx.seed, ctx.block = scale, dropout_p, seed, block
-        ctx.stored, ctx.nbytes = stored, nbytes
+        ctx.stored, ctx.nbytes, ctx.rounds = stored, nbytes, rounds
         ctx.set_materialize_grads(False)
         return out, column_sums
 
@@ -641,13 +662,15 @@ class TritonAttention(torch.autograd.Function):
         def dq_kernel():
             _attn_bwd_dq[grid](q, k, v, d_out, lse, delta, g, lengths, dq, *common, ctx.scale,
                                *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dq),
-                               heads, n, HAS_G=has_g, DROPOUT=dropout, STORED=ctx.stored, **launch)
+                               heads, n, HAS_G=has_g, DROPOUT=dropout, STORED=ctx.stored, ROUNDS=ctx.rounds,
+                               **launch)
 
         if has_g:  # the dq kernel completes D (it adds w_i E_i), which the dk/dv kernel reads
             dq_kernel()
         _attn_bwd_dkdv[grid](q, k, v, d_out, lse, delta, g, lengths, dk, dv, *common, ctx.scale,
                              *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dk), *_strides(dv),
-                             heads, n, HAS_G=has_g, DROPOUT=dropout, STORED=ctx.stored, **launch)
+                             heads, n, HAS_G=has_g, DROPOUT=dropout, STORED=ctx.stored, ROUNDS=ctx.rounds,
+                             **launch)
         if not has_g:
             dq_kernel()
         return dq, dk, dv, None, None, None, None, None, None, None

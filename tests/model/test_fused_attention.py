@@ -145,6 +145,18 @@ def test_tile_and_warp_defaults_and_their_environment_overrides_are_checked(monk
         default_warps(torch.float32, 32)
 
 
+def test_philox_rounds_default_to_ten_and_their_override_is_checked(monkeypatch):
+    from recbole_sprint.model.fused_attention import default_philox_rounds
+
+    monkeypatch.delenv("RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS", raising=False)
+    assert default_philox_rounds() == 10  # Triton's tl.rand default: the masks of every earlier fused run
+    monkeypatch.setenv("RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS", "7")
+    assert default_philox_rounds() == 7
+    monkeypatch.setenv("RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS", "5")
+    with pytest.raises(ValueError, match=r"RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS='5': allowed values are 7, 8, 9, 10"):
+        default_philox_rounds()
+
+
 # -- the Triton kernels, run by Triton's interpreter on the CPU -------------------------------------------
 INTERPRETER_CHECK = r"""
 import json, sys, torch
@@ -185,6 +197,21 @@ for strided, dropout_p, dtype in ((False, 0.0, torch.float32), (True, 0.25, torc
         dense_out = dense_attention(*exact, lengths)[0]
         pairs = zip([out, *got], [dense_out, *want])
         errors["no column sums"] = [float((a.double() - b).abs().max()) for a, b in pairs]
+# Philox with 7 rounds (RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS): another mask, which every kernel applies alike
+import os
+keep10 = triton_dropout_keep_mask(4, 2, 40, 0.25, 1234, "cpu")
+os.environ["RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS"] = "7"
+keep7 = triton_dropout_keep_mask(4, 2, 40, 0.25, 1234, "cpu")
+q, k, v = random_inputs(batch=4, heads=2, n=40, head_size=8, dtype=torch.float32, strided=False)
+d_out, d_sums = torch.randn(4, 2, 40, 8), torch.randn(4, 2, 40)
+fused = fused_attention(q, k, v, lengths, dropout_p=0.25, need_column_sums=True, backend="triton", block=16, seed=1234)
+exact = [t.double().detach().requires_grad_() for t in (q, k, v)]
+want = dense_attention(*exact, lengths, keep=keep7, dropout_p=0.25)
+pairs = zip(list(fused) + list(gradients(fused, (q, k, v), d_out, d_sums)),
+            list(want) + list(gradients(want, exact, d_out.double(), d_sums.double())))
+errors["7 rounds"] = [float((a.double() - b).abs().max() / b.abs().max().clamp_min(1)) for a, b in pairs]
+errors["7 rounds,kept"] = float(keep7.float().mean())
+errors["7 rounds,differs"] = float((keep7 != keep10).float().mean())
 print(json.dumps(errors))
 """
 
@@ -194,7 +221,8 @@ def test_triton_kernels_match_dense_under_the_interpreter():
     """Forward, column sums and the three gradients of the five kernels, with padding, several 16-wide tiles with a
     partial last one, head size 8 padded to 16, strided inputs, and in-kernel dropout (its keep mask read back by
     a helper kernel of the same Philox stream and given to the dense formula; with ``keep_mask="stored"``, the mask
-    the forward kernel wrote as bits, the same numbers exactly; and once at the default 32-wide tiles); float32 and
+    the forward kernel wrote as bits, the same numbers exactly; once at the default 32-wide tiles; and with 7 Philox
+    rounds, another mask that every kernel applies alike); float32 and
     float16 (the interpreter's tl.dot gets bfloat16 wrong, so the 16-bit case is float16: the same code path on a
     GPU)."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -202,9 +230,11 @@ def test_triton_kernels_match_dense_under_the_interpreter():
                             cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(errors) == 7, errors
+    assert len(errors) == 10, errors
     for name, values in errors.items():
-        if name.endswith(",kept"):
+        if name.endswith(",differs"):  # two independent masks of keep rate 0.75 differ at 2 x 0.75 x 0.25 = 0.375
+            assert 0.3 < values < 0.45, (name, values)
+        elif name.endswith(",kept"):
             assert 0.7 < values < 0.8, (name, values)  # p = 0.25
         elif name.endswith(",stored"):  # out, column sums, dq, dk, dv: the recomputed mask's, to the last bit
             assert values == [0.0] * 5, (name, values)
