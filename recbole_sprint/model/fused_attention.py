@@ -79,7 +79,7 @@ BACKENDS = ("auto", "triton", "reference")
 KEEP_MASKS = ("recompute", "stored")  # fused_attention's keep_mask
 TILE_SIZES = (16, 32, 64, 128)  # RECBOLE_SPRINT_ATTN_BLOCK: tl.dot needs a power of two of at least 16
 WARP_COUNTS = (1, 2, 4, 8, 16)  # RECBOLE_SPRINT_ATTN_WARPS
-PHILOX_ROUNDS = (7, 8, 9, 10)  # RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS: 7, the fewest that pass BigCrush (Salmon et al.)
+PHILOX_ROUNDS = (7, 8, 9, 10)  # RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS (see default_philox_rounds)
 TRITON_IMPORT_ERROR = None if triton is not None else "triton is not installed"
 _MAX_DROPOUT_OFFSET = 2**31  # Philox offsets are 32-bit: B * H * n * n entries at most with dropout
 
@@ -108,8 +108,9 @@ def default_warps(dtype, block):
 
 def default_philox_rounds():
     """Philox rounds of the kernels' dropout draw (``RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS`` overrides): 10, Triton's
-    ``tl.rand`` default and Random123's (Salmon et al., SC 2011, "Parallel random numbers: as easy as 1, 2, 3", whose
-    Philox4x32 passes BigCrush from 7 rounds on). Fewer rounds draw another mask of the same distribution with less
+    ``tl.rand`` default and Random123's (Salmon et al., SC 2011, "Parallel random numbers: as easy as 1, 2, 3"), a
+    margin above the fewest rounds that pass the usual statistical tests; no statistical defect is known at 7, the
+    fewest allowed here. Fewer rounds draw another mask of the same distribution with less
     integer arithmetic (the column-sum pass's code 1320 -> 1176 SASS instructions at 7, ``sprint_overhead.py
     --kernel_resources``); not yet timed on a GPU, so not the default. Read once per forward call: its backward
     draws the same mask."""

@@ -110,6 +110,8 @@ def test_kernel_resources_reads_registers_and_spills_of_the_compiled_kernels(cap
     out = capsys.readouterr().out
     assert (f"| _attn_bwd_dq | 32 x 8 | yes | yes | recomputed | {narrow['registers']} | 0 | 0 | "
             f"{narrow['instructions']} | {narrow['integer']} | {narrow['tensor_core']} |") in out
+    with pytest.raises(SystemExit, match="--kernel_resources takes BLOCKxWARPS"):
+        script.main(["--kernel_resources", "64-8"])
 
 
 def test_sass_opcodes_reads_predicated_and_plain_instructions():
@@ -121,8 +123,6 @@ def test_sass_opcodes_reads_predicated_and_plain_instructions():
         /*0030*/                   EXIT ;                                      /* 0x000000000000794d */
     """
     assert script.sass_opcodes(sass) == ["LDC", "IMAD", "HMMA", "EXIT"]
-    with pytest.raises(SystemExit, match="--kernel_resources takes BLOCKxWARPS"):
-        script.main(["--kernel_resources", "64-8"])
 
 
 def test_power_iteration_times_both_backwards_and_compares_their_gradients(capsys):
