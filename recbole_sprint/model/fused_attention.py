@@ -47,7 +47,8 @@ of a pass with its own ``Q K^T``.
 Attention dropout is applied inside the kernels: the keep mask of entry ``(b, h, i, j)`` is
 ``tl.rand(seed, (b H + h) n^2 + i n + j) >= p`` (Philox, 10 rounds unless ``RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS``
 says otherwise: :func:`default_philox_rounds`), recomputed identically by every kernel from one seed
-drawn per call from torch's CPU generator (no device synchronisation); with ``keep_mask="stored"`` (the models'
+drawn per call on the device from torch's generator (:func:`seed_tensor`: no host synchronisation, and a new draw on
+every replay of a CUDA graph); with ``keep_mask="stored"`` (the models'
 ``attention_keep_mask: stored``) the forward kernel writes the mask it drew, one bit an entry (``B H n n / 8``
 bytes, kept for the backward), and the column-sum, ``dK, dV`` and ``dQ`` kernels read it instead of drawing it
 again: the same mask, the same numbers, less integer arithmetic and a little memory (H200, 8 x 256, length 200,
@@ -295,7 +296,7 @@ if triton is not None:
         return keep
 
     @triton.jit
-    def _attn_fwd(Q, K, V, O, LSE, LENS, seed, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
+    def _attn_fwd(Q, K, V, O, LSE, LENS, SEED, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
                   sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
                   H, N_CTX,
                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -305,6 +306,9 @@ if triton is not None:
         b = (bh // H).to(tl.int64)
         h = (bh % H).to(tl.int64)
         length = tl.load(LENS + b)
+        seed = 0
+        if DROPOUT:
+            seed = tl.load(SEED)  # the call's seed, drawn on the device (see fused_attention)
         offs_m = start_m + tl.arange(0, BLOCK_M)
         offs_n0 = tl.arange(0, BLOCK_N)
         offs_d = tl.arange(0, BLOCK_D)
@@ -345,7 +349,7 @@ if triton is not None:
         tl.store(LSE + bh.to(tl.int64) * N_CTX + offs_m, lse, mask=offs_m < N_CTX)
 
     @triton.jit
-    def _attn_column_sums(Q, K, LSE, LENS, C, seed, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
+    def _attn_column_sums(Q, K, LSE, LENS, C, SEED, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
                           sqb, sqh, sqn, skb, skh, skn,
                           H, N_CTX,
                           HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -356,6 +360,9 @@ if triton is not None:
         b = (bh // H).to(tl.int64)
         h = (bh % H).to(tl.int64)
         length = tl.load(LENS + b)
+        seed = 0
+        if DROPOUT:
+            seed = tl.load(SEED)  # the call's seed, drawn on the device (see fused_attention)
         offs_n = start_n + tl.arange(0, BLOCK_N)
         offs_m0 = tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
@@ -399,7 +406,7 @@ if triton is not None:
         tl.store(DELTA + bh.to(tl.int64) * N_CTX + offs_m, delta, mask=offs_m < N_CTX)
 
     @triton.jit
-    def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, G, LENS, DK, DV, seed, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
+    def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, G, LENS, DK, DV, SEED, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
                        sm_scale,
                        sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon,
                        sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
@@ -412,6 +419,9 @@ if triton is not None:
         b = (bh // H).to(tl.int64)
         h = (bh % H).to(tl.int64)
         length = tl.load(LENS + b)
+        seed = 0
+        if DROPOUT:
+            seed = tl.load(SEED)  # the call's seed, drawn on the device (see fused_attention)
         offs_n = start_n + tl.arange(0, BLOCK_N)
         offs_m0 = tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
@@ -458,7 +468,7 @@ if triton is not None:
                  mask=col_ok)
 
     @triton.jit
-    def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, G, LENS, DQ, seed, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
+    def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, G, LENS, DQ, SEED, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
                      sm_scale,
                      sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdon, sdqb, sdqh, sdqn,
                      H, N_CTX,
@@ -470,6 +480,9 @@ if triton is not None:
         b = (bh // H).to(tl.int64)
         h = (bh % H).to(tl.int64)
         length = tl.load(LENS + b)
+        seed = 0
+        if DROPOUT:
+            seed = tl.load(SEED)  # the call's seed, drawn on the device (see fused_attention)
         offs_m = start_m + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, BLOCK_D)
         d_ok = offs_d[None, :] < HEAD_DIM
@@ -521,10 +534,11 @@ if triton is not None:
                  mask=row_ok)
 
     @triton.jit
-    def _dropout_keep_mask(KEEP, seed, dropout_p, N_CTX, BLOCK: tl.constexpr, ROUNDS: tl.constexpr):
+    def _dropout_keep_mask(KEEP, SEED, dropout_p, N_CTX, BLOCK: tl.constexpr, ROUNDS: tl.constexpr):
         """The kernels' keep mask as a dense ``[B*H, n, n]`` int8 tensor (tests only)."""
         start_m = tl.program_id(0) * BLOCK
         bh = tl.program_id(1)
+        seed = tl.load(SEED)
         offs_m = start_m + tl.arange(0, BLOCK)
         for start_n in range(0, N_CTX, BLOCK):
             offs_n = start_n + tl.arange(0, BLOCK)
@@ -565,7 +579,7 @@ def _launch_config(q, block):
 
 KERNEL_NAMES = ("_attn_fwd", "_attn_column_sums", "_attn_bwd_dkdv", "_attn_bwd_dq")  # launch order in training
 _ARG_TYPES = dict({name: "*fp32" for name in ("Q", "K", "V", "O", "LSE", "C", "DO", "DELTA", "G", "DK", "DV", "DQ")},
-                  LENS="*i32", KEEP="*u8", dropout_p="fp32", keep_scale="fp32", qk_scale="fp32", sm_scale="fp32")
+                  LENS="*i32", SEED="*i64", KEEP="*u8", dropout_p="fp32", keep_scale="fp32", qk_scale="fp32", sm_scale="fp32")
 
 
 def can_compile_ahead():
@@ -601,9 +615,26 @@ def compile_ahead(name, block=None, warps=None, dropout=False, stored=False, has
 def triton_dropout_keep_mask(batch, heads, n, dropout_p, seed, device):
     """``[B, H, n, n]`` bool: the keep mask the Triton kernels apply for ``seed`` (tests only)."""
     keep = torch.empty(batch * heads, n, n, dtype=torch.int8, device=device)
-    _dropout_keep_mask[(triton.cdiv(n, 16), batch * heads)](keep, seed, dropout_p, n, BLOCK=16,
+    _dropout_keep_mask[(triton.cdiv(n, 16), batch * heads)](keep, seed_tensor(seed, device), dropout_p, n, BLOCK=16,
                                                            ROUNDS=default_philox_rounds())
     return keep.view(batch, heads, n, n).bool()
+
+
+def seed_tensor(seed, device):
+    """The kernels' dropout seed as a one-element int64 tensor on ``device``, which each kernel loads: ``seed`` itself
+    when it is one, ``[seed]`` for an int, or (``None``) a new draw from torch's generator of ``device``, queued on
+    the device like any random operator: no host synchronisation, and inside a CUDA graph (``backbone_compile:
+    cuda_graph``) a new seed on every replay, where a seed read on the host would be recorded once and repeat the
+    same keep mask at every step. Seeds are below 2^31 (an int seed's Philox key is what it was as a 32-bit
+    argument)."""
+    if torch.is_tensor(seed):
+        if seed.numel() != 1 or seed.dtype != torch.int64 or seed.device != torch.device(device):
+            raise ValueError(f"seed must be an int or a one-element int64 tensor on {device}, got {seed.dtype} "
+                             f"{tuple(seed.shape)} on {seed.device}")
+        return seed.reshape(1)
+    if seed is None:
+        return torch.randint(0, 2**31 - 1, (1,), device=device)
+    return torch.tensor([int(seed)], dtype=torch.int64, device=device)
 
 
 class TritonAttention(torch.autograd.Function):
@@ -635,15 +666,15 @@ class TritonAttention(torch.autograd.Function):
             _attn_column_sums[grid](q, k, lse, lengths, column_sums, seed, dropout_p, keep_scale, qk_scale, *bits,
                                     *_strides(q), *_strides(k), heads, n, DROPOUT=dropout, STORED=stored,
                                     ROUNDS=rounds, **launch)
-        ctx.save_for_backward(q, k, v, out, lse, lengths, keep_bits)
-        ctx.scale, ctx.dropout_p, ctx.seed, ctx.block = scale, dropout_p, seed, block
+        ctx.save_for_backward(q, k, v, out, lse, lengths, keep_bits, seed)
+        ctx.scale, ctx.dropout_p, ctx.block = scale, dropout_p, block
         ctx.stored, ctx.nbytes, ctx.rounds = stored, nbytes, rounds
         ctx.set_materialize_grads(False)
         return out, column_sums
 
     @staticmethod
     def backward(ctx, d_out, d_column_sums):
-        q, k, v, out, lse, lengths, keep_bits = ctx.saved_tensors
+        q, k, v, out, lse, lengths, keep_bits, seed = ctx.saved_tensors
         batch, heads, n, _ = q.shape
         d_out = torch.zeros_like(out) if d_out is None else _last_dim_contiguous(d_out)
         if d_out.dtype != out.dtype:
@@ -655,7 +686,7 @@ class TritonAttention(torch.autograd.Function):
         qk_scale = ctx.scale * math.log2(math.e)
         keep_scale = 1.0 / (1.0 - ctx.dropout_p)
         dropout = ctx.dropout_p > 0
-        common = (ctx.seed, ctx.dropout_p, keep_scale, qk_scale, keep_bits, ctx.nbytes)
+        common = (seed, ctx.dropout_p, keep_scale, qk_scale, keep_bits, ctx.nbytes)
         delta = torch.empty_like(lse)
         _attn_bwd_delta[grid](out, d_out, delta, *_strides(out), *_strides(d_out), heads, n, **launch)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -693,7 +724,8 @@ def fused_attention(q, k, v, lengths, dropout_p=0.0, need_column_sums=False, bac
             ``triton`` or ``reference``.
         block: tile size (default :func:`default_block` for Triton, 64 for the reference).
         scale: score scale (default ``1 / sqrt(d_h)``).
-        seed: dropout seed of the Triton kernels (default: drawn from torch's CPU generator).
+        seed: dropout seed of the Triton kernels, an int or a one-element int64 tensor on q's device (default:
+            drawn on q's device from torch's generator, :func:`seed_tensor`).
         keep: ``[B, H, n, n]`` bool keep mask of the reference backend (default: drawn with ``torch.rand``).
         keep_mask: how the Triton kernels get the dropout keep mask after the forward kernel drew it: ``recompute``
             (each kernel draws it again from the seed) or ``stored`` (the forward kernel writes it, one bit an entry,
@@ -724,10 +756,9 @@ def fused_attention(q, k, v, lengths, dropout_p=0.0, need_column_sums=False, bac
         if dropout_p > 0 and batch * heads * n * n >= _MAX_DROPOUT_OFFSET:
             raise ValueError(f"attention dropout in the Triton kernels needs B * H * n * n < 2^31 (Philox offsets), "
                              f"got {batch} * {heads} * {n}^2; use a smaller batch or attn_dropout_prob 0")
-        if dropout_p > 0 and seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # CPU generator: no device synchronisation
         lengths = lengths.to(device=q.device, dtype=torch.int32).contiguous()
-        return TritonAttention.apply(q, k, v, lengths, scale, float(dropout_p), int(seed or 0),
+        seed = seed_tensor(seed, q.device) if dropout_p > 0 else lengths  # without dropout: a pointer never read
+        return TritonAttention.apply(q, k, v, lengths, scale, float(dropout_p), seed,
                                      bool(need_column_sums), block, keep_mask)
     lengths = lengths.to(device=q.device, dtype=torch.long)
     if dropout_p > 0 and keep is None:

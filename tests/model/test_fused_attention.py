@@ -212,6 +212,18 @@ pairs = zip(list(fused) + list(gradients(fused, (q, k, v), d_out, d_sums)),
 errors["7 rounds"] = [float((a.double() - b).abs().max() / b.abs().max().clamp_min(1)) for a, b in pairs]
 errors["7 rounds,kept"] = float(keep7.float().mean())
 errors["7 rounds,differs"] = float((keep7 != keep10).float().mean())
+# the seed as a device tensor (what the kernels load) and drawn from torch's generator when not given
+os.environ.pop("RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS")
+run = lambda seed: fused_attention(q, k, v, lengths, dropout_p=0.25, need_column_sums=True, backend="triton",
+                                   block=16, seed=seed)
+as_int, as_tensor = run(1234), run(torch.tensor([1234]))
+errors["tensor seed,stored"] = [float((a - b).abs().max()) for a, b in zip(as_int, as_tensor)] + [0.0] * 3
+torch.manual_seed(7)
+first = run(None)
+torch.manual_seed(7)
+again, other = run(None), run(None)
+errors["drawn seed,stored"] = [float((a - b).abs().max()) for a, b in zip(first, again)] + [0.0] * 3
+errors["drawn seed,differs"] = float((first[1] != other[1]).float().mean())  # another draw: other column sums
 print(json.dumps(errors))
 """
 
@@ -222,7 +234,8 @@ def test_triton_kernels_match_dense_under_the_interpreter():
     partial last one, head size 8 padded to 16, strided inputs, and in-kernel dropout (its keep mask read back by
     a helper kernel of the same Philox stream and given to the dense formula; with ``keep_mask="stored"``, the mask
     the forward kernel wrote as bits, the same numbers exactly; once at the default 32-wide tiles; and with 7 Philox
-    rounds, another mask that every kernel applies alike); float32 and
+    rounds, another mask that every kernel applies alike; the seed as a tensor equals the int seed, and a seed drawn
+    from torch's generator repeats after the same ``torch.manual_seed``); float32 and
     float16 (the interpreter's tl.dot gets bfloat16 wrong, so the 16-bit case is float16: the same code path on a
     GPU)."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -230,13 +243,17 @@ def test_triton_kernels_match_dense_under_the_interpreter():
                             cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(errors) == 10, errors
+    assert len(errors) == 13, errors
     for name, values in errors.items():
-        if name.endswith(",differs"):  # two independent masks of keep rate 0.75 differ at 2 x 0.75 x 0.25 = 0.375
+        if name == "drawn seed,differs":  # two seeds drawn one after the other give two masks (measured: 0.47 of
+            # the column sums differ; the padding keys' are 0 under any mask)
+            assert values > 0.3, (name, values)
+        elif name.endswith(",differs"):  # two independent masks of keep rate 0.75 differ at 2 x 0.75 x 0.25 = 0.375
             assert 0.3 < values < 0.45, (name, values)
         elif name.endswith(",kept"):
             assert 0.7 < values < 0.8, (name, values)  # p = 0.25
-        elif name.endswith(",stored"):  # out, column sums, dq, dk, dv: the recomputed mask's, to the last bit
+        elif name.endswith(",stored"):  # out, column sums, dq, dk, dv: the recomputed mask's, to the last bit (seeds:
+            # the int seed's numbers with its tensor, the same draw after the same torch.manual_seed; values only)
             assert values == [0.0] * 5, (name, values)
         else:  # relative to the largest value (at least 1): out, column sums, dq, dk, dv (",default tiles": the
             # same at the default tile size, which needs no `block` argument)
