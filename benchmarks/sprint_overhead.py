@@ -28,8 +28,9 @@ Triton kernel that does not compile, out of memory) prints its error and drops o
 SPRINT variant, the operators it adds over its w0 (device time on CUDA); with the preset, its ``compile`` part
 profiles.
 
-``--check_graphs`` trains the model two epochs of ml-100k with ``sprint_compile: cuda_graph`` and eagerly, from one
-initialisation, and compares losses and weights (on CUDA; elsewhere the mode runs eagerly).
+``--check_graphs`` trains the model two epochs of ml-100k eagerly and with ``sprint_compile: cuda_graph``,
+``backbone_compile: cuda_graph`` and both, from one initialisation, and compares losses and weights (on CUDA;
+elsewhere the modes run eagerly).
 
 ``--every K[,K]`` adds SPRINT with ``sprint_every: K`` (lazy regularisation: the terms on every K-th step, weighted
 by K; give ``--steps`` a multiple of K); with ``--compile`` too, also each mode and each K together.
@@ -61,7 +62,9 @@ end. Triton's compiled kernels are cached on disk, so the check compiles most of
 """
 
 import argparse
+import copy
 import gc
+import itertools
 import json
 import logging
 import math
@@ -112,6 +115,9 @@ def parse_args(argv=None):
     parser.add_argument("--attention_impl", default="", metavar="IMPL[,IMPL]",
                         help="time each of dense,fused,dense-separate (SASRecPP models); default: the model's own")
     parser.add_argument("--tf32", default="", metavar="off|on[,...]", help="time each TF32 setting; default: config")
+    parser.add_argument("--backbone_compile", default="", metavar="none|cuda_graph[,...]",
+                        help="time each backbone_compile setting (the backbone's forward and backward as CUDA "
+                             "graphs); default: config")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: less noise)")
@@ -126,6 +132,9 @@ def parse_args(argv=None):
     parser.add_argument("--profile_rows", type=int, default=14, help="operators listed per --profile table")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--memory", action="store_true", help="peak CUDA memory of each variant instead of timing")
+    parser.add_argument("--count_ops", action="store_true",
+                        help="count each variant's operators in one training step (forward + loss, backward, the "
+                             "rest) instead of timing")
     parser.add_argument("--check", action="store_true", help="check and time the fused kernels on CUDA, then exit")
     parser.add_argument("--kernel_resources", default="", metavar="BLOCKxWARPS[,...]",
                         help="no GPU needed: compile the fused kernels for sm_90 at each tile size x warps (e.g. "
@@ -134,7 +143,8 @@ def parse_args(argv=None):
                         help="time SPRINT's power-iteration step (forward + backward) with its own backward against "
                              "autograd's, for G stacked M x N matrices each, then exit")
     parser.add_argument("--check_graphs", action="store_true",
-                        help="CUDA: train with sprint_compile cuda_graph and eager side by side and compare, then exit")
+                        help="CUDA: train eagerly and with CUDA graphs (sprint_compile, backbone_compile, both) and "
+                             "compare, then exit")
     parser.add_argument("--preset", choices=["issue25"], default=None, help="run a set of rows (see above)")
     parser.add_argument("--json", default="", help="also write the result rows to this file")
     parser.add_argument("--timeout", type=int, default=1200, help="--preset: seconds per subprocess")
@@ -185,43 +195,49 @@ def apply_settings(settings):
 
 
 def variant_plan(args):
-    """``[(label, group, sprint, overrides, settings)]``: every attention x TF32 setting, w0 and SPRINT on;
-    ``settings`` is :func:`variant_settings`'s, for :func:`apply_settings`."""
+    """``[(label, group, sprint, overrides, settings)]``: every attention x TF32 x backbone_compile setting, w0 and
+    SPRINT on; ``settings`` is :func:`variant_settings`'s, for :func:`apply_settings`."""
     impls = [s for s in args.attention_impl.split(",") if s] or [None]
     tf32s = [s for s in args.tf32.split(",") if s] or [None]
     for value in tf32s:
         if value not in (None, "off", "on"):
             raise SystemExit(f"--tf32 takes off and/or on, got {value!r}")
+    backbones = [s for s in args.backbone_compile.split(",") if s] or [None]
+    for value in backbones:
+        if value not in (None, "none", "cuda_graph"):
+            raise SystemExit(f"--backbone_compile takes none and/or cuda_graph, got {value!r}")
     extra = {}
     if args.num_negatives is not None:
         extra["num_negatives"] = args.num_negatives
     if args.attn_dropout_prob is not None:
         extra["attn_dropout_prob"] = args.attn_dropout_prob
     plan = []
-    for impl in impls:
-        for tf32 in tf32s:
-            group = " ".join(filter(None, [impl, f"tf32 {tf32}" if tf32 else None]))
-            base = dict(extra)
-            if impl:
-                base["attention_impl"] = model_attention(impl)
-            if impl == STORED_KEEP:
-                base["attention_keep_mask"] = "stored"
-            if tf32:
-                base["tf32"] = tf32 == "on"
-            settings = variant_settings(None if tf32 is None else tf32 == "on", impl)
-            plan.append((w0_label(group), group, "w0", {**base, **speed.SPRINT_OFF}, settings))
-            plan.append((" ".join(filter(None, [group, "on"])), group, "on", base, settings))
-            for mode in filter(None, args.compile.split(",")):
-                plan.append((" ".join(filter(None, [group, f"on, compile {mode}"])), group, f"on, compile {mode}",
-                             {**base, "sprint_compile": mode}, settings))
+    for impl, tf32, backbone in itertools.product(impls, tf32s, backbones):
+        group = " ".join(filter(None, [impl, f"tf32 {tf32}" if tf32 else None,
+                                       "backbone graphs" if backbone == "cuda_graph" else None]))
+        base = dict(extra)
+        if backbone:
+            base["backbone_compile"] = backbone
+        if impl:
+            base["attention_impl"] = model_attention(impl)
+        if impl == STORED_KEEP:
+            base["attention_keep_mask"] = "stored"
+        if tf32:
+            base["tf32"] = tf32 == "on"
+        settings = variant_settings(None if tf32 is None else tf32 == "on", impl)
+        plan.append((w0_label(group), group, "w0", {**base, **speed.SPRINT_OFF}, settings))
+        plan.append((" ".join(filter(None, [group, "on"])), group, "on", base, settings))
+        for mode in filter(None, args.compile.split(",")):
+            plan.append((" ".join(filter(None, [group, f"on, compile {mode}"])), group, f"on, compile {mode}",
+                         {**base, "sprint_compile": mode}, settings))
+        for every in filter(None, args.every.split(",")):
+            plan.append((" ".join(filter(None, [group, f"on, every {every}"])), group, f"on, every {every}",
+                         {**base, "sprint_every": int(every)}, settings))
+        for mode in filter(None, args.compile.split(",")):  # both levers at once
             for every in filter(None, args.every.split(",")):
-                plan.append((" ".join(filter(None, [group, f"on, every {every}"])), group, f"on, every {every}",
-                             {**base, "sprint_every": int(every)}, settings))
-            for mode in filter(None, args.compile.split(",")):  # both levers at once
-                for every in filter(None, args.every.split(",")):
-                    label = f"on, compile {mode}, every {every}"
-                    plan.append((" ".join(filter(None, [group, label])), group, label,
-                                 {**base, "sprint_compile": mode, "sprint_every": int(every)}, settings))
+                label = f"on, compile {mode}, every {every}"
+                plan.append((" ".join(filter(None, [group, label])), group, label,
+                             {**base, "sprint_compile": mode, "sprint_every": int(every)}, settings))
     return plan
 
 
@@ -355,6 +371,74 @@ def memory_variants(args):
         print(f"  {label}: {row['status']}, peak {row.get('peak_gib', float('nan')):.1f} GiB", flush=True)
         results.append(row)
     return results
+
+
+OPERATOR_PHASES = ("forward + loss", "backward", "rest")
+
+
+def count_operators(args):
+    """``--count_ops``: per variant, the ATen operators one training step dispatches (below autograd, so the backward's
+    too; on CUDA each is about one kernel launch, the host work a small model's GPU step is bound by), in three
+    phases: the model's ``calculate_loss`` (forward and loss), autograd's backward pass, and the rest of the
+    trainer's step (batch copy, ``zero_grad``, clipping, the optimiser). One step after two warm-up steps (graphs
+    record in those), on a batch of ``--batch_size`` users. Returns ``[{label, phase: count, ...}]``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counting(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.counts = dict.fromkeys(OPERATOR_PHASES, 0)
+            self.in_loss = False
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if torch._C._current_graph_task_id() != -1:
+                phase = "backward"
+            else:
+                phase = "forward + loss" if self.in_loss else "rest"
+            self.counts[phase] += 1
+            return func(*args, **(kwargs or {}))
+
+    rows = []
+    for label, _, _, overrides, settings in variant_plan(args):
+        try:
+            model, trainer, train_data = build_variant(args, label, overrides, settings)
+            apply_settings(settings)
+            warm_up, step = (copy.copy(speed.fixed_batches(train_data, 3)) for _ in range(2))
+            warm_up.batches, step.batches = warm_up.batches[:2], step.batches[2:]
+            trainer._train_epoch(warm_up, 0)
+            counting = Counting()
+            loss_func = model.calculate_loss
+
+            def counted_loss(interaction, loss_func=loss_func, counting=counting):
+                counting.in_loss = True
+                try:
+                    return loss_func(interaction)
+                finally:
+                    counting.in_loss = False
+
+            with counting:
+                trainer._train_epoch(step, 1, loss_func=counted_loss)
+            speed.synchronize(args.device)
+            rows.append({"label": label, **counting.counts})
+        except Exception as error:
+            rows.append({"label": label, "error": first_line(error)})
+        print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
+def print_operator_counts(args, rows):
+    print()
+    print(f"# {args.model}, {args.dataset}, {args.n_layers} layers x {args.hidden_size}, len {args.max_len}, batch "
+          f"{args.batch_size}, loss {args.loss_type}, {args.device} ({describe(args)}): ATen operators in one "
+          "training step")
+    print("| variant | " + " | ".join(OPERATOR_PHASES) + " | total |")
+    print("|---" * (len(OPERATOR_PHASES) + 2) + "|")
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['label']} | failed: {row['error']} |" + " |" * len(OPERATOR_PHASES))
+            continue
+        counts = [row[phase] for phase in OPERATOR_PHASES]
+        print(f"| {row['label']} | " + " | ".join(map(str, counts)) + f" | {sum(counts)} |")
 
 
 def describe(args, with_device=True):
@@ -586,12 +670,20 @@ def compile_part_columns(modes):
             + [(f"on, compile {mode}, every 4", titles.get(mode, f"SPRINT {mode}") + " + every 4") for mode in modes])
 
 
+GRAPH_CHECK_VARIANTS = {  # --check_graphs: each against the eager run
+    "sprint_compile": {"sprint_compile": "cuda_graph"},
+    "backbone_compile": {"backbone_compile": "cuda_graph"},
+    "both": {"sprint_compile": "cuda_graph", "backbone_compile": "cuda_graph"},
+}
+
+
 def check_graphs(args):
-    """``sprint_compile: cuda_graph`` against eager on CUDA: the model (SASRecPPSPRINT unless ``--model``) trained two
-    epochs of ml-100k each way (2 x 64, length 50, batch 128 users: 8 steps an epoch, the last one smaller, so two
-    input shapes are recorded), dropout 0, TF32 off, from one initialisation, for each attention of
-    ``--attention_impl`` (default dense,fused). Rows: the epochs' losses and the largest difference of a weight or
-    buffer at the end, relative to its scale."""
+    """CUDA graphs against eager on CUDA: the model (SASRecPPSPRINT unless ``--model``) trained two epochs of ml-100k
+    eagerly and with each of :data:`GRAPH_CHECK_VARIANTS` (SPRINT's terms, the backbone, both as CUDA graphs; 2 x 64,
+    length 50, batch 128 users: 8 steps an epoch, the last one smaller, so two input shapes are recorded), dropout 0,
+    TF32 off, from one initialisation, for each attention of ``--attention_impl`` (default dense,fused). Rows: the
+    epochs' losses and the largest difference of a weight or buffer at the end, relative to its scale (the graphed
+    backbone's gradients reach the parameters summed in another order than eagerly: rounding, not 0)."""
     rows = []
     default_impls = "dense,fused" if args.model.startswith("SASRecPP") else "model's own"
     for impl in [s for s in (args.attention_impl or default_impls).split(",") if s]:
@@ -599,45 +691,50 @@ def check_graphs(args):
                                        "inner_size": 256, "n_heads": 2, "max_len": 50, "batch_size": 128,
                                        "full_batch_size": 128, "loss_type": "CE"})
         runs = {}
-        for mode in ("none", "cuda_graph"):
-            overrides = {"sprint_compile": mode, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "tf32": False}
+        for variant, settings in {"eager": {}, **GRAPH_CHECK_VARIANTS}.items():
+            overrides = {**settings, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "tf32": False}
             if args.model.startswith("SASRecPP"):
                 overrides["attention_impl"] = model_attention(impl)
             try:
-                model, trainer, train_data = build_variant(small, mode, overrides, variant_settings(False, impl))
+                model, trainer, train_data = build_variant(small, variant, overrides, variant_settings(False, impl))
                 train_data.generator.manual_seed(small.seed)  # the cached loader's shuffle, from its start again
                 losses = [trainer._train_epoch(train_data, epoch) for epoch in range(2)]
                 speed.synchronize(args.device)
                 state = {key: value.detach().double().clone() for key, value in model.state_dict().items()
                          if value.is_floating_point()}
-                runs[mode] = (losses, state, len(model.sprint._graphs))
+                backbone = getattr(model, "_backbone_graphs", None)
+                graphs = len(model.sprint._graphs) + (len(backbone.graphs) if backbone is not None else 0)
+                runs[variant] = (losses, state, graphs)
             except Exception as error:
-                runs[mode] = first_line(error)
-        row = {"attention": impl}
-        if any(isinstance(run, str) for run in runs.values()):
-            row["error"] = "; ".join(f"{mode}: {run}" for mode, run in runs.items() if isinstance(run, str))
-        else:
-            (eager_losses, eager_state, _), (graph_losses, graph_state, graphs) = runs["none"], runs["cuda_graph"]
-            row["losses"] = [eager_losses, graph_losses]
-            row["graphs"] = graphs
-            row["max_rel_diff"] = max(((eager_state[k] - graph_state[k]).abs().max()
-                                       / eager_state[k].abs().max().clamp_min(1e-12)).item() for k in eager_state)
-        print(f"  graph check {row}", flush=True)
-        rows.append(row)
+                runs[variant] = first_line(error)
+        for variant in GRAPH_CHECK_VARIANTS:
+            row = {"attention": impl, "variant": variant}
+            failed = {mode: run for mode, run in runs.items() if mode in ("eager", variant) and isinstance(run, str)}
+            if failed:
+                row["error"] = "; ".join(f"{mode}: {run}" for mode, run in failed.items())
+            else:
+                (eager_losses, eager_state, _), (graph_losses, graph_state, graphs) = runs["eager"], runs[variant]
+                row["losses"] = [eager_losses, graph_losses]
+                row["graphs"] = graphs
+                row["max_rel_diff"] = max(((eager_state[k] - graph_state[k]).abs().max()
+                                           / eager_state[k].abs().max().clamp_min(1e-12)).item() for k in eager_state)
+            print(f"  graph check {row}", flush=True)
+            rows.append(row)
     return rows
 
 
 def print_graph_check(rows):
     print()
-    print("| sprint_compile: cuda_graph vs eager (2 epochs of ml-100k, float32) | epoch losses, eager | with graphs "
-          "| recorded shapes | largest relative difference of a weight |")
-    print("|---|---|---|---|---|")
+    print("| CUDA graphs vs eager (2 epochs of ml-100k, float32) | graphed | epoch losses, eager | with graphs "
+          "| recorded graphs | largest relative difference of a weight |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
+        variant = row["variant"]
         if "error" in row:
-            print(f"| {row['attention']} | failed: {row['error']} | | | |")
+            print(f"| {row['attention']} | {variant} | failed: {row['error']} | | | |")
             continue
         eager, graphed = (", ".join(f"{loss:.6f}" for loss in losses) for losses in row["losses"])
-        print(f"| {row['attention']} | {eager} | {graphed} | {row['graphs']} | {row['max_rel_diff']:.2e} |")
+        print(f"| {row['attention']} | {variant} | {eager} | {graphed} | {row['graphs']} | {row['max_rel_diff']:.2e} |")
 
 
 RESOURCE_VARIANTS = [  # (column-sum gradient, dropout, keep mask stored): as SPRINT's training step launches them
@@ -782,7 +879,7 @@ def preset_issue25(args):
     if "compile" in parts:  # SPRINT's terms compiled (torch.compile, CUDA graphs) beside eager, TF32 on
         graph_check, graph_error = run_child(["--check_graphs", "--device", "cuda", "--model", "SASRecPPSPRINT",
                                               "--data_path", args.data_path], args.timeout)
-        graph_check = graph_check["graph_check"] if graph_check else [{"attention": "all", "error": graph_error}]
+        graph_check = graph_check["graph_check"] if graph_check else [{"attention": "all", "variant": "all", "error": graph_error}]
         for index in COMPILE_SETTINGS:
             setting, options = ISSUE25_SETTINGS[index]
             profile = ["--profile", str(args.profile)] if args.profile else []
@@ -884,6 +981,9 @@ def main(argv=None):
         print_graph_check(output["graph_check"])
     elif args.memory:
         output["memory"] = memory_variants(args)
+    elif args.count_ops:
+        output["operators"] = count_operators(args)
+        print_operator_counts(args, output["operators"])
     else:
         best, plan, trained, per_round = time_variants(args)
         print_timing(args, best, plan, per_round)

@@ -26,18 +26,22 @@ Put the :class:`FullSequence` mixin in the bases right before the RecBole backbo
 * ``full_sequence_score_scale`` (default 1): factor on the scores of the ``CE`` and ``BCE`` losses. HSTU scores
   by cosine similarity and trains on ``cos / sampled_softmax_temperature`` for every loss, so it returns
   ``1 / temperature`` (``sampled_softmax`` always divides by the temperature itself).
+* ``graph_fields()`` (optional): the batch fields ``forward_all_positions`` reads, which makes
+  ``backbone_compile: cuda_graph`` available (:mod:`recbole_sprint.model.graphs`; default ``None``: not available).
 * ``prefix_loss_types`` (class attribute) lists the ``loss_type`` values the backbone supports in ``prefix``
   mode (default RecBole's ``CE``, ``BPR``); ``full_sequence`` mode supports
   :data:`~recbole_sprint.model.losses.LOSS_TYPES`.
 
 Config keys (defaults in ``properties/model/FullSequence.yaml``): ``train_mode`` (``prefix`` | ``full_sequence``),
-``loss_type``, ``num_negatives``, ``sampled_softmax_temperature``. In ``prefix`` mode the model is its backbone,
+``loss_type``, ``num_negatives``, ``sampled_softmax_temperature``, ``backbone_compile`` (``none`` | ``cuda_graph``:
+the training forward and backward of the backbone replayed from CUDA graphs, :mod:`recbole_sprint.model.graphs`). In ``prefix`` mode the model is its backbone,
 unchanged. Evaluation (``predict``/``full_sort_predict``) is the backbone's in both modes.
 """
 
 import contextlib
 
 from recbole_sprint.data.dataset import check_train_mode, target_list_field
+from recbole_sprint.model.graphs import BackboneGraphs, check_backbone_compile
 from recbole_sprint.model.losses import LOSS_TYPES, FullSequenceLoss, check_loss_type
 
 
@@ -77,6 +81,8 @@ class FullSequence:
             self.full_sequence_loss = FullSequenceLoss(config, self.n_items)
         self.train_mode = train_mode
         self.ITEM_TARGET_SEQ = target_list_field(config)
+        self.backbone_compile = check_backbone_compile(config, self)
+        self._backbone_graphs = BackboneGraphs(self) if self.backbone_compile == "cuda_graph" else None
 
     # -- to implement -------------------------------------------------------------------------------
     def forward_all_positions(self, interaction):
@@ -86,6 +92,23 @@ class FullSequence:
     def item_representations(self):
         """``[I, d]``: the item table that scores items."""
         raise NotImplementedError
+
+    def graph_fields(self):
+        """The batch fields ``forward_all_positions`` reads, or ``None``: ``backbone_compile: cuda_graph`` is then not
+        available (:mod:`recbole_sprint.model.graphs`)."""
+        return None
+
+    # -- backbone_compile: cuda_graph (a SPRINT model overrides these three) -----------------------------
+    def backbone_graph_key(self):
+        """What, besides the fields' shapes, selects the recorded graph of a step."""
+        return None
+
+    def backbone_graph_outputs(self):
+        """Tensors the training forward made for the loss besides the hidden states (recorded as graph outputs)."""
+        return ()
+
+    def restore_backbone_graph_outputs(self, fields, extras):
+        """After a replay: hand ``extras`` (the replayed :meth:`backbone_graph_outputs`) to whoever reads them."""
 
     # -- provided -----------------------------------------------------------------------------------
     def calculate_loss(self, interaction):
@@ -102,7 +125,10 @@ class FullSequence:
             )
         item_seq = interaction[self.ITEM_SEQ]  # [B, n]
         targets = interaction[self.ITEM_TARGET_SEQ]  # [B, n], 0 = padding
-        hidden = self.forward_all_positions(interaction)  # [B, n, d]
+        if self._backbone_graphs is not None:  # backbone_compile: cuda_graph
+            hidden = self._backbone_graphs.forward_all_positions(interaction)  # [B, n, d]
+        else:
+            hidden = self.forward_all_positions(interaction)  # [B, n, d]
         if self.loss_type != "sampled_softmax" and self.full_sequence_score_scale != 1:
             hidden = hidden * self.full_sequence_score_scale
         return self.full_sequence_loss(hidden, item_seq, targets, self.item_representations())

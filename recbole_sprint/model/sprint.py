@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_sprint.model.graphs import cuda_graphs_usable, warm_capture_stream  # tests patch them here
+
 SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
 SPRINT_COMPILE_MODES = ("none", "default", "aot_eager", "cuda_graph")
 
@@ -343,12 +345,6 @@ class ColumnSums(nn.Module):
         return column_sums
 
 
-def cuda_graphs_usable(tensor):
-    """Whether ``sprint_compile: cuda_graph`` can record here: a CUDA tensor, and no autocast with its weight cache
-    (which ``torch.cuda.make_graphed_callables`` refuses)."""
-    return tensor.is_cuda and not (torch.is_autocast_enabled("cuda") and torch.is_autocast_cache_enabled())
-
-
 def record_graphs(module, inputs, weights):
     """``torch.cuda.make_graphed_callables(module, ...)``: the forward and the backward of ``module(*inputs, *weights)``
     as two CUDA graphs (after a few eager warm-up runs on a side stream), autocast off while recording (the terms
@@ -365,25 +361,6 @@ def record_graphs(module, inputs, weights):
     except RuntimeError as error:  # a failed recording can leave CUDA's random-number state unusable: stop here
         raise RuntimeError(f"sprint_compile: cuda_graph could not record SPRINT's terms as CUDA graphs ({error}); "
                            "train with sprint_compile: none or default") from error
-
-
-def warm_capture_stream(module, sample):
-    """One eager forward and backward of ``module`` on the stream that ``torch.cuda.graph`` records on by default,
-    before ``make_graphed_callables``: before torch 2.12 that function warms up on a stream of its own and records on
-    this one, so set-up that happens on a stream's first use (e.g. a cuBLAS workspace) would otherwise happen inside
-    the recording. (A guess at why the first recording of a process failed on the H200; not verified.)"""
-    if getattr(torch.cuda.graph, "default_capture_stream", False) is None:
-        torch.cuda.graph.default_capture_stream = torch.cuda.Stream()
-    stream = getattr(torch.cuda.graph, "default_capture_stream", None)
-    if stream is None:
-        return
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        outputs = [output for output in module(*sample) if output.requires_grad]
-        torch.autograd.grad(outputs, [arg for arg in sample if arg.requires_grad],
-                            [torch.ones_like(output) for output in outputs], allow_unused=True)
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
 
 
 class GraphedTerms(nn.Module):
@@ -833,9 +810,28 @@ class SPRINT:
         return valid, valid
 
     def forward(self, item_seq, *args, **kwargs):
-        if self.sprint.training and self.sprint.attn_weight > 0 and self.sprint.active:
+        if self._observes_attention():
             self.sprint.observe(*self.sprint_masks(item_seq))
         return super().forward(item_seq, *args, **kwargs)
+
+    def _observes_attention(self):
+        """Whether this training forward collects the attention column sums (the attention term, on an active step)."""
+        return self.sprint.training and self.sprint.attn_weight > 0 and self.sprint.active
+
+    # -- backbone_compile: cuda_graph (recbole_sprint.model.graphs): the column sums as graph outputs -------
+    def backbone_graph_key(self):
+        return self._observes_attention()  # sprint_every > 1: steps with and without column sums differ
+
+    def backbone_graph_outputs(self):
+        """The column sums the hooks collected in the recorded forward, ``L x [B, H, n]``."""
+        return tuple(self.sprint._collected_column_sums()) if self._observes_attention() else ()
+
+    def restore_backbone_graph_outputs(self, fields, extras):
+        """What the recorded forward's Python did for the regulariser, again for this step: its masks, and the
+        replayed column sums in place of the hooks' (the hooks do not run in a replay)."""
+        if extras:
+            self.sprint.observe(*self.sprint_masks(dict(zip(self.graph_fields(), fields))[self.ITEM_SEQ]))
+            self.sprint._column_sums = list(extras)
 
     def calculate_loss(self, interaction):
         return self.sprint.add_to(super().calculate_loss(interaction))

@@ -13,8 +13,9 @@ device's default dtype (float16 on CUDA). The plugin adds ``amp_dtype``:
   without it).
 
 SPRINT's power iterations always run in float32 (the estimators disable autocast), and the plugin
-losses score in float32. With ``sprint_compile: cuda_graph`` the loss runs with autocast's weight cache off, which
-``torch.cuda.make_graphed_callables`` requires (otherwise SPRINT's terms would run eagerly under mixed precision).
+losses score in float32. With ``sprint_compile: cuda_graph`` or ``backbone_compile: cuda_graph`` the loss runs with
+autocast's weight cache off, which ``torch.cuda.make_graphed_callables`` requires (otherwise SPRINT's terms or the
+backbone would run eagerly under mixed precision).
 
 ``train_pin_memory: True`` (default off, CUDA only): each training batch is copied to the GPU from page-locked
 memory without blocking (:class:`DeviceBatches`), so RecBole's ``interaction.to(device)`` finds it there; a
@@ -63,7 +64,8 @@ def check_amp_dtype(config):
 
 def autocast_loss(loss_func, device_type, dtype, cache_enabled=True):
     """``loss_func`` run under ``torch.autocast(device_type, dtype)`` (inside RecBole's own autocast, whose
-    dtype and weight-cache setting it overrides). ``cache_enabled=False`` for ``sprint_compile: cuda_graph``:
+    dtype and weight-cache setting it overrides). ``cache_enabled=False`` for ``sprint_compile: cuda_graph`` (and
+    ``backbone_compile: cuda_graph``):
     ``torch.cuda.make_graphed_callables`` refuses autocast's weight cache, so with it SPRINT's graphs would not be
     used under mixed precision (the terms themselves run in float32, autocast off)."""
 
@@ -148,7 +150,7 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss_func = loss_func or self.model.calculate_loss
         if self.enable_amp:
-            graphs = self.config["sprint_compile"] == "cuda_graph"  # see autocast_loss
+            graphs = "cuda_graph" in (self.config["sprint_compile"], self.config["backbone_compile"])  # autocast_loss
             loss_func = autocast_loss(loss_func, self.device.type, self.amp_dtype, cache_enabled=not graphs)
         steps = [0]
         train_epoch = super()._train_epoch

@@ -39,6 +39,26 @@ def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
         assert low <= median <= high, label
 
 
+def test_count_ops_counts_each_phase_of_one_step(capsys):
+    """--count_ops: SPRINT adds operators to the forward and the backward, and to the rest of the step only the read
+    of its epoch parts at the epoch's end (the optimiser's work does not depend on the regulariser); with 2 layers
+    the backbone dispatches more than with 1."""
+    script = load_benchmark_script("sprint_overhead")
+    counts = {}
+    for layers in (1, 2):
+        script.main(["--dataset", "ml-100k", "--n_layers", str(layers), "--hidden_size", "16", "--max_len", "10",
+                     "--batch_size", "8", "--model", "SASRecPPSPRINT", "--count_ops"])
+        out = capsys.readouterr().out
+        assert "| variant | forward + loss | backward | rest | total |" in out
+        for label in ("w0", "on"):
+            values = re.search(rf"^\| {label} \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", out, re.M).groups()
+            counts[layers, label] = [int(v) for v in values]
+    for layers in (1, 2):
+        w0, on = counts[layers, "w0"], counts[layers, "on"]
+        assert on[0] > w0[0] > 0 and on[1] > w0[1] > 0 and 0 <= on[2] - w0[2] <= 2 and on[3] == sum(on[:3])
+    assert counts[2, "w0"][0] > counts[1, "w0"][0] and counts[2, "w0"][1] > counts[1, "w0"][1]
+
+
 def test_every_variant_is_timed_and_profiled_on_the_same_batches(monkeypatch):
     """The variants share one cached dataloader, which reshuffles on every pass: with a pass per variant and round,
     each would time other batches, whose lengths (hence work) differ. Every round of every variant, and the profile,
@@ -295,9 +315,10 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
         if "--memory" in extra:
             return {"memory": [{"label": "x w0", "ms": 1.0, "peak_gib": 2.0, "status": "ok"}]}, None
         if "--check_graphs" in extra:
-            return {"graph_check": [{"attention": "dense", "losses": [[3.0, 2.5], [3.0, 2.5000001]], "graphs": 2,
-                                     "max_rel_diff": 1.5e-7},
-                                    {"attention": "fused", "error": "cuda_graph: RuntimeError: boom"}]}, None
+            return {"graph_check": [{"attention": "dense", "variant": "backbone_compile", "losses": [[3.0, 2.5],
+                                     [3.0, 2.5000001]], "graphs": 2, "max_rel_diff": 1.5e-7},
+                                    {"attention": "fused", "variant": "both",
+                                     "error": "both: RuntimeError: boom"}]}, None
         if "--compile" in extra:
             return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile default": 42.0,
                                 "on, compile cuda_graph": 40.4, "on, every 4": 42.0,
@@ -314,8 +335,8 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
     assert all(c[c.index("--compile") + 1] == "default,cuda_graph" and c[c.index("--every") + 1] == "4"
                and c[c.index("--tf32") + 1] == "on" and c[c.index("--attention_impl") + 1] == "dense,fused"
                and "--profile" not in c for c in calls[2:])
-    assert "| dense | 3.000000, 2.500000 | 3.000000, 2.500000 | 2 | 1.50e-07 |" in out
-    assert "| fused | failed: cuda_graph: RuntimeError: boom | | | |" in out
+    assert "| dense | backbone_compile | 3.000000, 2.500000 | 3.000000, 2.500000 | 2 | 1.50e-07 |" in out
+    assert "| fused | both | failed: both: RuntimeError: boom | | | |" in out
     assert ("| setting | attention, TF32 | w0 ms/step | SPRINT ms/step | SPRINT overhead | w0 vs dense | SPRINT vs dense "
             "| SPRINT compiled ms/step | overhead | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step "
             "| overhead | SPRINT compiled + every 4 ms/step | overhead | SPRINT CUDA graphs + every 4 ms/step "
@@ -339,7 +360,7 @@ def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
                                                   "dense", "--profile", "5"], answer)
     assert all(c[c.index("--compile") + 1] == "cuda_graph" and c[c.index("--attention_impl") + 1] == "dense"
                and c[c.index("--profile") + 1] == "5" for c in calls[1:]) and len(calls) == 4
-    assert "| all | failed: exit 1: no GPU | | | |" in out
+    assert "| all | all | failed: exit 1: no GPU | | | |" in out
     assert all("--attn_dropout_prob" not in c for c in calls)  # the model's own unless asked for
     calls, _ = run_preset(monkeypatch, capsys, ["--parts", "compile,beauty-2", "--attn_dropout_prob", "0"], answer)
     timed = [c for c in calls if "--check_graphs" not in c]

@@ -37,15 +37,17 @@ def _train_one_epoch(tiny, **overrides):
     return trainer, model.seen
 
 
-def test_sprint_cuda_graphs_run_under_autocast_without_its_weight_cache(tiny):
-    """``sprint_compile: cuda_graph`` with mixed precision: calculate_loss runs with autocast's weight cache off (which
-    ``make_graphed_callables`` requires, so SPRINT's graphs can be used under bf16); otherwise the cache stays on."""
-    for mode, cached in (("cuda_graph", False), ("none", True)):
+def test_cuda_graphs_run_under_autocast_without_its_weight_cache(tiny):
+    """``sprint_compile: cuda_graph`` or ``backbone_compile: cuda_graph`` with mixed precision: calculate_loss runs
+    with autocast's weight cache off (which ``make_graphed_callables`` requires, so the graphs can be used under bf16);
+    otherwise the cache stays on."""
+    for key, mode, cached in (("sprint_compile", "cuda_graph", False), ("backbone_compile", "cuda_graph", False),
+                              ("sprint_compile", "none", True)):
         config = Config(model="SASRecSPRINT", dataset="ml-100k",
-                        config_dict=tiny(device="cpu", enable_amp=True, sprint_compile=mode))
+                        config_dict=tiny(device="cpu", enable_amp=True, **{key: mode}))
         model = _Recorder()
         SprintTrainer(config, model)._train_epoch([Interaction({"x": torch.randn(3, 4)})] * 2, epoch_idx=0)
-        assert model.cache == [cached, cached] and model.seen == [(True, torch.bfloat16)] * 2, mode
+        assert model.cache == [cached, cached] and model.seen == [(True, torch.bfloat16)] * 2, (key, mode)
 
 
 def test_bf16_is_the_default_amp_dtype(tiny):

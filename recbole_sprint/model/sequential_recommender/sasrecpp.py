@@ -165,6 +165,9 @@ class SASRecPP(FullSequence, SequentialRecommender):
     def item_representations(self):
         return self.item_embedding.weight  # [I+1, d], row 0 = padding
 
+    def graph_fields(self):
+        return self.ITEM_SEQ, self.ITEM_SEQ_LEN  # what forward_all_positions reads (backbone_compile: cuda_graph)
+
     # -- losses --------------------------------------------------------------------------------------------
     def calculate_loss(self, interaction):
         if self.train_mode == "full_sequence":

@@ -47,3 +47,6 @@ class SASRecSPRINT(SPRINT, FullSequence, SASRec):
 
     def item_representations(self):
         return self.item_embedding.weight  # [I, d], as SASRec's full_sort_predict
+
+    def graph_fields(self):
+        return self.ITEM_SEQ, self.ITEM_SEQ_LEN  # what forward_all_positions reads (backbone_compile: cuda_graph)

@@ -1,0 +1,148 @@
+r"""recbole_sprint.model.graphs
+###########################
+
+``backbone_compile: cuda_graph`` (issue 25): the backbone's training forward and backward, replayed from CUDA graphs.
+
+A small model's training step on a fast GPU is bound by the host: SASRec++ at 2 layers on Amazon-Beauty (dense
+attention, weights 0) dispatches 277 operators in its forward with the loss and 361 in its backward (``python
+benchmarks/sprint_overhead.py --count_ops``, counted on the CPU), each a kernel launch plus Python and autograd work,
+while the GPU's own work at 2 x 256, batch 512, length 50 is a few milliseconds (estimated, not measured). Recorded as two CUDA graphs (``torch.cuda.make_graphed_callables``), the
+backbone's forward and backward are one launch each; the loss, SPRINT's terms (``sprint_compile`` decides those),
+gradient clipping and the optimiser step stay as they are.
+
+What is recorded, per model (:class:`~recbole_sprint.model.full_sequence.FullSequence` mixin):
+
+* ``graph_fields()``: the batch fields ``forward_all_positions`` reads (SASRec++ and RecBole's SASRec: the item
+  sequence and its length); a model without it (``None``: HSTU, BERT4Rec) cannot use this option;
+* the recorded function takes those fields and returns the hidden states ``[B, n, d]``, then whatever
+  ``backbone_graph_outputs()`` lists (a SPRINT model: the attention column sums of every layer, which the hooks
+  collected during the forward, so that the regulariser gets them as graph outputs, gradient included);
+* ``backbone_graph_key()`` separates graphs of one shape that run different code (SPRINT: whether this step
+  collects column sums, which ``sprint_every`` > 1 switches);
+* after each replay ``restore_backbone_graph_outputs(fields, extras)`` does, eagerly, the bookkeeping the recorded
+  Python does not repeat (SPRINT: the masks of the step, the collected column sums).
+
+The first training step with a new input signature (shapes, dtypes, key) records (``make_graphed_callables``'
+warm-up runs, then the recording; an epoch's last, smaller batch is a second signature; each recording keeps its own
+memory pool, so the backbone's activation memory counts once per signature); every later step copies its fields into
+the graph's inputs and replays. Random numbers inside the graphs (attention dropout: the dense path's, and the fused
+kernels' seed, which :func:`~recbole_sprint.model.fused_attention.seed_tensor` draws on the device for this reason)
+are drawn anew on every replay. The warm-up runs draw random numbers too, so a graphed run follows another random
+stream than an eager one from the same seed. Off CUDA (or under autocast with its weight cache on, which the trainer
+switches off for this option) the backbone runs eagerly, with one warning.
+
+Requirements the recorded code meets (checked on the CPU by ``tests/model/test_graphs.py``, which records through a
+stand-in with the replay semantics of CUDA graphs): no host synchronisation inside the forward or backward (no
+``.item()``, no boolean indexing), tensors in and tensors out, no state kept by the forward's Python for later
+steps.
+"""
+
+import warnings
+
+import torch
+from recbole.data.interaction import Interaction
+from torch import nn
+
+BACKBONE_COMPILE_MODES = ("none", "cuda_graph")
+
+
+def check_backbone_compile(config, model):
+    """``backbone_compile`` (unset: ``none``) for ``model``; ``ValueError`` naming the option and its values."""
+    value = config["backbone_compile"] if "backbone_compile" in config else None
+    value = "none" if value is None else value
+    if value not in BACKBONE_COMPILE_MODES:
+        raise ValueError(f"backbone_compile must be one of {list(BACKBONE_COMPILE_MODES)}, got {value!r}")
+    if value == "cuda_graph":
+        if getattr(model, "train_mode", None) != "full_sequence":
+            raise ValueError("backbone_compile: cuda_graph records the full_sequence training forward: it needs "
+                             f"train_mode: full_sequence, got train_mode {getattr(model, 'train_mode', None)!r}")
+        if model.graph_fields() is None:
+            raise ValueError(f"backbone_compile: cuda_graph is not available for {type(model).__name__} (models "
+                             "with graph_fields(): SASRecPP, SASRecPPSPRINT, SASRecSPRINT); allowed values for it: "
+                             "['none']")
+    return value
+
+
+def cuda_graphs_usable(tensor):
+    """Whether CUDA graphs can record here: a CUDA tensor, and no autocast with its weight cache (which
+    ``torch.cuda.make_graphed_callables`` refuses)."""
+    return tensor.is_cuda and not (torch.is_autocast_enabled("cuda") and torch.is_autocast_cache_enabled())
+
+
+def warm_capture_stream(module, sample):
+    """One eager forward and backward of ``module`` on the stream that ``torch.cuda.graph`` records on by default,
+    before ``make_graphed_callables``: before torch 2.12 that function warms up on a stream of its own and records on
+    this one, so set-up that happens on a stream's first use (e.g. a cuBLAS workspace) would otherwise happen inside
+    the recording. (A guess at why the first recording of a process failed on the H200; not verified.)"""
+    if getattr(torch.cuda.graph, "default_capture_stream", False) is None:
+        torch.cuda.graph.default_capture_stream = torch.cuda.Stream()
+    stream = getattr(torch.cuda.graph, "default_capture_stream", None)
+    if stream is None:
+        return
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        outputs = [output for output in module(*sample) if output.requires_grad]
+        leaves = [arg for arg in sample if arg.requires_grad] + [p for p in module.parameters() if p.requires_grad]
+        torch.autograd.grad(outputs, leaves, [torch.ones_like(output) for output in outputs], allow_unused=True)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+
+
+class RecordedBackbone(nn.Module):
+    """What ``make_graphed_callables`` records: the model's all-position forward, fields in, tensors out.
+
+    The model is this module's submodule (its parameters are the recording's parameters); the model keeps this module
+    outside its own module tree (in :class:`BackboneGraphs`), so its ``state_dict`` and ``parameters()`` are
+    unchanged."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *fields):
+        model = self.model
+        hidden = model.forward_all_positions(Interaction(dict(zip(model.graph_fields(), fields))))  # [B, n, d]
+        return (hidden, *model.backbone_graph_outputs())
+
+
+class BackboneGraphs:
+    """The recorded graphs of one model, per input signature (see the module docstring)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.graphs = {}  # signature -> the graphed RecordedBackbone
+        self._warned = False
+
+    def __getstate__(self):  # copies (deepcopy, pickle) record again: CUDA graphs are not copied
+        return {"model": self.model, "graphs": {}, "_warned": self._warned}
+
+    def forward_all_positions(self, interaction):
+        """``[B, n, d]``: the model's ``forward_all_positions(interaction)``, replayed from CUDA graphs."""
+        model = self.model
+        fields = tuple(interaction[name] for name in model.graph_fields())
+        if not (model.training and torch.is_grad_enabled()):
+            return model.forward_all_positions(interaction)
+        if not cuda_graphs_usable(fields[0]):
+            if not self._warned:
+                self._warned = True
+                warnings.warn("backbone_compile: cuda_graph records CUDA graphs, which need a CUDA device (and no "
+                              "autocast weight cache); the backbone runs eagerly here", RuntimeWarning)
+            return model.forward_all_positions(interaction)
+        signature = (tuple((tuple(field.shape), field.dtype) for field in fields), model.backbone_graph_key())
+        graphed = self.graphs.get(signature)
+        if graphed is None:
+            graphed = self.graphs[signature] = self.record(fields)
+        hidden, *extras = graphed(*fields)
+        model.restore_backbone_graph_outputs(fields, extras)
+        return hidden
+
+    def record(self, fields):
+        """Records the backbone's forward and backward for ``fields``' signature (a few eager warm-up runs first)."""
+        module = RecordedBackbone(self.model)
+        sample = tuple(field.clone() for field in fields)
+        try:
+            warm_capture_stream(module, sample)
+            return torch.cuda.make_graphed_callables(module, sample, allow_unused_input=True)
+        except RuntimeError as error:  # a failed recording can leave CUDA's random-number state unusable: stop here
+            raise RuntimeError(f"backbone_compile: cuda_graph could not record the backbone as CUDA graphs ({error}); "
+                               "train with backbone_compile: none") from error
