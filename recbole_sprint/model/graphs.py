@@ -56,6 +56,9 @@ def check_backbone_compile(config, model):
         if getattr(model, "train_mode", None) != "full_sequence":
             raise ValueError("backbone_compile: cuda_graph records the full_sequence training forward: it needs "
                              f"train_mode: full_sequence, got train_mode {getattr(model, 'train_mode', None)!r}")
+        if config["single_spec"] is False:  # RecBole's DDP launch (--nproc > 1)
+            raise ValueError("backbone_compile: cuda_graph runs in one process (CUDA graphs under DDP need DDP's own "
+                             "warm-up and are not supported here); with --nproc > 1 use backbone_compile: none")
         if model.graph_fields() is None:
             raise ValueError(f"backbone_compile: cuda_graph is not available for {type(model).__name__} (models "
                              "with graph_fields(): SASRecPP, SASRecPPSPRINT, SASRecSPRINT); allowed values for it: "

@@ -46,7 +46,8 @@ from tqdm import tqdm
 
 from recbole_sprint.compat import CompatTrainerMixin
 from recbole_sprint.evaluator import SprintCollector
-from recbole_sprint.trainer.optimisation import LinearWarmupDecay, check_flag, check_optimisation_config, set_tf32
+from recbole_sprint.trainer.optimisation import (LinearWarmupDecay, check_flag, check_optimisation_config,
+                                                 fused_optimizer, set_tf32)
 from recbole_sprint.trainer.evaluation import HistoryMaskingMixin
 
 
@@ -125,6 +126,11 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
         self.loss_sync = check_loss_sync(config)
         set_tf32(self.tf32)
         self.lr_schedule = None  # a LinearWarmupDecay while fit() runs with lr_scheduler: linear
+
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimiser, fused with ``fused_optimizer: True`` (:func:`~recbole_sprint.trainer.optimisation.
+        fused_optimizer`)."""
+        return fused_optimizer(self.config, super()._build_optimizer(**kwargs))
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's ``fit``; with ``lr_scheduler: linear`` every optimiser step gets its scheduled rate, over

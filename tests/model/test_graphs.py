@@ -243,3 +243,7 @@ def test_backbone_compile_errors_name_the_option_and_its_values(tiny):
     with pytest.raises(ValueError, match="backbone_compile: cuda_graph is not available for HSTU"):
         build(tiny, HSTU, backbone_compile="cuda_graph")
     assert build(tiny, SASRecPPSPRINT).backbone_compile == "none"  # FullSequence.yaml's default
+    config = Config(model="SASRecPPSPRINT", dataset="ml-100k", config_dict=tiny(backbone_compile="cuda_graph"))
+    config["single_spec"] = False  # what RecBole's config says under --nproc > 1
+    with pytest.raises(ValueError, match="backbone_compile: cuda_graph runs in one process"):
+        SASRecPPSPRINT(config, StubDataset(N_ITEMS))
