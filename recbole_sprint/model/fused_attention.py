@@ -112,7 +112,7 @@ def default_philox_rounds():
     ``tl.rand`` default and Random123's (Salmon et al., SC 2011, "Parallel random numbers: as easy as 1, 2, 3"), a
     margin above the fewest rounds that pass the usual statistical tests; no statistical defect is known at 7, the
     fewest allowed here. Fewer rounds draw another mask of the same distribution with less
-    integer arithmetic (the column-sum pass's code 1320 -> 1176 SASS instructions at 7, ``sprint_overhead.py
+    integer arithmetic (the column-sum pass's code 1336 -> 1184 SASS instructions at 7, ``sprint_overhead.py
     --kernel_resources``); not yet timed on a GPU, so not the default. Read once per forward call: its backward
     draws the same mask."""
     return _env_choice("RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS", PHILOX_ROUNDS, 10)
