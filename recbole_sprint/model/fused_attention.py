@@ -46,7 +46,8 @@ of a pass with its own ``Q K^T``.
 
 Attention dropout is applied inside the kernels: the keep mask of entry ``(b, h, i, j)`` is
 ``tl.rand(seed, (b H + h) n^2 + i n + j) >= p`` (Philox, 10 rounds unless ``RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS``
-says otherwise: :func:`default_philox_rounds`), recomputed identically by every kernel from one seed
+says otherwise: :func:`default_philox_rounds`; with ``RECBOLE_SPRINT_ATTN_PHILOX_VALUES=4`` four entries a Philox
+call instead, :func:`default_philox_values`), recomputed identically by every kernel from one seed
 drawn per call on the device from torch's generator (:func:`seed_tensor`: no host synchronisation, and a new draw on
 every replay of a CUDA graph); with ``keep_mask="stored"`` (the models'
 ``attention_keep_mask: stored``) the forward kernel writes the mask it drew, one bit an entry (``B H n n / 8``
@@ -81,6 +82,7 @@ KEEP_MASKS = ("recompute", "stored")  # fused_attention's keep_mask
 TILE_SIZES = (16, 32, 64, 128)  # RECBOLE_SPRINT_ATTN_BLOCK: tl.dot needs a power of two of at least 16
 WARP_COUNTS = (1, 2, 4, 8, 16)  # RECBOLE_SPRINT_ATTN_WARPS
 PHILOX_ROUNDS = (7, 8, 9, 10)  # RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS (see default_philox_rounds)
+PHILOX_VALUES = (1, 4)  # RECBOLE_SPRINT_ATTN_PHILOX_VALUES (see default_philox_values)
 TRITON_IMPORT_ERROR = None if triton is not None else "triton is not installed"
 _MAX_DROPOUT_OFFSET = 2**31  # Philox offsets are 32-bit: B * H * n * n entries at most with dropout
 
@@ -116,6 +118,14 @@ def default_philox_rounds():
     --kernel_resources``); not yet timed on a GPU, so not the default. Read once per forward call: its backward
     draws the same mask."""
     return _env_choice("RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS", PHILOX_ROUNDS, 10)
+
+
+def default_philox_values():
+    """Keep-mask entries drawn per Philox call (``RECBOLE_SPRINT_ATTN_PHILOX_VALUES`` overrides): 1 (``tl.rand``, the
+    masks of every fused run so far) or 4 (all four 32-bit outputs of one call, :func:`_keep4`: four keys of a query
+    per call, a quarter of the calls; another mask of the same distribution; the kernels that work on transposed
+    tiles transpose it). Not yet timed on a GPU, so not the default. Read once per forward call, like the rounds."""
+    return _env_choice("RECBOLE_SPRINT_ATTN_PHILOX_VALUES", PHILOX_VALUES, 1)
 
 
 def _env_choice(name, allowed, default):
@@ -285,12 +295,38 @@ if triton is not None:
                  packed.to(tl.uint8), mask=offs_m[:, None] < N_CTX)
 
     @triton.jit
-    def _tile_keep(seed, bh, rows, cols, N_CTX, dropout_p, KEEP, NBYTES, STORED: tl.constexpr, ROUNDS: tl.constexpr):
-        """The keep mask of a tile (``rows``, ``cols``: broadcast 2-D query and key indices): drawn again from the
-        seed, or (``STORED``) read from the bits the forward kernel wrote."""
+    def _keep4(seed, bh, offs_m, start_n, N_CTX, dropout_p, ROUNDS: tl.constexpr, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr):
+        """Keep mask ``[BLOCK_M, BLOCK_N]`` (queries ``offs_m``, keys from ``start_n``, a multiple of 4) with four
+        entries a Philox call (``RECBOLE_SPRINT_ATTN_PHILOX_VALUES=4``): keys ``4g .. 4g+3`` of query ``i`` of head
+        ``bh`` take, in order, the four outputs of ``randint4x`` at counter ``(bh n + i) ceil(n / 4) + g``."""
+        groups = (N_CTX + 3) // 4
+        counters = (bh * N_CTX + offs_m[:, None]) * groups + (start_n // 4 + tl.arange(0, BLOCK_N // 4))[None, :]
+        r0, r1, r2, r3 = tl.randint4x(seed, counters, n_rounds=ROUNDS)  # each [BLOCK_M, BLOCK_N // 4]
+        # joined twice: [M, N/4, 2, 2], entry (g, a, b) = r_{2a+b}; row-major, key 4g + 2a + b gets output 2a + b
+        draws = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), (BLOCK_M, BLOCK_N))
+        return tl.random.uint_to_uniform_float(draws) >= dropout_p
+
+    @triton.jit
+    def _tile_keep(seed, bh, offs_m, offs_n, start_n, N_CTX, dropout_p, KEEP, NBYTES, STORED: tl.constexpr,
+                   ROUNDS: tl.constexpr, VALUES: tl.constexpr, TRANSPOSED: tl.constexpr, BLOCK_M: tl.constexpr,
+                   BLOCK_N: tl.constexpr):
+        """The keep mask of a tile, ``[BLOCK_M, BLOCK_N]`` (queries ``offs_m`` by keys ``offs_n``, from ``start_n``) or
+        (``TRANSPOSED``) ``[BLOCK_N, BLOCK_M]``: drawn from the seed (one entry a Philox call; ``VALUES`` = 4: four),
+        or (``STORED``) read from the bits the forward kernel wrote."""
+        if TRANSPOSED:
+            rows = offs_m[None, :]
+            cols = offs_n[:, None]
+        else:
+            rows = offs_m[:, None]
+            cols = offs_n[None, :]
         if STORED:
             byte = tl.load(KEEP + (bh.to(tl.int64) * N_CTX + rows) * NBYTES + cols // 8, mask=rows < N_CTX, other=0)
             keep = ((byte.to(tl.int32) >> (cols % 8)) & 1) != 0
+        elif VALUES == 4:
+            keep = _keep4(seed, bh, offs_m, start_n, N_CTX, dropout_p, ROUNDS, BLOCK_M, BLOCK_N)
+            if TRANSPOSED:
+                keep = tl.trans(keep)
         else:
             keep = _keep(seed, bh, rows, cols, N_CTX, dropout_p, ROUNDS)
         return keep
@@ -300,7 +336,8 @@ if triton is not None:
                   sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
                   H, N_CTX,
                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  DROPOUT: tl.constexpr, STORED: tl.constexpr, ROUNDS: tl.constexpr, PRECISION: tl.constexpr):
+                  DROPOUT: tl.constexpr, STORED: tl.constexpr, ROUNDS: tl.constexpr, VALUES: tl.constexpr,
+                  PRECISION: tl.constexpr):
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -334,7 +371,8 @@ if triton is not None:
             alpha = tl.exp2(row_max - new_max)
             row_sum = row_sum * alpha + tl.sum(p, 1)
             if DROPOUT:
-                keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p, ROUNDS)
+                keep = _tile_keep(seed, bh, offs_m, offs_n, start_n, N_CTX, dropout_p, KEEP, NBYTES, False, ROUNDS,
+                                  VALUES, False, BLOCK_M, BLOCK_N)
                 if STORED:
                     _store_keep(KEEP, bh, offs_m, start_n, keep, N_CTX, NBYTES, BLOCK_M, BLOCK_N)
                 p = tl.where(keep, p * keep_scale, 0.0)
@@ -354,6 +392,7 @@ if triton is not None:
                           H, N_CTX,
                           HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
                           BLOCK_N: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr, ROUNDS: tl.constexpr,
+                          VALUES: tl.constexpr,
                           PRECISION: tl.constexpr):
         start_n = tl.program_id(0) * BLOCK_N
         bh = tl.program_id(1)
@@ -382,8 +421,8 @@ if triton is not None:
             allowed = (offs_n[:, None] <= offs_m[None, :]) & (offs_m[None, :] < length) & (offs_n[:, None] < length)
             pt = tl.where(allowed, tl.exp2(st - lse[None, :]), 0.0)
             if DROPOUT:
-                keep = _tile_keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p, KEEP, NBYTES, STORED,
-                                  ROUNDS)
+                keep = _tile_keep(seed, bh, offs_m, offs_n, start_n, N_CTX, dropout_p, KEEP, NBYTES, STORED, ROUNDS,
+                                  VALUES, True, BLOCK_M, BLOCK_N)
                 pt = tl.where(keep, pt * keep_scale, 0.0)
             sums += tl.sum(pt, 1)
         tl.store(C + bh.to(tl.int64) * N_CTX + offs_n, sums, mask=offs_n < N_CTX)
@@ -413,6 +452,7 @@ if triton is not None:
                        H, N_CTX,
                        HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                        HAS_G: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr, ROUNDS: tl.constexpr,
+                       VALUES: tl.constexpr,
                        PRECISION: tl.constexpr):
         start_n = tl.program_id(0) * BLOCK_N
         bh = tl.program_id(1)
@@ -452,8 +492,8 @@ if triton is not None:
             if HAS_G:
                 dpt += g[:, None] * (offs_m[None, :] < length).to(tl.float32)  # + w_i g_j
             if DROPOUT:
-                keep = _tile_keep(seed, bh, offs_m[None, :], offs_n[:, None], N_CTX, dropout_p, KEEP, NBYTES, STORED,
-                                  ROUNDS)
+                keep = _tile_keep(seed, bh, offs_m, offs_n, start_n, N_CTX, dropout_p, KEEP, NBYTES, STORED, ROUNDS,
+                                  VALUES, True, BLOCK_M, BLOCK_N)
                 dropped = tl.where(keep, pt * keep_scale, 0.0)
                 dpt = tl.where(keep, dpt * keep_scale, 0.0)
             else:
@@ -474,6 +514,7 @@ if triton is not None:
                      H, N_CTX,
                      HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      HAS_G: tl.constexpr, DROPOUT: tl.constexpr, STORED: tl.constexpr, ROUNDS: tl.constexpr,
+                     VALUES: tl.constexpr,
                      PRECISION: tl.constexpr):
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
@@ -510,8 +551,8 @@ if triton is not None:
                 g = tl.load(G + stat_base + offs_n, mask=offs_n < N_CTX, other=0.0)
                 dp += query_valid[:, None] * g[None, :]
             if DROPOUT:
-                keep = _tile_keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p, KEEP, NBYTES, STORED,
-                                  ROUNDS)
+                keep = _tile_keep(seed, bh, offs_m, offs_n, start_n, N_CTX, dropout_p, KEEP, NBYTES, STORED, ROUNDS,
+                                  VALUES, False, BLOCK_M, BLOCK_N)
                 dp = tl.where(keep, dp * keep_scale, 0.0)
             if HAS_G:
                 # D_i needs E_i, a pass over the row's keys: taken here instead of in a kernel of its own, with
@@ -534,7 +575,8 @@ if triton is not None:
                  mask=row_ok)
 
     @triton.jit
-    def _dropout_keep_mask(KEEP, SEED, dropout_p, N_CTX, BLOCK: tl.constexpr, ROUNDS: tl.constexpr):
+    def _dropout_keep_mask(KEEP, SEED, dropout_p, N_CTX, BLOCK: tl.constexpr, ROUNDS: tl.constexpr,
+                           VALUES: tl.constexpr):
         """The kernels' keep mask as a dense ``[B*H, n, n]`` int8 tensor (tests only)."""
         start_m = tl.program_id(0) * BLOCK
         bh = tl.program_id(1)
@@ -542,7 +584,8 @@ if triton is not None:
         offs_m = start_m + tl.arange(0, BLOCK)
         for start_n in range(0, N_CTX, BLOCK):
             offs_n = start_n + tl.arange(0, BLOCK)
-            keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], N_CTX, dropout_p, ROUNDS)
+            keep = _tile_keep(seed, bh, offs_m, offs_n, start_n, N_CTX, dropout_p, KEEP, 0, False, ROUNDS, VALUES,
+                              False, BLOCK, BLOCK)
             tl.store(KEEP + (bh.to(tl.int64) * N_CTX + offs_m[:, None]) * N_CTX + offs_n[None, :], keep.to(tl.int8),
                      mask=(offs_m[:, None] < N_CTX) & (offs_n[None, :] < N_CTX))
 
@@ -579,7 +622,8 @@ def _launch_config(q, block):
 
 KERNEL_NAMES = ("_attn_fwd", "_attn_column_sums", "_attn_bwd_dkdv", "_attn_bwd_dq")  # launch order in training
 _ARG_TYPES = dict({name: "*fp32" for name in ("Q", "K", "V", "O", "LSE", "C", "DO", "DELTA", "G", "DK", "DV", "DQ")},
-                  LENS="*i32", SEED="*i64", KEEP="*u8", dropout_p="fp32", keep_scale="fp32", qk_scale="fp32", sm_scale="fp32")
+                  LENS="*i32", SEED="*i64", KEEP="*u8", dropout_p="fp32", keep_scale="fp32", qk_scale="fp32",
+                  sm_scale="fp32")
 
 
 def can_compile_ahead():
@@ -604,7 +648,8 @@ def compile_ahead(name, block=None, warps=None, dropout=False, stored=False, has
 
     kernel = globals()[name]
     flags = dict(HEAD_DIM=head_size, BLOCK_D=_block_d(head_size), BLOCK_M=block, BLOCK_N=block,
-                 DROPOUT=dropout, STORED=stored, ROUNDS=default_philox_rounds(), PRECISION="tf32", HAS_G=has_g)
+                 DROPOUT=dropout, STORED=stored, ROUNDS=default_philox_rounds(), VALUES=default_philox_values(),
+                 PRECISION="tf32", HAS_G=has_g)
     fixed = {arg: value for arg, value in flags.items() if arg in kernel.arg_names}
     signature = {arg: "constexpr" if arg in fixed else _ARG_TYPES.get(arg, "i32") for arg in kernel.arg_names}
     source = ASTSource(fn=kernel, signature=signature,
@@ -616,7 +661,8 @@ def triton_dropout_keep_mask(batch, heads, n, dropout_p, seed, device):
     """``[B, H, n, n]`` bool: the keep mask the Triton kernels apply for ``seed`` (tests only)."""
     keep = torch.empty(batch * heads, n, n, dtype=torch.int8, device=device)
     _dropout_keep_mask[(triton.cdiv(n, 16), batch * heads)](keep, seed_tensor(seed, device), dropout_p, n, BLOCK=16,
-                                                           ROUNDS=default_philox_rounds())
+                                                           ROUNDS=default_philox_rounds(),
+                                                           VALUES=default_philox_values())
     return keep.view(batch, heads, n, n).bool()
 
 
@@ -652,23 +698,23 @@ class TritonAttention(torch.autograd.Function):
         out = torch.empty(batch, n, heads, head_size, dtype=q.dtype, device=q.device).transpose(1, 2)  # [B, H, n, d]
         lse = torch.empty(batch, heads, n, dtype=torch.float32, device=q.device)
         stored = dropout and keep_mask == "stored"
-        rounds = default_philox_rounds()  # read once: the backward draws the forward's mask
+        rounds, values = default_philox_rounds(), default_philox_values()  # read once: the backward draws the same
         # stored: the forward kernel writes the keep mask, 8 keys a byte, and the later kernels read it back
         nbytes = triton.cdiv(n, launch["BLOCK_N"]) * launch["BLOCK_N"] // 8 if stored else 0
         keep_bits = torch.empty(batch * heads, n, nbytes, dtype=torch.uint8, device=q.device) if stored else lse
         bits = (keep_bits, nbytes)  # without stored: a placeholder pointer, never read
         _attn_fwd[grid](q, k, v, out, lse, lengths, seed, dropout_p, keep_scale, qk_scale, *bits,
                         *_strides(q), *_strides(k), *_strides(v), *_strides(out), heads, n,
-                        DROPOUT=dropout, STORED=stored, ROUNDS=rounds, **launch)
+                        DROPOUT=dropout, STORED=stored, ROUNDS=rounds, VALUES=values, **launch)
         column_sums = None
         if need_column_sums:
             column_sums = torch.empty(batch, heads, n, dtype=torch.float32, device=q.device)
             _attn_column_sums[grid](q, k, lse, lengths, column_sums, seed, dropout_p, keep_scale, qk_scale, *bits,
                                     *_strides(q), *_strides(k), heads, n, DROPOUT=dropout, STORED=stored,
-                                    ROUNDS=rounds, **launch)
+                                    ROUNDS=rounds, VALUES=values, **launch)
         ctx.save_for_backward(q, k, v, out, lse, lengths, keep_bits, seed)
         ctx.scale, ctx.dropout_p, ctx.block = scale, dropout_p, block
-        ctx.stored, ctx.nbytes, ctx.rounds = stored, nbytes, rounds
+        ctx.stored, ctx.nbytes, ctx.rounds, ctx.values = stored, nbytes, rounds, values
         ctx.set_materialize_grads(False)
         return out, column_sums
 
@@ -695,6 +741,7 @@ class TritonAttention(torch.autograd.Function):
             _attn_bwd_dq[grid](q, k, v, d_out, lse, delta, g, lengths, dq, *common, ctx.scale,
                                *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dq),
                                heads, n, HAS_G=has_g, DROPOUT=dropout, STORED=ctx.stored, ROUNDS=ctx.rounds,
+                               VALUES=ctx.values,
                                **launch)
 
         if has_g:  # the dq kernel completes D (it adds w_i E_i), which the dk/dv kernel reads
@@ -702,6 +749,7 @@ class TritonAttention(torch.autograd.Function):
         _attn_bwd_dkdv[grid](q, k, v, d_out, lse, delta, g, lengths, dk, dv, *common, ctx.scale,
                              *_strides(q), *_strides(k), *_strides(v), *_strides(d_out), *_strides(dk), *_strides(dv),
                              heads, n, HAS_G=has_g, DROPOUT=dropout, STORED=ctx.stored, ROUNDS=ctx.rounds,
+                             VALUES=ctx.values,
                              **launch)
         if not has_g:
             dq_kernel()

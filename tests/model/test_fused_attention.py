@@ -224,6 +224,26 @@ torch.manual_seed(7)
 again, other = run(None), run(None)
 errors["drawn seed,stored"] = [float((a - b).abs().max()) for a, b in zip(first, again)] + [0.0] * 3
 errors["drawn seed,differs"] = float((first[1] != other[1]).float().mean())  # another draw: other column sums
+# four keep-mask entries a Philox call (RECBOLE_SPRINT_ATTN_PHILOX_VALUES=4): another mask, which every kernel applies
+# alike, also the ones that transpose it, at 16- and 32-wide tiles, stored as bits too
+os.environ["RECBOLE_SPRINT_ATTN_PHILOX_VALUES"] = "4"
+keep4 = triton_dropout_keep_mask(4, 2, 40, 0.25, 1234, "cpu")
+want = dense_attention(*exact, lengths, keep=keep4, dropout_p=0.25)
+want_all = list(want) + list(gradients(want, exact, d_out.double(), d_sums.double()))
+for block in (16, 32):
+    fused = fused_attention(q, k, v, lengths, dropout_p=0.25, need_column_sums=True, backend="triton", block=block,
+                            seed=1234)
+    got = list(fused) + list(gradients(fused, (q, k, v), d_out, d_sums))
+    errors[f"4 values,block {block}"] = [float((a.double() - b).abs().max() / b.abs().max().clamp_min(1))
+                                         for a, b in zip(got, want_all)]
+stored = fused_attention(q, k, v, lengths, dropout_p=0.25, need_column_sums=True, backend="triton", block=32,
+                         seed=1234, keep_mask="stored")
+errors["4 values,stored"] = [float((a - b).abs().max())
+                             for a, b in zip(list(stored) + list(gradients(stored, (q, k, v), d_out, d_sums)), got)]
+errors["4 values,kept"] = float(keep4.float().mean())
+errors["4 values,differs"] = float((keep4 != keep10).float().mean())
+groups = keep4.view(4, 2, 40, 10, 4)  # the four keys of one call
+errors["4 values,alike"] = float((groups.all(-1) | (~groups).all(-1)).float().mean())
 print(json.dumps(errors))
 """
 
@@ -234,8 +254,9 @@ def test_triton_kernels_match_dense_under_the_interpreter():
     partial last one, head size 8 padded to 16, strided inputs, and in-kernel dropout (its keep mask read back by
     a helper kernel of the same Philox stream and given to the dense formula; with ``keep_mask="stored"``, the mask
     the forward kernel wrote as bits, the same numbers exactly; once at the default 32-wide tiles; and with 7 Philox
-    rounds, another mask that every kernel applies alike; the seed as a tensor equals the int seed, and a seed drawn
-    from torch's generator repeats after the same ``torch.manual_seed``); float32 and
+    rounds, another mask that every kernel applies alike; with four entries a Philox call, the same, at 16- and 32-wide
+    tiles and stored, and its four entries of a call independent; the seed as a tensor equals the int seed, and a seed
+    drawn from torch's generator repeats after the same ``torch.manual_seed``); float32 and
     float16 (the interpreter's tl.dot gets bfloat16 wrong, so the 16-bit case is float16: the same code path on a
     GPU)."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -243,9 +264,12 @@ def test_triton_kernels_match_dense_under_the_interpreter():
                             cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     errors = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(errors) == 13, errors
+    assert len(errors) == 19, errors
     for name, values in errors.items():
-        if name == "drawn seed,differs":  # two seeds drawn one after the other give two masks (measured: 0.47 of
+        if name == "4 values,alike":  # all four keys of a call kept or all dropped: 0.75^4 + 0.25^4 = 0.32 when the
+            # four outputs are independent (1 if one value were copied to four keys)
+            assert 0.25 < values < 0.4, (name, values)
+        elif name == "drawn seed,differs":  # two seeds drawn one after the other give two masks (measured: 0.47 of
             # the column sums differ; the padding keys' are 0 under any mask)
             assert values > 0.3, (name, values)
         elif name.endswith(",differs"):  # two independent masks of keep rate 0.75 differ at 2 x 0.75 x 0.25 = 0.375
@@ -261,12 +285,14 @@ def test_triton_kernels_match_dense_under_the_interpreter():
 
 
 @pytest.mark.skipif(not can_compile_ahead(), reason="triton with its NVIDIA backend is not installed")
-@pytest.mark.parametrize("dropout, stored", [(False, False), (True, True)])
-def test_triton_kernels_compile_for_hopper_without_a_gpu(dropout, stored):
+@pytest.mark.parametrize("dropout, stored, values", [(False, False, "1"), (True, True, "1"), (True, False, "4")])
+def test_triton_kernels_compile_for_hopper_without_a_gpu(dropout, stored, values, monkeypatch):
     """The interpreter runs the kernels' Python, not Triton's compiler: each kernel is compiled here to PTX for sm_90
     (the H200) with float32 operands, TF32 dots and the default tiles and warps, without and with dropout (its keep
-    mask stored as bits), the column-sum gradient on."""
+    mask stored as bits; drawn four entries a Philox call), the column-sum gradient on."""
     from recbole_sprint.model.fused_attention import KERNEL_NAMES, compile_ahead
+
+    monkeypatch.setenv("RECBOLE_SPRINT_ATTN_PHILOX_VALUES", values)
 
     for name in KERNEL_NAMES:
         compiled = compile_ahead(name, dropout=dropout, stored=stored)
