@@ -879,7 +879,8 @@ def preset_issue25(args):
     if "compile" in parts:  # SPRINT's terms compiled (torch.compile, CUDA graphs) beside eager, TF32 on
         graph_check, graph_error = run_child(["--check_graphs", "--device", "cuda", "--model", "SASRecPPSPRINT",
                                               "--data_path", args.data_path], args.timeout)
-        graph_check = graph_check["graph_check"] if graph_check else [{"attention": "all", "variant": "all", "error": graph_error}]
+        failed = [{"attention": "all", "variant": "all", "error": graph_error}]
+        graph_check = graph_check["graph_check"] if graph_check else failed
         for index in COMPILE_SETTINGS:
             setting, options = ISSUE25_SETTINGS[index]
             profile = ["--profile", str(args.profile)] if args.profile else []

@@ -34,8 +34,9 @@ Put the :class:`FullSequence` mixin in the bases right before the RecBole backbo
 
 Config keys (defaults in ``properties/model/FullSequence.yaml``): ``train_mode`` (``prefix`` | ``full_sequence``),
 ``loss_type``, ``num_negatives``, ``sampled_softmax_temperature``, ``backbone_compile`` (``none`` | ``cuda_graph``:
-the training forward and backward of the backbone replayed from CUDA graphs, :mod:`recbole_sprint.model.graphs`). In ``prefix`` mode the model is its backbone,
-unchanged. Evaluation (``predict``/``full_sort_predict``) is the backbone's in both modes.
+the training forward and backward of the backbone replayed from CUDA graphs, :mod:`recbole_sprint.model.graphs`).
+In ``prefix`` mode the model is its backbone, unchanged. Evaluation (``predict``/``full_sort_predict``) is the
+backbone's in both modes.
 """
 
 import contextlib

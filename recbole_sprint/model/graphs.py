@@ -6,9 +6,9 @@ r"""recbole_sprint.model.graphs
 A small model's training step on a fast GPU is bound by the host: SASRec++ at 2 layers on Amazon-Beauty (dense
 attention, weights 0) dispatches 277 operators in its forward with the loss and 361 in its backward (``python
 benchmarks/sprint_overhead.py --count_ops``, counted on the CPU), each a kernel launch plus Python and autograd work,
-while the GPU's own work at 2 x 256, batch 512, length 50 is a few milliseconds (estimated, not measured). Recorded as two CUDA graphs (``torch.cuda.make_graphed_callables``), the
-backbone's forward and backward are one launch each; the loss, SPRINT's terms (``sprint_compile`` decides those),
-gradient clipping and the optimiser step stay as they are.
+while the GPU's own work at 2 x 256, batch 512, length 50 is a few milliseconds (estimated, not measured). Recorded
+as two CUDA graphs (``torch.cuda.make_graphed_callables``), the backbone's forward and backward are one launch each;
+the loss, SPRINT's terms (``sprint_compile`` decides those), gradient clipping and the optimiser step stay as they are.
 
 What is recorded, per model (:class:`~recbole_sprint.model.full_sequence.FullSequence` mixin):
 
@@ -24,12 +24,13 @@ What is recorded, per model (:class:`~recbole_sprint.model.full_sequence.FullSeq
 
 The first training step with a new input signature (shapes, dtypes, key) records (``make_graphed_callables``'
 warm-up runs, then the recording; an epoch's last, smaller batch is a second signature; each recording keeps its own
-memory pool, so the backbone's activation memory counts once per signature); every later step copies its fields into
-the graph's inputs and replays. Random numbers inside the graphs (attention dropout: the dense path's, and the fused
-kernels' seed, which :func:`~recbole_sprint.model.fused_attention.seed_tensor` draws on the device for this reason)
-are drawn anew on every replay. The warm-up runs draw random numbers too, so a graphed run follows another random
-stream than an eager one from the same seed. Off CUDA (or under autocast with its weight cache on, which the trainer
-switches off for this option) the backbone runs eagerly, with one warning.
+memory pool, so the backbone's activation memory counts once per signature, and stays reserved between steps and
+during evaluation); every later step copies its fields into the graph's inputs and replays. Random numbers inside the
+graphs (attention dropout: the dense path's, and the fused kernels' seed, which
+:func:`~recbole_sprint.model.fused_attention.seed_tensor` draws on the device for this reason) are drawn anew on every
+replay. The warm-up runs draw random numbers too, so a graphed run follows another random stream than an eager one
+from the same seed. Off CUDA (or under autocast with its weight cache on, which the trainer switches off for this
+option) the backbone runs eagerly, with one warning.
 
 Requirements the recorded code meets (checked on the CPU by ``tests/model/test_graphs.py``, which records through a
 stand-in with the replay semantics of CUDA graphs): no host synchronisation inside the forward or backward (no

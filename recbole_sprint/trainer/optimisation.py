@@ -112,7 +112,8 @@ def fused_optimizer(config, optimizer):
         return optimizer
     learner = str(config["learner"]).lower()
     if learner not in FUSED_LEARNERS or type(optimizer) is not FUSED_LEARNERS[learner]:
-        raise ValueError(f"fused_optimizer: True needs learner one of {sorted(FUSED_LEARNERS)}, got {config['learner']!r}")
+        raise ValueError(f"fused_optimizer: True needs learner one of {sorted(FUSED_LEARNERS)}, "
+                         f"got {config['learner']!r}")
     group = optimizer.param_groups[0]
     params = [p for g in optimizer.param_groups for p in g["params"]]
     return type(optimizer)(params, lr=group["lr"], weight_decay=group["weight_decay"], fused=True)

@@ -161,7 +161,8 @@ def test_fused_optimizer_trains_as_the_unfused_one_and_names_its_learners(tiny):
     for fused in (False, True):
         torch.manual_seed(0)  # one initialisation, one shuffle, one dropout stream
         trainer, _, rates = fit_and_record(tiny, learner="adamw", weight_decay=0.01, fused_optimizer=fused,
-                                           lr_scheduler="linear", lr_warmup_ratio=0.25, clip_grad_norm={"max_norm": 1.0})
+                                           lr_scheduler="linear", lr_warmup_ratio=0.25,
+                                           clip_grad_norm={"max_norm": 1.0})
         optimizer = trainer.optimizer
         assert type(optimizer) is torch.optim.AdamW and bool(optimizer.defaults["fused"]) is fused
         assert optimizer.defaults["weight_decay"] == 0.01
