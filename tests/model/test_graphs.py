@@ -49,11 +49,12 @@ def replaying_recorder(recordings):
         recordings.append((module, sample_args))
         params = tuple(module.parameters())
         static_inputs = tuple(sample_args)  # as torch: the sample arguments are the replay's input tensors
+        surface = [arg for arg in static_inputs if arg.requires_grad] + list(params)  # what gets gradients
         original = module.forward
         with torch.random.fork_rng(), NoHostSync():  # the recording (its random draws do not count)
             outputs = original(*static_inputs)
             wanted = [output for output in outputs if output.requires_grad]
-            grads = torch.autograd.grad(wanted, params, [torch.ones_like(o) for o in wanted],
+            grads = torch.autograd.grad(wanted, surface, [torch.ones_like(o) for o in wanted],
                                         allow_unused=allow_unused_input)
         static_outputs = tuple(output.detach().clone() for output in outputs)
         static_grads = tuple(None if grad is None else torch.empty_like(grad) for grad in grads)
@@ -63,9 +64,11 @@ def replaying_recorder(recordings):
             @staticmethod
             def forward(ctx, *args):
                 for static, arg in zip(static_inputs, args[: len(static_inputs)]):
-                    static.copy_(arg)
+                    if static.data_ptr() != arg.data_ptr():  # as torch: an input on the recording's own memory
+                        static.copy_(arg)
                 with torch.enable_grad():
-                    live["outputs"] = original(*static_inputs)
+                    live["surface"] = [s.detach().requires_grad_() if s.requires_grad else s for s in static_inputs]
+                    live["outputs"] = original(*live["surface"])
                 for static, output in zip(static_outputs, live["outputs"]):
                     static.copy_(output.detach())
                 return tuple(static.detach() for static in static_outputs)  # the same tensors every call
@@ -73,11 +76,16 @@ def replaying_recorder(recordings):
             @staticmethod
             def backward(ctx, *grad_outputs):
                 pairs = [(o, g) for o, g in zip(live.pop("outputs"), grad_outputs) if o.requires_grad]
-                got = torch.autograd.grad([o for o, _ in pairs], params, [g for _, g in pairs], allow_unused=True)
+                leaves = [s for s in live.pop("surface") if s.requires_grad] + list(params)
+                got = torch.autograd.grad([o for o, _ in pairs], leaves, [g for _, g in pairs], allow_unused=True)
                 for static, grad in zip(static_grads, got):
                     if static is not None:
                         static.copy_(grad if grad is not None else torch.zeros_like(static))
-                return (None,) * len(static_inputs) + static_grads
+                grads, position = [], 0  # one per input (None where it needs none), then the parameters'
+                for arg in static_inputs:
+                    grads.append(static_grads[position] if arg.requires_grad else None)
+                    position += arg.requires_grad
+                return (*grads, *static_grads[position:])
 
         training = module.training
 
@@ -138,10 +146,14 @@ def train(model, steps):
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """Make ``backbone_compile: cuda_graph`` record through :func:`replaying_recorder` on the CPU."""
+    """Make ``backbone_compile: cuda_graph`` and ``sprint_compile: cuda_graph`` record through
+    :func:`replaying_recorder` on the CPU."""
+    import recbole_sprint.model.sprint as sprint_module
+
     recordings = []
-    monkeypatch.setattr(graphs, "cuda_graphs_usable", lambda tensor: True)
-    monkeypatch.setattr(graphs, "warm_capture_stream", lambda module, sample: None)
+    for module in (graphs, sprint_module):
+        monkeypatch.setattr(module, "cuda_graphs_usable", lambda tensor: True)
+        monkeypatch.setattr(module, "warm_capture_stream", lambda module, sample: None)
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", replaying_recorder(recordings))
     return recordings
 
@@ -153,6 +165,7 @@ CASES = {
     "SASRec++-SPRINT w0": (SASRecPPSPRINT, dict(sprint_attn_weight=0.0, sprint_ffn_weight=0.0, sprint_emb_weight=0.0)),
     "SASRec++-SPRINT FFN only": (SASRecPPSPRINT, dict(sprint_attn_weight=0.0)),
     "SASRec++": (SASRecPP, dict(attention_impl="fused", loss_type="BCE", num_negatives=3)),
+    "SASRec++-SPRINT, SPRINT's terms as graphs too": (SASRecPPSPRINT, dict(sprint_compile="cuda_graph")),
     "SASRec-SPRINT": (SASRecSPRINT, dict(loss_type="CE")),
 }
 
@@ -164,7 +177,8 @@ def test_graphed_backbone_trains_as_the_eager_one(tiny, recorded, case):
     graph outputs, and nothing recorded twice."""
     model_class, overrides = CASES[case]
     steps = batches()
-    eager = train(build(tiny, model_class, **overrides), steps)
+    eager_overrides = {key: value for key, value in overrides.items() if key != "sprint_compile"}
+    eager = train(build(tiny, model_class, **eager_overrides), steps)  # nothing recorded
     model = build(tiny, model_class, backbone_compile="cuda_graph", **overrides)
     graphed = train(model, steps)
     assert graphed[0] == pytest.approx(eager[0], rel=1e-5, abs=1e-6)
@@ -172,12 +186,14 @@ def test_graphed_backbone_trains_as_the_eager_one(tiny, recorded, case):
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(after_graphed, after_eager))
     assert all(not torch.equal(a, b) for a, b in zip(eager[1][-1][:1], eager[1][0][:1]))  # the weights moved
     # one recording per batch size (4, 3); with sprint_every 2 also per kind of step: (4, with column sums),
-    # (4, without), (3, with), then (4, with) again
-    assert len(recorded) == (3 if "sprint_every" in overrides else 2)
-    for module, sample in recorded:
+    # (4, without), (3, with), then (4, with) again; SPRINT's terms as graphs: theirs too, one per batch size
+    backbone = [(module, sample) for module, sample in recorded if isinstance(module, graphs.RecordedBackbone)]
+    assert len(backbone) == (3 if "sprint_every" in overrides else 2)
+    assert len(recorded) - len(backbone) == (2 if overrides.get("sprint_compile") == "cuda_graph" else 0)
+    for module, sample in backbone:
         assert set(map(id, module.parameters())) == set(map(id, model.parameters()))
         assert [tuple(field.shape) for field in sample] in ([(4, 6), (4,)], [(3, 6), (3,)])
-    assert list(model.state_dict()) == list(build(tiny, model_class, **overrides).state_dict())  # nothing added
+    assert list(model.state_dict()) == list(build(tiny, model_class, **eager_overrides).state_dict())  # nothing added
     assert not any(isinstance(m, graphs.RecordedBackbone) for m in model.modules())  # not in the model's tree
 
 
