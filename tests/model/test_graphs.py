@@ -263,3 +263,32 @@ def test_backbone_compile_errors_name_the_option_and_its_values(tiny):
     config["single_spec"] = False  # what RecBole's config says under --nproc > 1
     with pytest.raises(ValueError, match="backbone_compile: cuda_graph runs in one process"):
         SASRecPPSPRINT(config, StubDataset(N_ITEMS))
+
+
+def test_through_the_plugin_trainer_an_epoch_equals_the_eager_one(tiny, recorded):
+    """SprintTrainer's loop (one epoch of 449 users in batches of 64: 7 full batches and a smaller last one, device
+    loss sums, gradient clipping, AdamW with the linear schedule) with the backbone's graphs equals the eager epoch,
+    and records twice (two batch shapes)."""
+    from recbole.utils import init_seed
+
+    from recbole_sprint.data import create_dataset, data_preparation
+    from recbole_sprint.trainer import SprintTrainer
+
+    from .recbole_runs import SMALL_ML100K
+
+    results = {}
+    for mode in ("none", "cuda_graph"):
+        config = Config(model="SASRecPPSPRINT", dataset="ml-100k", config_dict=tiny(
+            train_mode="full_sequence", train_batch_size=64, backbone_compile=mode, learner="adamw",
+            lr_scheduler="linear", lr_warmup_ratio=0.1, clip_grad_norm={"max_norm": 1.0}, **SMALL_ML100K))
+        init_seed(config["seed"], True)
+        train, _, _ = data_preparation(config, create_dataset(config))
+        init_seed(config["seed"], True)
+        model = SASRecPPSPRINT(config, train._dataset)
+        trainer = SprintTrainer(config, model)
+        loss = trainer._train_epoch(train, 0)
+        results[mode] = (loss, trainer.sprint_parts, [p.detach().clone() for p in model.parameters()])
+    assert len(train) == 8 and len(recorded) == 2
+    (eager_loss, eager_parts, eager_weights), (loss, parts, weights) = results["none"], results["cuda_graph"]
+    assert loss == pytest.approx(eager_loss, rel=1e-5) and parts == pytest.approx(eager_parts, rel=1e-4)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(weights, eager_weights))
