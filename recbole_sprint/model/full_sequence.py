@@ -109,7 +109,8 @@ class FullSequence:
         return ()
 
     def restore_backbone_graph_outputs(self, fields, extras):
-        """After a replay: hand ``extras`` (the replayed :meth:`backbone_graph_outputs`) to whoever reads them."""
+        """After a replay: hand ``extras`` (the replayed :meth:`backbone_graph_outputs`) to whoever reads them;
+        ``fields``: the replay's inputs by name."""
 
     # -- provided -----------------------------------------------------------------------------------
     def calculate_loss(self, interaction):
@@ -124,12 +125,15 @@ class FullSequence:
                 f"train_mode 'full_sequence' needs training batches with '{self.ITEM_TARGET_SEQ}': build the "
                 "dataset with recbole_sprint.data.create_dataset (a FullSequenceDataset)"
             )
+        if self._backbone_graphs is not None:  # backbone_compile: cuda_graph
+            return self._backbone_graphs.loss(interaction)
+        return self.full_sequence_loss_of(interaction)
+
+    def full_sequence_loss_of(self, interaction, hidden=None):
+        """The next-item loss of the batch, from the backbone's ``hidden`` states ``[B, n, d]`` (default: computed)."""
         item_seq = interaction[self.ITEM_SEQ]  # [B, n]
         targets = interaction[self.ITEM_TARGET_SEQ]  # [B, n], 0 = padding
-        if self._backbone_graphs is not None:  # backbone_compile: cuda_graph
-            hidden = self._backbone_graphs.forward_all_positions(interaction)  # [B, n, d]
-        else:
-            hidden = self.forward_all_positions(interaction)  # [B, n, d]
+        hidden = self.forward_all_positions(interaction) if hidden is None else hidden  # [B, n, d]
         if self.loss_type != "sampled_softmax" and self.full_sequence_score_scale != 1:
             hidden = hidden * self.full_sequence_score_scale
         return self.full_sequence_loss(hidden, item_seq, targets, self.item_representations())

@@ -8,19 +8,23 @@ attention, weights 0) dispatches 277 operators in its forward with the loss and 
 benchmarks/sprint_overhead.py --count_ops``, counted on the CPU), each a kernel launch plus Python and autograd work,
 while the GPU's own work at 2 x 256, batch 512, length 50 is a few milliseconds (estimated, not measured). Recorded
 as two CUDA graphs (``torch.cuda.make_graphed_callables``), the backbone's forward and backward are one launch each;
-the loss, SPRINT's terms (``sprint_compile`` decides those), gradient clipping and the optimiser step stay as they are.
+a ``BCE`` loss is recorded with them; SPRINT's terms (``sprint_compile`` decides those), gradient clipping and the
+optimiser step stay as they are.
 
 What is recorded, per model (:class:`~recbole_sprint.model.full_sequence.FullSequence` mixin):
 
 * ``graph_fields()``: the batch fields ``forward_all_positions`` reads (SASRec++ and RecBole's SASRec: the item
   sequence and its length); a model without it (``None``: HSTU, BERT4Rec) cannot use this option;
-* the recorded function takes those fields and returns the hidden states ``[B, n, d]``, then whatever
-  ``backbone_graph_outputs()`` lists (a SPRINT model: the attention column sums of every layer, which the hooks
-  collected during the forward, so that the regulariser gets them as graph outputs, gradient included);
+* the recorded function takes those fields and returns the hidden states ``[B, n, d]`` (with ``loss_type: BCE``: the
+  targets too, and the loss itself, whose negatives are drawn on the device and whose means are masked sums; ``CE``
+  and ``sampled_softmax`` select valid positions by boolean indexing, which a graph cannot hold, so their loss runs
+  eagerly on the replayed hidden states), then whatever ``backbone_graph_outputs()`` lists (a SPRINT model: the
+  attention column sums of every layer, which the hooks collected during the forward, so that the regulariser gets
+  them as graph outputs, gradient included);
 * ``backbone_graph_key()`` separates graphs of one shape that run different code (SPRINT: whether this step
   collects column sums, which ``sprint_every`` > 1 switches);
-* after each replay ``restore_backbone_graph_outputs(fields, extras)`` does, eagerly, the bookkeeping the recorded
-  Python does not repeat (SPRINT: the masks of the step, the collected column sums).
+* after each replay ``restore_backbone_graph_outputs(fields, extras)`` (``fields``: name -> tensor) does, eagerly, the
+  bookkeeping the recorded Python does not repeat (SPRINT: the masks of the step, the collected column sums).
 
 The first training step with a new input signature (shapes, dtypes, key) records (``make_graphed_callables``'
 warm-up runs, then the recording; an epoch's last, smaller batch is a second signature; each recording keeps its own
@@ -93,20 +97,26 @@ def warm_capture_stream(module, sample):
 
 
 class RecordedBackbone(nn.Module):
-    """What ``make_graphed_callables`` records: the model's all-position forward, fields in, tensors out.
+    """What ``make_graphed_callables`` records: the model's all-position forward (``with_loss``: and its loss), fields
+    in, tensors out.
 
     The model is this module's submodule (its parameters are the recording's parameters); the model keeps this module
     outside its own module tree (in :class:`BackboneGraphs`), so its ``state_dict`` and ``parameters()`` are
     unchanged."""
 
-    def __init__(self, model):
+    def __init__(self, model, names, with_loss):
         super().__init__()
         self.model = model
+        self.names, self.with_loss = names, with_loss
 
     def forward(self, *fields):
         model = self.model
-        hidden = model.forward_all_positions(Interaction(dict(zip(model.graph_fields(), fields))))  # [B, n, d]
-        return (hidden, *model.backbone_graph_outputs())
+        interaction = Interaction(dict(zip(self.names, fields)))
+        if self.with_loss:
+            first = model.full_sequence_loss_of(interaction)  # [] the loss
+        else:
+            first = model.forward_all_positions(interaction)  # [B, n, d] the hidden states
+        return (first, *model.backbone_graph_outputs())
 
 
 class BackboneGraphs:
@@ -120,29 +130,33 @@ class BackboneGraphs:
     def __getstate__(self):  # copies (deepcopy, pickle) record again: CUDA graphs are not copied
         return {"model": self.model, "graphs": {}, "_warned": self._warned}
 
-    def forward_all_positions(self, interaction):
-        """``[B, n, d]``: the model's ``forward_all_positions(interaction)``, replayed from CUDA graphs."""
+    def loss(self, interaction):
+        """The model's full-sequence loss of ``interaction`` (``full_sequence_loss_of``) with the backbone, and the loss
+        too where a graph can hold it (``BCE``), replayed from CUDA graphs."""
         model = self.model
-        fields = tuple(interaction[name] for name in model.graph_fields())
         if not (model.training and torch.is_grad_enabled()):
-            return model.forward_all_positions(interaction)
+            return model.full_sequence_loss_of(interaction)
+        with_loss = model.full_sequence_loss.capturable
+        names = (*model.graph_fields(), model.ITEM_TARGET_SEQ) if with_loss else tuple(model.graph_fields())
+        fields = tuple(interaction[name] for name in names)
         if not cuda_graphs_usable(fields[0]):
             if not self._warned:
                 self._warned = True
                 warnings.warn("backbone_compile: cuda_graph records CUDA graphs, which need a CUDA device (and no "
                               "autocast weight cache); the backbone runs eagerly here", RuntimeWarning)
-            return model.forward_all_positions(interaction)
+            return model.full_sequence_loss_of(interaction)
         signature = (tuple((tuple(field.shape), field.dtype) for field in fields), model.backbone_graph_key())
         graphed = self.graphs.get(signature)
         if graphed is None:
-            graphed = self.graphs[signature] = self.record(fields)
-        hidden, *extras = graphed(*fields)
-        model.restore_backbone_graph_outputs(fields, extras)
-        return hidden
+            graphed = self.graphs[signature] = self.record(names, fields, with_loss)
+        first, *extras = graphed(*fields)
+        model.restore_backbone_graph_outputs(dict(zip(names, fields)), extras)
+        return first if with_loss else model.full_sequence_loss_of(interaction, hidden=first)
 
-    def record(self, fields):
-        """Records the backbone's forward and backward for ``fields``' signature (a few eager warm-up runs first)."""
-        module = RecordedBackbone(self.model)
+    def record(self, names, fields, with_loss):
+        """Records the forward (``with_loss``: and the loss) and the backward for ``fields``' signature (a few eager
+        warm-up runs first)."""
+        module = RecordedBackbone(self.model, names, with_loss)
         sample = tuple(field.clone() for field in fields)
         try:
             warm_capture_stream(module, sample)

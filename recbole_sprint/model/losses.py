@@ -169,6 +169,13 @@ class FullSequenceLoss(nn.Module):
             if not isinstance(tau, (int, float)) or isinstance(tau, bool) or tau <= 0:
                 raise ValueError(f"sampled_softmax_temperature must be a number > 0, got {tau!r}")
 
+    @property
+    def capturable(self):
+        """Whether a CUDA graph can record this loss: ``BCE`` reads nothing on the host (its means are masked sums; its
+        history negatives read one value only for a row as wide as the catalogue); ``CE`` and ``sampled_softmax``
+        select the valid positions by boolean indexing, which waits for the GPU."""
+        return self.loss_type == "BCE"
+
     def forward(self, hidden, item_seq, targets, items):
         """Args: hidden ``[B, n, d]``, item_seq ``[B, n]`` (inputs), targets ``[B, n]``, items ``[I, d]``."""
         if self.loss_type == "CE":

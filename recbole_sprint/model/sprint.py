@@ -830,7 +830,7 @@ class SPRINT:
         """What the recorded forward's Python did for the regulariser, again for this step: its masks, and the
         replayed column sums in place of the hooks' (the hooks do not run in a replay)."""
         if extras:
-            self.sprint.observe(*self.sprint_masks(dict(zip(self.graph_fields(), fields))[self.ITEM_SEQ]))
+            self.sprint.observe(*self.sprint_masks(fields[self.ITEM_SEQ]))
             self.sprint._column_sums = list(extras)
 
     def calculate_loss(self, interaction):

@@ -190,26 +190,31 @@ def test_graphed_backbone_trains_as_the_eager_one(tiny, recorded, case):
     backbone = [(module, sample) for module, sample in recorded if isinstance(module, graphs.RecordedBackbone)]
     assert len(backbone) == (3 if "sprint_every" in overrides else 2)
     assert len(recorded) - len(backbone) == (2 if overrides.get("sprint_compile") == "cuda_graph" else 0)
+    bce = overrides.get("loss_type") == "BCE"  # recorded with its loss: the targets are an input too
     for module, sample in backbone:
-        assert set(map(id, module.parameters())) == set(map(id, model.parameters()))
-        assert [tuple(field.shape) for field in sample] in ([(4, 6), (4,)], [(3, 6), (3,)])
+        assert set(map(id, module.parameters())) == set(map(id, model.parameters())) and module.with_loss is bce
+        shapes = [[(size, 6), (size,)] + [(size, 6)] * bce for size in (4, 3)]
+        assert [tuple(field.shape) for field in sample] in shapes
     assert list(model.state_dict()) == list(build(tiny, model_class, **eager_overrides).state_dict())  # nothing added
     assert not any(isinstance(m, graphs.RecordedBackbone) for m in model.modules())  # not in the model's tree
 
 
-def test_graphed_sprint_outputs_are_the_column_sums_of_each_layer(tiny, recorded):
-    """The recording returns the hidden states and one ``[B, H, n]`` column-sum tensor per layer, and after each
-    replay the regulariser holds those tensors (the hooks do not run in a replay)."""
-    model = build(tiny, SASRecPPSPRINT, backbone_compile="cuda_graph")
+@pytest.mark.parametrize("loss_type", ["CE", "BCE"])
+def test_graphed_sprint_outputs_are_the_column_sums_of_each_layer(tiny, recorded, loss_type):
+    """The recording returns the hidden states (CE) or the loss itself (BCE, recorded with the backbone), then one
+    ``[B, H, n]`` column-sum tensor per layer, and after each replay the regulariser holds those tensors (the hooks
+    do not run in a replay)."""
+    model = build(tiny, SASRecPPSPRINT, backbone_compile="cuda_graph", loss_type=loss_type, num_negatives=3)
     model.train()
     interaction = batches(sizes=(4,))[0]
     model.calculate_loss(interaction).backward()
     module, sample = recorded[0]
     outputs = module(*sample)
-    assert [tuple(o.shape) for o in outputs] == [(4, 6, 8), (4, 2, 6), (4, 2, 6)]
+    first = () if loss_type == "BCE" else (4, 6, 8)
+    assert [tuple(o.shape) for o in outputs] == [first, (4, 2, 6), (4, 2, 6)]
     model.sprint._column_sums = [None, None]
-    hidden = model._backbone_graphs.forward_all_positions(interaction)
-    assert hidden.shape == (4, 6, 8)
+    loss = model._backbone_graphs.loss(interaction)
+    assert loss.shape == () and loss.requires_grad
     assert [tuple(s.shape) for s in model.sprint._column_sums] == [(4, 2, 6), (4, 2, 6)]
     assert torch.equal(model.sprint._query_weights, (interaction["item_id_list"] != 0).float())
 
@@ -266,9 +271,9 @@ def test_backbone_compile_errors_name_the_option_and_its_values(tiny):
 
 
 def test_through_the_plugin_trainer_an_epoch_equals_the_eager_one(tiny, recorded):
-    """SprintTrainer's loop (one epoch of 449 users in batches of 64: 7 full batches and a smaller last one, device
-    loss sums, gradient clipping, AdamW with the linear schedule) with the backbone's graphs equals the eager epoch,
-    and records twice (two batch shapes)."""
+    """SprintTrainer's loop (one epoch of 449 users in batches of 64: 7 full batches and a smaller last one, BCE
+    recorded with the backbone, device loss sums, gradient clipping, AdamW with the linear schedule) with the
+    backbone's graphs equals the eager epoch, and records twice (two batch shapes)."""
     from recbole.utils import init_seed
 
     from recbole_sprint.data import create_dataset, data_preparation
@@ -279,7 +284,7 @@ def test_through_the_plugin_trainer_an_epoch_equals_the_eager_one(tiny, recorded
     results = {}
     for mode in ("none", "cuda_graph"):
         config = Config(model="SASRecPPSPRINT", dataset="ml-100k", config_dict=tiny(
-            train_mode="full_sequence", train_batch_size=64, backbone_compile=mode, learner="adamw",
+            train_mode="full_sequence", train_batch_size=64, backbone_compile=mode, learner="adamw", loss_type="BCE",
             lr_scheduler="linear", lr_warmup_ratio=0.1, clip_grad_norm={"max_norm": 1.0}, **SMALL_ML100K))
         init_seed(config["seed"], True)
         train, _, _ = data_preparation(config, create_dataset(config))
