@@ -373,14 +373,15 @@ def memory_variants(args):
     return results
 
 
-OPERATOR_PHASES = ("forward + loss", "backward", "rest")
+OPERATOR_PHASES = ("forward", "loss", "backward", "rest")
 
 
 def count_operators(args):
     """``--count_ops``: per variant, the ATen operators one training step dispatches (below autograd, so the backward's
-    too; on CUDA each is about one kernel launch, the host work a small model's GPU step is bound by), in three
-    phases: the model's ``calculate_loss`` (forward and loss), autograd's backward pass, and the rest of the
-    trainer's step (batch copy, ``zero_grad``, clipping, the optimiser). One step after two warm-up steps (graphs
+    too; on CUDA each is about one kernel launch, the host work a small model's GPU step is bound by), in four
+    phases: the model's ``calculate_loss`` without its full-sequence loss module (the backbone's forward; SPRINT's
+    terms), that loss module (``full_sequence``: its negatives and scores), autograd's backward pass, and the rest
+    of the trainer's step (batch copy, ``zero_grad``, clipping, the optimiser). One step after two warm-up steps (graphs
     record in those), on a batch of ``--batch_size`` users. Returns ``[{label, phase: count, ...}]``."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -388,13 +389,15 @@ def count_operators(args):
         def __init__(self):
             super().__init__()
             self.counts = dict.fromkeys(OPERATOR_PHASES, 0)
-            self.in_loss = False
+            self.in_loss = self.in_loss_module = False
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if torch._C._current_graph_task_id() != -1:
                 phase = "backward"
+            elif self.in_loss:
+                phase = "loss" if self.in_loss_module else "forward"
             else:
-                phase = "forward + loss" if self.in_loss else "rest"
+                phase = "rest"
             self.counts[phase] += 1
             return func(*args, **(kwargs or {}))
 
@@ -408,6 +411,10 @@ def count_operators(args):
             trainer._train_epoch(warm_up, 0)
             counting = Counting()
             loss_func = model.calculate_loss
+            loss_module = getattr(model, "full_sequence_loss", None)
+            if loss_module is not None:
+                loss_module.register_forward_pre_hook(lambda *_, c=counting: setattr(c, "in_loss_module", True))
+                loss_module.register_forward_hook(lambda *_, c=counting: setattr(c, "in_loss_module", False))
 
             def counted_loss(interaction, loss_func=loss_func, counting=counting):
                 counting.in_loss = True
