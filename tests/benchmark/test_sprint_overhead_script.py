@@ -55,7 +55,7 @@ def test_count_ops_counts_each_phase_of_one_step(capsys):
                                re.M).groups()
             counts[layers, label] = [int(v) for v in values]
     for layers in (1, 2):
-        (forward, loss, backward, rest, total), on = counts[layers, "w0"], counts[layers, "on"]
+        (forward, loss, backward, rest, _), on = counts[layers, "w0"], counts[layers, "on"]
         assert on[0] > forward > 0 and on[1] == loss > 0 and on[2] > backward > 0 and 0 <= on[3] - rest <= 2
         assert on[4] == sum(on[:4])
     assert counts[2, "w0"][0] > counts[1, "w0"][0] and counts[2, "w0"][1] == counts[1, "w0"][1]  # the loss: as many
