@@ -133,7 +133,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--memory", action="store_true", help="peak CUDA memory of each variant instead of timing")
     parser.add_argument("--count_ops", action="store_true",
-                        help="count each variant's operators in one training step (forward + loss, backward, the "
+                        help="count each variant's operators in one training step (forward, loss, backward, the "
                              "rest) instead of timing")
     parser.add_argument("--check", action="store_true", help="check and time the fused kernels on CUDA, then exit")
     parser.add_argument("--kernel_resources", default="", metavar="BLOCKxWARPS[,...]",

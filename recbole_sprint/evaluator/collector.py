@@ -21,7 +21,7 @@ so metrics work the same whether the model ran on a GPU or the CPU.
 import torch
 
 from recbole_sprint.compat import CompatCollector
-from recbole_sprint.evaluator.factors import score_factors
+from recbole_sprint.evaluator.factors import factor_scores, score_factors
 from recbole_sprint.evaluator.popularity import check_popularity_source, item_popularity
 
 # rows of the first batch used to check that a model's score factors reproduce its scores
@@ -106,9 +106,7 @@ class SprintCollector(CompatCollector):
         (``tf32: True`` on CUDA) a product's rounding depends on its shapes (the same product for 8 rows and for a
         whole batch differed by ~1e-3 relative on the H200), so the tolerance is then 5e-3; a wrong factorisation
         is off by O(1)."""
-        rebuilt = users @ items.T  # [n, num_items]
-        if bias is not None:
-            rebuilt = rebuilt + bias
+        rebuilt = factor_scores(users, items, bias)  # [n, num_items]
         scores = scores.cpu()
         rebuilt = rebuilt.cpu().to(scores.dtype)
         if rebuilt.shape != scores.shape:

@@ -48,6 +48,12 @@ def pop_factors(model, interaction):
 ADAPTERS = {SASRec: sasrec_factors, BERT4Rec: bert4rec_factors, Pop: pop_factors}
 
 
+def factor_scores(users, items, bias=None):
+    """``X E^T (+ b)``: the full-ranking scores ``[B, num_items]`` that score factors ``(X, E, b)`` stand for."""
+    scores = users @ items.T
+    return scores if bias is None else scores + bias
+
+
 def has_score_factors(model):
     """Whether :func:`score_factors` can handle ``model`` (a model or a model class)."""
     model_class = model if isinstance(model, type) else type(model)

@@ -23,7 +23,7 @@ so plugin models and RecBole's baselines are ranked alike. Per evaluation batch:
 import torch
 from recbole.utils import ModelType
 
-from recbole_sprint.evaluator.factors import score_factors
+from recbole_sprint.evaluator.factors import factor_scores, score_factors
 from recbole_sprint.evaluator.history import check_exclude_history, history_hits, history_pairs, mask_history
 from recbole_sprint.utils.memory import WarnOnce, in_halves_when_out_of_memory
 
@@ -76,9 +76,7 @@ class HistoryMaskingMixin:
     def _factored_scores(self, interaction):
         """``(scores [B, I], X [B, d])``: ``X E^T (+ b)`` from the model's score factors, padding at ``-inf``."""
         users, items, bias = score_factors(self.model, interaction.to(self.device))  # [B, d], [I, d], [I] | None
-        scores = users @ items.T  # [B, I], the product full_sort_predict computes
-        if bias is not None:
-            scores = scores + bias
+        scores = factor_scores(users, items, bias)  # [B, I], the product full_sort_predict computes
         if scores.shape[1] != self.tot_item_num:
             raise RuntimeError(
                 f"score_factors of {type(self.model).__name__} give {scores.shape[1]} item columns, the dataset has "
