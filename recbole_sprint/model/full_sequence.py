@@ -129,14 +129,15 @@ class FullSequence:
             return self._backbone_graphs.loss(interaction)
         return self.full_sequence_loss_of(interaction)
 
-    def full_sequence_loss_of(self, interaction, hidden=None):
-        """The next-item loss of the batch, from the backbone's ``hidden`` states ``[B, n, d]`` (default: computed)."""
+    def full_sequence_loss_of(self, interaction, hidden=None, every_position=False):
+        """The next-item loss of the batch, from the backbone's ``hidden`` states ``[B, n, d]`` (default: computed);
+        ``every_position``: the loss's form without boolean indexing (``FullSequenceLoss.forward``)."""
         item_seq = interaction[self.ITEM_SEQ]  # [B, n]
         targets = interaction[self.ITEM_TARGET_SEQ]  # [B, n], 0 = padding
         hidden = self.forward_all_positions(interaction) if hidden is None else hidden  # [B, n, d]
         if self.loss_type != "sampled_softmax" and self.full_sequence_score_scale != 1:
             hidden = hidden * self.full_sequence_score_scale
-        return self.full_sequence_loss(hidden, item_seq, targets, self.item_representations())
+        return self.full_sequence_loss(hidden, item_seq, targets, self.item_representations(), every_position)
 
 
 class ClozeFullSequence:

@@ -8,19 +8,18 @@ attention, weights 0) dispatches 212 operators in its forward, 65 in its loss an
 (``python benchmarks/sprint_overhead.py --count_ops``, counted on the CPU), each a kernel launch plus Python and
 autograd work, while the GPU's own work at 2 x 256, batch 512, length 50 is a few milliseconds (estimated, not
 measured). Recorded as two CUDA graphs (``torch.cuda.make_graphed_callables``), the backbone's forward and backward
-are one launch each; a ``BCE`` loss is recorded with them; SPRINT's terms (``sprint_compile`` decides those),
+are one launch each; the loss is recorded with them; SPRINT's terms (``sprint_compile`` decides those),
 gradient clipping and the optimiser step stay as they are.
 
 What is recorded, per model (:class:`~recbole_sprint.model.full_sequence.FullSequence` mixin):
 
 * ``graph_fields()``: the batch fields ``forward_all_positions`` reads (SASRec++ and RecBole's SASRec: the item
   sequence and its length); a model without it (``None``: HSTU, BERT4Rec) cannot use this option;
-* the recorded function takes those fields and returns the hidden states ``[B, n, d]`` (with ``loss_type: BCE``: the
-  targets too, and the loss itself, whose negatives are drawn on the device and whose means are masked sums; ``CE``
-  and ``sampled_softmax`` select valid positions by boolean indexing, which a graph cannot hold, so their loss runs
-  eagerly on the replayed hidden states), then whatever ``backbone_graph_outputs()`` lists (a SPRINT model: the
-  attention column sums of every layer, which the hooks collected during the forward, so that the regulariser gets
-  them as graph outputs, gradient included);
+* the recorded function takes those fields and the targets and returns the loss (``full_sequence_loss_of`` with
+  ``every_position``: negatives drawn on the device, means as masked sums, ``CE`` and ``sampled_softmax`` scoring
+  the padded positions too instead of selecting the valid ones by boolean indexing, which a graph cannot hold), then
+  whatever ``backbone_graph_outputs()`` lists (a SPRINT model: the attention column sums of every layer, which the
+  hooks collected during the forward, so that the regulariser gets them as graph outputs, gradient included);
 * ``backbone_graph_key()`` separates graphs of one shape that run different code (SPRINT: whether this step
   collects column sums, which ``sprint_every`` > 1 switches);
 * after each replay ``restore_backbone_graph_outputs(fields, extras)`` (``fields``: name -> tensor) does, eagerly, the
@@ -97,26 +96,23 @@ def warm_capture_stream(module, sample):
 
 
 class RecordedBackbone(nn.Module):
-    """What ``make_graphed_callables`` records: the model's all-position forward (``with_loss``: and its loss), fields
-    in, tensors out.
+    """What ``make_graphed_callables`` records: the model's all-position forward and its loss, fields in, tensors
+    out.
 
     The model is this module's submodule (its parameters are the recording's parameters); the model keeps this module
     outside its own module tree (in :class:`BackboneGraphs`), so its ``state_dict`` and ``parameters()`` are
     unchanged."""
 
-    def __init__(self, model, names, with_loss):
+    def __init__(self, model, names):
         super().__init__()
         self.model = model
-        self.names, self.with_loss = names, with_loss
+        self.names = names
 
     def forward(self, *fields):
         model = self.model
         interaction = Interaction(dict(zip(self.names, fields)))
-        if self.with_loss:
-            first = model.full_sequence_loss_of(interaction)  # [] the loss
-        else:
-            first = model.forward_all_positions(interaction)  # [B, n, d] the hidden states
-        return (first, *model.backbone_graph_outputs())
+        loss = model.full_sequence_loss_of(interaction, every_position=True)  # []
+        return (loss, *model.backbone_graph_outputs())
 
 
 class BackboneGraphs:
@@ -131,13 +127,12 @@ class BackboneGraphs:
         return {"model": self.model, "graphs": {}, "_warned": self._warned}
 
     def loss(self, interaction):
-        """The model's full-sequence loss of ``interaction`` (``full_sequence_loss_of``) with the backbone, and the loss
-        too where a graph can hold it (``BCE``), replayed from CUDA graphs."""
+        """The model's full-sequence loss of ``interaction`` (``full_sequence_loss_of``), backbone and loss replayed from
+        CUDA graphs."""
         model = self.model
         if not (model.training and torch.is_grad_enabled()):
             return model.full_sequence_loss_of(interaction)
-        with_loss = model.full_sequence_loss.capturable
-        names = (*model.graph_fields(), model.ITEM_TARGET_SEQ) if with_loss else tuple(model.graph_fields())
+        names = (*model.graph_fields(), model.ITEM_TARGET_SEQ)
         fields = tuple(interaction[name] for name in names)
         if not cuda_graphs_usable(fields[0]):
             if not self._warned:
@@ -148,15 +143,15 @@ class BackboneGraphs:
         signature = (tuple((tuple(field.shape), field.dtype) for field in fields), model.backbone_graph_key())
         graphed = self.graphs.get(signature)
         if graphed is None:
-            graphed = self.graphs[signature] = self.record(names, fields, with_loss)
-        first, *extras = graphed(*fields)
+            graphed = self.graphs[signature] = self.record(names, fields)
+        loss, *extras = graphed(*fields)
         model.restore_backbone_graph_outputs(dict(zip(names, fields)), extras)
-        return first if with_loss else model.full_sequence_loss_of(interaction, hidden=first)
+        return loss
 
-    def record(self, names, fields, with_loss):
-        """Records the forward (``with_loss``: and the loss) and the backward for ``fields``' signature (a few eager
-        warm-up runs first)."""
-        module = RecordedBackbone(self.model, names, with_loss)
+    def record(self, names, fields):
+        """Records the forward with the loss, and the backward, for ``fields``' signature (a few eager warm-up runs
+        first)."""
+        module = RecordedBackbone(self.model, names)
         sample = tuple(field.clone() for field in fields)
         try:
             warm_capture_stream(module, sample)

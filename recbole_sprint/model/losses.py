@@ -55,8 +55,15 @@ def check_loss_type(loss_type):
     return loss_type
 
 
-def ce_loss(hidden, targets, items):
-    """Full-softmax cross-entropy at every valid position."""
+def ce_loss(hidden, targets, items, every_position=False):
+    """Full-softmax cross-entropy at every valid position.
+
+    ``every_position``: score every position, padding included, and leave padding out of the mean by its target 0
+    (``ignore_index``): the same loss without boolean indexing, whose output size the host must read from the GPU
+    (a CUDA graph cannot hold that), at the price of the padded positions' logits."""
+    if every_position:
+        logits = hidden.flatten(0, 1).float() @ items.float().t()  # [B * n, I]
+        return F.cross_entropy(logits, targets.flatten(), ignore_index=0)
     valid = targets > 0  # [B, n]
     logits = hidden[valid].float() @ items.float().t()  # [N_valid, I]
     return F.cross_entropy(logits, targets[valid])
@@ -122,9 +129,21 @@ def sample_position_negatives(targets, n_items, num_negatives, generator=None):
     return torch.randint(1, n_items, shape, device=targets.device, generator=generator)
 
 
-def sampled_softmax_loss(hidden, targets, items, negatives, temperature):
-    """Sampled softmax with per-position negatives ``[B, n, N]``; a negative equal to the target is masked."""
+def sampled_softmax_loss(hidden, targets, items, negatives, temperature, every_position=False):
+    """Sampled softmax with per-position negatives ``[B, n, N]``; a negative equal to the target is masked.
+
+    ``every_position``: as :func:`ce_loss`'s (a masked mean over every position instead of boolean indexing)."""
     valid = targets > 0  # [B, n]
+    if every_position:
+        hidden = hidden.float()  # [B, n, d]
+        positive = (hidden * items[targets].float()).sum(-1, keepdim=True)  # [B, n, 1]
+        negative = torch.einsum("bnd,bnkd->bnk", hidden, items[negatives].float())  # [B, n, N]
+        logits = torch.cat([positive, negative], dim=-1) / temperature  # [B, n, 1 + N]
+        collision = torch.cat([torch.zeros_like(positive, dtype=torch.bool), negatives == targets[..., None]], dim=-1)
+        logits = logits.masked_fill(collision, COLLISION_LOGIT)
+        # -log softmax of the positive (column 0) at each position; mean over the valid ones
+        per_position = torch.logsumexp(logits, dim=-1) - logits[..., 0]  # [B, n]
+        return (per_position * valid).sum() / valid.sum()
     hidden = hidden[valid].float()  # [V, d]
     positives = targets[valid]  # [V]
     negatives = negatives[valid]  # [V, N]
@@ -169,17 +188,13 @@ class FullSequenceLoss(nn.Module):
             if not isinstance(tau, (int, float)) or isinstance(tau, bool) or tau <= 0:
                 raise ValueError(f"sampled_softmax_temperature must be a number > 0, got {tau!r}")
 
-    @property
-    def capturable(self):
-        """Whether a CUDA graph can record this loss: ``BCE`` reads nothing on the host (its means are masked sums; its
-        history negatives read one value only for a row as wide as the catalogue); ``CE`` and ``sampled_softmax``
-        select the valid positions by boolean indexing, which waits for the GPU."""
-        return self.loss_type == "BCE"
-
-    def forward(self, hidden, item_seq, targets, items):
-        """Args: hidden ``[B, n, d]``, item_seq ``[B, n]`` (inputs), targets ``[B, n]``, items ``[I, d]``."""
+    def forward(self, hidden, item_seq, targets, items, every_position=False):
+        """Args: hidden ``[B, n, d]``, item_seq ``[B, n]`` (inputs), targets ``[B, n]``, items ``[I, d]``;
+        ``every_position``: ``CE`` and ``sampled_softmax`` without boolean indexing (see :func:`ce_loss`), so that
+        the loss reads nothing on the host and a CUDA graph can hold it (``BCE`` never indexes by a mask; its history
+        negatives read one value on the host only for a row as wide as the catalogue)."""
         if self.loss_type == "CE":
-            return ce_loss(hidden, targets, items)
+            return ce_loss(hidden, targets, items, every_position)
         per_position = self.loss_type == "sampled_softmax"
         if self.negatives_exclude == "history":
             history = torch.cat([item_seq, targets], dim=1)  # [B, 2n]: every item of the training window
@@ -192,5 +207,5 @@ class FullSequenceLoss(nn.Module):
         else:
             negatives = torch.randint(1, self.n_items, (targets.size(0), self.num_negatives), device=targets.device)
         if per_position:
-            return sampled_softmax_loss(hidden, targets, items, negatives, self.temperature)
+            return sampled_softmax_loss(hidden, targets, items, negatives, self.temperature, every_position)
         return bce_loss(hidden, targets, items, negatives)

@@ -126,11 +126,13 @@ def test_sampled_softmax_masks_collisions():
                 if k == targets[b, t]:  # a negative equal to the positive: masked
                     logits[1 + j] = COLLISION_LOGIT
             expected.append(F.cross_entropy(logits[None], torch.tensor([0])))
-    loss = sampled_softmax_loss(hidden, targets, items, negatives, tau)
-    assert torch.allclose(loss, torch.stack(expected).mean(), rtol=1e-5)
-    # all negatives colliding: only the positive is left, the loss is 0 (unmasked it would be log(4) or more)
-    all_collide = targets[..., None].expand(-1, -1, 3).clone()
-    assert sampled_softmax_loss(hidden, targets, items, all_collide, tau).item() == pytest.approx(0.0, abs=1e-6)
+    for every_position in (False, True):
+        loss = sampled_softmax_loss(hidden, targets, items, negatives, tau, every_position)
+        assert torch.allclose(loss, torch.stack(expected).mean(), rtol=1e-5)
+        # all negatives colliding: only the positive is left, the loss is 0 (unmasked it would be log(4) or more)
+        all_collide = targets[..., None].expand(-1, -1, 3).clone()
+        collided = sampled_softmax_loss(hidden, targets, items, all_collide, tau, every_position)
+        assert collided.item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_bce_target_negatives_may_be_history_items_but_never_count_against_their_own_position():
@@ -214,3 +216,35 @@ def test_bce_with_history_negatives_never_reads_a_device_value_on_the_host():
     waits = {"aten::nonzero", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::item"}
     assert not waits & {event.key for event in prof.key_averages()}
     assert hidden.grad.abs().sum() > 0 and items.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("loss_type", ["CE", "sampled_softmax"])
+def test_every_position_form_equals_the_indexed_one_and_never_reads_a_device_value(loss_type):
+    """``every_position`` (what a CUDA graph records: padded positions scored and left out of a masked mean, no
+    boolean indexing) gives the indexed form's loss and gradients, also with a padded position's output changed, and
+    runs no operator that makes the host wait for a GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    n_items = 50
+    item_seq, targets = torch.randint(1, n_items, (6, 7)), torch.randint(1, n_items, (6, 7))
+    item_seq[:3, 4:] = targets[:3, 4:] = 0  # padding
+    loss_fn = FullSequenceLoss({"loss_type": loss_type, "num_negatives": 5, "sampled_softmax_temperature": 0.5,
+                                "negatives_exclude": "target"}, n_items)
+    results = []
+    for every_position in (False, True):
+        hidden = torch.randn(6, 7, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        if every_position:
+            with torch.no_grad():
+                hidden[0, 5] += 100.0  # a padded position's output: no effect on the loss
+        items = torch.randn(n_items, 8, generator=torch.Generator().manual_seed(2)).requires_grad_()
+        torch.manual_seed(3)  # the same negatives for both forms
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            loss = loss_fn(hidden, item_seq, targets, items, every_position=every_position)
+            loss.backward()
+        results.append((loss.detach(), hidden.grad, items.grad, {event.key for event in prof.key_averages()}))
+    (indexed, hidden_grad, items_grad, _), (dense, dense_hidden_grad, dense_items_grad, ops) = results
+    assert torch.allclose(dense, indexed, rtol=1e-6) and indexed.item() > 0
+    assert torch.allclose(dense_hidden_grad, hidden_grad, atol=1e-7) and dense_hidden_grad[0, 5].abs().sum() == 0
+    assert torch.allclose(dense_items_grad, items_grad, atol=1e-7)
+    assert not {"aten::nonzero", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::item"} & ops

@@ -167,6 +167,7 @@ CASES = {
     "SASRec++": (SASRecPP, dict(attention_impl="fused", loss_type="BCE", num_negatives=3)),
     "SASRec++-SPRINT, SPRINT's terms as graphs too": (SASRecPPSPRINT, dict(sprint_compile="cuda_graph")),
     "SASRec-SPRINT": (SASRecSPRINT, dict(loss_type="CE")),
+    "SASRec++ sampled softmax": (SASRecPP, dict(loss_type="sampled_softmax", num_negatives=3)),
 }
 
 
@@ -190,10 +191,9 @@ def test_graphed_backbone_trains_as_the_eager_one(tiny, recorded, case):
     backbone = [(module, sample) for module, sample in recorded if isinstance(module, graphs.RecordedBackbone)]
     assert len(backbone) == (3 if "sprint_every" in overrides else 2)
     assert len(recorded) - len(backbone) == (2 if overrides.get("sprint_compile") == "cuda_graph" else 0)
-    bce = overrides.get("loss_type") == "BCE"  # recorded with its loss: the targets are an input too
-    for module, sample in backbone:
-        assert set(map(id, module.parameters())) == set(map(id, model.parameters())) and module.with_loss is bce
-        shapes = [[(size, 6), (size,)] + [(size, 6)] * bce for size in (4, 3)]
+    for module, sample in backbone:  # recorded with its loss: the targets are an input too
+        assert set(map(id, module.parameters())) == set(map(id, model.parameters()))
+        shapes = [[(size, 6), (size,), (size, 6)] for size in (4, 3)]
         assert [tuple(field.shape) for field in sample] in shapes
     assert list(model.state_dict()) == list(build(tiny, model_class, **eager_overrides).state_dict())  # nothing added
     assert not any(isinstance(m, graphs.RecordedBackbone) for m in model.modules())  # not in the model's tree
@@ -201,8 +201,8 @@ def test_graphed_backbone_trains_as_the_eager_one(tiny, recorded, case):
 
 @pytest.mark.parametrize("loss_type", ["CE", "BCE"])
 def test_graphed_sprint_outputs_are_the_column_sums_of_each_layer(tiny, recorded, loss_type):
-    """The recording returns the hidden states (CE) or the loss itself (BCE, recorded with the backbone), then one
-    ``[B, H, n]`` column-sum tensor per layer, and after each replay the regulariser holds those tensors (the hooks
+    """The recording returns the loss (recorded with the backbone), then one ``[B, H, n]`` column-sum tensor per
+    layer, and after each replay the regulariser holds those tensors (the hooks
     do not run in a replay)."""
     model = build(tiny, SASRecPPSPRINT, backbone_compile="cuda_graph", loss_type=loss_type, num_negatives=3)
     model.train()
@@ -210,8 +210,7 @@ def test_graphed_sprint_outputs_are_the_column_sums_of_each_layer(tiny, recorded
     model.calculate_loss(interaction).backward()
     module, sample = recorded[0]
     outputs = module(*sample)
-    first = () if loss_type == "BCE" else (4, 6, 8)
-    assert [tuple(o.shape) for o in outputs] == [first, (4, 2, 6), (4, 2, 6)]
+    assert [tuple(o.shape) for o in outputs] == [(), (4, 2, 6), (4, 2, 6)]
     model.sprint._column_sums = [None, None]
     loss = model._backbone_graphs.loss(interaction)
     assert loss.shape == () and loss.requires_grad
