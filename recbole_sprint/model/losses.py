@@ -55,6 +55,15 @@ def check_loss_type(loss_type):
     return loss_type
 
 
+def item_rows(items, ids):
+    """``items[ids]`` (``[*ids.shape, d]``) as an embedding lookup, whose backward sums the gradients of repeated ids
+    in parallel (a sort, then segments), where the backward of indexing (``index_put_`` with accumulation) adds each
+    id's repeats one after another: a full-sequence batch's targets repeat the padding id 0 at most positions (Beauty,
+    batch 512 x 50: ~80%), and that one kernel took 15 of the 22 ms of the device's step on the H200 (twenty-ninth
+    session). Id 0 (padding) gets no gradient from the lookup; every loss here weights its positions by 0."""
+    return F.embedding(ids, items, padding_idx=0)
+
+
 def ce_loss(hidden, targets, items, every_position=False):
     """Full-softmax cross-entropy at every valid position.
 
@@ -114,8 +123,8 @@ def bce_loss(hidden, targets, items, negatives):
     """
     valid = targets > 0  # [B, n]
     hidden = hidden.float()
-    positive = (hidden * items[targets].float()).sum(-1)  # [B, n]
-    negative = torch.einsum("bnd,bkd->bnk", hidden, items[negatives].float())  # [B, n, N]
+    positive = (hidden * item_rows(items, targets).float()).sum(-1)  # [B, n]
+    negative = torch.einsum("bnd,bkd->bnk", hidden, item_rows(items, negatives).float())  # [B, n, N]
     counted = valid[:, :, None] & (negatives[:, None, :] != targets[:, :, None])  # [B, n, N]
     # means as masked sums over counts (boolean indexing would wait for the GPU to count the selected entries)
     positive_loss = (F.softplus(-positive) * valid).sum() / valid.sum()  # -log sigmoid(s+)
@@ -136,8 +145,8 @@ def sampled_softmax_loss(hidden, targets, items, negatives, temperature, every_p
     valid = targets > 0  # [B, n]
     if every_position:
         hidden = hidden.float()  # [B, n, d]
-        positive = (hidden * items[targets].float()).sum(-1, keepdim=True)  # [B, n, 1]
-        negative = torch.einsum("bnd,bnkd->bnk", hidden, items[negatives].float())  # [B, n, N]
+        positive = (hidden * item_rows(items, targets).float()).sum(-1, keepdim=True)  # [B, n, 1]
+        negative = torch.einsum("bnd,bnkd->bnk", hidden, item_rows(items, negatives).float())  # [B, n, N]
         logits = torch.cat([positive, negative], dim=-1) / temperature  # [B, n, 1 + N]
         collision = torch.cat([torch.zeros_like(positive, dtype=torch.bool), negatives == targets[..., None]], dim=-1)
         logits = logits.masked_fill(collision, COLLISION_LOGIT)
@@ -147,8 +156,8 @@ def sampled_softmax_loss(hidden, targets, items, negatives, temperature, every_p
     hidden = hidden[valid].float()  # [V, d]
     positives = targets[valid]  # [V]
     negatives = negatives[valid]  # [V, N]
-    positive = (hidden * items[positives].float()).sum(-1, keepdim=True)  # [V, 1]
-    negative = torch.einsum("vd,vkd->vk", hidden, items[negatives].float())  # [V, N]
+    positive = (hidden * item_rows(items, positives).float()).sum(-1, keepdim=True)  # [V, 1]
+    negative = torch.einsum("vd,vkd->vk", hidden, item_rows(items, negatives).float())  # [V, N]
     logits = torch.cat([positive, negative], dim=1) / temperature  # [V, 1 + N]
     collision = torch.cat([torch.zeros_like(positive, dtype=torch.bool), negatives == positives[:, None]], dim=1)
     logits = logits.masked_fill(collision, COLLISION_LOGIT)

@@ -248,3 +248,32 @@ def test_every_position_form_equals_the_indexed_one_and_never_reads_a_device_val
     assert torch.allclose(dense_hidden_grad, hidden_grad, atol=1e-7) and dense_hidden_grad[0, 5].abs().sum() == 0
     assert torch.allclose(dense_items_grad, items_grad, atol=1e-7)
     assert not {"aten::nonzero", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::item"} & ops
+
+
+def test_item_rows_is_indexing_with_the_padding_row_left_without_gradient():
+    """``item_rows`` (an embedding lookup, whose backward sums repeated ids in parallel) gives ``items[ids]`` and its
+    gradient, except that the padding row 0 gets none from it; a loss's gradient is then indexing's (its padded
+    positions weigh 0)."""
+    from recbole_sprint.model.losses import item_rows
+
+    torch.manual_seed(0)
+    ids = torch.tensor([[3, 3, 0, 0], [1, 3, 2, 0]])  # repeats, padding
+    upstream = torch.randn(2, 4, 5)
+    grads = []
+    for lookup in (item_rows, lambda table, index: table[index]):
+        items = torch.randn(4, 5, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        rows = lookup(items, ids)
+        assert torch.equal(rows, items.detach()[ids])
+        (rows * upstream).sum().backward()
+        grads.append(items.grad)
+    assert torch.allclose(grads[0][1:], grads[1][1:]) and grads[0][0].abs().sum() == 0 < grads[1][0].abs().sum()
+    hidden, targets, items = _case()  # BCE through item_rows against the same formula through indexing
+    negatives = torch.tensor([[1, 5], [2, 3], [4, 5]])  # never a target of their row: every pair counts
+    table, reference = items.clone().requires_grad_(), items.clone().requires_grad_()
+    bce_loss(hidden, targets, table, negatives).backward()
+    valid = targets > 0
+    positive = (hidden * reference[targets]).sum(-1)
+    negative = torch.einsum("bnd,bkd->bnk", hidden, reference[negatives])
+    ((F.softplus(-positive) * valid).sum() / valid.sum()
+     + (F.softplus(negative) * valid[..., None]).sum() / (valid.sum() * 2)).backward()
+    assert torch.allclose(table.grad, reference.grad, atol=1e-6) and table.grad.abs().sum() > 0

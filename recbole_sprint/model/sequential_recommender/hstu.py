@@ -47,6 +47,7 @@ from torch import nn
 
 from recbole_sprint.model.full_sequence import FullSequence
 from recbole_sprint.model.layers import HSTULayer, relative_time_buckets, truncated_normal_
+from recbole_sprint.model.losses import item_rows
 
 HSTU_LOSS_TYPES = ("sampled_softmax", "CE")
 NEGATIVE_COLLISION_LOGIT = -5e4  # logit of a sampled negative that equals the positive (research value)
@@ -239,8 +240,8 @@ class HSTU(FullSequence, SequentialRecommender):
             1, self.n_items, (positives.size(0), self.num_negatives), device=positives.device
         )  # [N, K], uniform over all item ids (history not excluded, as in the research code)
         items = self.item_representations()  # [I, d]
-        pos_logits = (user * items[positives]).sum(-1, keepdim=True)  # [N, 1]
-        neg_logits = torch.einsum("nd,nkd->nk", user, items[negatives])  # [N, K]
+        pos_logits = (user * item_rows(items, positives)).sum(-1, keepdim=True)  # [N, 1]
+        neg_logits = torch.einsum("nd,nkd->nk", user, item_rows(items, negatives))  # [N, K]
         logits = torch.cat([pos_logits, neg_logits], dim=1) / self.temperature  # [N, 1 + K]
         collision = torch.cat([torch.zeros_like(pos_logits, dtype=torch.bool), negatives == positives[:, None]], 1)
         logits = logits.masked_fill(collision, NEGATIVE_COLLISION_LOGIT)
