@@ -28,7 +28,7 @@ Triton kernel that does not compile, out of memory) prints its error and drops o
 SPRINT variant, the operators it adds over its w0 (device time on CUDA); with the preset, its ``compile`` part
 profiles.
 
-``--check_graphs`` trains the model two epochs of ml-100k eagerly and with ``sprint_compile: cuda_graph``,
+``--check_graphs`` trains the model (loss ``--loss_type``) two epochs of ml-100k eagerly and with ``sprint_compile: cuda_graph``,
 ``backbone_compile: cuda_graph`` and both, from one initialisation, and compares losses and weights (on CUDA;
 elsewhere the modes run eagerly).
 
@@ -687,7 +687,8 @@ GRAPH_CHECK_VARIANTS = {  # --check_graphs: each against the eager run
 def check_graphs(args):
     """CUDA graphs against eager on CUDA: the model (SASRecPPSPRINT unless ``--model``) trained two epochs of ml-100k
     eagerly and with each of :data:`GRAPH_CHECK_VARIANTS` (SPRINT's terms, the backbone, both as CUDA graphs; 2 x 64,
-    length 50, batch 128 users: 8 steps an epoch, the last one smaller, so two input shapes are recorded), dropout 0,
+    length 50, batch 128 users: 8 steps an epoch, the last one smaller, so two input shapes are recorded; the loss
+    ``--loss_type``, CE unless given), dropout 0,
     TF32 off, from one initialisation, for each attention of ``--attention_impl`` (default dense,fused). Rows: the
     epochs' losses and the largest difference of a weight or buffer at the end, relative to its scale (the graphed
     backbone's gradients reach the parameters summed in another order than eagerly: rounding, not 0)."""
@@ -696,7 +697,7 @@ def check_graphs(args):
     for impl in [s for s in (args.attention_impl or default_impls).split(",") if s]:
         small = argparse.Namespace(**{**vars(args), "dataset": "ml-100k", "n_layers": 2, "hidden_size": 64,
                                        "inner_size": 256, "n_heads": 2, "max_len": 50, "batch_size": 128,
-                                       "full_batch_size": 128, "loss_type": "CE"})
+                                       "full_batch_size": 128})
         runs = {}
         for variant, settings in {"eager": {}, **GRAPH_CHECK_VARIANTS}.items():
             overrides = {**settings, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "tf32": False}
