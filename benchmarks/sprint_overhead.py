@@ -28,9 +28,9 @@ Triton kernel that does not compile, out of memory) prints its error and drops o
 SPRINT variant, the operators it adds over its w0 (device time on CUDA); with the preset, its ``compile`` part
 profiles.
 
-``--check_graphs`` trains the model (loss ``--loss_type``) two epochs of ml-100k eagerly and with ``sprint_compile: cuda_graph``,
-``backbone_compile: cuda_graph`` and both, from one initialisation, and compares losses and weights (on CUDA;
-elsewhere the modes run eagerly).
+``--check_graphs`` trains the model (loss ``--loss_type``) two epochs of ml-100k eagerly and with ``sprint_compile:
+cuda_graph``, ``backbone_compile: cuda_graph`` and both, from one initialisation, and compares losses and weights (on
+CUDA; elsewhere the modes run eagerly).
 
 ``--every K[,K]`` adds SPRINT with ``sprint_every: K`` (lazy regularisation: the terms on every K-th step, weighted
 by K; give ``--steps`` a multiple of K); with ``--compile`` too, also each mode and each K together.

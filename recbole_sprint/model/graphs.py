@@ -6,8 +6,8 @@ r"""recbole_sprint.model.graphs
 A small model's training step on a fast GPU is bound by the host: SASRec++ at 2 layers on Amazon-Beauty (BCE, dense
 attention, weights 0) dispatches 212 operators in its forward, 65 in its loss and 361 in the backward of both
 (``python benchmarks/sprint_overhead.py --count_ops``, counted on the CPU), each a kernel launch plus Python and
-autograd work, while the GPU's own work at 2 x 256, batch 512, length 50 is a few milliseconds (estimated, not
-measured). Recorded as two CUDA graphs (``torch.cuda.make_graphed_callables``), the backbone's forward and backward
+autograd work, while the GPU's own work at 2 x 256, batch 512, length 50, fused attention, TF32 is 6.9 ms (H200,
+twenty-ninth session: a step of 11.3 ms eagerly, 7.3 ms with this option). Recorded as two CUDA graphs (``torch.cuda.make_graphed_callables``), the backbone's forward and backward
 are one launch each; the loss is recorded with them; SPRINT's terms (``sprint_compile`` decides those),
 gradient clipping and the optimiser step stay as they are.
 
