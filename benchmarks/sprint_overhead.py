@@ -688,10 +688,10 @@ def check_graphs(args):
     """CUDA graphs against eager on CUDA: the model (SASRecPPSPRINT unless ``--model``) trained two epochs of ml-100k
     eagerly and with each of :data:`GRAPH_CHECK_VARIANTS` (SPRINT's terms, the backbone, both as CUDA graphs; 2 x 64,
     length 50, batch 128 users: 8 steps an epoch, the last one smaller, so two input shapes are recorded; the loss
-    ``--loss_type``, CE unless given), dropout 0,
-    TF32 off, from one initialisation, for each attention of ``--attention_impl`` (default dense,fused). Rows: the
-    epochs' losses and the largest difference of a weight or buffer at the end, relative to its scale (the graphed
-    backbone's gradients reach the parameters summed in another order than eagerly: rounding, not 0)."""
+    ``--loss_type``, CE unless given), dropout 0, TF32 off, from one initialisation, for each attention of
+    ``--attention_impl`` (default dense,fused). Rows: the epochs' losses and the largest difference of a weight or
+    buffer at the end, relative to its scale (the graphed backbone's gradients reach the parameters summed in another
+    order than eagerly: rounding, not 0)."""
     rows = []
     default_impls = "dense,fused" if args.model.startswith("SASRecPP") else "model's own"
     for impl in [s for s in (args.attention_impl or default_impls).split(",") if s]:

@@ -105,7 +105,7 @@ class FullSequence:
         return None
 
     def backbone_graph_outputs(self):
-        """Tensors the training forward made for the loss besides the hidden states (recorded as graph outputs)."""
+        """Tensors the training forward made for others besides the loss (recorded as graph outputs)."""
         return ()
 
     def restore_backbone_graph_outputs(self, fields, extras):
@@ -129,12 +129,12 @@ class FullSequence:
             return self._backbone_graphs.loss(interaction)
         return self.full_sequence_loss_of(interaction)
 
-    def full_sequence_loss_of(self, interaction, hidden=None, every_position=False):
-        """The next-item loss of the batch, from the backbone's ``hidden`` states ``[B, n, d]`` (default: computed);
-        ``every_position``: the loss's form without boolean indexing (``FullSequenceLoss.forward``)."""
+    def full_sequence_loss_of(self, interaction, every_position=False):
+        """The next-item loss of the batch; ``every_position``: the loss's form without boolean indexing
+        (``FullSequenceLoss.forward``), which a CUDA graph can record."""
         item_seq = interaction[self.ITEM_SEQ]  # [B, n]
         targets = interaction[self.ITEM_TARGET_SEQ]  # [B, n], 0 = padding
-        hidden = self.forward_all_positions(interaction) if hidden is None else hidden  # [B, n, d]
+        hidden = self.forward_all_positions(interaction)  # [B, n, d]
         if self.loss_type != "sampled_softmax" and self.full_sequence_score_scale != 1:
             hidden = hidden * self.full_sequence_score_scale
         return self.full_sequence_loss(hidden, item_seq, targets, self.item_representations(), every_position)

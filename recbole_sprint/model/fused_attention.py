@@ -115,8 +115,9 @@ def default_philox_rounds():
     margin above the fewest rounds that pass the usual statistical tests; no statistical defect is known at 7, the
     fewest allowed here. Fewer rounds draw another mask of the same distribution with less
     integer arithmetic (the column-sum pass's code 1336 -> 1184 SASS instructions at 7, ``sprint_overhead.py
-    --kernel_resources``); not yet timed on a GPU, so not the default. Read once per forward call: its backward
-    draws the same mask."""
+    --kernel_resources``); on the H200 (8 x 256, twenty-ninth session) 7 rounds made the column-sum pass faster and
+    SPRINT's dQ slower, the step no faster, so not the default. Read once per forward call: its backward draws the
+    same mask."""
     return _env_choice("RECBOLE_SPRINT_ATTN_PHILOX_ROUNDS", PHILOX_ROUNDS, 10)
 
 
@@ -124,7 +125,8 @@ def default_philox_values():
     """Keep-mask entries drawn per Philox call (``RECBOLE_SPRINT_ATTN_PHILOX_VALUES`` overrides): 1 (``tl.rand``, the
     masks of every fused run so far) or 4 (all four 32-bit outputs of one call, :func:`_keep4`: four keys of a query
     per call, a quarter of the calls; another mask of the same distribution; the kernels that work on transposed
-    tiles transpose it). Not yet timed on a GPU, so not the default. Read once per forward call, like the rounds."""
+    tiles transpose it). On the H200 (8 x 256, twenty-ninth session) no faster a step than 1, so not the default. Read
+    once per forward call, like the rounds."""
     return _env_choice("RECBOLE_SPRINT_ATTN_PHILOX_VALUES", PHILOX_VALUES, 1)
 
 

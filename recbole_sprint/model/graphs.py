@@ -7,9 +7,10 @@ A small model's training step on a fast GPU is bound by the host: SASRec++ at 2 
 attention, weights 0) dispatches 212 operators in its forward, 65 in its loss and 361 in the backward of both
 (``python benchmarks/sprint_overhead.py --count_ops``, counted on the CPU), each a kernel launch plus Python and
 autograd work, while the GPU's own work at 2 x 256, batch 512, length 50, fused attention, TF32 is 6.9 ms (H200,
-twenty-ninth session: a step of 11.3 ms eagerly, 7.3 ms with this option). Recorded as two CUDA graphs (``torch.cuda.make_graphed_callables``), the backbone's forward and backward
-are one launch each; the loss is recorded with them; SPRINT's terms (``sprint_compile`` decides those),
-gradient clipping and the optimiser step stay as they are.
+twenty-ninth session: a step of 11.3 ms eagerly, 7.3 ms with this option). Recorded as two CUDA graphs
+(``torch.cuda.make_graphed_callables``), the backbone's forward and backward are one launch each; the loss is
+recorded with them; SPRINT's terms (``sprint_compile`` decides those), gradient clipping and the optimiser step stay
+as they are.
 
 What is recorded, per model (:class:`~recbole_sprint.model.full_sequence.FullSequence` mixin):
 
@@ -127,8 +128,8 @@ class BackboneGraphs:
         return {"model": self.model, "graphs": {}, "_warned": self._warned}
 
     def loss(self, interaction):
-        """The model's full-sequence loss of ``interaction`` (``full_sequence_loss_of``), backbone and loss replayed from
-        CUDA graphs."""
+        """The model's full-sequence loss of ``interaction`` (``full_sequence_loss_of``), backbone and loss replayed
+        from CUDA graphs."""
         model = self.model
         if not (model.training and torch.is_grad_enabled()):
             return model.full_sequence_loss_of(interaction)

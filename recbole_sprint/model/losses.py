@@ -144,24 +144,21 @@ def sampled_softmax_loss(hidden, targets, items, negatives, temperature, every_p
     ``every_position``: as :func:`ce_loss`'s (a masked mean over every position instead of boolean indexing)."""
     valid = targets > 0  # [B, n]
     if every_position:
-        hidden = hidden.float()  # [B, n, d]
-        positive = (hidden * item_rows(items, targets).float()).sum(-1, keepdim=True)  # [B, n, 1]
-        negative = torch.einsum("bnd,bnkd->bnk", hidden, item_rows(items, negatives).float())  # [B, n, N]
-        logits = torch.cat([positive, negative], dim=-1) / temperature  # [B, n, 1 + N]
-        collision = torch.cat([torch.zeros_like(positive, dtype=torch.bool), negatives == targets[..., None]], dim=-1)
-        logits = logits.masked_fill(collision, COLLISION_LOGIT)
-        # -log softmax of the positive (column 0) at each position; mean over the valid ones
-        per_position = torch.logsumexp(logits, dim=-1) - logits[..., 0]  # [B, n]
+        per_position = _sampled_softmax_terms(hidden, targets, items, negatives, temperature)  # [B, n]
         return (per_position * valid).sum() / valid.sum()
-    hidden = hidden[valid].float()  # [V, d]
-    positives = targets[valid]  # [V]
-    negatives = negatives[valid]  # [V, N]
-    positive = (hidden * item_rows(items, positives).float()).sum(-1, keepdim=True)  # [V, 1]
-    negative = torch.einsum("vd,vkd->vk", hidden, item_rows(items, negatives).float())  # [V, N]
-    logits = torch.cat([positive, negative], dim=1) / temperature  # [V, 1 + N]
-    collision = torch.cat([torch.zeros_like(positive, dtype=torch.bool), negatives == positives[:, None]], dim=1)
+    return _sampled_softmax_terms(hidden[valid], targets[valid], items, negatives[valid], temperature).mean()
+
+
+def _sampled_softmax_terms(hidden, positives, items, negatives, temperature):
+    """``-log softmax([s+, s-_1..s-_N] / T)[0]`` per position: hidden ``[..., d]``, positives ``[...]``, negatives
+    ``[..., N]`` (a negative equal to its positive gets logit :data:`COLLISION_LOGIT`); returns ``[...]``."""
+    hidden = hidden.float()
+    positive = (hidden * item_rows(items, positives).float()).sum(-1, keepdim=True)  # [..., 1]
+    negative = torch.einsum("...d,...kd->...k", hidden, item_rows(items, negatives).float())  # [..., N]
+    logits = torch.cat([positive, negative], dim=-1) / temperature  # [..., 1 + N]
+    collision = torch.cat([torch.zeros_like(positive, dtype=torch.bool), negatives == positives[..., None]], dim=-1)
     logits = logits.masked_fill(collision, COLLISION_LOGIT)
-    return F.cross_entropy(logits, torch.zeros_like(positives))
+    return torch.logsumexp(logits, dim=-1) - logits[..., 0]
 
 
 def check_negatives_exclude(config, loss_type):
