@@ -681,6 +681,8 @@ GRAPH_CHECK_VARIANTS = {  # --check_graphs: each against the eager run
     "sprint_compile": {"sprint_compile": "cuda_graph"},
     "backbone_compile": {"backbone_compile": "cuda_graph"},
     "both": {"sprint_compile": "cuda_graph", "backbone_compile": "cuda_graph"},
+    "sprint_compile inductor": {"sprint_compile": "inductor_cuda_graph"},
+    "both, inductor": {"sprint_compile": "inductor_cuda_graph", "backbone_compile": "cuda_graph"},
 }
 
 

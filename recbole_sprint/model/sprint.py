@@ -55,7 +55,9 @@ from torch import nn
 from recbole_sprint.model.graphs import cuda_graphs_usable, warm_capture_stream  # tests patch them here
 
 SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
-SPRINT_COMPILE_MODES = ("none", "default", "aot_eager", "cuda_graph")
+SPRINT_COMPILE_MODES = ("none", "default", "aot_eager", "cuda_graph", "inductor_cuda_graph")
+SPRINT_GRAPH_MODES = ("cuda_graph", "inductor_cuda_graph")  # the modes that record CUDA graphs
+INDUCTOR_GRAPH_BACKEND = "inductor"  # inductor_cuda_graph's torch.compile backend (tests: "aot_eager")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -359,8 +361,8 @@ def record_graphs(module, inputs, weights):
             warm_capture_stream(module, sample)
             return torch.cuda.make_graphed_callables(module, sample)
     except RuntimeError as error:  # a failed recording can leave CUDA's random-number state unusable: stop here
-        raise RuntimeError(f"sprint_compile: cuda_graph could not record SPRINT's terms as CUDA graphs ({error}); "
-                           "train with sprint_compile: none or default") from error
+        raise RuntimeError(f"sprint_compile: {' or '.join(SPRINT_GRAPH_MODES)} could not record SPRINT's terms as "
+                           f"CUDA graphs ({error}); train with sprint_compile: none or default") from error
 
 
 class GraphedTerms(nn.Module):
@@ -371,15 +373,24 @@ class GraphedTerms(nn.Module):
     which the terms read in the parameters' place; outputs: ``(attn, ffn, emb, u_1, v_1, u_2, v_2, ...)``. It has no
     parameters of its own: the recorded backward returns the weights' gradients as those of inputs, and autograd
     adds them to the parameters it is called with.
+
+    With ``compiled`` (``sprint_compile: inductor_cuda_graph``) the forward is ``torch.compile``'d (static shapes, one
+    graph): the recording then holds Inductor's fused kernels instead of one kernel per operator.
     """
 
-    def __init__(self, regularizer, names):
+    def __init__(self, regularizer, names, compiled=False):
         super().__init__()
         self.owner = [regularizer]  # in a list: not a submodule
         self.names = list(names)
         self.parameter_ids = [id(parameter) for parameter in regularizer.regularised_parameters()]
+        self._run = self.terms
+        if compiled:
+            self._run = torch.compile(self.terms, fullgraph=True, dynamic=False, backend=INDUCTOR_GRAPH_BACKEND)
 
     def forward(self, *args):
+        return self._run(*args)
+
+    def terms(self, *args):
         regularizer = self.owner[0]
         n_weights = len(self.parameter_ids)
         args, weights = args[: len(args) - n_weights], args[len(args) - n_weights :]
@@ -584,7 +595,9 @@ class SPRINTRegularizer(nn.Module):
         included) into one graph with ``torch.compile`` (fused kernels: fewer operator calls in a launch-bound
         step); ``aot_eager`` traces them without generating code (a check of the tracing, for tests);
         ``cuda_graph`` records their forward and their backward as two CUDA graphs (:meth:`_graphed_terms`), each
-        replayed with one launch. The per-layer column sums (forward hooks) stay eager in every mode.
+        replayed with one launch; ``inductor_cuda_graph`` records Inductor's kernels of them (``torch.compile``, one
+        compilation per batch shape) the same way, where ``cuda_graph`` records one kernel per operator. The per-layer
+        column sums (forward hooks) stay eager in every mode.
 
         ``torch.compile``'s ``reduce-overhead`` (its own CUDA graphs) is not offered: on the H100 it failed, because a
         step's new power-iteration vectors are outputs of the graph, which its next replay overwrites while they are
@@ -592,7 +605,8 @@ class SPRINTRegularizer(nn.Module):
         replay copies into the graph's own input tensors before it overwrites its outputs."""
         self._terms = self._eager_terms
         self._graphs = {}  # cuda_graph: the recorded terms per input signature (shapes, dtypes)
-        if mode == "cuda_graph":
+        self._compiled_graphs = mode == "inductor_cuda_graph"
+        if mode in SPRINT_GRAPH_MODES:
             self._terms = self._graphed_terms
         elif mode == "aot_eager":
             self._terms = torch.compile(self._eager_terms, fullgraph=True, backend="aot_eager")
@@ -714,14 +728,16 @@ class SPRINTRegularizer(nn.Module):
         if not cuda_graphs_usable(args[0]):
             if not getattr(self, "_warned_no_graphs", False):
                 self._warned_no_graphs = True
-                warnings.warn("sprint_compile: cuda_graph records CUDA graphs, which need a CUDA device (and no "
+                mode = "inductor_cuda_graph" if self._compiled_graphs else "cuda_graph"
+                warnings.warn(f"sprint_compile: {mode} records CUDA graphs, which need a CUDA device (and no "
                               "autocast weight cache); SPRINT's terms run eagerly here", RuntimeWarning)
             return self._eager_terms(column_sums, key_mask)
         signature = tuple((tuple(arg.shape), arg.dtype, arg.requires_grad) for arg in args)
         weights = self.regularised_parameters()
         graphed = self._graphs.get(signature)
         if graphed is None:
-            graphed = self._graphs[signature] = record_graphs(GraphedTerms(self, names), args, weights)
+            terms = GraphedTerms(self, names, compiled=self._compiled_graphs)
+            graphed = self._graphs[signature] = record_graphs(terms, args, weights)
         attn, ffn, emb, *flat = graphed(*args, *weights)
         return attn, ffn, emb, {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(names)}
 

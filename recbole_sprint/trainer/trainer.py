@@ -49,6 +49,7 @@ from recbole_sprint.evaluator import SprintCollector
 from recbole_sprint.trainer.optimisation import (LinearWarmupDecay, check_flag, check_optimisation_config,
                                                  fused_optimizer, set_tf32)
 from recbole_sprint.trainer.evaluation import HistoryMaskingMixin
+from recbole_sprint.model.sprint import SPRINT_GRAPH_MODES
 
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -156,7 +157,8 @@ class SprintTrainer(HistoryMaskingMixin, CompatTrainerMixin, Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss_func = loss_func or self.model.calculate_loss
         if self.enable_amp:
-            graphs = "cuda_graph" in (self.config["sprint_compile"], self.config["backbone_compile"])  # autocast_loss
+            graphs = (self.config["sprint_compile"] in SPRINT_GRAPH_MODES  # autocast_loss
+                      or self.config["backbone_compile"] == "cuda_graph")
             loss_func = autocast_loss(loss_func, self.device.type, self.amp_dtype, cache_enabled=not graphs)
         steps = [0]
         train_epoch = super()._train_epoch

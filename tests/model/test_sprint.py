@@ -457,6 +457,34 @@ def test_cuda_graph_mode_hands_the_terms_to_make_graphed_callables_once_per_inpu
     assert list(module.parameters()) == [] and module.names == ["value", "output", "ffn_in", "ffn_out", "embedding"]
 
 
+def test_inductor_cuda_graph_mode_records_the_terms_compiled_by_inductor(monkeypatch):
+    """sprint_compile: inductor_cuda_graph hands make_graphed_callables the terms compiled by torch.compile (Inductor:
+    C++ on the CPU, Triton on a GPU), one recording per input signature: training equals the eager one (the stand-in
+    recorder runs the compiled module itself; the recorded kernels on the GPU: benchmarks/sprint_overhead.py
+    --check_graphs)."""
+    import recbole_sprint.model.sprint as sprint_module
+
+    recorded = []
+    compiled = []
+    real_compile = torch.compile
+
+    def counting_compile(function, **options):
+        compiled.append(options)
+        return real_compile(function, **options)
+
+    eager = _three_sgd_steps("none")
+    monkeypatch.setattr(sprint_module, "cuda_graphs_usable", lambda tensor: True)
+    monkeypatch.setattr(sprint_module, "warm_capture_stream", lambda module, sample: None)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample: recorded.append(module) or module)
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    graphed = _three_sgd_steps("inductor_cuda_graph")
+    assert len(recorded) == 1 and recorded[0]._run is not recorded[0].terms  # one signature, compiled terms
+    assert compiled == [dict(fullgraph=True, dynamic=False, backend="inductor")]
+    assert eager[0] == pytest.approx(graphed[0], rel=1e-5)
+    for a, b in zip(eager[1] + eager[2], graphed[1] + graphed[2]):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_cuda_graph_mode_off_cuda_runs_eagerly_with_one_warning():
     eager = _steps_with_a_smaller_batch("none")
     with pytest.warns(RuntimeWarning, match="cuda_graph records CUDA graphs, which need a CUDA device") as caught:
