@@ -108,53 +108,60 @@ def _bmv(matrices, vectors):
 class _PowerIteration(torch.autograd.Function):
     r""":func:`power_iteration` with a hand-written backward.
 
-    Forward, for ``t = 1 .. k``: ``w_t = W v_{t-1}``, ``z_t = W^T w_t``, ``v_t = z_t / max(|z_t|, eps)``; then
-    ``y = W v_k``, ``sigma = |y|``. Backward from ``g = dL/dsigma``, walking the steps back:
-    ``dy = g y / sigma`` (``dW += dy v_k^T``, ``dv_k = W^T dy``); at step ``t``
-    ``dz_t = (dv_t - v_t (v_t . dv_t)) / |z_t|`` (``dv_t / eps`` where the norm was clamped), ``dW += w_t dz_t^T``,
-    ``dw_t = W dz_t``, ``dW += dw_t v_{t-1}^T``, ``dv_{t-1} = W^T dw_t``. The ``3k`` rank-one terms of ``dW`` are one
-    batched product ``[G, m, 3k] @ [G, 3k, n]``: ``dW`` is written once, where autograd writes one dense outer
-    product per ``bmm`` and adds them (at the 0.34B configuration each is a pass over 283M weights).
+    Forward, for ``t = 1 .. k``: ``w_t = W v_{t-1}``, ``z_t = W^T w_t``, ``v_t = z_t / n_t`` with
+    ``n_t = max(|z_t|, eps)``; then ``y = W v_k``, ``sigma = |y|``, ``u = y / sigma`` (0 where ``sigma`` is 0).
+    Backward from ``g = dL/dsigma``, walking the steps back: ``dy = g u`` (the norm's gradient; 0 at ``y = 0``, as
+    ``torch.linalg.vector_norm``'s), ``dW += dy v_k^T``, ``dv_k = W^T dy``; at step ``t``
+    ``dz_t = (dv_t - a_t v_t (v_t . dv_t)) / n_t`` with ``a_t = [|z_t| >= eps]`` (where the norm was clamped, ``v_t``
+    is ``z_t / eps`` and its gradient ``dv_t / eps``), ``dW += w_t dz_t^T``, ``dw_t = W dz_t``, ``dW += dw_t v_{t-1}^T``,
+    ``dv_{t-1} = W^T dw_t``. The ``3k`` rank-one terms of ``dW`` are one batched product ``[G, m, 3k] @ [G, 3k, n]``:
+    ``dW`` is written once, where autograd writes one dense outer product per ``bmm`` and adds them (at the 0.34B
+    configuration each is a pass over 283M weights).
+
+    Written for few operators (each a kernel launch: what SPRINT's terms cost in a small model's step, in CUDA graphs
+    too): with one step, 9 in the forward and 11 in the backward of one batch of matrices (``v_t . dv_t`` as one
+    batched product, the projection as one ``addcmul``, ``u`` reused for ``dy``), where the twenty-ninth session's
+    version dispatched 10 and 19 (counted on the CPU, views left out).
     """
 
     @staticmethod
     def forward(ctx, weight, v, n_iters, eps):
-        vs, ws, norms = [v], [], []
+        vs, ws, norms, clamped = [v], [], [], []
         for _ in range(n_iters):
             w = _bmv(weight, v)  # [G, m]
             z = _bmv(weight.transpose(1, 2), w)  # [G, n]
             norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)  # [G, 1], before the clamp
-            v = z / norm.clamp_min(eps)
+            divisor = norm.clamp_min(eps)
+            v = z / divisor
             vs.append(v)
             ws.append(w)
             norms.append(norm)
+            clamped.append(divisor)
         y = _bmv(weight, v)  # [G, m]
-        sigma = torch.linalg.vector_norm(y, dim=-1)  # [G]
-        u = F.normalize(y, dim=-1, eps=eps)
+        sigma = torch.linalg.vector_norm(y, dim=-1, keepdim=True)  # [G, 1]
+        u = y / sigma.clamp_min(torch.finfo(sigma.dtype).tiny)  # y / sigma; 0 where y is 0
         ctx.n_iters, ctx.eps = n_iters, eps
-        ctx.save_for_backward(weight, y, sigma, *vs, *ws, *norms)
+        ctx.save_for_backward(weight, u, *vs, *ws, *norms, *clamped)
         ctx.mark_non_differentiable(u, v)
         ctx.set_materialize_grads(False)
-        return sigma, u, v
+        return sigma.squeeze(-1), u, v
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_sigma, grad_u, grad_v):  # u, v are not differentiable: their gradients are not used
         if grad_sigma is None:
             return None, None, None, None
-        weight, y, sigma, *rest = ctx.saved_tensors
+        weight, u, *rest = ctx.saved_tensors
         k, eps = ctx.n_iters, ctx.eps
-        vs, ws, norms = rest[: k + 1], rest[k + 1 : 2 * k + 1], rest[2 * k + 1 :]
-        # sigma = |y|; at y = 0 the norm's subgradient 0, as torch.linalg.vector_norm's backward
-        scale = torch.where(sigma > 0, grad_sigma / sigma.clamp_min(torch.finfo(sigma.dtype).tiny), 0.0)
-        dy = scale.unsqueeze(-1) * y  # [G, m]
+        vs, ws, norms, clamped = rest[: k + 1], rest[k + 1 : 2 * k + 1], rest[2 * k + 1 : 3 * k + 1], rest[3 * k + 1 :]
+        dy = grad_sigma.unsqueeze(-1) * u  # [G, m]
         left, right = [dy], [vs[k]]
         dv = _bmv(weight.transpose(1, 2), dy)  # [G, n]
         grad_v0 = None
         for t in range(k, 0, -1):
-            v_t, norm = vs[t], norms[t - 1]
-            projected = dv - v_t * (v_t * dv).sum(-1, keepdim=True)
-            dz = torch.where(norm >= eps, projected, dv) / norm.clamp_min(eps)  # clamp_min passes its gradient at >=
+            kept = vs[t] * (norms[t - 1] >= eps)  # a_t v_t: [G, n]
+            along = torch.bmm(kept.unsqueeze(1), dv.unsqueeze(-1)).squeeze(-1)  # a_t (v_t . dv_t): [G, 1]
+            dz = torch.addcmul(dv, kept, along, value=-1) / clamped[t - 1]  # [G, n]
             dw = _bmv(weight, dz)  # [G, m]
             left += [ws[t - 1], dw]
             right += [dz, vs[t - 1]]
@@ -693,7 +700,8 @@ class SPRINTRegularizer(nn.Module):
         power-iteration vectors, ``{estimator name: (u, v)}``; ``starts`` (``{estimator name: v}``) replaces stored
         start vectors."""
         vectors, starts = {}, starts or {}
-        zero = self.targets.embedding_weight().new_zeros(())
+        zero = None if self.attn_weight > 0 and self.ffn_weight > 0 and self.emb_weight > 0 else (
+            self.targets.embedding_weight().new_zeros(()))  # one kernel: made only where a term is off
         attn = (self.attn_weight * self._attention_term(column_sums, key_mask, vectors, starts)
                 if self.attn_weight > 0 else zero)
         ffn = self.ffn_weight * self._ffn_term(vectors, starts) if self.ffn_weight > 0 else zero
