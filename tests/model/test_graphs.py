@@ -183,8 +183,12 @@ def test_graphed_backbone_trains_as_the_eager_one(tiny, recorded, case):
     model = build(tiny, model_class, backbone_compile="cuda_graph", **overrides)
     graphed = train(model, steps)
     assert graphed[0] == pytest.approx(eager[0], rel=1e-5, abs=1e-6)
+    # a key projection's bias has no gradient but rounding (softmax is invariant to a constant added to a row of
+    # Q K^T), and Adam scales that noise up to steps of up to lr: those biases (RecBole's SASRec) agree within lr / 10
+    names = [name for name, _ in model.named_parameters()]
     for after_graphed, after_eager in zip(graphed[1], eager[1]):
-        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(after_graphed, after_eager))
+        for name, a, b in zip(names, after_graphed, after_eager):
+            assert torch.allclose(a, b, atol=1e-3 if name.endswith("attention.key.bias") else 1e-5), name
     assert all(not torch.equal(a, b) for a, b in zip(eager[1][-1][:1], eager[1][0][:1]))  # the weights moved
     # one recording per batch size (4, 3); with sprint_every 2 also per kind of step: (4, with column sums),
     # (4, without), (3, with), then (4, with) again; SPRINT's terms as graphs: theirs too, one per batch size
