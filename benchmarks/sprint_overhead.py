@@ -29,8 +29,9 @@ SPRINT variant, the operators it adds over its w0 (device time on CUDA); with th
 profiles.
 
 ``--check_graphs`` trains the model (loss ``--loss_type``) two epochs of ml-100k eagerly and with ``sprint_compile:
-cuda_graph``, ``backbone_compile: cuda_graph`` and both, from one initialisation, and compares losses and weights (on
-CUDA; elsewhere the modes run eagerly).
+cuda_graph``, ``backbone_compile: cuda_graph`` and both, and with ``sprint_compile: inductor_cuda_graph`` alone and
+with the backbone's graphs, from one initialisation, and compares losses and weights (on CUDA; elsewhere the modes run
+eagerly).
 
 ``--every K[,K]`` adds SPRINT with ``sprint_every: K`` (lazy regularisation: the terms on every K-th step, weighted
 by K; give ``--steps`` a multiple of K); with ``--compile`` too, also each mode and each K together.
@@ -62,6 +63,7 @@ end. Triton's compiled kernels are cached on disk, so the check compiles most of
 """
 
 import argparse
+import collections
 import copy
 import gc
 import itertools
@@ -122,7 +124,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: less noise)")
     parser.add_argument("--compile", default="", metavar="MODE[,MODE]",
-                        help="also time SPRINT with sprint_compile=MODE for each (e.g. default)")
+                        help="also time SPRINT with sprint_compile=MODE for each (e.g. cuda_graph,inductor_cuda_graph)")
     parser.add_argument("--every", default="", metavar="K[,K]",
                         help="also time SPRINT with sprint_every=K for each (lazy regularisation: the terms every K-th "
                              "step; use --steps a multiple of K)")
@@ -688,7 +690,8 @@ GRAPH_CHECK_VARIANTS = {  # --check_graphs: each against the eager run
 
 def check_graphs(args):
     """CUDA graphs against eager on CUDA: the model (SASRecPPSPRINT unless ``--model``) trained two epochs of ml-100k
-    eagerly and with each of :data:`GRAPH_CHECK_VARIANTS` (SPRINT's terms, the backbone, both as CUDA graphs; 2 x 64,
+    eagerly and with each of :data:`GRAPH_CHECK_VARIANTS` (SPRINT's terms, the backbone, both as CUDA graphs; SPRINT's
+    terms compiled by Inductor and recorded, alone and with the backbone's graphs; 2 x 64,
     length 50, batch 128 users: 8 steps an epoch, the last one smaller, so two input shapes are recorded; the loss
     ``--loss_type``, CE unless given), dropout 0, TF32 off, from one initialisation, for each attention of
     ``--attention_impl`` (default dense,fused). Rows: the epochs' losses and the largest difference of a weight or
@@ -812,11 +815,30 @@ def print_kernel_resources(rows):
               f"| {row['local_ops']} | {row['instructions']} | {row['integer']} | {row['tensor_core']} |")
 
 
+def operators_dispatched(run):
+    """``(result of run(), {operator: count})``: the ATen operators ``run`` dispatches (below autograd, so a backward's
+    too), views left out (they launch no kernel)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts = collections.Counter()
+
+    class Counting(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view:
+                counts[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counting():
+        result = run()
+    return result, dict(counts)
+
+
 def time_power_iteration(shapes, device, rounds, steps):
     """``--power_iteration``: per ``(G, M, N)`` of ``shapes``, the fastest of ``rounds`` rounds of ``steps`` forward +
     backward passes of one power-iteration step of ``sigma.sum()``, with :func:`power_iteration` and with
     :func:`power_iteration_reference`, alternating within each round (:func:`rotated`: the first swaps every round);
-    and the largest difference of their weight gradients relative to the largest gradient entry."""
+    the largest difference of their weight gradients relative to the largest gradient entry; and the operators each
+    dispatches in the forward and in the backward (views left out; on CUDA each is a kernel launch)."""
     from recbole_sprint.model.sprint import power_iteration, power_iteration_reference
 
     implementations = {"own backward": lambda w, v: power_iteration(w, v, 1)[0],
@@ -838,19 +860,28 @@ def time_power_iteration(shapes, device, rounds, steps):
                 speed.synchronize(device)
                 best[name] = min(best[name], (time.perf_counter() - begin) / steps * 1000)
         difference = (grads["own backward"] - grads["autograd"]).abs().max() / grads["autograd"].abs().max()
+        operators = {}
+        for name, run in implementations.items():
+            sigma, forward = operators_dispatched(lambda run=run: run(weight, start))
+            _, backward = operators_dispatched(lambda sigma=sigma: torch.autograd.grad(sigma, weight,
+                                                                                       torch.ones_like(sigma)))
+            operators[name] = (sum(forward.values()), sum(backward.values()))
         rows.append({"shape": "x".join(map(str, shape)), "own_ms": best["own backward"], "autograd_ms": best["autograd"],
-                     "grad_difference": float(difference)})
+                     "grad_difference": float(difference), "own_operators": operators["own backward"],
+                     "autograd_operators": operators["autograd"]})
         del weight, start, grads
     return rows
 
 
 def print_power_iteration(rows, device):
     print(f"| one power-iteration step, forward + backward ({device}, float32) | autograd ms | own backward ms "
-          "| own / autograd | largest gradient difference (relative) |")
-    print("|---|---|---|---|---|")
+          "| own / autograd | largest gradient difference (relative) | operators, forward + backward: autograd "
+          "| own backward |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['shape']} | {row['autograd_ms']:.3f} | {row['own_ms']:.3f} | "
-              f"{row['own_ms'] / row['autograd_ms']:.2f} | {row['grad_difference']:.1e} |")
+              f"{row['own_ms'] / row['autograd_ms']:.2f} | {row['grad_difference']:.1e} | "
+              f"{' + '.join(map(str, row['autograd_operators']))} | {' + '.join(map(str, row['own_operators']))} |")
 
 
 def preset_issue25(args):

@@ -267,7 +267,7 @@ def _config(**overrides):
         ("sprint_temperature", float("nan"), r"sprint_temperature must be a number > 0 \(finite\)"),
         ("sprint_temperature", float("inf"), r"sprint_temperature must be a number > 0 \(finite\)"),
         ("sprint_power_iters", 0, "sprint_power_iters must be an integer >= 1"),
-        ("sprint_compile", "reduce-overhead", "sprint_compile must be one of none, default, aot_eager, cuda_graph"),
+        ("sprint_compile", "reduce-overhead", "sprint_compile must be one of none, default, aot_eager, cuda_graph, inductor_cuda_graph, got"),
         ("sprint_power_iters", 1.5, "sprint_power_iters must be an integer >= 1"),
         ("sprint_every", 0, r"sprint_every must be an integer >= 1 \(1: every training step"),
         ("sprint_every", 2.0, "sprint_every must be an integer >= 1"),
