@@ -65,6 +65,7 @@ end. Triton's compiled kernels are cached on disk, so the check compiles most of
 import argparse
 import collections
 import copy
+import functools
 import gc
 import itertools
 import json
@@ -862,9 +863,9 @@ def time_power_iteration(shapes, device, rounds, steps):
         difference = (grads["own backward"] - grads["autograd"]).abs().max() / grads["autograd"].abs().max()
         operators = {}
         for name, run in implementations.items():
-            sigma, forward = operators_dispatched(lambda run=run: run(weight, start))
-            _, backward = operators_dispatched(lambda sigma=sigma: torch.autograd.grad(sigma, weight,
-                                                                                       torch.ones_like(sigma)))
+            sigma, forward = operators_dispatched(functools.partial(run, weight, start))
+            _, backward = operators_dispatched(functools.partial(torch.autograd.grad, sigma, weight,
+                                                                 torch.ones_like(sigma)))
             operators[name] = (sum(forward.values()), sum(backward.values()))
         rows.append({"shape": "x".join(map(str, shape)), "own_ms": best["own backward"], "autograd_ms": best["autograd"],
                      "grad_difference": float(difference), "own_operators": operators["own backward"],
