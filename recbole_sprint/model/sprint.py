@@ -46,7 +46,7 @@ through a :class:`ColumnSums` module the regulariser hooks the same way.
 import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -285,13 +285,19 @@ def attention_block_term(soft_max, value_norms, output_norm, eps=1e-12):
     Args:
         soft_max: ``[H]``; value_norms: ``[H]``; output_norm: scalar or ``[1]``.
     """
-    radicand = (soft_max * value_norms.pow(2)).sum().clamp_min(eps)
-    return torch.log1p(radicand.sqrt() * output_norm.reshape(()))
+    return attention_term(soft_max[None], value_norms[None], output_norm.reshape(1), eps)
 
 
-def ffn_block_term(in_norm, out_norm):
-    r""":math:`\log(1 + \sigma(W_1)\,\sigma(W_2))`."""
-    return torch.log1p(in_norm.reshape(()) * out_norm.reshape(()))
+def attention_term(soft_max, value_norms, output_norms, eps=1e-12):
+    r"""The mean over layers of :func:`attention_block_term`: ``soft_max [L, H]``, ``value_norms [L, H]``,
+    ``output_norms [L]`` -> a scalar."""
+    radicand = (soft_max * value_norms.pow(2)).sum(-1).clamp_min(eps)  # [L]
+    return torch.log1p(radicand.sqrt() * output_norms).mean()
+
+
+def ffn_term(in_norms, out_norms):
+    r""":math:`\frac{1}{L}\sum_\ell \log(1 + \sigma(W^{(\ell)}_1)\,\sigma(W^{(\ell)}_2))` of ``[L]`` norms each."""
+    return torch.log1p(in_norms * out_norms).mean()
 
 
 def embedding_term(embedding_norm):
@@ -302,6 +308,14 @@ def embedding_term(embedding_norm):
 # ---------------------------------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------------------------------
+def estimate_spectral_norms(weight, start, n_iters):
+    """:func:`power_iteration` of ``weight [G, m, n]`` from ``start [G, n]`` in float32 at least (float32 for half,
+    bfloat16 and float32 weights, float64 for float64 ones), autocast off."""
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    with autocast_off(weight.device.type):
+        return power_iteration(weight.to(dtype), start.to(dtype), n_iters)
+
+
 class SpectralNormEstimator(nn.Module):
     """Power-iteration state for ``G`` matrices of shape ``[m, n]``: persistent buffers ``u [G, m]``, ``v [G, n]``.
 
@@ -320,10 +334,7 @@ class SpectralNormEstimator(nn.Module):
     def estimate(self, weight, start=None):
         """``(sigma [G], u [G, m], v [G, n])`` for ``weight [G, m, n]``, started from ``start`` (default: the stored
         ``v``); changes no state, so it can run inside a compiled graph."""
-        dtype = torch.promote_types(weight.dtype, torch.float32)  # float32 for half, bfloat16 and float32 weights
-        start = self.v if start is None else start
-        with autocast_off(weight.device.type):
-            return power_iteration(weight.to(dtype), start.to(dtype), self.n_iters)
+        return estimate_spectral_norms(weight, self.v if start is None else start, self.n_iters)
 
     def store(self, u, v):
         """Keep ``u``, ``v`` for the next step's warm start (training mode only). The buffers are rebound to the
@@ -372,43 +383,108 @@ def record_graphs(module, inputs, weights):
                            f"CUDA graphs ({error}); train with sprint_compile: none or default") from error
 
 
+class TermsLayout(NamedTuple):
+    """What :func:`sprint_terms` needs besides tensors: numbers and positions only, so that ``torch.compile`` guards
+    them by value and every model of one structure shares one compiled graph (a guard on a module's identity would
+    compile again for each new model, and with ``fullgraph`` fail at torch's recompile limit, 8 models a process).
+
+    ``weights`` (the tensors ``sprint_terms`` gets) are :meth:`SPRINTRegularizer.regularised_parameters`; ``value``
+    gives per layer ``(index, first row, end row)`` of :math:`W_V` (``None`` rows: all) in ``[H * d_v, d]`` layout,
+    ``output``, ``ffn_in``, ``ffn_out`` the index per layer (empty when the term is off), ``embedding`` the index of
+    :math:`E` (``None`` when off); ``names`` the power-iteration estimators, in the order of the start vectors passed
+    and of the ``(u, v)`` returned."""
+
+    attn_weight: float
+    ffn_weight: float
+    emb_weight: float
+    temperature: float
+    n_iters: int
+    n_heads: int
+    value: Tuple[Tuple[int, Optional[int], Optional[int]], ...]
+    output: Tuple[int, ...]
+    ffn_in: Tuple[int, ...]
+    ffn_out: Tuple[int, ...]
+    embedding: Optional[int]
+    names: Tuple[str, ...]
+
+
+def stacked_weights(layout, weights):
+    """``{estimator name: [G, m, n]}`` of the enabled terms: ``value [L*H, d_v, d]`` (one matrix per head),
+    ``output [L, d, H*d_v]``, ``ffn_in [L, inner, d]``, ``ffn_out [L, d, inner]``, ``embedding [1, n_items, d]``."""
+    stacked = {}
+    if layout.value:
+        # [H * d_v, d] per layer, sliced only where the rows are a part of the weight (a slice's backward is a kernel)
+        heads = [weights[index] if first is None else weights[index][first:end] for index, first, end in layout.value]
+        stacked["value"] = torch.cat([w.reshape(layout.n_heads, -1, w.size(-1)) for w in heads])
+        stacked["output"] = torch.stack([weights[index] for index in layout.output])
+    if layout.ffn_in:
+        stacked["ffn_in"] = torch.stack([weights[index] for index in layout.ffn_in])
+        stacked["ffn_out"] = torch.stack([weights[index] for index in layout.ffn_out])
+    if layout.embedding is not None:
+        stacked["embedding"] = weights[layout.embedding].unsqueeze(0)
+    return stacked
+
+
+def sprint_terms(layout, column_sums, key_mask, starts, weights):
+    """The regulariser's weighted terms after the backbone's forward pass, one function of tensors (what
+    ``sprint_compile`` compiles or records).
+
+    Args:
+        layout: :class:`TermsLayout`.
+        column_sums: ``L x [B, H, n]`` or stacked ``[L, B, H, n]`` (``None`` without the attention term).
+        key_mask: ``[B, n]`` bool (``None`` without the attention term).
+        starts: the power-iteration start vectors, one per ``layout.names``.
+        weights: the regularised weights (positions in ``layout``).
+
+    Returns:
+        ``(attn, ffn, emb, vectors)``: the weighted terms (a term that is off is an exact zero) and the new
+        ``(u, v)`` per estimator, ``{name: (u, v)}``.
+    """
+    matrices = stacked_weights(layout, weights)
+    sigma, vectors = {}, {}
+    for name, start in zip(layout.names, starts):
+        norms, u, v = estimate_spectral_norms(matrices[name], start, layout.n_iters)  # [G], [G, m], [G, n]
+        sigma[name], vectors[name] = norms, (u, v)
+    attn = ffn = emb = None
+    if not (layout.attn_weight > 0 and layout.ffn_weight > 0 and layout.emb_weight > 0):
+        attn = ffn = emb = weights[0].new_zeros(())  # one kernel, made only where a term is off
+    if layout.attn_weight > 0:
+        stacked = column_sums if torch.is_tensor(column_sums) else torch.stack(column_sums)
+        soft_max = soft_max_columns(stacked, key_mask, layout.temperature)  # [L, H]
+        value_norms = sigma["value"].view(-1, layout.n_heads)  # [L, H]
+        attn = layout.attn_weight * attention_term(soft_max, value_norms, sigma["output"])
+    if layout.ffn_weight > 0:
+        ffn = layout.ffn_weight * ffn_term(sigma["ffn_in"], sigma["ffn_out"])
+    if layout.emb_weight > 0:
+        emb = layout.emb_weight * embedding_term(sigma["embedding"])
+    return attn, ffn, emb, vectors
+
+
 class GraphedTerms(nn.Module):
-    """The regulariser's terms as tensors in, tensors out, the form ``make_graphed_callables`` records.
+    """:func:`sprint_terms` as tensors in, tensors out, the form ``make_graphed_callables`` records.
 
     Inputs: the stacked column sums ``[L, B, H, n]`` and the key mask ``[B, n]`` (with the attention term), one start
-    vector per estimator of ``names``, then the regularised weights (:meth:`SPRINTRegularizer.regularised_parameters`),
-    which the terms read in the parameters' place; outputs: ``(attn, ffn, emb, u_1, v_1, u_2, v_2, ...)``. It has no
-    parameters of its own: the recorded backward returns the weights' gradients as those of inputs, and autograd
-    adds them to the parameters it is called with.
+    vector per estimator of ``layout.names``, then the regularised weights; outputs: ``(attn, ffn, emb, u_1, v_1, u_2,
+    v_2, ...)``. It has no parameters of its own: the recorded backward returns the weights' gradients as those of
+    inputs, and autograd adds them to the parameters it is called with.
 
-    With ``compiled`` (``sprint_compile: inductor_cuda_graph``) the forward is ``torch.compile``'d (static shapes, one
+    With ``compiled`` (``sprint_compile: inductor_cuda_graph``) the terms are ``torch.compile``'d (static shapes, one
     graph): the recording then holds Inductor's fused kernels instead of one kernel per operator.
     """
 
-    def __init__(self, regularizer, names, compiled=False):
+    def __init__(self, layout, n_weights, compiled=False):
         super().__init__()
-        self.owner = [regularizer]  # in a list: not a submodule
-        self.names = list(names)
-        self.parameter_ids = [id(parameter) for parameter in regularizer.regularised_parameters()]
-        self._run = self.terms
+        self.layout = layout
+        self.n_weights = n_weights
+        self._terms = sprint_terms
         if compiled:
-            self._run = torch.compile(self.terms, fullgraph=True, dynamic=False, backend=INDUCTOR_GRAPH_BACKEND)
+            self._terms = torch.compile(sprint_terms, fullgraph=True, dynamic=False, backend=INDUCTOR_GRAPH_BACKEND)
 
     def forward(self, *args):
-        return self._run(*args)
-
-    def terms(self, *args):
-        regularizer = self.owner[0]
-        n_weights = len(self.parameter_ids)
-        args, weights = args[: len(args) - n_weights], args[len(args) - n_weights :]
-        column_sums, key_mask, starts = (args[0], args[1], args[2:]) if regularizer.attn_weight > 0 else (None, None, args)
-        targets = regularizer.targets
-        targets.substitute = dict(zip(self.parameter_ids, weights))
-        try:
-            attn, ffn, emb, vectors = regularizer._eager_terms(column_sums, key_mask, dict(zip(self.names, starts)))
-        finally:
-            targets.substitute = {}
-        return (attn, ffn, emb, *(vector for name in self.names for vector in vectors[name]))
+        args, weights = args[: len(args) - self.n_weights], args[len(args) - self.n_weights :]
+        column_sums, key_mask, starts = (args[0], args[1], args[2:]) if self.layout.attn_weight > 0 else (None, None, args)
+        attn, ffn, emb, vectors = self._terms(self.layout, column_sums, key_mask, starts, weights)
+        return (attn, ffn, emb, *(vector for name in self.layout.names for vector in vectors[name]))
 
 
 @dataclass
@@ -443,54 +519,30 @@ class SprintBlock:
         if (self.probs_module is None) == (self.column_sums_module is None):
             raise ValueError("a SprintBlock needs exactly one of probs_module and column_sums_module")
 
-    def value_weight(self, read=None):
-        """``[H, d_v, d_in]``; ``read(module)`` (default: ``module.weight``) gives a module's weight, here and below."""
-        weight = _read(read, self.value_module)  # [rows, d_in]
+    def value_weight(self):
+        """``[H, d_v, d_in]``."""
+        weight = self.value_module.weight  # [rows, d_in]
         if self.value_rows is not None:
             weight = weight[self.value_rows[0] : self.value_rows[1]]
         return weight.reshape(self.n_heads, -1, weight.size(-1))  # [H, d_v, d_in]
 
-    def output_weight(self, read=None):
-        return _read(read, self.output_module).unsqueeze(0)  # [1, d, H * d_v]
+    def output_weight(self):
+        return self.output_module.weight.unsqueeze(0)  # [1, d, H * d_v]
 
-    def ffn_weights(self, read=None):
-        return _read(read, self.ffn_in_module).unsqueeze(0), _read(read, self.ffn_out_module).unsqueeze(0)
+    def ffn_weights(self):
+        return self.ffn_in_module.weight.unsqueeze(0), self.ffn_out_module.weight.unsqueeze(0)
 
     @property
     def has_ffn(self):
         return self.ffn_in_module is not None and self.ffn_out_module is not None
 
 
-def _read(read, module):
-    return module.weight if read is None else read(module)
-
-
 class _Targets:
-    """Plain holder for the backbone's modules, so that they are not registered twice as submodules.
-
-    ``substitute`` (``{id(parameter): tensor}``, empty but while :class:`GraphedTerms` records) makes every weight read
-    here return the given tensor in the parameter's place."""
+    """Plain holder for the backbone's modules, so that they are not registered twice as submodules."""
 
     def __init__(self, blocks, item_embedding):
         self.blocks = list(blocks)
         self.item_embedding = item_embedding
-        self.substitute = {}
-
-    def weight(self, module):
-        return self.substitute.get(id(module.weight), module.weight)
-
-    def value_weights(self):
-        return torch.cat([block.value_weight(self.weight) for block in self.blocks])  # [L*H, d_v, d]
-
-    def output_weights(self):
-        return torch.cat([block.output_weight(self.weight) for block in self.blocks])  # [L, d, H*d_v]
-
-    def ffn_weights(self):
-        pairs = [block.ffn_weights(self.weight) for block in self.blocks]
-        return torch.cat([w1 for w1, _ in pairs]), torch.cat([w2 for _, w2 in pairs])  # [L, inner, d], [L, d, inner]
-
-    def embedding_weight(self):
-        return self.weight(self.item_embedding)  # [n_items, d]
 
 
 def check_sprint_config(config):
@@ -572,12 +624,12 @@ class SPRINTRegularizer(nn.Module):
         # all weights 0 would draw different dropout masks from its backbone.
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
-            self.value = _estimator(self.targets.value_weights(), self.power_iters, generator)
-            self.output = _estimator(self.targets.output_weights(), self.power_iters, generator)
+            self.value = _estimator(torch.cat([b.value_weight() for b in blocks]), self.power_iters, generator)
+            self.output = _estimator(torch.cat([b.output_weight() for b in blocks]), self.power_iters, generator)
             if self.has_ffn:
-                ffn_in, ffn_out = self.targets.ffn_weights()
-                self.ffn_in = _estimator(ffn_in, self.power_iters, generator)
-                self.ffn_out = _estimator(ffn_out, self.power_iters, generator)
+                pairs = [block.ffn_weights() for block in blocks]
+                self.ffn_in = _estimator(torch.cat([w1 for w1, _ in pairs]), self.power_iters, generator)
+                self.ffn_out = _estimator(torch.cat([w2 for _, w2 in pairs]), self.power_iters, generator)
             self.embedding = _estimator(item_embedding.weight.unsqueeze(0), self.power_iters, generator)
 
         self._compile_terms(config["sprint_compile"])
@@ -611,14 +663,14 @@ class SPRINTRegularizer(nn.Module):
         still stored as the next start vectors. ``cuda_graph`` passes the start vectors as inputs instead, which the
         replay copies into the graph's own input tensors before it overwrites its outputs."""
         self._terms = self._eager_terms
-        self._graphs = {}  # cuda_graph: the recorded terms per input signature (shapes, dtypes)
+        self._graphs = {}  # cuda_graph: the recorded terms per input signature (layout, shapes, dtypes)
         self._compiled_graphs = mode == "inductor_cuda_graph"
         if mode in SPRINT_GRAPH_MODES:
             self._terms = self._graphed_terms
-        elif mode == "aot_eager":
-            self._terms = torch.compile(self._eager_terms, fullgraph=True, backend="aot_eager")
         elif mode != "none":
-            self._terms = torch.compile(self._eager_terms, fullgraph=True)
+            self._terms = self._compiled_terms
+            self._compiled = torch.compile(sprint_terms, fullgraph=True,
+                                           backend="aot_eager" if mode == "aot_eager" else "inductor")
 
     @property
     def enabled(self):
@@ -667,48 +719,40 @@ class SPRINTRegularizer(nn.Module):
         return soft_max_columns(torch.stack(self._collected_column_sums()), self._key_mask, self.temperature)
 
     # -- the terms -----------------------------------------------------------------------------------
-    # Everything after the backbone's forward pass is one function of the weights, the column sums and the
-    # stored power-iteration vectors, which returns the new vectors instead of storing them: with
-    # ``sprint_compile`` it is one graph without side effects (see _compile_terms), and forward() stores them.
-    def _attention_term(self, column_sums, key_mask, vectors, starts):
-        # column_sums: L x [B, H, n] or stacked [L, B, H, n]; key_mask: [B, n] bool
-        stacked = column_sums if torch.is_tensor(column_sums) else torch.stack(column_sums)
-        soft_max = soft_max_columns(stacked, key_mask, self.temperature)  # [L, H]
-        value_norms = self._norms("value", self.targets.value_weights(), vectors, starts)
-        value_norms = value_norms.view(self.n_layers, self.n_heads)  # [L, H]
-        output_norms = self._norms("output", self.targets.output_weights(), vectors, starts)  # [L]
-        radicand = (soft_max * value_norms.pow(2)).sum(1).clamp_min(1e-12)  # [L]; see attention_block_term
-        return torch.log1p(radicand.sqrt() * output_norms).mean()
+    # Everything after the backbone's forward pass is one function of tensors (sprint_terms: the weights, the column
+    # sums, the start vectors), which returns the new vectors instead of storing them: with ``sprint_compile`` it is
+    # one graph without side effects (see _compile_terms), and forward() stores them.
+    def layout(self):
+        """The :class:`TermsLayout` of the enabled terms (made anew on each call: the weights may be changed between
+        steps)."""
+        index = {id(weight): position for position, weight in enumerate(self.regularised_parameters())}
+        blocks = self.targets.blocks
+        attn, ffn = self.attn_weight > 0, self.ffn_weight > 0
+        return TermsLayout(
+            attn_weight=self.attn_weight, ffn_weight=self.ffn_weight, emb_weight=self.emb_weight,
+            temperature=self.temperature, n_iters=self.power_iters, n_heads=self.n_heads,
+            value=tuple((index[id(block.value_module.weight)], *(block.value_rows or (None, None)))
+                        for block in blocks) if attn else (),
+            output=tuple(index[id(block.output_module.weight)] for block in blocks) if attn else (),
+            ffn_in=tuple(index[id(block.ffn_in_module.weight)] for block in blocks) if ffn else (),
+            ffn_out=tuple(index[id(block.ffn_out_module.weight)] for block in blocks) if ffn else (),
+            embedding=index[id(self.targets.item_embedding.weight)] if self.emb_weight > 0 else None,
+            names=tuple(self.estimator_names()),
+        )
 
-    def _ffn_term(self, vectors, starts):
-        ffn_in, ffn_out = self.targets.ffn_weights()  # [L, inner, d], [L, d, inner]
-        in_norms = self._norms("ffn_in", ffn_in, vectors, starts)  # [L]
-        return torch.log1p(in_norms * self._norms("ffn_out", ffn_out, vectors, starts)).mean()
+    def _eager_terms(self, column_sums, key_mask):
+        """``(attn, ffn, emb, vectors)`` of :func:`sprint_terms` from the stored start vectors (``sprint_compile:
+        none``)."""
+        layout = self.layout()
+        starts = [getattr(self, name).v for name in layout.names]
+        return sprint_terms(layout, column_sums, key_mask, starts, self.regularised_parameters())
 
-    def _embedding_term(self, vectors, starts):
-        return embedding_term(self._norms("embedding", self.targets.embedding_weight().unsqueeze(0), vectors, starts))
+    def _compiled_terms(self, column_sums, key_mask):
+        """:meth:`_eager_terms` through the ``torch.compile``'d :func:`sprint_terms` (``default``, ``aot_eager``)."""
+        layout = self.layout()
+        starts = [getattr(self, name).v for name in layout.names]
+        return self._compiled(layout, column_sums, key_mask, starts, self.regularised_parameters())
 
-    def _norms(self, name, weights, vectors, starts):
-        """Spectral norms ``[G]`` of ``weights [G, m, n]`` by estimator ``name``, from ``starts[name]`` if given (else
-        its stored ``v``); its new ``(u, v)`` go to ``vectors``."""
-        sigma, u, v = getattr(self, name).estimate(weights, starts.get(name))
-        vectors[name] = (u, v)
-        return sigma
-
-    def _eager_terms(self, column_sums, key_mask, starts=None):
-        """``(attn, ffn, emb, vectors)``: the weighted terms (a disabled term is an exact zero) and the new
-        power-iteration vectors, ``{estimator name: (u, v)}``; ``starts`` (``{estimator name: v}``) replaces stored
-        start vectors."""
-        vectors, starts = {}, starts or {}
-        zero = None if self.attn_weight > 0 and self.ffn_weight > 0 and self.emb_weight > 0 else (
-            self.targets.embedding_weight().new_zeros(()))  # one kernel: made only where a term is off
-        attn = (self.attn_weight * self._attention_term(column_sums, key_mask, vectors, starts)
-                if self.attn_weight > 0 else zero)
-        ffn = self.ffn_weight * self._ffn_term(vectors, starts) if self.ffn_weight > 0 else zero
-        emb = self.emb_weight * self._embedding_term(vectors, starts) if self.emb_weight > 0 else zero
-        return attn, ffn, emb, vectors
-
-    # -- sprint_compile: cuda_graph -------------------------------------------------------------------
     def estimator_names(self):
         """The power-iteration estimators the enabled terms use, in a fixed order."""
         return (["value", "output"] * (self.attn_weight > 0) + ["ffn_in", "ffn_out"] * (self.ffn_weight > 0)
@@ -723,16 +767,17 @@ class SPRINTRegularizer(nn.Module):
         modules += [self.targets.item_embedding] * (self.emb_weight > 0)
         return list({id(module.weight): module.weight for module in modules}.values())
 
+    # -- sprint_compile: cuda_graph, inductor_cuda_graph -----------------------------------------------
     def _graphed_terms(self, column_sums, key_mask):
         """:meth:`_eager_terms` replayed from CUDA graphs: the first step with a new input signature (the last, smaller
-        batch of an epoch is a second one) records the terms' forward and backward (a few eager runs, then the
-        recording); every later step copies its inputs (stacked column sums, key mask, start vectors) into the
-        graph's own, replays one graph forward and one backward, and gets the graph's own output tensors back,
-        which stay valid until its next replay. Off CUDA, or under autocast with its weight cache on, the terms run
-        eagerly (one warning)."""
-        names = self.estimator_names()
-        attention = [torch.stack(column_sums), key_mask] if self.attn_weight > 0 else []
-        args = (*attention, *(getattr(self, name).v for name in names))
+        batch of an epoch is a second one; new weights of the terms another) records the terms' forward and backward
+        (a few eager runs, then the recording); every later step copies its inputs (stacked column sums, key mask,
+        start vectors) into the graph's own, replays one graph forward and one backward, and gets the graph's own
+        output tensors back, which stay valid until its next replay. Off CUDA, or under autocast with its weight cache
+        on, the terms run eagerly (one warning)."""
+        layout = self.layout()
+        attention = [torch.stack(column_sums), key_mask] if layout.attn_weight > 0 else []
+        args = (*attention, *(getattr(self, name).v for name in layout.names))
         if not cuda_graphs_usable(args[0]):
             if not getattr(self, "_warned_no_graphs", False):
                 self._warned_no_graphs = True
@@ -740,14 +785,14 @@ class SPRINTRegularizer(nn.Module):
                 warnings.warn(f"sprint_compile: {mode} records CUDA graphs, which need a CUDA device (and no "
                               "autocast weight cache); SPRINT's terms run eagerly here", RuntimeWarning)
             return self._eager_terms(column_sums, key_mask)
-        signature = tuple((tuple(arg.shape), arg.dtype, arg.requires_grad) for arg in args)
         weights = self.regularised_parameters()
+        signature = (layout, *((tuple(arg.shape), arg.dtype, arg.requires_grad) for arg in (*args, *weights)))
         graphed = self._graphs.get(signature)
         if graphed is None:
-            terms = GraphedTerms(self, names, compiled=self._compiled_graphs)
+            terms = GraphedTerms(layout, len(weights), compiled=self._compiled_graphs)
             graphed = self._graphs[signature] = record_graphs(terms, args, weights)
         attn, ffn, emb, *flat = graphed(*args, *weights)
-        return attn, ffn, emb, {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(names)}
+        return attn, ffn, emb, {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(layout.names)}
 
     def forward(self):
         """The weighted terms ``(attn, ffn, emb)`` of the last training forward pass; a disabled term is 0."""

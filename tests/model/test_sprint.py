@@ -389,6 +389,17 @@ def test_compiled_terms_train_like_the_eager_ones(compile_mode):
     assert eager[0][0] != eager[0][2]  # the steps changed the weights (the comparison is not of constants)
 
 
+def test_compiled_terms_compile_once_for_models_of_one_structure():
+    """sprint_compile compiles sprint_terms, whose guards are on numbers and tensor shapes, not on a model's modules: a
+    second model of the same structure runs the first one's graph (with guards on the modules' identities every new
+    model compiled again, and under fullgraph the ninth of a process failed at torch's recompile limit, 8)."""
+    torch._dynamo.reset()
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    with torch._dynamo.config.patch(**{limit: 1}):
+        first, second = _three_sgd_steps("aot_eager"), _three_sgd_steps("aot_eager")
+    assert first[0] == second[0] and all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
+
+
 def _steps_with_a_smaller_batch(compile_mode):
     """Totals, final gradients and buffers after 4 SGD steps whose third batch is smaller (a second input shape, then
     the first again)."""
@@ -454,7 +465,8 @@ def test_cuda_graph_mode_hands_the_terms_to_make_graphed_callables_once_per_inpu
     # gradient accumulators belong to the step's graph); graphed[3] lists them in the same order (per block: value,
     # out, ffn_in, ffn_out; then the embedding)
     assert all(w is not p and w.data_ptr() == p.data_ptr() for w, p in zip(sample[7:], graphed[3]))
-    assert list(module.parameters()) == [] and module.names == ["value", "output", "ffn_in", "ffn_out", "embedding"]
+    assert list(module.parameters()) == [] and module.layout.names == ("value", "output", "ffn_in", "ffn_out",
+                                                                        "embedding")
 
 
 def test_inductor_cuda_graph_mode_records_the_terms_compiled_by_inductor(monkeypatch):
@@ -478,7 +490,7 @@ def test_inductor_cuda_graph_mode_records_the_terms_compiled_by_inductor(monkeyp
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", lambda module, sample: recorded.append(module) or module)
     monkeypatch.setattr(torch, "compile", counting_compile)
     graphed = _three_sgd_steps("inductor_cuda_graph")
-    assert len(recorded) == 1 and recorded[0]._run is not recorded[0].terms  # one signature, compiled terms
+    assert len(recorded) == 1 and recorded[0]._terms is not sprint_module.sprint_terms  # one signature, compiled
     assert compiled == [dict(fullgraph=True, dynamic=False, backend="inductor")]
     assert eager[0] == pytest.approx(graphed[0], rel=1e-5)
     for a, b in zip(eager[1] + eager[2], graphed[1] + graphed[2]):

@@ -409,12 +409,8 @@ def _gate_instead_of_up(original):
 
 
 def _unsquared_value_norms(original):
-    def attention_term(self, column_sums, key_mask, vectors, starts):  # the plugin's formula, sigma(W_V) not squared
-        soft_max = sprint_module.soft_max_columns(torch.stack(column_sums), key_mask, self.temperature)
-        value_norms = self._norms("value", self.targets.value_weights(), vectors, starts).view(self.n_layers, self.n_heads)
-        output_norms = self._norms("output", self.targets.output_weights(), vectors, starts)
-        radicand = (soft_max * value_norms).sum(1).clamp_min(1e-12)
-        return torch.log1p(radicand.sqrt() * output_norms).mean()
+    def attention_term(soft_max, value_norms, output_norms, eps=1e-12):  # the plugin's formula, sigma(W_V) not squared
+        return original(soft_max, value_norms.sqrt(), output_norms, eps)
     return attention_term
 
 
@@ -423,9 +419,9 @@ MUTANTS = {  # name: (model, a function returning (target, attribute, replacemen
     "abs() of the column sums": ("HSTUSPRINT", lambda: _wrap(
         sprint_module, "soft_max_columns", lambda f: lambda c, k, t: f(c.abs(), k, t)), "attn value"),
     "sum over layers instead of mean (attn)": ("SASRecPPSPRINT", lambda: _wrap(
-        Regularizer, "_attention_term", lambda f: lambda self, *a: f(self, *a) * self.n_layers), "attn value"),
+        sprint_module, "attention_term", lambda f: lambda s, v, o: f(s, v, o) * s.shape[0]), "attn value"),
     "sum over layers instead of mean (ffn)": ("SASRecPPSPRINT", lambda: _wrap(
-        Regularizer, "_ffn_term", lambda f: lambda self, *a: f(self, *a) * self.n_layers), "ffn value"),
+        sprint_module, "ffn_term", lambda f: lambda i, o: f(i, o) * i.shape[0]), "ffn value"),
     "max instead of logsumexp": ("SASRecPPSPRINT", lambda: _wrap(sprint_module, "soft_max_columns", _hard_max),
                                  "attn value"),
     "one soft max per sequence": ("SASRecSPRINT", lambda: _wrap(sprint_module, "soft_max_columns",
@@ -445,7 +441,7 @@ MUTANTS = {  # name: (model, a function returning (target, attribute, replacemen
     "column sums' gradient left out of dP": ("SASRecPPSPRINT", lambda: _wrap(
         layers_module, "attend_with_column_sums", lambda f: lambda p, v, q: (
             f(p, v, q)[0], sprint_module.attention_column_sums(p.detach(), q))), "gradient of"),
-    "sigma(W_V) not squared": ("SASRecSPRINT", lambda: _wrap(Regularizer, "_attention_term", _unsquared_value_norms),
+    "sigma(W_V) not squared": ("SASRecSPRINT", lambda: _wrap(sprint_module, "attention_term", _unsquared_value_norms),
                                "attn value"),
     "W_gate instead of W_up": ("SASRecPPSPRINT", lambda: _wrap(SASRecPPSPRINT, "sprint_blocks", _gate_instead_of_up),
                                "ffn value"),
