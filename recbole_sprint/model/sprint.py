@@ -44,6 +44,7 @@ through a :class:`ColumnSums` module the regulariser hooks the same way.
 """
 
 import contextlib
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Tuple
@@ -667,10 +668,10 @@ class SPRINTRegularizer(nn.Module):
         self._compiled_graphs = mode == "inductor_cuda_graph"
         if mode in SPRINT_GRAPH_MODES:
             self._terms = self._graphed_terms
-        elif mode != "none":
-            self._terms = self._compiled_terms
-            self._compiled = torch.compile(sprint_terms, fullgraph=True,
-                                           backend="aot_eager" if mode == "aot_eager" else "inductor")
+        elif mode != "none":  # default, aot_eager
+            backend = "aot_eager" if mode == "aot_eager" else "inductor"
+            self._terms = functools.partial(self._eager_terms,
+                                            terms=torch.compile(sprint_terms, fullgraph=True, backend=backend))
 
     @property
     def enabled(self):
@@ -740,18 +741,12 @@ class SPRINTRegularizer(nn.Module):
             names=tuple(self.estimator_names()),
         )
 
-    def _eager_terms(self, column_sums, key_mask):
-        """``(attn, ffn, emb, vectors)`` of :func:`sprint_terms` from the stored start vectors (``sprint_compile:
-        none``)."""
+    def _eager_terms(self, column_sums, key_mask, terms=sprint_terms):
+        """``(attn, ffn, emb, vectors)`` of :func:`sprint_terms` (or of ``terms``, its compiled form) from the stored
+        start vectors."""
         layout = self.layout()
         starts = [getattr(self, name).v for name in layout.names]
-        return sprint_terms(layout, column_sums, key_mask, starts, self.regularised_parameters())
-
-    def _compiled_terms(self, column_sums, key_mask):
-        """:meth:`_eager_terms` through the ``torch.compile``'d :func:`sprint_terms` (``default``, ``aot_eager``)."""
-        layout = self.layout()
-        starts = [getattr(self, name).v for name in layout.names]
-        return self._compiled(layout, column_sums, key_mask, starts, self.regularised_parameters())
+        return terms(layout, column_sums, key_mask, starts, self.regularised_parameters())
 
     def estimator_names(self):
         """The power-iteration estimators the enabled terms use, in a fixed order."""
