@@ -114,10 +114,10 @@ class _PowerIteration(torch.autograd.Function):
     Backward from ``g = dL/dsigma``, walking the steps back: ``dy = g u`` (the norm's gradient; 0 at ``y = 0``, as
     ``torch.linalg.vector_norm``'s), ``dW += dy v_k^T``, ``dv_k = W^T dy``; at step ``t``
     ``dz_t = (dv_t - a_t v_t (v_t . dv_t)) / n_t`` with ``a_t = [|z_t| >= eps]`` (where the norm was clamped, ``v_t``
-    is ``z_t / eps`` and its gradient ``dv_t / eps``), ``dW += w_t dz_t^T``, ``dw_t = W dz_t``, ``dW += dw_t v_{t-1}^T``,
-    ``dv_{t-1} = W^T dw_t``. The ``3k`` rank-one terms of ``dW`` are one batched product ``[G, m, 3k] @ [G, 3k, n]``:
-    ``dW`` is written once, where autograd writes one dense outer product per ``bmm`` and adds them (at the 0.34B
-    configuration each is a pass over 283M weights).
+    is ``z_t / eps`` and its gradient ``dv_t / eps``), ``dW += w_t dz_t^T``, ``dw_t = W dz_t``,
+    ``dW += dw_t v_{t-1}^T``, ``dv_{t-1} = W^T dw_t``. The ``3k`` rank-one terms of ``dW`` are one batched product
+    ``[G, m, 3k] @ [G, 3k, n]``: ``dW`` is written once, where autograd writes one dense outer product per ``bmm`` and
+    adds them (at the 0.34B configuration each is a pass over 283M weights).
 
     Written for few operators (each a kernel launch: what SPRINT's terms cost in a small model's step, in CUDA graphs
     too): with one step, 9 in the forward and 11 in the backward of one batch of matrices (``v_t . dv_t`` as one
@@ -483,7 +483,9 @@ class GraphedTerms(nn.Module):
 
     def forward(self, *args):
         args, weights = args[: len(args) - self.n_weights], args[len(args) - self.n_weights :]
-        column_sums, key_mask, starts = (args[0], args[1], args[2:]) if self.layout.attn_weight > 0 else (None, None, args)
+        column_sums, key_mask, starts = (None, None, args)
+        if self.layout.attn_weight > 0:
+            column_sums, key_mask, starts = args[0], args[1], args[2:]
         attn, ffn, emb, vectors = self._terms(self.layout, column_sums, key_mask, starts, weights)
         return (attn, ffn, emb, *(vector for name in self.layout.names for vector in vectors[name]))
 

@@ -149,7 +149,8 @@ def test_sass_opcodes_reads_predicated_and_plain_instructions():
 
 def test_power_iteration_times_both_backwards_and_compares_their_gradients(capsys):
     """``--power_iteration``: a row per shape with both times, the gradients' difference (float32: rounding only) and
-    the operators each dispatches, the table printed; a malformed shape list is an error naming the option and the form."""
+    the operators each dispatches, the table printed; a malformed shape list is an error naming the option and the
+    form."""
     script = load_benchmark_script("sprint_overhead")
     rows = script.time_power_iteration([(3, 16, 8), (2, 8, 24)], "cpu", rounds=2, steps=2)
     assert [row["shape"] for row in rows] == ["3x16x8", "2x8x24"]
