@@ -379,6 +379,34 @@ def memory_variants(args):
 OPERATOR_PHASES = ("forward", "loss", "backward", "rest")
 
 
+def dispatch_counter(key):
+    """A ``TorchDispatchMode`` that counts the ATen operators dispatched under it (below autograd, so a backward's too)
+    in its ``counts`` by ``key(func)`` (``None``: not counted)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counting(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.counts = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = key(func)
+            if name is not None:
+                self.counts[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    return Counting()
+
+
+def operators_dispatched(run):
+    """``(result of run(), {operator: count})``: the ATen operators ``run`` dispatches (below autograd, so a backward's
+    too), views left out (they launch no kernel)."""
+    counting = dispatch_counter(lambda func: None if func.is_view else func.overloadpacket.__name__)
+    with counting:
+        result = run()
+    return result, dict(counting.counts)
+
+
 def count_operators(args):
     """``--count_ops``: per variant, the ATen operators one training step dispatches (below autograd, so the backward's
     too; on CUDA each is about one kernel launch, the host work a small model's GPU step is bound by), in four
@@ -386,23 +414,12 @@ def count_operators(args):
     terms), that loss module (``full_sequence``: its negatives and scores), autograd's backward pass, and the rest
     of the trainer's step (batch copy, ``zero_grad``, clipping, the optimiser). One step after two warm-up steps (graphs
     record in those), on a batch of ``--batch_size`` users. Returns ``[{label, phase: count, ...}]``."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Counting(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.counts = dict.fromkeys(OPERATOR_PHASES, 0)
-            self.in_loss = self.in_loss_module = False
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if torch._C._current_graph_task_id() != -1:
-                phase = "backward"
-            elif self.in_loss:
-                phase = "loss" if self.in_loss_module else "forward"
-            else:
-                phase = "rest"
-            self.counts[phase] += 1
-            return func(*args, **(kwargs or {}))
+    def phase(state):
+        if torch._C._current_graph_task_id() != -1:
+            return "backward"
+        if state["in_loss"]:
+            return "loss" if state["in_loss_module"] else "forward"
+        return "rest"
 
     rows = []
     for label, _, _, overrides, settings in variant_plan(args):
@@ -412,24 +429,25 @@ def count_operators(args):
             warm_up, step = (copy.copy(speed.fixed_batches(train_data, 3)) for _ in range(2))
             warm_up.batches, step.batches = warm_up.batches[:2], step.batches[2:]
             trainer._train_epoch(warm_up, 0)
-            counting = Counting()
+            state = {"in_loss": False, "in_loss_module": False}
+            counting = dispatch_counter(lambda func, state=state: phase(state))
             loss_func = model.calculate_loss
             loss_module = getattr(model, "full_sequence_loss", None)
             if loss_module is not None:
-                loss_module.register_forward_pre_hook(lambda *_, c=counting: setattr(c, "in_loss_module", True))
-                loss_module.register_forward_hook(lambda *_, c=counting: setattr(c, "in_loss_module", False))
+                loss_module.register_forward_pre_hook(lambda *_, s=state: s.update(in_loss_module=True))
+                loss_module.register_forward_hook(lambda *_, s=state: s.update(in_loss_module=False))
 
-            def counted_loss(interaction, loss_func=loss_func, counting=counting):
-                counting.in_loss = True
+            def counted_loss(interaction, loss_func=loss_func, state=state):
+                state["in_loss"] = True
                 try:
                     return loss_func(interaction)
                 finally:
-                    counting.in_loss = False
+                    state["in_loss"] = False
 
             with counting:
                 trainer._train_epoch(step, 1, loss_func=counted_loss)
             speed.synchronize(args.device)
-            rows.append({"label": label, **counting.counts})
+            rows.append({"label": label, **{name: counting.counts[name] for name in OPERATOR_PHASES}})
         except Exception as error:
             rows.append({"label": label, "error": first_line(error)})
         print(f"  {rows[-1]}", flush=True)
@@ -814,24 +832,6 @@ def print_kernel_resources(rows):
         print(f"| {row['kernel']} | {row['block']} x {row['warps']} | {'yes' if row['column_sum_grad'] else ''} "
               f"| {'yes' if row['dropout'] else ''} | {mask} | {row['registers']} | {row['stack_bytes']} "
               f"| {row['local_ops']} | {row['instructions']} | {row['integer']} | {row['tensor_core']} |")
-
-
-def operators_dispatched(run):
-    """``(result of run(), {operator: count})``: the ATen operators ``run`` dispatches (below autograd, so a backward's
-    too), views left out (they launch no kernel)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    counts = collections.Counter()
-
-    class Counting(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if not func.is_view:
-                counts[func.overloadpacket.__name__] += 1
-            return func(*args, **(kwargs or {}))
-
-    with Counting():
-        result = run()
-    return result, dict(counts)
 
 
 def time_power_iteration(shapes, device, rounds, steps):

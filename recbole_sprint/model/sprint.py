@@ -332,11 +332,6 @@ class SpectralNormEstimator(nn.Module):
         self.register_buffer("u", F.normalize(torch.randn(n_matrices, rows, generator=generator), dim=-1))
         self.register_buffer("v", F.normalize(torch.randn(n_matrices, cols, generator=generator), dim=-1))
 
-    def estimate(self, weight, start=None):
-        """``(sigma [G], u [G, m], v [G, n])`` for ``weight [G, m, n]``, started from ``start`` (default: the stored
-        ``v``); changes no state, so it can run inside a compiled graph."""
-        return estimate_spectral_norms(weight, self.v if start is None else start, self.n_iters)
-
     def store(self, u, v):
         """Keep ``u``, ``v`` for the next step's warm start (training mode only). The buffers are rebound to the
         new tensors, never written in place: this step's backward pass still reads the ``v`` it started from."""
@@ -344,7 +339,7 @@ class SpectralNormEstimator(nn.Module):
             self.u, self.v = u.detach(), v.detach()
 
     def forward(self, weight):
-        sigma, u, v = self.estimate(weight)
+        sigma, u, v = estimate_spectral_norms(weight, self.v, self.n_iters)
         self.store(u, v)
         return sigma
 
@@ -725,10 +720,11 @@ class SPRINTRegularizer(nn.Module):
     # Everything after the backbone's forward pass is one function of tensors (sprint_terms: the weights, the column
     # sums, the start vectors), which returns the new vectors instead of storing them: with ``sprint_compile`` it is
     # one graph without side effects (see _compile_terms), and forward() stores them.
-    def layout(self):
-        """The :class:`TermsLayout` of the enabled terms (made anew on each call: the weights may be changed between
-        steps)."""
-        index = {id(weight): position for position, weight in enumerate(self.regularised_parameters())}
+    def layout(self, weights=None):
+        """The :class:`TermsLayout` of the enabled terms, positions into ``weights`` (default:
+        :meth:`regularised_parameters`); made anew on each call: the terms' weights may be changed between steps."""
+        weights = self.regularised_parameters() if weights is None else weights
+        index = {id(weight): position for position, weight in enumerate(weights)}
         blocks = self.targets.blocks
         attn, ffn = self.attn_weight > 0, self.ffn_weight > 0
         return TermsLayout(
@@ -743,12 +739,16 @@ class SPRINTRegularizer(nn.Module):
             names=tuple(self.estimator_names()),
         )
 
+    def _terms_inputs(self):
+        """``(layout, starts, weights)`` for :func:`sprint_terms`: the start vectors are the stored ``v``."""
+        weights = self.regularised_parameters()
+        layout = self.layout(weights)
+        return layout, [getattr(self, name).v for name in layout.names], weights
+
     def _eager_terms(self, column_sums, key_mask, terms=sprint_terms):
-        """``(attn, ffn, emb, vectors)`` of :func:`sprint_terms` (or of ``terms``, its compiled form) from the stored
-        start vectors."""
-        layout = self.layout()
-        starts = [getattr(self, name).v for name in layout.names]
-        return terms(layout, column_sums, key_mask, starts, self.regularised_parameters())
+        """``(attn, ffn, emb, vectors)`` of :func:`sprint_terms` (or of ``terms``, its compiled form)."""
+        layout, starts, weights = self._terms_inputs()
+        return terms(layout, column_sums, key_mask, starts, weights)
 
     def estimator_names(self):
         """The power-iteration estimators the enabled terms use, in a fixed order."""
@@ -772,17 +772,16 @@ class SPRINTRegularizer(nn.Module):
         start vectors) into the graph's own, replays one graph forward and one backward, and gets the graph's own
         output tensors back, which stay valid until its next replay. Off CUDA, or under autocast with its weight cache
         on, the terms run eagerly (one warning)."""
-        layout = self.layout()
+        layout, starts, weights = self._terms_inputs()
         attention = [torch.stack(column_sums), key_mask] if layout.attn_weight > 0 else []
-        args = (*attention, *(getattr(self, name).v for name in layout.names))
+        args = (*attention, *starts)
         if not cuda_graphs_usable(args[0]):
             if not getattr(self, "_warned_no_graphs", False):
                 self._warned_no_graphs = True
                 mode = "inductor_cuda_graph" if self._compiled_graphs else "cuda_graph"
                 warnings.warn(f"sprint_compile: {mode} records CUDA graphs, which need a CUDA device (and no "
                               "autocast weight cache); SPRINT's terms run eagerly here", RuntimeWarning)
-            return self._eager_terms(column_sums, key_mask)
-        weights = self.regularised_parameters()
+            return sprint_terms(layout, column_sums, key_mask, starts, weights)
         signature = (layout, *((tuple(arg.shape), arg.dtype, arg.requires_grad) for arg in (*args, *weights)))
         graphed = self._graphs.get(signature)
         if graphed is None:
