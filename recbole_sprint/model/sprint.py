@@ -53,6 +53,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_sprint.model.fused_power_iteration import (POWER_IMPLS, fused_spectral_norms, layout_matrices,
+                                                       unusable_reason)
 from recbole_sprint.model.graphs import cuda_graphs_usable, warm_capture_stream  # tests patch them here
 
 SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
@@ -402,6 +404,7 @@ class TermsLayout(NamedTuple):
     ffn_out: Tuple[int, ...]
     embedding: Optional[int]
     names: Tuple[str, ...]
+    power_impl: str = "torch"
 
 
 def stacked_weights(layout, weights):
@@ -436,11 +439,14 @@ def sprint_terms(layout, column_sums, key_mask, starts, weights):
         ``(attn, ffn, emb, vectors)``: the weighted terms (a term that is off is an exact zero) and the new
         ``(u, v)`` per estimator, ``{name: (u, v)}``.
     """
-    matrices = stacked_weights(layout, weights)
-    sigma, vectors = {}, {}
-    for name, start in zip(layout.names, starts):
-        norms, u, v = estimate_spectral_norms(matrices[name], start, layout.n_iters)  # [G], [G, m], [G, n]
-        sigma[name], vectors[name] = norms, (u, v)
+    if layout.power_impl == "triton":  # every estimator's matrices in a few kernels
+        sigma, vectors = fused_spectral_norms(layout, weights, starts)
+    else:  # one batched chain of operators per estimator
+        matrices = stacked_weights(layout, weights)
+        sigma, vectors = {}, {}
+        for name, start in zip(layout.names, starts):
+            norms, u, v = estimate_spectral_norms(matrices[name], start, layout.n_iters)  # [G], [G, m], [G, n]
+            sigma[name], vectors[name] = norms, (u, v)
     attn = ffn = emb = None
     if not (layout.attn_weight > 0 and layout.ffn_weight > 0 and layout.emb_weight > 0):
         attn = ffn = emb = weights[0].new_zeros(())  # one kernel, made only where a term is off
@@ -560,6 +566,12 @@ def check_sprint_config(config):
     iters = config["sprint_power_iters"]
     if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
         raise ValueError(f"sprint_power_iters must be an integer >= 1, got {iters!r}")
+    power_impl = _configured_power_impl(config)
+    if power_impl not in POWER_IMPLS:
+        raise ValueError(f"sprint_power_impl must be one of {', '.join(POWER_IMPLS)}, got {power_impl!r}")
+    if power_impl == "triton" and compile_mode not in ("none", "cuda_graph"):
+        raise ValueError(f"sprint_power_impl: triton launches its own kernels, which torch.compile does not trace: "
+                         f"use it with sprint_compile none or cuda_graph (got sprint_compile: {compile_mode})")
     every = _configured_every(config)
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise ValueError(f"sprint_every must be an integer >= 1 (1: every training step, the paper's; k: every k-th "
@@ -570,6 +582,12 @@ def _configured_every(config):
     """``sprint_every``, 1 where unset (a config without the key, e.g. a plain dict)."""
     every = config["sprint_every"] if "sprint_every" in config else None
     return 1 if every is None else every
+
+
+def _configured_power_impl(config):
+    """``sprint_power_impl``, ``torch`` where unset."""
+    impl = config["sprint_power_impl"] if "sprint_power_impl" in config else None
+    return "torch" if impl is None else impl
 
 
 def _estimator(weights, n_iters, generator):
@@ -604,6 +622,7 @@ class SPRINTRegularizer(nn.Module):
         self.temperature = float(config["sprint_temperature"])
         self.power_iters = int(config["sprint_power_iters"])
         self.every = _configured_every(config)
+        self.power_impl = _configured_power_impl(config)
         if not blocks:
             raise ValueError("SPRINT needs at least one transformer block")
         if len({block.n_heads for block in blocks}) != 1:
@@ -727,7 +746,7 @@ class SPRINTRegularizer(nn.Module):
         index = {id(weight): position for position, weight in enumerate(weights)}
         blocks = self.targets.blocks
         attn, ffn = self.attn_weight > 0, self.ffn_weight > 0
-        return TermsLayout(
+        layout = TermsLayout(
             attn_weight=self.attn_weight, ffn_weight=self.ffn_weight, emb_weight=self.emb_weight,
             temperature=self.temperature, n_iters=self.power_iters, n_heads=self.n_heads,
             value=tuple((index[id(block.value_module.weight)], *(block.value_rows or (None, None)))
@@ -737,7 +756,17 @@ class SPRINTRegularizer(nn.Module):
             ffn_out=tuple(index[id(block.ffn_out_module.weight)] for block in blocks) if ffn else (),
             embedding=index[id(self.targets.item_embedding.weight)] if self.emb_weight > 0 else None,
             names=tuple(self.estimator_names()),
+            power_impl=self.power_impl,
         )
+        if layout.power_impl == "triton":
+            reason = unusable_reason(layout_matrices(layout, weights), weights)
+            if reason is not None:  # e.g. on the CPU: the batched operators instead, said once
+                if not getattr(self, "_warned_power_impl", False):
+                    self._warned_power_impl = True
+                    warnings.warn(f"sprint_power_impl: triton cannot run here ({reason}); SPRINT's power iterations "
+                                  "run as batched PyTorch operators (sprint_power_impl: torch)", RuntimeWarning)
+                layout = layout._replace(power_impl="torch")
+        return layout
 
     def _terms_inputs(self):
         """``(layout, starts, weights)`` for :func:`sprint_terms`: the start vectors are the stored ``v``."""

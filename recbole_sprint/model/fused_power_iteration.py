@@ -1,0 +1,431 @@
+r"""SPRINT's power iterations of every regularised matrix in a handful of Triton kernels
+(``sprint_power_impl: triton``, issue 25).
+
+:func:`fused_spectral_norms` gives, for each estimator of a :class:`recbole_sprint.model.sprint.TermsLayout`, what
+:func:`recbole_sprint.model.sprint.power_iteration` gives for that estimator's stacked matrices: the norms
+``sigma [G]``, the new ``u [G, m]`` and ``v [G, n]``; and in the backward the same gradient (the one
+:class:`~recbole_sprint.model.sprint._PowerIteration` writes down, through the iterates). The batched PyTorch path
+runs one chain of operators per estimator (value, output, ffn_in, ffn_out, embedding: each a different shape), 9
+forward and 11 backward for one power-iteration step, after stacking the layers' weights. Here every matrix of every
+estimator is one row of a table, whatever its shape, and the kernels read the weights where they are (an element
+offset from one base weight, the row stride): no stacking, and for one power-iteration step four kernels forward
+(plus one copy of the start vectors) and three backward, for all matrices at once.
+
+The algorithm, for a matrix ``W [m, n]`` cut into tiles of ``BM`` rows (a tile is one program of a tile kernel):
+
+* ``_pi_rows`` (per tile): ``w = W x`` for the tile's rows (dot products over column chunks), stored; and, when
+  asked, the tile's share of ``W^T w`` (``sum_r w_r W_r``), stored per tile in a buffer of partial sums (no atomics:
+  the result does not depend on the order programs run in), and ``|w|^2`` of the tile.
+* ``_pi_columns`` (per matrix): the sum of the matrix's partials, ``z = W^T W x``; as a power-iteration step
+  ``n_t = |z|``, ``v_t = z / max(n_t, eps)``; in the backward the plain sum.
+* ``_pi_finish`` (per matrix, after ``_pi_rows`` of ``y = W v_k``): ``sigma = |y|`` from the tiles' ``|w|^2``,
+  ``u = y / sigma`` and ``q = W^T u`` (the partials over ``sigma``), which the backward needs as ``dv_k = g q``.
+* backward, for ``t = k .. 1``: ``_pi_dz`` (per matrix) ``dz_t = (dv_t - a_t v_t (v_t . dv_t)) / max(n_t, eps)``
+  with ``a_t = [n_t >= eps]``; ``_pi_rows`` ``dw_t = W dz_t`` (and, for ``t > 1``, ``dv_{t-1} = W^T dw_t`` through
+  ``_pi_columns``); then ``_pi_grad`` (per tile) writes ``dW = g u v_k^T + sum_t (w_t dz_t^T + dw_t v_{t-1}^T)``
+  into one buffer laid out like the parameters, whose views are the gradients returned.
+
+Every number is computed in the weights' dtype (float32 or float64; exact products, no TF32), so the values equal the
+batched path's up to the order of summation. Used on CUDA tensors; on the CPU only under Triton's interpreter
+(``TRITON_INTERPRET=1``, the tests). ``torch.compile`` does not trace these launches: the option goes with
+``sprint_compile: none`` or ``cuda_graph`` (the graphs record the kernels like any others).
+"""
+
+import collections
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+try:  # Triton ships with PyPI's CUDA builds of torch on Linux
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the installation
+    triton = None
+    tl = None
+
+POWER_IMPLS = ("torch", "triton")  # sprint_power_impl
+ROWS_PER_TILE = 32  # BM: rows of a tile program
+COLUMN_CHUNK = 64  # BN: columns a tile program reads at once
+MAX_COLUMNS = 16384  # n of the widest matrix: the per-matrix kernels hold a vector of n (next power of two) in registers
+_PARTIAL_ELEMENTS = 4096  # elements of the partial-sum buffer a per-matrix kernel loads at once
+_META = ("w_off", "m", "n", "s_row", "vo", "mo", "po", "nb", "tf", "g_off")  # one row of the matrix table
+_PLANS = collections.OrderedDict()  # (layout, the weights' addresses, shapes, dtypes) -> _Plan
+_REASONS = collections.OrderedDict()  # the same key -> unusable_reason
+_MATRICES = collections.OrderedDict()  # (layout, weight shapes) -> layout_matrices
+_MAX_PLANS = 64  # entries kept in each
+
+
+def interpreting():
+    """Whether Triton runs its interpreter (``TRITON_INTERPRET=1``): the kernels then run on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _pi_rows(W, META, TILES, X, OUT, PART, SQ, NMETA: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                 WANT_PART: tl.constexpr, WANT_SQ: tl.constexpr):
+        # one tile (matrix g, rows block * BM ...): OUT[rows] = W[rows] x; PART[block] = sum_r OUT_r W_r; SQ = |OUT|^2
+        tile = tl.program_id(0)
+        g = tl.load(TILES + 2 * tile)
+        block = tl.load(TILES + 2 * tile + 1)
+        meta = META + g * NMETA
+        w_off = tl.load(meta + 0)
+        m = tl.load(meta + 1)
+        n = tl.load(meta + 2)
+        s_row = tl.load(meta + 3)
+        vo = tl.load(meta + 4)
+        mo = tl.load(meta + 5)
+        rows = block * BM + tl.arange(0, BM)
+        row_ok = rows < m
+        row_ptr = W + w_off + rows[:, None] * s_row  # [BM, 1]
+        acc = tl.zeros([BM], dtype=X.dtype.element_ty)
+        for c0 in range(0, n, BN):
+            cols = c0 + tl.arange(0, BN)
+            col_ok = cols < n
+            w = tl.load(row_ptr + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+            x = tl.load(X + vo + cols, mask=col_ok, other=0.0)
+            acc += tl.sum(w * x[None, :], axis=1)
+        tl.store(OUT + mo + rows, acc, mask=row_ok)
+        if WANT_SQ:
+            tl.store(SQ + tile, tl.sum(acc * acc, axis=0))
+        if WANT_PART:
+            part = PART + tl.load(meta + 6) + block * n
+            for c0 in range(0, n, BN):
+                cols = c0 + tl.arange(0, BN)
+                col_ok = cols < n
+                w = tl.load(row_ptr + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+                tl.store(part + cols, tl.sum(w * acc[:, None], axis=0), mask=col_ok)
+
+    @triton.jit
+    def _sum_partials(PART, meta, cols, col_ok, n, NP: tl.constexpr, RB: tl.constexpr):
+        # [NP]: the sum over the matrix's tiles of their partial sums
+        po = tl.load(meta + 6)
+        nb = tl.load(meta + 7)
+        z = tl.zeros([NP], dtype=PART.dtype.element_ty)
+        for b0 in range(0, nb, RB):
+            blocks = b0 + tl.arange(0, RB)
+            p = tl.load(PART + po + blocks[:, None] * n + cols[None, :],
+                        mask=(blocks < nb)[:, None] & col_ok[None, :], other=0.0)
+            z += tl.sum(p, axis=0)
+        return z
+
+    @triton.jit
+    def _pi_columns(META, PART, OUT, NORM, CLAMPED, eps, NMETA: tl.constexpr, NP: tl.constexpr, RB: tl.constexpr,
+                    NORMALISE: tl.constexpr):
+        # one matrix: z = sum of its partials; NORMALISE: NORM = |z|, CLAMPED = max(|z|, eps), OUT = z / CLAMPED
+        g = tl.program_id(0)
+        meta = META + g * NMETA
+        n = tl.load(meta + 2)
+        vo = tl.load(meta + 4)
+        cols = tl.arange(0, NP)
+        col_ok = cols < n
+        z = _sum_partials(PART, meta, cols, col_ok, n, NP, RB)
+        if NORMALISE:
+            norm = tl.sqrt(tl.sum(z * z, axis=0))
+            divisor = tl.maximum(norm, eps)
+            tl.store(NORM + g, norm)
+            tl.store(CLAMPED + g, divisor)
+            z = z / divisor
+        tl.store(OUT + vo + cols, z, mask=col_ok)
+
+    @triton.jit
+    def _pi_finish(META, SQ, PART, Y, U, Q, SIGMA, tiny, NMETA: tl.constexpr, NP: tl.constexpr, RB: tl.constexpr,
+                   BR: tl.constexpr):
+        # one matrix, after _pi_rows of y = W v_k: SIGMA = |y|, U = y / SIGMA, Q = W^T y / SIGMA (0 where y is 0)
+        g = tl.program_id(0)
+        meta = META + g * NMETA
+        m = tl.load(meta + 1)
+        n = tl.load(meta + 2)
+        vo = tl.load(meta + 4)
+        mo = tl.load(meta + 5)
+        nb = tl.load(meta + 7)
+        tf = tl.load(meta + 8)
+        squares = tl.zeros([BR], dtype=Y.dtype.element_ty)
+        for b0 in range(0, nb, BR):
+            blocks = b0 + tl.arange(0, BR)
+            squares += tl.load(SQ + tf + blocks, mask=blocks < nb, other=0.0)
+        sigma = tl.sqrt(tl.sum(squares, axis=0))
+        denominator = tl.maximum(sigma, tiny)
+        tl.store(SIGMA + g, sigma)
+        for r0 in range(0, m, BR):
+            rows = r0 + tl.arange(0, BR)
+            tl.store(U + mo + rows, tl.load(Y + mo + rows, mask=rows < m, other=0.0) / denominator, mask=rows < m)
+        cols = tl.arange(0, NP)
+        col_ok = cols < n
+        z = _sum_partials(PART, meta, cols, col_ok, n, NP, RB)
+        tl.store(Q + vo + cols, z / denominator, mask=col_ok)
+
+    @triton.jit
+    def _pi_dz(META, GSIGMA, Q, DV, V, NORM, CLAMPED, DZ, eps, NMETA: tl.constexpr, NP: tl.constexpr,
+               FIRST: tl.constexpr):
+        # one matrix: dz = (dv - a v (v . dv)) / max(|z|, eps), a = [|z| >= eps]; FIRST: dv = g q (q = W^T u)
+        g = tl.program_id(0)
+        meta = META + g * NMETA
+        n = tl.load(meta + 2)
+        vo = tl.load(meta + 4)
+        cols = tl.arange(0, NP)
+        col_ok = cols < n
+        if FIRST:
+            dv = tl.load(GSIGMA + g) * tl.load(Q + vo + cols, mask=col_ok, other=0.0)
+        else:
+            dv = tl.load(DV + vo + cols, mask=col_ok, other=0.0)
+        v = tl.load(V + vo + cols, mask=col_ok, other=0.0)
+        kept = tl.where(tl.load(NORM + g) >= eps, v, 0.0)
+        along = tl.sum(kept * dv, axis=0)
+        tl.store(DZ + vo + cols, (dv - kept * along) / tl.load(CLAMPED + g), mask=col_ok)
+
+    @triton.jit
+    def _pi_grad(META, TILES, GSIGMA, U, VS, WS, DZS, DWS, GRAD, NV, NM, NMETA: tl.constexpr, K: tl.constexpr,
+                 BM: tl.constexpr, BN: tl.constexpr):
+        # one tile: GRAD[rows] = g u v_K^T + sum_t (w_t dz_t^T + dw_t v_{t-1}^T), in the parameter's layout
+        tile = tl.program_id(0)
+        g = tl.load(TILES + 2 * tile)
+        block = tl.load(TILES + 2 * tile + 1)
+        meta = META + g * NMETA
+        m = tl.load(meta + 1)
+        n = tl.load(meta + 2)
+        s_row = tl.load(meta + 3)
+        vo = tl.load(meta + 4)
+        mo = tl.load(meta + 5)
+        g_off = tl.load(meta + 9)
+        rows = block * BM + tl.arange(0, BM)
+        row_ok = rows < m
+        dy = tl.load(GSIGMA + g) * tl.load(U + mo + rows, mask=row_ok, other=0.0)
+        for c0 in range(0, n, BN):
+            cols = c0 + tl.arange(0, BN)
+            col_ok = cols < n
+            acc = dy[:, None] * tl.load(VS + K * NV + vo + cols, mask=col_ok, other=0.0)[None, :]
+            for t in tl.static_range(K):
+                w_t = tl.load(WS + t * NM + mo + rows, mask=row_ok, other=0.0)
+                dw_t = tl.load(DWS + t * NM + mo + rows, mask=row_ok, other=0.0)
+                dz_t = tl.load(DZS + t * NV + vo + cols, mask=col_ok, other=0.0)
+                v_before = tl.load(VS + t * NV + vo + cols, mask=col_ok, other=0.0)
+                acc += w_t[:, None] * dz_t[None, :] + dw_t[:, None] * v_before[None, :]
+            tl.store(GRAD + g_off + rows[:, None] * s_row + cols[None, :], acc,
+                     mask=row_ok[:, None] & col_ok[None, :])
+
+
+# ---------------------------------------------------------------------------------------------------
+# The matrix table
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    """The table of one layout's matrices over one set of weights (addresses, shapes), on the weights' device."""
+
+    meta: torch.Tensor  # [G, len(_META)] int64
+    tiles: torch.Tensor  # [T, 2] int64: (matrix, row block)
+    base: int  # position in ``weights`` of the weight the offsets count from
+    n_matrices: int
+    n_tiles: int
+    nv: int  # sum of n: the length of a flat vector of every matrix's v
+    nm: int  # sum of m: of every matrix's u
+    n_partial: int  # sum over matrices of tiles x n
+    np: int  # next power of two of the widest n
+    estimators: Tuple[Tuple[str, int, int, int, int, int, int], ...]  # (name, g0, g1, m0, n0, m, n) per estimator
+    grads: Tuple[Tuple[int, int], ...]  # (position in weights, offset in the flat gradient) per weight read
+    grad_size: int
+    partly_read: Tuple[int, ...]  # positions of weights some of whose rows no matrix reads (their gradient there: 0)
+
+
+def layout_matrices(layout, weights):
+    """``((name, position, first row, rows), ...)``: the matrices of ``layout`` (a
+    :class:`~recbole_sprint.model.sprint.TermsLayout`) in the batched path's order (the value heads layer by layer,
+    head by head; the other estimators one matrix a layer; the embedding); kept per layout and weight shapes."""
+    key = (layout, tuple(tuple(weight.shape) for weight in weights))
+    return _cached(_MATRICES, key, lambda: _layout_matrices(layout, weights))
+
+
+def _layout_matrices(layout, weights):
+    matrices = []
+    for name in layout.names:
+        if name == "value":
+            for position, first, end in layout.value:
+                first = 0 if first is None else first
+                end = weights[position].size(0) if end is None else end
+                head_rows = (end - first) // layout.n_heads
+                matrices += [(name, position, first + h * head_rows, head_rows) for h in range(layout.n_heads)]
+        elif name == "embedding":
+            matrices.append((name, layout.embedding, 0, weights[layout.embedding].size(0)))
+        else:
+            matrices += [(name, position, 0, weights[position].size(0)) for position in getattr(layout, name)]
+    return tuple(matrices)
+
+
+def _key(matrices, weights):
+    return (matrices, tuple((weight.data_ptr(), tuple(weight.shape), weight.dtype, weight.device)
+                            for weight in weights))
+
+
+def _cached(cache, key, make):
+    if key not in cache:
+        cache[key] = make()
+        while len(cache) > _MAX_PLANS:
+            cache.popitem(last=False)
+    return cache[key]
+
+
+def unusable_reason(matrices, weights) -> Optional[str]:
+    """Why :func:`fused_power_iteration` cannot run on ``matrices`` of ``weights`` (``None``: it can); kept per
+    matrices and weights' addresses (a training step asks once)."""
+    return _cached(_REASONS, (interpreting(), *_key(matrices, weights)), lambda: _unusable_reason(matrices, weights))
+
+
+def _unusable_reason(matrices, weights):
+    if triton is None:
+        return "triton is not installed"
+    if not matrices:
+        return "no power iteration to run"
+    device = weights[0].device
+    if device.type != "cuda" and not interpreting():
+        return f"its kernels need CUDA tensors (these are on {device.type})"
+    dtypes = {weight.dtype for weight in weights}
+    if len(dtypes) != 1 or dtypes & {torch.float32, torch.float64} != dtypes:
+        return f"its kernels take float32 or float64 weights of one dtype (these: {sorted(map(str, dtypes))})"
+    if any(weight.device != device or weight.dim() != 2 or not weight.is_contiguous() for weight in weights):
+        return "its kernels take contiguous 2-d weights on one device"
+    read = collections.defaultdict(list)
+    for _, position, first, rows in matrices:
+        read[position].append((first, first + rows))
+        if weights[position].size(1) > MAX_COLUMNS:
+            return f"a matrix has more than {MAX_COLUMNS} columns"
+    for spans in read.values():
+        spans.sort()
+        if any(end > start for (_, end), (start, _) in zip(spans, spans[1:])):
+            return "a weight's rows are read by two matrices"
+    return None
+
+
+def _plan(matrices, weights):
+    return _cached(_PLANS, _key(matrices, weights), lambda: _make_plan(matrices, weights))
+
+
+def _make_plan(matrices, weights):
+    base = matrices[0][1]
+    size = weights[base].element_size()
+    grads, grad_offset, grad_size, rows_read = [], {}, 0, collections.Counter()
+    for _, position, _, rows in matrices:
+        rows_read[position] += rows
+        if position not in grad_offset:
+            grad_offset[position] = grad_size
+            grads.append((position, grad_size))
+            grad_size += weights[position].numel()
+    meta, tiles, estimators = [], [], []
+    vo = mo = po = 0
+    for g, (name, position, first, rows) in enumerate(matrices):
+        weight = weights[position]
+        distance = weight.data_ptr() - weights[base].data_ptr()
+        assert distance % size == 0, "weights of one dtype are aligned to their element size"
+        n, s_row = weight.size(1), weight.stride(0)
+        blocks = -(-rows // ROWS_PER_TILE)
+        meta.append((distance // size + first * s_row, rows, n, s_row, vo, mo, po, blocks, len(tiles),
+                     grad_offset[position] + first * s_row))
+        tiles += [(g, block) for block in range(blocks)]
+        if not estimators or estimators[-1][0] != name:
+            estimators.append([name, g, g, mo, vo, rows, n])
+        estimators[-1][2] = g + 1
+        vo, mo, po = vo + n, mo + rows, po + blocks * n
+    device = weights[base].device
+    widest = max(n for _, _, n, *_ in meta)
+    return _Plan(
+        meta=torch.tensor(meta, dtype=torch.int64, device=device),
+        tiles=torch.tensor(tiles, dtype=torch.int64, device=device),
+        base=base, n_matrices=len(meta), n_tiles=len(tiles), nv=vo, nm=mo, n_partial=po,
+        np=triton.next_power_of_2(widest), estimators=tuple(tuple(e) for e in estimators), grads=tuple(grads),
+        grad_size=grad_size,
+        partly_read=tuple(p for p, rows in rows_read.items() if rows < weights[p].size(0)),
+    )
+
+
+def _launch_sizes(plan):
+    rb = max(1, _PARTIAL_ELEMENTS // plan.np)
+    return dict(NMETA=len(_META), NP=plan.np, RB=rb)
+
+
+class _FusedPowerIteration(torch.autograd.Function):
+    """``(sigma [G], u [sum m], v [sum n])`` of every matrix of ``plan``; gradients to the weights only."""
+
+    @staticmethod
+    def forward(ctx, plan, n_iters, eps, starts, *weights):
+        base = weights[plan.base]
+        sizes = _launch_sizes(plan)
+        k, G, T = n_iters, plan.n_matrices, plan.n_tiles
+        vs = base.new_empty(k + 1, plan.nv)  # v_0 (the starts) .. v_k
+        torch.cat([start.reshape(-1).to(base.dtype) for start in starts], out=vs[0])
+        ws = base.new_empty(k, plan.nm)  # w_t = W v_{t-1}
+        norms = base.new_empty(2, k, G)  # |z_t| and max(|z_t|, eps)
+        part = base.new_empty(plan.n_partial)
+        squares = base.new_empty(T)
+        rows = dict(NMETA=sizes["NMETA"], BM=ROWS_PER_TILE, BN=COLUMN_CHUNK)
+        for t in range(k):
+            _pi_rows[(T,)](base, plan.meta, plan.tiles, vs[t], ws[t], part, squares, WANT_PART=True, WANT_SQ=False,
+                           **rows)
+            _pi_columns[(G,)](plan.meta, part, vs[t + 1], norms[0, t], norms[1, t], eps, NORMALISE=True, **sizes)
+        y = base.new_empty(plan.nm)
+        _pi_rows[(T,)](base, plan.meta, plan.tiles, vs[k], y, part, squares, WANT_PART=True, WANT_SQ=True, **rows)
+        u, q, sigma = base.new_empty(plan.nm), base.new_empty(plan.nv), base.new_empty(G)
+        _pi_finish[(G,)](plan.meta, squares, part, y, u, q, sigma, torch.finfo(torch.float32).tiny, BR=128, **sizes)
+        ctx.plan, ctx.n_iters, ctx.eps = plan, n_iters, eps
+        ctx.save_for_backward(vs, ws, norms, u, q, *weights)
+        v = vs[k]
+        ctx.mark_non_differentiable(u, v)
+        ctx.set_materialize_grads(False)
+        return sigma, u, v
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_sigma, grad_u, grad_v):  # u, v are not differentiable
+        plan, k, eps = ctx.plan, ctx.n_iters, ctx.eps
+        vs, ws, norms, u, q, *weights = ctx.saved_tensors
+        if grad_sigma is None or not any(ctx.needs_input_grad[4:]):
+            return (None,) * (4 + len(weights))
+        base = weights[plan.base]
+        sizes = _launch_sizes(plan)
+        G, T = plan.n_matrices, plan.n_tiles
+        grad_sigma = grad_sigma.contiguous()
+        dzs, dws = base.new_empty(k, plan.nv), base.new_empty(k, plan.nm)
+        dv = base.new_empty(plan.nv)
+        part = base.new_empty(plan.n_partial) if k > 1 else dv  # no partial sums for t = 1
+        rows = dict(NMETA=sizes["NMETA"], BM=ROWS_PER_TILE, BN=COLUMN_CHUNK)
+        for t in range(k, 0, -1):
+            _pi_dz[(G,)](plan.meta, grad_sigma, q, dv, vs[t], norms[0, t - 1], norms[1, t - 1], dzs[t - 1], eps,
+                         NMETA=sizes["NMETA"], NP=sizes["NP"], FIRST=t == k)
+            _pi_rows[(T,)](base, plan.meta, plan.tiles, dzs[t - 1], dws[t - 1], part, dv, WANT_PART=t > 1,
+                           WANT_SQ=False, **rows)
+            if t > 1:  # dv_{t-1} = W^T dw_t
+                _pi_columns[(G,)](plan.meta, part, dv, dv, dv, eps, NORMALISE=False, **sizes)
+        grad = base.new_empty(plan.grad_size)
+        for position, offset in plan.grads:
+            if position in plan.partly_read:
+                grad[offset:offset + weights[position].numel()].zero_()
+        _pi_grad[(T,)](plan.meta, plan.tiles, grad_sigma, u, vs, ws, dzs, dws, grad, plan.nv, plan.nm,
+                       NMETA=sizes["NMETA"], K=k, BM=ROWS_PER_TILE, BN=COLUMN_CHUNK)
+        grads = [None] * len(weights)
+        for position, offset in plan.grads:
+            if ctx.needs_input_grad[4 + position]:
+                weight = weights[position]
+                grads[position] = grad[offset:offset + weight.numel()].view(weight.shape)
+        return (None, None, None, None, *grads)
+
+
+def fused_power_iteration(matrices, weights, starts, n_iters, eps=1e-12):
+    """``({name: sigma [G]}, {name: (u [G, m], v [G, n])})``: ``n_iters`` power-iteration steps of every matrix of
+    ``matrices`` (``(name, position in weights, first row, rows)`` each; the matrices of one name consecutive and of
+    one shape), from ``starts`` (one ``[G, n]`` per name, in order): per name what
+    :func:`recbole_sprint.model.sprint.estimate_spectral_norms` gives for that name's stacked matrices, from the
+    kernels above. Check :func:`unusable_reason` first."""
+    plan = _plan(matrices, weights)
+    sigma, u, v = _FusedPowerIteration.apply(plan, n_iters, eps, list(starts), *weights)
+    norms, vectors = {}, {}
+    for name, g0, g1, m0, n0, m, n in plan.estimators:
+        count = g1 - g0
+        norms[name] = sigma[g0:g1]
+        vectors[name] = (u[m0:m0 + count * m].view(count, m), v[n0:n0 + count * n].view(count, n))
+    return norms, vectors
+
+
+def fused_spectral_norms(layout, weights, starts):
+    """:func:`fused_power_iteration` of the matrices of ``layout`` (:func:`layout_matrices`)."""
+    return fused_power_iteration(layout_matrices(layout, weights), weights, starts, layout.n_iters)

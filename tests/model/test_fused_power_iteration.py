@@ -1,0 +1,201 @@
+"""``sprint_power_impl: triton``: every regularised matrix's power iteration in a few Triton kernels
+(recbole_sprint/model/fused_power_iteration.py). The kernels run here under Triton's interpreter on the CPU against
+the batched PyTorch path (values, new vectors, gradients; a whole model's training steps); they are compiled for
+sm_90 without a GPU; the option's errors and its fall-back off CUDA."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from recbole_sprint.model.fused_power_iteration import layout_matrices, triton, unusable_reason
+from recbole_sprint.model.sequential_recommender.sasrecppsprint import SASRecPPSPRINT
+from recbole_sprint.model.sprint import TermsLayout, check_sprint_config
+
+from .test_sasrecpp import batch, build
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+INTERPRETER_CHECK = r"""
+import json, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import torch
+from recbole_sprint.model.sprint import TermsLayout, sprint_terms
+from recbole_sprint.model import fused_power_iteration
+from tests.conftest import tiny_config
+from tests.model.test_sasrecpp import batch, build
+from recbole_sprint.model.sequential_recommender.sasrecppsprint import SASRecPPSPRINT
+
+L, H, d, inner, items, B, n = 2, 2, 24, 40, 70, 3, 5
+result = {}
+
+
+def layout(impl, k):
+    # value heads from rows d .. 2d of a fused [3d, d] projection (HSTU-like): the other rows get no gradient
+    return TermsLayout(0.3, 0.2, 0.1, 4.0, k, H, tuple((4 * l, d, 2 * d) for l in range(L)),
+                       tuple(4 * l + 1 for l in range(L)), tuple(4 * l + 2 for l in range(L)),
+                       tuple(4 * l + 3 for l in range(L)), 4 * L, ("value", "output", "ffn_in", "ffn_out", "embedding"),
+                       impl)
+
+
+def terms(impl, k, dtype, tiny_output=False):
+    generator = torch.Generator().manual_seed(1)
+    shapes = [(3 * d, d), (d, d), (inner, d), (d, inner)] * L + [(items, d)]
+    weights = [torch.randn(*shape, generator=generator, dtype=dtype) for shape in shapes]
+    if tiny_output:  # |W^T W v| < eps = 1e-12: the clamped normalisation, whose gradient differs
+        weights[1] *= 1e-8
+    weights = [weight.requires_grad_() for weight in weights]
+    column_sums = torch.rand(L, B, H, n, generator=generator, dtype=dtype)
+    key_mask = torch.rand(B, n, generator=generator) > 0.3
+    starts = [torch.nn.functional.normalize(torch.randn(*shape, generator=generator, dtype=dtype), dim=-1)
+              for shape in [(L * H, d), (L, d), (L, d), (L, inner), (1, d)]]
+    attn, ffn, emb, vectors = sprint_terms(layout(impl, k), column_sums, key_mask, starts, weights)
+    (attn + 2 * ffn + 3 * emb).backward()
+    return [attn, ffn, emb, *[x for name in sorted(vectors) for x in vectors[name]], *[w.grad for w in weights]]
+
+
+for dtype, k, tiny_output in ((torch.float64, 1, False), (torch.float64, 2, False), (torch.float32, 1, False),
+                               (torch.float64, 2, True)):
+    reference, fused = terms("torch", k, dtype, tiny_output), terms("triton", k, dtype, tiny_output)
+    result[f"{dtype} k={k}" + " clamped" * tiny_output] = {
+        "shapes": all(a.shape == b.shape for a, b in zip(reference, fused)),
+        "difference": max(((a - b).abs().max() / a.abs().max().clamp_min(1e-30)).item()
+                          for a, b in zip(reference, fused)),
+        "unread_rows_zero": all(float(grad[:d].abs().max()) == 0 == float(grad[2 * d:].abs().max())
+                                and float(grad[d:2 * d].abs().max()) > 0 for grad in fused[-4 * L - 1::4][:L]),
+    }
+
+# a model's training steps: SASRec++-SPRINT, full-sequence BCE, Adam, every term on
+runs = {}
+with tempfile.TemporaryDirectory() as folder:
+    for impl in ("torch", "triton"):
+        model = build(lambda **o: tiny_config(folder, **o), SASRecPPSPRINT, train_mode="full_sequence",
+                      loss_type="BCE", num_negatives=4, sprint_power_impl=impl, hidden_dropout_prob=0.0,
+                      attn_dropout_prob=0.0).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(3):
+            optimizer.zero_grad()
+            loss = model.calculate_loss(batch())
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        runs[impl] = (losses, {key: value.detach().clone() for key, value in model.state_dict().items()})
+(losses_t, state_t), (losses_f, state_f) = runs["torch"], runs["triton"]
+result["model"] = {"losses": [losses_t, losses_f],
+                   "weights": max(((state_t[k] - state_f[k]).abs().max() / state_t[k].abs().max().clamp_min(1e-12)).item()
+                                  for k in state_t if state_t[k].is_floating_point()),
+                   "plans": len(fused_power_iteration._PLANS)}
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.skipif(triton is None, reason="triton is not installed")
+def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tmp_path):
+    """Float64 (one and two power-iteration steps; a matrix whose normalisation is clamped) and float32: the three terms, every estimator's new ``u``/``v``
+    and every weight's gradient equal the batched operators' up to the order of summation; rows of a fused
+    projection that no matrix reads get gradient 0. Then three Adam steps of SASRec++-SPRINT (all three terms) give
+    the same losses and weights with either implementation."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK, REPO], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    for case in ("torch.float64 k=1", "torch.float64 k=2", "torch.float32 k=1", "torch.float64 k=2 clamped"):
+        row = rows[case]
+        assert row["shapes"] and row["unread_rows_zero"], (case, row)
+        assert row["difference"] < (1e-12 if "float64" in case else 1e-5), (case, row)
+    model = rows["model"]
+    assert model["losses"][0] == pytest.approx(model["losses"][1], rel=1e-5)
+    assert model["losses"][0][0] != model["losses"][0][2]  # it trained
+    assert model["weights"] < 1e-4, model
+    assert model["plans"] >= 1  # the kernels ran (the fall-back to the batched path makes no plan)
+
+
+KERNELS = ("_pi_rows", "_pi_columns", "_pi_finish", "_pi_dz", "_pi_grad")
+
+
+@pytest.mark.skipif(triton is None, reason="triton is not installed")
+def test_kernels_compile_for_sm90():
+    """The interpreter runs the kernels' Python, not Triton's compiler: each is compiled here to PTX for sm_90 (the
+    H100 / H200), float32, at the launch's constants."""
+    from triton.backends import backends
+
+    if "nvidia" not in backends:
+        pytest.skip("triton's NVIDIA backend is not installed")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from recbole_sprint.model import fused_power_iteration as fused
+
+    types = dict(META="*i64", TILES="*i64", eps="fp32", tiny="fp32", NV="i64", NM="i64")
+    for first in (True, False):
+        flags = dict(NMETA=len(fused._META), BM=fused.ROWS_PER_TILE, BN=fused.COLUMN_CHUNK, WANT_PART=first,
+                     WANT_SQ=first, NP=256, RB=16, NORMALISE=first, BR=128, FIRST=first, K=1 if first else 2)
+        for name in KERNELS:
+            kernel = getattr(fused, name)
+            fixed = {arg: value for arg, value in flags.items() if arg in kernel.arg_names}
+            signature = {arg: "constexpr" if arg in fixed else types.get(arg, "*fp32") for arg in kernel.arg_names}
+            source = ASTSource(fn=kernel, signature=signature,
+                               constexprs={(kernel.arg_names.index(arg),): value for arg, value in fixed.items()})
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+            assert f".entry {name}" in compiled.asm["ptx"], name
+
+
+def _layout(**overrides):
+    fields = dict(attn_weight=1.0, ffn_weight=0.0, emb_weight=0.0, temperature=4.0, n_iters=1, n_heads=2,
+                  value=((0, None, None),), output=(1,), ffn_in=(), ffn_out=(), embedding=None,
+                  names=("value", "output"), power_impl="triton")
+    return TermsLayout(**{**fields, **overrides})
+
+
+def test_unusable_reasons_name_what_is_missing(monkeypatch):
+    weights = [torch.randn(8, 6), torch.randn(6, 8)]
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    reason = unusable_reason(layout_matrices(_layout(), weights), weights)
+    assert ("CUDA" in reason) if triton is not None else (reason == "triton is not installed")
+    if triton is None:
+        return
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert unusable_reason(layout_matrices(_layout(), weights), weights) is None
+    half = [w.bfloat16() for w in weights]
+    assert "float32 or float64" in unusable_reason(layout_matrices(_layout(), half), half)
+    # two estimators reading the same rows (a weight tied between value and output) cannot share one gradient buffer
+    tied = [torch.randn(8, 8)]
+    layout = _layout(output=(0,))
+    assert "two matrices" in unusable_reason(layout_matrices(layout, tied), tied)
+    # the value heads: one matrix per head, rows first .. end of the weight split in n_heads blocks
+    assert layout_matrices(_layout(value=((0, 2, 6),)), weights)[:2] == (("value", 0, 2, 2), ("value", 0, 4, 2))
+
+
+def test_config_errors_name_the_option_and_the_allowed_values():
+    config = {"sprint_attn_weight": 1.0, "sprint_ffn_weight": 0.0, "sprint_emb_weight": 0.0, "sprint_temperature": 4.0,
+              "sprint_compile": "none", "sprint_power_iters": 1}
+    check_sprint_config({**config, "sprint_power_impl": "triton"})
+    check_sprint_config(config)  # unset: torch
+    with pytest.raises(ValueError, match="sprint_power_impl must be one of torch, triton, got 'cuda'"):
+        check_sprint_config({**config, "sprint_power_impl": "cuda"})
+    for mode in ("default", "aot_eager", "inductor_cuda_graph"):
+        with pytest.raises(ValueError, match="use it with sprint_compile none or cuda_graph"):
+            check_sprint_config({**config, "sprint_power_impl": "triton", "sprint_compile": mode})
+    check_sprint_config({**config, "sprint_power_impl": "triton", "sprint_compile": "cuda_graph"})
+
+
+def test_off_cuda_the_option_warns_once_and_trains_like_torch(tiny, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    runs = {}
+    for impl in ("torch", "triton"):
+        model = build(tiny, SASRecPPSPRINT, train_mode="full_sequence", loss_type="BCE", num_negatives=4,
+                      sprint_power_impl=impl).train()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [model.calculate_loss(batch()) for _ in range(2)]
+        runs[impl] = ([loss.item() for loss in losses], [str(w.message) for w in caught
+                                                         if "sprint_power_impl" in str(w.message)])
+    assert runs["triton"][0] == runs["torch"][0]
+    assert runs["torch"][1] == [] and len(runs["triton"][1]) == 1
+    assert "cannot run here" in runs["triton"][1][0] and "sprint_power_impl: torch" in runs["triton"][1][0]
