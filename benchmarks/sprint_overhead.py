@@ -86,6 +86,8 @@ import torch  # noqa: E402
 
 import speed  # noqa: E402  (benchmarks/speed.py: config, data and model helpers)
 
+from recbole_sprint.model.fused_power_iteration import POWER_IMPLS  # noqa: E402
+
 ISSUE25_SETTINGS = [
     ("ml-1m-3k 8x256 n200 b128 CE", ["--dataset", "ml-1m-3k", "--n_layers", "8", "--hidden_size", "256",
                                      "--n_heads", "4", "--max_len", "200", "--batch_size", "128", "--loss_type", "CE"]),
@@ -126,6 +128,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: less noise)")
     parser.add_argument("--compile", default="", metavar="MODE[,MODE]",
                         help="also time SPRINT with sprint_compile=MODE for each (e.g. cuda_graph,inductor_cuda_graph)")
+    parser.add_argument("--power_impl", default="", metavar="IMPL[,IMPL]",
+                        help="also time SPRINT with sprint_power_impl=IMPL for each (triton: the power iterations in "
+                             "a few Triton kernels), eagerly and with each --compile mode")
     parser.add_argument("--every", default="", metavar="K[,K]",
                         help="also time SPRINT with sprint_every=K for each (lazy regularisation: the terms every K-th "
                              "step; use --steps a multiple of K)")
@@ -209,6 +214,10 @@ def variant_plan(args):
     for value in backbones:
         if value not in (None, "none", "cuda_graph"):
             raise SystemExit(f"--backbone_compile takes none and/or cuda_graph, got {value!r}")
+    powers = [s for s in args.power_impl.split(",") if s]
+    for value in powers:
+        if value not in POWER_IMPLS:
+            raise SystemExit(f"--power_impl takes {' and/or '.join(POWER_IMPLS)}, got {value!r}")
     extra = {}
     if args.num_negatives is not None:
         extra["num_negatives"] = args.num_negatives
@@ -236,6 +245,12 @@ def variant_plan(args):
         for every in filter(None, args.every.split(",")):
             plan.append((" ".join(filter(None, [group, f"on, every {every}"])), group, f"on, every {every}",
                          {**base, "sprint_every": int(every)}, settings))
+        for power in powers:  # eagerly, and with each --compile mode it goes with
+            for mode in [None, *filter(None, args.compile.split(","))]:
+                label = ", ".join(filter(None, ["on", mode and f"compile {mode}", f"power {power}"]))
+                plan.append((" ".join(filter(None, [group, label])), group, label,
+                             {**base, "sprint_power_impl": power, **({"sprint_compile": mode} if mode else {})},
+                             settings))
         for mode in filter(None, args.compile.split(",")):  # both levers at once
             for every in filter(None, args.every.split(",")):
                 label = f"on, compile {mode}, every {every}"
@@ -704,6 +719,13 @@ GRAPH_CHECK_VARIANTS = {  # --check_graphs: each against the eager run
     "both": {"sprint_compile": "cuda_graph", "backbone_compile": "cuda_graph"},
     "sprint_compile inductor": {"sprint_compile": "inductor_cuda_graph"},
     "both, inductor": {"sprint_compile": "inductor_cuda_graph", "backbone_compile": "cuda_graph"},
+    # sprint_power_impl: triton's kernels, eagerly (against the batched operators) and recorded
+    "power triton": {"sprint_power_impl": "triton"},
+    "sprint_compile, power triton": {"sprint_compile": "cuda_graph", "sprint_power_impl": "triton"},
+    "both, power triton": {"sprint_compile": "cuda_graph", "backbone_compile": "cuda_graph",
+                           "sprint_power_impl": "triton"},
+    "both, inductor, power triton": {"sprint_compile": "inductor_cuda_graph", "backbone_compile": "cuda_graph",
+                                     "sprint_power_impl": "triton"},
 }
 
 
@@ -871,7 +893,68 @@ def time_power_iteration(shapes, device, rounds, steps):
                      "grad_difference": float(difference), "own_operators": operators["own backward"],
                      "autograd_operators": operators["autograd"]})
         del weight, start, grads
+    rows.append(time_all_shapes(shapes, device, rounds, steps))
     return rows
+
+
+def time_all_shapes(shapes, device, rounds, steps):
+    """The row ``all`` of ``--power_iteration``: one step for every matrix of ``shapes`` at once, as the regulariser
+    runs it: ``batched`` (``sprint_power_impl: torch``: per shape, the weights stacked, then one chain of operators)
+    against ``fused`` (``triton``: :func:`fused_power_iteration`'s kernels, the weights read in place), when the fused
+    kernels can run on ``device``; the gradients' largest difference, and the operators / Triton launches each
+    dispatches."""
+    from recbole_sprint.model.fused_power_iteration import (fused_power_iteration, interpreting, triton_launches,
+                                                            unusable_reason)
+    from recbole_sprint.model.sprint import power_iteration
+
+    generator = torch.Generator().manual_seed(1)
+    weights, starts, matrices = [], [], []
+    for shape in shapes:
+        name = "x".join(map(str, shape))
+        for _ in range(shape[0]):
+            matrices.append((name, len(weights), 0, shape[1]))
+            weights.append(torch.randn(*shape[1:], generator=generator).to(device).requires_grad_())
+        starts.append(torch.nn.functional.normalize(torch.randn(shape[0], shape[2], generator=generator), dim=-1)
+                      .to(device))
+    matrices = tuple(matrices)
+
+    def batched():
+        stacked, first = [], 0
+        for shape in shapes:
+            stacked.append(torch.stack(weights[first:first + shape[0]]))
+            first += shape[0]
+        return sum(power_iteration(w, start, 1)[0].sum() for w, start in zip(stacked, starts))
+
+    def fused():
+        return sum(sigma.sum() for sigma in fused_power_iteration(matrices, weights, starts, 1)[0].values())
+
+    row = {"shape": "all", "matrices": len(weights)}
+    reason = unusable_reason(matrices, weights)
+    implementations = {"batched": batched} if reason else {"batched": batched, "fused": fused}
+    if reason:
+        row["fused_error"] = reason
+    grads = {name: torch.autograd.grad(run(), weights) for name, run in implementations.items()}
+    best = {name: math.inf for name in implementations}
+    for index in range(rounds):
+        for name in rotated(list(implementations), index):
+            speed.synchronize(device)
+            begin = time.perf_counter()
+            for _ in range(steps):
+                torch.autograd.grad(implementations[name](), weights)
+            speed.synchronize(device)
+            best[name] = min(best[name], (time.perf_counter() - begin) / steps * 1000)
+    for name, run in implementations.items():
+        total, forward = operators_dispatched(run)
+        _, backward = operators_dispatched(functools.partial(torch.autograd.grad, total, weights))
+        row[f"{name}_ms"] = best[name]
+        row[f"{name}_operators"] = (sum(forward.values()), sum(backward.values()))
+    if "fused" in grads and interpreting():  # the interpreter's own tensor operators would be counted
+        row["fused_operators"] = None
+    if "fused" in grads:
+        row["grad_difference"] = max(float((a - b).abs().max() / a.abs().max())
+                                     for a, b in zip(grads["batched"], grads["fused"]))
+        row["fused_launches"] = triton_launches(1)
+    return row
 
 
 def print_power_iteration(rows, device):
@@ -880,9 +963,26 @@ def print_power_iteration(rows, device):
           "| own backward |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
+        if row["shape"] == "all":
+            continue
         print(f"| {row['shape']} | {row['autograd_ms']:.3f} | {row['own_ms']:.3f} | "
               f"{row['own_ms'] / row['autograd_ms']:.2f} | {row['grad_difference']:.1e} | "
               f"{' + '.join(map(str, row['autograd_operators']))} | {' + '.join(map(str, row['own_operators']))} |")
+    row = rows[-1]
+    print()
+    print(f"| every shape at once ({row['matrices']} matrices, one step, {device}, float32) | ms, forward + backward "
+          "| operators, forward + backward (views left out) | Triton launches, forward + backward |")
+    print("|---|---|---|---|")
+    print(f"| batched (sprint_power_impl: torch) | {row['batched_ms']:.3f} | "
+          f"{' + '.join(map(str, row['batched_operators']))} | 0 |")
+    if "fused_error" in row:
+        print(f"| fused (sprint_power_impl: triton) | cannot run: {row['fused_error']} | | |")
+    else:
+        operators = ("not counted under the interpreter" if row["fused_operators"] is None
+                     else " + ".join(map(str, row["fused_operators"])))
+        print(f"| fused (sprint_power_impl: triton) | {row['fused_ms']:.3f} | {operators} | "
+              f"{' + '.join(map(str, row['fused_launches']))} |")
+        print(f"\nlargest gradient difference, fused against batched (relative): {row['grad_difference']:.1e}")
 
 
 def preset_issue25(args):

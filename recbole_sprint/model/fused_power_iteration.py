@@ -27,8 +27,9 @@ The algorithm, for a matrix ``W [m, n]`` cut into tiles of ``BM`` rows (a tile i
 
 Every number is computed in the weights' dtype (float32 or float64; exact products, no TF32), so the values equal the
 batched path's up to the order of summation. Used on CUDA tensors; on the CPU only under Triton's interpreter
-(``TRITON_INTERPRET=1``, the tests). ``torch.compile`` does not trace these launches: the option goes with
-``sprint_compile: none`` or ``cuda_graph`` (the graphs record the kernels like any others).
+(``TRITON_INTERPRET=1``, the tests). ``torch.compile`` does not trace these launches: under a compiled
+``sprint_compile`` mode the kernels run as they are and the terms around them are compiled
+(:func:`recbole_sprint.model.sprint.compiled_sprint_terms`); CUDA graphs record them like any other kernels.
 """
 
 import collections
@@ -48,13 +49,19 @@ except ImportError:  # pragma: no cover - depends on the installation
 POWER_IMPLS = ("torch", "triton")  # sprint_power_impl
 ROWS_PER_TILE = 32  # BM: rows of a tile program
 COLUMN_CHUNK = 64  # BN: columns a tile program reads at once
-MAX_COLUMNS = 16384  # n of the widest matrix: the per-matrix kernels hold a vector of n (next power of two) in registers
+MAX_COLUMNS = 16384  # widest n: the per-matrix kernels hold a vector of n (next power of two) in registers
 _PARTIAL_ELEMENTS = 4096  # elements of the partial-sum buffer a per-matrix kernel loads at once
 _META = ("w_off", "m", "n", "s_row", "vo", "mo", "po", "nb", "tf", "g_off")  # one row of the matrix table
 _PLANS = collections.OrderedDict()  # (layout, the weights' addresses, shapes, dtypes) -> _Plan
 _REASONS = collections.OrderedDict()  # the same key -> unusable_reason
 _MATRICES = collections.OrderedDict()  # (layout, weight shapes) -> layout_matrices
 _MAX_PLANS = 64  # entries kept in each
+
+
+def triton_launches(n_iters):
+    """``(forward, backward)``: the Triton kernels :func:`fused_power_iteration` launches for ``n_iters`` steps (besides
+    one copy of the start vectors, and a zero fill per weight some of whose rows no matrix reads)."""
+    return 2 * n_iters + 2, 3 * n_iters
 
 
 def interpreting():

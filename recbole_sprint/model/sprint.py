@@ -424,32 +424,26 @@ def stacked_weights(layout, weights):
     return stacked
 
 
-def sprint_terms(layout, column_sums, key_mask, starts, weights):
-    """The regulariser's weighted terms after the backbone's forward pass, one function of tensors (what
-    ``sprint_compile`` compiles or records).
+def spectral_norms(layout, weights, starts):
+    """``({name: sigma [G]}, {name: (u [G, m], v [G, n])})`` of every estimator of ``layout.names`` from its start
+    vector (``starts``, in that order): one batched chain of operators per estimator over its stacked weights, or
+    (``layout.power_impl == "triton"``) every matrix in a few Triton kernels (:func:`fused_spectral_norms`)."""
+    if layout.power_impl == "triton":
+        return fused_spectral_norms(layout, weights, starts)
+    matrices = stacked_weights(layout, weights)
+    sigma, vectors = {}, {}
+    for name, start in zip(layout.names, starts):
+        norms, u, v = estimate_spectral_norms(matrices[name], start, layout.n_iters)  # [G], [G, m], [G, n]
+        sigma[name], vectors[name] = norms, (u, v)
+    return sigma, vectors
 
-    Args:
-        layout: :class:`TermsLayout`.
-        column_sums: ``L x [B, H, n]`` or stacked ``[L, B, H, n]`` (``None`` without the attention term).
-        key_mask: ``[B, n]`` bool (``None`` without the attention term).
-        starts: the power-iteration start vectors, one per ``layout.names``.
-        weights: the regularised weights (positions in ``layout``).
 
-    Returns:
-        ``(attn, ffn, emb, vectors)``: the weighted terms (a term that is off is an exact zero) and the new
-        ``(u, v)`` per estimator, ``{name: (u, v)}``.
-    """
-    if layout.power_impl == "triton":  # every estimator's matrices in a few kernels
-        sigma, vectors = fused_spectral_norms(layout, weights, starts)
-    else:  # one batched chain of operators per estimator
-        matrices = stacked_weights(layout, weights)
-        sigma, vectors = {}, {}
-        for name, start in zip(layout.names, starts):
-            norms, u, v = estimate_spectral_norms(matrices[name], start, layout.n_iters)  # [G], [G, m], [G, n]
-            sigma[name], vectors[name] = norms, (u, v)
+def weighted_terms(layout, column_sums, key_mask, sigma, like):
+    """``(attn, ffn, emb)``: the weighted terms from the column sums and the spectral norms ``sigma`` (a term that is
+    off is an exact zero, made like ``like``)."""
     attn = ffn = emb = None
     if not (layout.attn_weight > 0 and layout.ffn_weight > 0 and layout.emb_weight > 0):
-        attn = ffn = emb = weights[0].new_zeros(())  # one kernel, made only where a term is off
+        attn = ffn = emb = like.new_zeros(())  # one kernel, made only where a term is off
     if layout.attn_weight > 0:
         stacked = column_sums if torch.is_tensor(column_sums) else torch.stack(column_sums)
         soft_max = soft_max_columns(stacked, key_mask, layout.temperature)  # [L, H]
@@ -459,7 +453,45 @@ def sprint_terms(layout, column_sums, key_mask, starts, weights):
         ffn = layout.ffn_weight * ffn_term(sigma["ffn_in"], sigma["ffn_out"])
     if layout.emb_weight > 0:
         emb = layout.emb_weight * embedding_term(sigma["embedding"])
-    return attn, ffn, emb, vectors
+    return attn, ffn, emb
+
+
+def sprint_terms(layout, column_sums, key_mask, starts, weights, terms=weighted_terms):
+    """The regulariser's weighted terms after the backbone's forward pass, one function of tensors (what
+    ``sprint_compile`` compiles or records).
+
+    Args:
+        layout: :class:`TermsLayout`.
+        column_sums: ``L x [B, H, n]`` or stacked ``[L, B, H, n]`` (``None`` without the attention term).
+        key_mask: ``[B, n]`` bool (``None`` without the attention term).
+        starts: the power-iteration start vectors, one per ``layout.names``.
+        weights: the regularised weights (positions in ``layout``).
+        terms: :func:`weighted_terms` or its compiled form.
+
+    Returns:
+        ``(attn, ffn, emb, vectors)``: the weighted terms (a term that is off is an exact zero) and the new
+        ``(u, v)`` per estimator, ``{name: (u, v)}``.
+    """
+    sigma, vectors = spectral_norms(layout, weights, starts)
+    return (*terms(layout, column_sums, key_mask, sigma, weights[0]), vectors)
+
+
+def compiled_sprint_terms(backend, **options):
+    """:func:`sprint_terms` with ``torch.compile`` (``fullgraph``, ``backend``, ``options``): all of it, power iterations
+    included, with ``power_impl: torch``; with ``triton`` (Triton launches that ``torch.compile`` does not trace) the
+    power iterations run their kernels and only :func:`weighted_terms` is compiled."""
+    compiled = {}  # each compiled on first use
+
+    def run(layout, column_sums, key_mask, starts, weights):
+        if layout.power_impl == "triton":
+            if "terms" not in compiled:
+                compiled["terms"] = torch.compile(weighted_terms, fullgraph=True, backend=backend, **options)
+            return sprint_terms(layout, column_sums, key_mask, starts, weights, terms=compiled["terms"])
+        if "whole" not in compiled:
+            compiled["whole"] = torch.compile(sprint_terms, fullgraph=True, backend=backend, **options)
+        return compiled["whole"](layout, column_sums, key_mask, starts, weights)
+
+    return run
 
 
 class GraphedTerms(nn.Module):
@@ -480,7 +512,7 @@ class GraphedTerms(nn.Module):
         self.n_weights = n_weights
         self._terms = sprint_terms
         if compiled:
-            self._terms = torch.compile(sprint_terms, fullgraph=True, dynamic=False, backend=INDUCTOR_GRAPH_BACKEND)
+            self._terms = compiled_sprint_terms(INDUCTOR_GRAPH_BACKEND, dynamic=False)
 
     def forward(self, *args):
         args, weights = args[: len(args) - self.n_weights], args[len(args) - self.n_weights :]
@@ -569,9 +601,6 @@ def check_sprint_config(config):
     power_impl = _configured_power_impl(config)
     if power_impl not in POWER_IMPLS:
         raise ValueError(f"sprint_power_impl must be one of {', '.join(POWER_IMPLS)}, got {power_impl!r}")
-    if power_impl == "triton" and compile_mode not in ("none", "cuda_graph"):
-        raise ValueError(f"sprint_power_impl: triton launches its own kernels, which torch.compile does not trace: "
-                         f"use it with sprint_compile none or cuda_graph (got sprint_compile: {compile_mode})")
     every = _configured_every(config)
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise ValueError(f"sprint_every must be an integer >= 1 (1: every training step, the paper's; k: every k-th "
@@ -687,7 +716,7 @@ class SPRINTRegularizer(nn.Module):
         elif mode != "none":  # default, aot_eager
             backend = "aot_eager" if mode == "aot_eager" else "inductor"
             self._terms = functools.partial(self._eager_terms,
-                                            terms=torch.compile(sprint_terms, fullgraph=True, backend=backend))
+                                            terms=compiled_sprint_terms(backend))
 
     @property
     def enabled(self):

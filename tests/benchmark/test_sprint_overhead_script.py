@@ -153,13 +153,20 @@ def test_power_iteration_times_both_backwards_and_compares_their_gradients(capsy
     form."""
     script = load_benchmark_script("sprint_overhead")
     rows = script.time_power_iteration([(3, 16, 8), (2, 8, 24)], "cpu", rounds=2, steps=2)
-    assert [row["shape"] for row in rows] == ["3x16x8", "2x8x24"]
-    assert all(row["own_ms"] > 0 and row["autograd_ms"] > 0 and row["grad_difference"] < 1e-5 for row in rows)
+    assert [row["shape"] for row in rows] == ["3x16x8", "2x8x24", "all"]
+    shapes, every = rows[:2], rows[2]
+    assert all(row["own_ms"] > 0 and row["autograd_ms"] > 0 and row["grad_difference"] < 1e-5 for row in shapes)
     # operators dispatched (forward, backward)
-    assert all(row["own_operators"] == (9, 11) and row["autograd_operators"] == (7, 25) for row in rows)
+    assert all(row["own_operators"] == (9, 11) and row["autograd_operators"] == (7, 25) for row in shapes)
+    # every shape at once, batched: two stacks and two chains forward (then the sums), the chains backward
+    assert every["matrices"] == 5 and every["batched_ms"] > 0
+    assert every["batched_operators"][0] >= 2 + 2 * 9 and every["batched_operators"][1] >= 2 * 11
+    assert "CUDA" in every["fused_error"] or "triton" in every["fused_error"]  # the Triton kernels: CUDA only
     script.print_power_iteration(rows, "cpu")
     out = capsys.readouterr().out
     assert out.startswith("| one power-iteration step, forward + backward (cpu, float32) |") and "| 2x8x24 | " in out
+    assert "| every shape at once (5 matrices, one step, cpu, float32) |" in out
+    assert "| fused (sprint_power_impl: triton) | cannot run: " in out
     with pytest.raises(SystemExit, match="--power_iteration takes GxMxN"):
         script.main(["--power_iteration", "12x6144"])
 

@@ -72,10 +72,10 @@ for dtype, k, tiny_output in ((torch.float64, 1, False), (torch.float64, 2, Fals
 # a model's training steps: SASRec++-SPRINT, full-sequence BCE, Adam, every term on
 runs = {}
 with tempfile.TemporaryDirectory() as folder:
-    for impl in ("torch", "triton"):
+    for impl, compile_mode in (("torch", "none"), ("triton", "none"), ("triton", "aot_eager")):
         model = build(lambda **o: tiny_config(folder, **o), SASRecPPSPRINT, train_mode="full_sequence",
-                      loss_type="BCE", num_negatives=4, sprint_power_impl=impl, hidden_dropout_prob=0.0,
-                      attn_dropout_prob=0.0).train()
+                      loss_type="BCE", num_negatives=4, sprint_power_impl=impl, sprint_compile=compile_mode,
+                      hidden_dropout_prob=0.0, attn_dropout_prob=0.0).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
         losses = []
         for _ in range(3):
@@ -84,22 +84,26 @@ with tempfile.TemporaryDirectory() as folder:
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        runs[impl] = (losses, {key: value.detach().clone() for key, value in model.state_dict().items()})
-(losses_t, state_t), (losses_f, state_f) = runs["torch"], runs["triton"]
-result["model"] = {"losses": [losses_t, losses_f],
-                   "weights": max(((state_t[k] - state_f[k]).abs().max() / state_t[k].abs().max().clamp_min(1e-12)).item()
-                                  for k in state_t if state_t[k].is_floating_point()),
-                   "plans": len(fused_power_iteration._PLANS)}
+        runs[impl, compile_mode] = (losses, {k: v.detach().clone() for k, v in model.state_dict().items()})
+losses_t, state_t = runs["torch", "none"]
+for compile_mode in ("none", "aot_eager"):
+    losses_f, state_f = runs["triton", compile_mode]
+    result[f"model {compile_mode}"] = {
+        "losses": [losses_t, losses_f],
+        "weights": max(((state_t[k] - state_f[k]).abs().max() / state_t[k].abs().max().clamp_min(1e-12)).item()
+                       for k in state_t if state_t[k].is_floating_point()),
+        "plans": len(fused_power_iteration._PLANS)}
 print(json.dumps(result))
 """
 
 
 @pytest.mark.skipif(triton is None, reason="triton is not installed")
 def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tmp_path):
-    """Float64 (one and two power-iteration steps; a matrix whose normalisation is clamped) and float32: the three terms, every estimator's new ``u``/``v``
-    and every weight's gradient equal the batched operators' up to the order of summation; rows of a fused
-    projection that no matrix reads get gradient 0. Then three Adam steps of SASRec++-SPRINT (all three terms) give
-    the same losses and weights with either implementation."""
+    """Float64 (one and two power-iteration steps; a matrix whose normalisation is clamped) and float32: the three
+    terms, every estimator's new ``u``/``v`` and every weight's gradient equal the batched operators' up to the order
+    of summation; rows of a fused projection that no matrix reads get gradient 0. Then three Adam steps of
+    SASRec++-SPRINT (all three terms) give the same losses and weights with either implementation, and with the
+    kernels under ``sprint_compile: aot_eager`` (the terms compiled around them)."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     result = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK, REPO], capture_output=True, text=True, env=env,
                             cwd=tmp_path, timeout=600)
@@ -109,11 +113,12 @@ def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tm
         row = rows[case]
         assert row["shapes"] and row["unread_rows_zero"], (case, row)
         assert row["difference"] < (1e-12 if "float64" in case else 1e-5), (case, row)
-    model = rows["model"]
-    assert model["losses"][0] == pytest.approx(model["losses"][1], rel=1e-5)
-    assert model["losses"][0][0] != model["losses"][0][2]  # it trained
-    assert model["weights"] < 1e-4, model
-    assert model["plans"] >= 1  # the kernels ran (the fall-back to the batched path makes no plan)
+    for compile_mode in ("none", "aot_eager"):  # aot_eager: torch.compile traces the terms around the kernels
+        model = rows[f"model {compile_mode}"]
+        assert model["losses"][0] == pytest.approx(model["losses"][1], rel=1e-5), compile_mode
+        assert model["losses"][0][0] != model["losses"][0][2]  # it trained
+        assert model["weights"] < 1e-4, (compile_mode, model)
+        assert model["plans"] >= 1  # the kernels ran (the fall-back to the batched path makes no plan)
 
 
 KERNELS = ("_pi_rows", "_pi_columns", "_pi_finish", "_pi_dz", "_pi_grad")
@@ -179,10 +184,8 @@ def test_config_errors_name_the_option_and_the_allowed_values():
     check_sprint_config(config)  # unset: torch
     with pytest.raises(ValueError, match="sprint_power_impl must be one of torch, triton, got 'cuda'"):
         check_sprint_config({**config, "sprint_power_impl": "cuda"})
-    for mode in ("default", "aot_eager", "inductor_cuda_graph"):
-        with pytest.raises(ValueError, match="use it with sprint_compile none or cuda_graph"):
-            check_sprint_config({**config, "sprint_power_impl": "triton", "sprint_compile": mode})
-    check_sprint_config({**config, "sprint_power_impl": "triton", "sprint_compile": "cuda_graph"})
+    for mode in ("default", "aot_eager", "cuda_graph", "inductor_cuda_graph"):
+        check_sprint_config({**config, "sprint_power_impl": "triton", "sprint_compile": mode})
 
 
 def test_off_cuda_the_option_warns_once_and_trains_like_torch(tiny, monkeypatch):
