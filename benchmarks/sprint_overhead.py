@@ -64,6 +64,7 @@ end. Triton's compiled kernels are cached on disk, so the check compiles most of
 
 import argparse
 import collections
+import contextlib
 import copy
 import functools
 import gc
@@ -422,6 +423,36 @@ def operators_dispatched(run):
     return result, dict(counting.counts)
 
 
+@contextlib.contextmanager
+def interpreted_launches_counted_once():
+    """Under Triton's interpreter (``TRITON_INTERPRET=1``: ``sprint_power_impl: triton`` on the CPU), each kernel
+    launch counts as one operator of the active counter (``aten.alias``, a stand-in), and the tensor operators the
+    interpreter itself runs are not counted; elsewhere nothing changes."""
+    from recbole_sprint.model.fused_power_iteration import interpreting, triton
+
+    if triton is None or not interpreting():
+        yield
+        return
+    from torch.utils._python_dispatch import _disable_current_modes, _get_current_dispatch_mode
+    from triton.runtime import interpreter
+
+    launch = interpreter.InterpretedFunction.run
+
+    def counted(self, *args, **kwargs):
+        mode = _get_current_dispatch_mode()
+        with _disable_current_modes():
+            result = launch(self, *args, **kwargs)
+        if mode is not None:
+            mode.__torch_dispatch__(torch.ops.aten.alias.default, (), (torch.empty(0),), {})
+        return result
+
+    interpreter.InterpretedFunction.run = counted
+    try:
+        yield
+    finally:
+        interpreter.InterpretedFunction.run = launch
+
+
 def count_operators(args):
     """``--count_ops``: per variant, the ATen operators one training step dispatches (below autograd, so the backward's
     too; on CUDA each is about one kernel launch, the host work a small model's GPU step is bound by), in four
@@ -459,7 +490,7 @@ def count_operators(args):
                 finally:
                     state["in_loss"] = False
 
-            with counting:
+            with counting, interpreted_launches_counted_once():
                 trainer._train_epoch(step, 1, loss_func=counted_loss)
             speed.synchronize(args.device)
             rows.append({"label": label, **{name: counting.counts[name] for name in OPERATOR_PHASES}})

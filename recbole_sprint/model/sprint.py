@@ -633,11 +633,13 @@ class SPRINTRegularizer(nn.Module):
     The power iterations of all layers run batched, one per kind of matrix (``value``: the ``L*H`` per-head
     :math:`W_{V,h}`, ``output``: the ``L`` :math:`W_O`, ``ffn_in``/``ffn_out``: the ``L`` :math:`W_1`/:math:`W_2`,
     ``embedding``: :math:`E`), so the cost in kernel launches does not grow with depth. This needs blocks of
-    one shape, as in every stacked transformer.
+    one shape, as in every stacked transformer. With ``sprint_power_impl: triton`` every kind runs in the same few
+    Triton kernels (:mod:`recbole_sprint.model.fused_power_iteration`).
 
     Args:
         config: RecBole config with ``sprint_attn_weight``, ``sprint_ffn_weight``, ``sprint_emb_weight``,
-            ``sprint_temperature``, ``sprint_power_iters``, ``sprint_every`` (unset: 1).
+            ``sprint_temperature``, ``sprint_power_iters``, ``sprint_every`` (unset: 1), ``sprint_power_impl`` (unset:
+            ``torch``).
         blocks: one :class:`SprintBlock` per layer.
         item_embedding: the item table :math:`E` (``nn.Embedding``), including the padding row.
     """
