@@ -288,6 +288,8 @@ def _unusable_reason(matrices, weights):
     device = weights[0].device
     if device.type != "cuda" and not interpreting():
         return f"its kernels need CUDA tensors (these are on {device.type})"
+    if device.type != "cpu" and interpreting():  # the interpreter copies each argument to the host on its own
+        return "Triton's interpreter (TRITON_INTERPRET=1) runs them on CPU tensors only"
     dtypes = {weight.dtype for weight in weights}
     if len(dtypes) != 1 or dtypes & {torch.float32, torch.float64} != dtypes:
         return f"its kernels take float32 or float64 weights of one dtype (these: {sorted(map(str, dtypes))})"
