@@ -887,6 +887,26 @@ def print_kernel_resources(rows):
               f"| {row['local_ops']} | {row['instructions']} | {row['integer']} | {row['tensor_core']} |")
 
 
+def gradient_of_sum(run, weight, start):
+    """One forward + backward pass: the gradient of ``run(weight, start).sum()`` with respect to ``weight``."""
+    return torch.autograd.grad(run(weight, start).sum(), weight)
+
+
+def fastest_ms(runs, device, rounds, steps):
+    """``{name: ms}``: per zero-argument callable of ``runs``, the fastest of ``rounds`` rounds of ``steps`` calls, the
+    callables alternating within each round (:func:`rotated`: the first swaps every round)."""
+    best = {name: math.inf for name in runs}
+    for index in range(rounds):
+        for name in rotated(list(runs), index):
+            speed.synchronize(device)
+            begin = time.perf_counter()
+            for _ in range(steps):
+                runs[name]()
+            speed.synchronize(device)
+            best[name] = min(best[name], (time.perf_counter() - begin) / steps * 1000)
+    return best
+
+
 def time_power_iteration(shapes, device, rounds, steps):
     """``--power_iteration``: per ``(G, M, N)`` of ``shapes``, the fastest of ``rounds`` rounds of ``steps`` forward +
     backward passes of one power-iteration step of ``sigma.sum()``, with :func:`power_iteration` and with
@@ -902,17 +922,9 @@ def time_power_iteration(shapes, device, rounds, steps):
     for shape in shapes:
         weight = torch.randn(*shape, generator=generator).to(device).requires_grad_()
         start = torch.nn.functional.normalize(torch.randn(shape[0], shape[2], generator=generator), dim=-1).to(device)
-        grads = {name: torch.autograd.grad(run(weight, start).sum(), weight)[0]
-                 for name, run in implementations.items()}  # also the warm-up
-        best = {name: math.inf for name in implementations}
-        for index in range(rounds):
-            for name in rotated(list(implementations), index):
-                speed.synchronize(device)
-                begin = time.perf_counter()
-                for _ in range(steps):
-                    torch.autograd.grad(implementations[name](weight, start).sum(), weight)
-                speed.synchronize(device)
-                best[name] = min(best[name], (time.perf_counter() - begin) / steps * 1000)
+        passes = {name: functools.partial(gradient_of_sum, run, weight, start) for name, run in implementations.items()}
+        grads = {name: one_pass()[0] for name, one_pass in passes.items()}  # also the warm-up
+        best = fastest_ms(passes, device, rounds, steps)
         difference = (grads["own backward"] - grads["autograd"]).abs().max() / grads["autograd"].abs().max()
         operators = {}
         for name, run in implementations.items():
@@ -964,16 +976,9 @@ def time_all_shapes(shapes, device, rounds, steps):
     implementations = {"batched": batched} if reason else {"batched": batched, "fused": fused}
     if reason:
         row["fused_error"] = reason
-    grads = {name: torch.autograd.grad(run(), weights) for name, run in implementations.items()}
-    best = {name: math.inf for name in implementations}
-    for index in range(rounds):
-        for name in rotated(list(implementations), index):
-            speed.synchronize(device)
-            begin = time.perf_counter()
-            for _ in range(steps):
-                torch.autograd.grad(implementations[name](), weights)
-            speed.synchronize(device)
-            best[name] = min(best[name], (time.perf_counter() - begin) / steps * 1000)
+    grads = {name: torch.autograd.grad(run(), weights) for name, run in implementations.items()}  # the warm-up too
+    best = fastest_ms({name: functools.partial(lambda run: torch.autograd.grad(run(), weights), run)
+                       for name, run in implementations.items()}, device, rounds, steps)
     for name, run in implementations.items():
         total, forward = operators_dispatched(run)
         _, backward = operators_dispatched(functools.partial(torch.autograd.grad, total, weights))

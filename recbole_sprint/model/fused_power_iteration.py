@@ -72,22 +72,31 @@ def interpreting():
 if triton is not None:
 
     @triton.jit
-    def _pi_rows(W, META, TILES, X, OUT, PART, SQ, NMETA: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                 WANT_PART: tl.constexpr, WANT_SQ: tl.constexpr):
-        # one tile (matrix g, rows block * BM ...): OUT[rows] = W[rows] x; PART[block] = sum_r OUT_r W_r; SQ = |OUT|^2
+    def _tile_of_matrix(TILES, META, NMETA: tl.constexpr, BM: tl.constexpr):
+        # this program's tile: (tile, matrix g, g's META row, row block, rows [BM], row mask, n, row stride, vo, mo)
         tile = tl.program_id(0)
         g = tl.load(TILES + 2 * tile)
         block = tl.load(TILES + 2 * tile + 1)
         meta = META + g * NMETA
-        w_off = tl.load(meta + 0)
-        m = tl.load(meta + 1)
-        n = tl.load(meta + 2)
-        s_row = tl.load(meta + 3)
-        vo = tl.load(meta + 4)
-        mo = tl.load(meta + 5)
         rows = block * BM + tl.arange(0, BM)
-        row_ok = rows < m
-        row_ptr = W + w_off + rows[:, None] * s_row  # [BM, 1]
+        return (tile, g, meta, block, rows, rows < tl.load(meta + 1), tl.load(meta + 2), tl.load(meta + 3),
+                tl.load(meta + 4), tl.load(meta + 5))
+
+    @triton.jit
+    def _matrix_columns(META, NMETA: tl.constexpr, NP: tl.constexpr):
+        # this program's matrix: (g, g's META row, n, vo, columns [NP], column mask)
+        g = tl.program_id(0)
+        meta = META + g * NMETA
+        n = tl.load(meta + 2)
+        cols = tl.arange(0, NP)
+        return g, meta, n, tl.load(meta + 4), cols, cols < n
+
+    @triton.jit
+    def _pi_rows(W, META, TILES, X, OUT, PART, SQ, NMETA: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                 WANT_PART: tl.constexpr, WANT_SQ: tl.constexpr):
+        # one tile (matrix g, rows block * BM ...): OUT[rows] = W[rows] x; PART[block] = sum_r OUT_r W_r; SQ = |OUT|^2
+        tile, g, meta, block, rows, row_ok, n, s_row, vo, mo = _tile_of_matrix(TILES, META, NMETA, BM)
+        row_ptr = W + tl.load(meta + 0) + rows[:, None] * s_row  # [BM, 1]
         acc = tl.zeros([BM], dtype=X.dtype.element_ty)
         for c0 in range(0, n, BN):
             cols = c0 + tl.arange(0, BN)
@@ -99,7 +108,7 @@ if triton is not None:
         if WANT_SQ:
             tl.store(SQ + tile, tl.sum(acc * acc, axis=0))
         if WANT_PART:
-            part = PART + tl.load(meta + 6) + block * n
+            part = PART + tl.load(meta + 6) + block * n  # this tile's partial sums
             for c0 in range(0, n, BN):
                 cols = c0 + tl.arange(0, BN)
                 col_ok = cols < n
@@ -123,12 +132,7 @@ if triton is not None:
     def _pi_columns(META, PART, OUT, NORM, CLAMPED, eps, NMETA: tl.constexpr, NP: tl.constexpr, RB: tl.constexpr,
                     NORMALISE: tl.constexpr):
         # one matrix: z = sum of its partials; NORMALISE: NORM = |z|, CLAMPED = max(|z|, eps), OUT = z / CLAMPED
-        g = tl.program_id(0)
-        meta = META + g * NMETA
-        n = tl.load(meta + 2)
-        vo = tl.load(meta + 4)
-        cols = tl.arange(0, NP)
-        col_ok = cols < n
+        g, meta, n, vo, cols, col_ok = _matrix_columns(META, NMETA, NP)
         z = _sum_partials(PART, meta, cols, col_ok, n, NP, RB)
         if NORMALISE:
             norm = tl.sqrt(tl.sum(z * z, axis=0))
@@ -142,11 +146,8 @@ if triton is not None:
     def _pi_finish(META, SQ, PART, Y, U, Q, SIGMA, tiny, NMETA: tl.constexpr, NP: tl.constexpr, RB: tl.constexpr,
                    BR: tl.constexpr):
         # one matrix, after _pi_rows of y = W v_k: SIGMA = |y|, U = y / SIGMA, Q = W^T y / SIGMA (0 where y is 0)
-        g = tl.program_id(0)
-        meta = META + g * NMETA
+        g, meta, n, vo, cols, col_ok = _matrix_columns(META, NMETA, NP)
         m = tl.load(meta + 1)
-        n = tl.load(meta + 2)
-        vo = tl.load(meta + 4)
         mo = tl.load(meta + 5)
         nb = tl.load(meta + 7)
         tf = tl.load(meta + 8)
@@ -160,8 +161,6 @@ if triton is not None:
         for r0 in range(0, m, BR):
             rows = r0 + tl.arange(0, BR)
             tl.store(U + mo + rows, tl.load(Y + mo + rows, mask=rows < m, other=0.0) / denominator, mask=rows < m)
-        cols = tl.arange(0, NP)
-        col_ok = cols < n
         z = _sum_partials(PART, meta, cols, col_ok, n, NP, RB)
         tl.store(Q + vo + cols, z / denominator, mask=col_ok)
 
@@ -169,12 +168,7 @@ if triton is not None:
     def _pi_dz(META, GSIGMA, Q, DV, V, NORM, CLAMPED, DZ, eps, NMETA: tl.constexpr, NP: tl.constexpr,
                FIRST: tl.constexpr):
         # one matrix: dz = (dv - a v (v . dv)) / max(|z|, eps), a = [|z| >= eps]; FIRST: dv = g q (q = W^T u)
-        g = tl.program_id(0)
-        meta = META + g * NMETA
-        n = tl.load(meta + 2)
-        vo = tl.load(meta + 4)
-        cols = tl.arange(0, NP)
-        col_ok = cols < n
+        g, meta, n, vo, cols, col_ok = _matrix_columns(META, NMETA, NP)
         if FIRST:
             dv = tl.load(GSIGMA + g) * tl.load(Q + vo + cols, mask=col_ok, other=0.0)
         else:
@@ -188,18 +182,8 @@ if triton is not None:
     def _pi_grad(META, TILES, GSIGMA, U, VS, WS, DZS, DWS, GRAD, NV, NM, NMETA: tl.constexpr, K: tl.constexpr,
                  BM: tl.constexpr, BN: tl.constexpr):
         # one tile: GRAD[rows] = g u v_K^T + sum_t (w_t dz_t^T + dw_t v_{t-1}^T), in the parameter's layout
-        tile = tl.program_id(0)
-        g = tl.load(TILES + 2 * tile)
-        block = tl.load(TILES + 2 * tile + 1)
-        meta = META + g * NMETA
-        m = tl.load(meta + 1)
-        n = tl.load(meta + 2)
-        s_row = tl.load(meta + 3)
-        vo = tl.load(meta + 4)
-        mo = tl.load(meta + 5)
+        tile, g, meta, block, rows, row_ok, n, s_row, vo, mo = _tile_of_matrix(TILES, META, NMETA, BM)
         g_off = tl.load(meta + 9)
-        rows = block * BM + tl.arange(0, BM)
-        row_ok = rows < m
         dy = tl.load(GSIGMA + g) * tl.load(U + mo + rows, mask=row_ok, other=0.0)
         for c0 in range(0, n, BN):
             cols = c0 + tl.arange(0, BN)
