@@ -7,7 +7,7 @@ import pytest
 
 from recbole_sprint.model.fused_attention import can_compile_ahead
 
-from .scripts import load_benchmark_script
+from .scripts import BENCHMARKS, load_benchmark_script
 
 
 def test_cpu_rows_w0_and_sprint_and_the_overhead_line(capsys):
@@ -407,3 +407,28 @@ def test_set_reaches_every_variant_and_every_timed_part_of_the_preset(monkeypatc
     calls, out = run_preset(monkeypatch, capsys, ["--parts", "beauty-2", "--set", "train_loss_sync=epoch"], answer)
     assert len(calls) == 1 and calls[0][calls[0].index("--set") + 1] == "train_loss_sync=epoch"
     assert "train_loss_sync=epoch; parts beauty-2" in out
+
+
+def test_count_ops_under_the_interpreter_counts_a_triton_launch_as_one_operator(tmp_path):
+    """``TRITON_INTERPRET=1 ... --power_impl triton --count_ops`` (how the write-up counts the kernels' step on the
+    CPU): each interpreted launch is one operator, the interpreter's own tensor work none, so SPRINT with the kernels
+    dispatches fewer operators a step than with the batched chains (five kinds of matrix: ~100 operators for 7
+    launches), the forward and the backward each."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    out = tmp_path / "rows.json"
+    command = [sys.executable, os.path.join(BENCHMARKS, "sprint_overhead.py"), "--dataset", "ml-100k",
+               "--n_layers", "2", "--hidden_size", "16", "--max_len", "10", "--batch_size", "8", "--model",
+               "SASRecPPSPRINT", "--power_impl", "triton", "--count_ops", "--json", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                            env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row["label"]: row for row in json.loads(out.read_text())["operators"]}
+    w0, batched, fused = rows["w0"], rows["on"], rows["on, power triton"]
+    for phase in ("forward", "backward"):
+        assert w0[phase] < fused[phase] < batched[phase] - 20, (phase, rows)
+    assert fused["loss"] == batched["loss"] == w0["loss"]
