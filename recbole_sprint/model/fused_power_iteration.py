@@ -47,15 +47,26 @@ except ImportError:  # pragma: no cover - depends on the installation
     tl = None
 
 POWER_IMPLS = ("torch", "triton")  # sprint_power_impl
-ROWS_PER_TILE = 32  # BM: rows of a tile program
+ROWS_PER_TILE = (16, 32, 64, 128, 256)  # BM, rows of a tile program: RECBOLE_SPRINT_PI_ROWS (default_rows_per_tile)
 COLUMN_CHUNK = 64  # BN: columns a tile program reads at once
+ROWS_PER_STEP = 1024  # BR: rows (or tiles) a per-matrix kernel reads at once
 MAX_COLUMNS = 16384  # widest n: the per-matrix kernels hold a vector of n (next power of two) in registers
-_PARTIAL_ELEMENTS = 4096  # elements of the partial-sum buffer a per-matrix kernel loads at once
+_PARTIAL_ELEMENTS = 8192  # elements of the partial-sum buffer a per-matrix kernel loads at once
 _META = ("w_off", "m", "n", "s_row", "vo", "mo", "po", "nb", "tf", "g_off")  # one row of the matrix table
 _PLANS = collections.OrderedDict()  # (layout, the weights' addresses, shapes, dtypes) -> _Plan
 _REASONS = collections.OrderedDict()  # the same key -> unusable_reason
 _MATRICES = collections.OrderedDict()  # (layout, weight shapes) -> layout_matrices
 _MAX_PLANS = 64  # entries kept in each
+
+
+def default_rows_per_tile():
+    """Rows of a tile program (``RECBOLE_SPRINT_PI_ROWS`` overrides; one of :data:`ROWS_PER_TILE`): 64, not timed
+    yet. More rows make fewer tiles and shorter per-matrix sums of their partials (one program a matrix, serial over
+    the tiles: the item embedding's 12,102 rows at Beauty are 190 tiles of 64), fewer rows more programs for small
+    matrices. Read when a matrix table is made (a new layout or new weights)."""
+    from recbole_sprint.model.fused_attention import _env_choice
+
+    return _env_choice("RECBOLE_SPRINT_PI_ROWS", ROWS_PER_TILE, 64)
 
 
 def triton_launches(n_iters):
@@ -215,6 +226,7 @@ class _Plan:
     nm: int  # sum of m: of every matrix's u
     n_partial: int  # sum over matrices of tiles x n
     np: int  # next power of two of the widest n
+    bm: int  # rows of a tile
     estimators: Tuple[Tuple[str, int, int, int, int, int, int], ...]  # (name, g0, g1, m0, n0, m, n) per estimator
     grads: Tuple[Tuple[int, int], ...]  # (position in weights, offset in the flat gradient) per weight read
     grad_size: int
@@ -246,7 +258,7 @@ def _layout_matrices(layout, weights):
 
 
 def _key(matrices, weights):
-    return (matrices, tuple((weight.data_ptr(), tuple(weight.shape), weight.dtype, weight.device)
+    return (matrices, default_rows_per_tile(), tuple((weight.data_ptr(), tuple(weight.shape), weight.dtype, weight.device)
                             for weight in weights))
 
 
@@ -296,6 +308,7 @@ def _plan(matrices, weights):
 
 
 def _make_plan(matrices, weights):
+    bm = default_rows_per_tile()
     base = matrices[0][1]
     size = weights[base].element_size()
     grads, grad_offset, grad_size, rows_read = [], {}, 0, collections.Counter()
@@ -312,7 +325,7 @@ def _make_plan(matrices, weights):
         distance = weight.data_ptr() - weights[base].data_ptr()
         assert distance % size == 0, "weights of one dtype are aligned to their element size"
         n, s_row = weight.size(1), weight.stride(0)
-        blocks = -(-rows // ROWS_PER_TILE)
+        blocks = -(-rows // bm)
         meta.append((distance // size + first * s_row, rows, n, s_row, vo, mo, po, blocks, len(tiles),
                      grad_offset[position] + first * s_row))
         tiles += [(g, block) for block in range(blocks)]
@@ -326,15 +339,17 @@ def _make_plan(matrices, weights):
         meta=torch.tensor(meta, dtype=torch.int64, device=device),
         tiles=torch.tensor(tiles, dtype=torch.int64, device=device),
         base=base, n_matrices=len(meta), n_tiles=len(tiles), nv=vo, nm=mo, n_partial=po,
-        np=triton.next_power_of_2(widest), estimators=tuple(tuple(e) for e in estimators), grads=tuple(grads),
+        np=triton.next_power_of_2(widest), bm=bm, estimators=tuple(tuple(e) for e in estimators), grads=tuple(grads),
         grad_size=grad_size,
         partly_read=tuple(p for p, rows in rows_read.items() if rows < weights[p].size(0)),
     )
 
 
 def _launch_sizes(plan):
-    rb = max(1, _PARTIAL_ELEMENTS // plan.np)
-    return dict(NMETA=len(_META), NP=plan.np, RB=rb)
+    """The per-matrix kernels' constants: a vector of ``NP`` in registers, ``RB`` tiles' partial sums a load (8 warps
+    for vectors of 4096 and more)."""
+    return dict(NMETA=len(_META), NP=plan.np, RB=max(1, _PARTIAL_ELEMENTS // plan.np),
+                num_warps=8 if plan.np >= 4096 else 4)
 
 
 class _FusedPowerIteration(torch.autograd.Function):
@@ -351,7 +366,7 @@ class _FusedPowerIteration(torch.autograd.Function):
         norms = base.new_empty(2, k, G)  # |z_t| and max(|z_t|, eps)
         part = base.new_empty(plan.n_partial)
         squares = base.new_empty(T)
-        rows = dict(NMETA=sizes["NMETA"], BM=ROWS_PER_TILE, BN=COLUMN_CHUNK)
+        rows = dict(NMETA=sizes["NMETA"], BM=plan.bm, BN=COLUMN_CHUNK)
         for t in range(k):
             _pi_rows[(T,)](base, plan.meta, plan.tiles, vs[t], ws[t], part, squares, WANT_PART=True, WANT_SQ=False,
                            **rows)
@@ -359,7 +374,8 @@ class _FusedPowerIteration(torch.autograd.Function):
         y = base.new_empty(plan.nm)
         _pi_rows[(T,)](base, plan.meta, plan.tiles, vs[k], y, part, squares, WANT_PART=True, WANT_SQ=True, **rows)
         u, q, sigma = base.new_empty(plan.nm), base.new_empty(plan.nv), base.new_empty(G)
-        _pi_finish[(G,)](plan.meta, squares, part, y, u, q, sigma, torch.finfo(torch.float32).tiny, BR=128, **sizes)
+        _pi_finish[(G,)](plan.meta, squares, part, y, u, q, sigma, torch.finfo(torch.float32).tiny, BR=ROWS_PER_STEP,
+                           **sizes)
         ctx.plan, ctx.n_iters, ctx.eps = plan, n_iters, eps
         ctx.save_for_backward(vs, ws, norms, u, q, *weights)
         v = vs[k]
@@ -381,10 +397,10 @@ class _FusedPowerIteration(torch.autograd.Function):
         dzs, dws = base.new_empty(k, plan.nv), base.new_empty(k, plan.nm)
         dv = base.new_empty(plan.nv)
         part = base.new_empty(plan.n_partial) if k > 1 else dv  # no partial sums for t = 1
-        rows = dict(NMETA=sizes["NMETA"], BM=ROWS_PER_TILE, BN=COLUMN_CHUNK)
+        rows = dict(NMETA=sizes["NMETA"], BM=plan.bm, BN=COLUMN_CHUNK)
         for t in range(k, 0, -1):
             _pi_dz[(G,)](plan.meta, grad_sigma, q, dv, vs[t], norms[0, t - 1], norms[1, t - 1], dzs[t - 1], eps,
-                         NMETA=sizes["NMETA"], NP=sizes["NP"], FIRST=t == k)
+                         NMETA=sizes["NMETA"], NP=sizes["NP"], num_warps=sizes["num_warps"], FIRST=t == k)
             _pi_rows[(T,)](base, plan.meta, plan.tiles, dzs[t - 1], dws[t - 1], part, dv, WANT_PART=t > 1,
                            WANT_SQ=False, **rows)
             if t > 1:  # dv_{t-1} = W^T dw_t
@@ -394,7 +410,7 @@ class _FusedPowerIteration(torch.autograd.Function):
             if position in plan.partly_read:
                 grad[offset:offset + weights[position].numel()].zero_()
         _pi_grad[(T,)](plan.meta, plan.tiles, grad_sigma, u, vs, ws, dzs, dws, grad, plan.nv, plan.nm,
-                       NMETA=sizes["NMETA"], K=k, BM=ROWS_PER_TILE, BN=COLUMN_CHUNK)
+                       NMETA=sizes["NMETA"], K=k, BM=plan.bm, BN=COLUMN_CHUNK)
         grads = [None] * len(weights)
         for position, offset in plan.grads:
             if ctx.needs_input_grad[4 + position]:

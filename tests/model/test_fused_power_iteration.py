@@ -104,7 +104,7 @@ def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tm
     of summation; rows of a fused projection that no matrix reads get gradient 0. Then three Adam steps of
     SASRec++-SPRINT (all three terms) give the same losses and weights with either implementation, and with the
     kernels under ``sprint_compile: aot_eager`` (the terms compiled around them)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env = {**os.environ, "TRITON_INTERPRET": "1", "RECBOLE_SPRINT_PI_ROWS": "16"}  # several tiles a matrix
     result = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK, REPO], capture_output=True, text=True, env=env,
                             cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -127,7 +127,8 @@ KERNELS = ("_pi_rows", "_pi_columns", "_pi_finish", "_pi_dz", "_pi_grad")
 @pytest.mark.skipif(triton is None, reason="triton is not installed")
 def test_kernels_compile_for_sm90():
     """The interpreter runs the kernels' Python, not Triton's compiler: each is compiled here to PTX for sm_90 (the
-    H100 / H200), float32, at the launch's constants."""
+    H100 / H200), float32, at the launch's constants (a narrow model's and, with 8 warps, the 0.34B FFN's 6144
+    columns)."""
     from triton.backends import backends
 
     if "nvidia" not in backends:
@@ -139,16 +140,30 @@ def test_kernels_compile_for_sm90():
 
     types = dict(META="*i64", TILES="*i64", eps="fp32", tiny="fp32", NV="i64", NM="i64")
     for first in (True, False):
-        flags = dict(NMETA=len(fused._META), BM=fused.ROWS_PER_TILE, BN=fused.COLUMN_CHUNK, WANT_PART=first,
-                     WANT_SQ=first, NP=256, RB=16, NORMALISE=first, BR=128, FIRST=first, K=1 if first else 2)
+        flags = dict(NMETA=len(fused._META), BM=fused.default_rows_per_tile(), BN=fused.COLUMN_CHUNK,
+                     WANT_PART=first, WANT_SQ=first, NP=256 if first else 8192, RB=32 if first else 1,
+                     NORMALISE=first, BR=fused.ROWS_PER_STEP, FIRST=first, K=1 if first else 2)
         for name in KERNELS:
             kernel = getattr(fused, name)
             fixed = {arg: value for arg, value in flags.items() if arg in kernel.arg_names}
             signature = {arg: "constexpr" if arg in fixed else types.get(arg, "*fp32") for arg in kernel.arg_names}
             source = ASTSource(fn=kernel, signature=signature,
                                constexprs={(kernel.arg_names.index(arg),): value for arg, value in fixed.items()})
-            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                      options={"num_warps": 4 if first else 8})
             assert f".entry {name}" in compiled.asm["ptx"], name
+
+
+def test_rows_per_tile_from_the_environment(monkeypatch):
+    from recbole_sprint.model.fused_power_iteration import default_rows_per_tile
+
+    monkeypatch.delenv("RECBOLE_SPRINT_PI_ROWS", raising=False)
+    assert default_rows_per_tile() == 64
+    monkeypatch.setenv("RECBOLE_SPRINT_PI_ROWS", "128")
+    assert default_rows_per_tile() == 128
+    monkeypatch.setenv("RECBOLE_SPRINT_PI_ROWS", "48")
+    with pytest.raises(ValueError, match="RECBOLE_SPRINT_PI_ROWS='48': allowed values are 16, 32, 64, 128, 256"):
+        default_rows_per_tile()
 
 
 def _layout(**overrides):
