@@ -258,8 +258,8 @@ def _layout_matrices(layout, weights):
 
 
 def _key(matrices, weights):
-    return (matrices, default_rows_per_tile(), tuple((weight.data_ptr(), tuple(weight.shape), weight.dtype, weight.device)
-                            for weight in weights))
+    described = tuple((weight.data_ptr(), tuple(weight.shape), weight.dtype, weight.device) for weight in weights)
+    return matrices, default_rows_per_tile(), described
 
 
 def _cached(cache, key, make):
