@@ -93,6 +93,31 @@ for compile_mode in ("none", "aot_eager"):
         "weights": max(((state_t[k] - state_f[k]).abs().max() / state_t[k].abs().max().clamp_min(1e-12)).item()
                        for k in state_t if state_t[k].is_floating_point()),
         "plans": len(fused_power_iteration._PLANS)}
+# two Adam steps of RecBole's SASRec with SPRINT (BERT4RecSPRINT has the same blocks) and of HSTUSPRINT (W_V: rows
+# of HSTU's fused projection)
+from recbole_sprint.model.sequential_recommender.hstusprint import HSTUSPRINT
+from recbole_sprint.model.sequential_recommender.sasrecsprint import SASRecSPRINT
+from tests.model import test_hstu
+cases = {
+    "SASRecSPRINT": (lambda tiny, **o: build(tiny, SASRecSPRINT, **o), batch),
+    "HSTUSPRINT": (lambda tiny, **o: test_hstu.build(tiny, HSTUSPRINT, **o),
+                   lambda: test_hstu.batch(test_hstu.SEQS, test_hstu.TIMES)),
+}
+with tempfile.TemporaryDirectory() as folder:
+    for name, (make, data) in cases.items():
+        losses = {}
+        for impl in ("torch", "triton"):
+            model = make(lambda **o: tiny_config(folder, **o), sprint_power_impl=impl, hidden_dropout_prob=0.0,
+                         attn_dropout_prob=0.0).train()
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+            losses[impl] = []
+            for _ in range(2):
+                optimizer.zero_grad()
+                loss = model.calculate_loss(data())
+                loss.backward()
+                optimizer.step()
+                losses[impl].append(loss.item())
+        result[name] = [losses["torch"], losses["triton"]]
 print(json.dumps(result))
 """
 
@@ -119,6 +144,9 @@ def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tm
         assert model["losses"][0][0] != model["losses"][0][2]  # it trained
         assert model["weights"] < 1e-4, (compile_mode, model)
         assert model["plans"] >= 1  # the kernels ran (the fall-back to the batched path makes no plan)
+    for name in ("SASRecSPRINT", "HSTUSPRINT"):
+        assert rows[name][0] == pytest.approx(rows[name][1], rel=1e-5), (name, rows[name])
+        assert rows[name][0][0] != rows[name][0][1], name
 
 
 KERNELS = ("_pi_rows", "_pi_columns", "_pi_finish", "_pi_dz", "_pi_grad")
