@@ -53,7 +53,7 @@ ROWS_PER_STEP = 1024  # BR: rows (or tiles) a per-matrix kernel reads at once
 MAX_COLUMNS = 16384  # widest n: the per-matrix kernels hold a vector of n (next power of two) in registers
 _PARTIAL_ELEMENTS = 8192  # elements of the partial-sum buffer a per-matrix kernel loads at once
 _META = ("w_off", "m", "n", "s_row", "vo", "mo", "po", "nb", "tf", "g_off")  # one row of the matrix table
-_PLANS = collections.OrderedDict()  # (layout, the weights' addresses, shapes, dtypes) -> _Plan
+_PLANS = collections.OrderedDict()  # (matrices, rows a tile, the weights' addresses, shapes, dtypes, devices) -> _Plan
 _REASONS = collections.OrderedDict()  # the same key -> unusable_reason
 _MATRICES = collections.OrderedDict()  # (layout, weight shapes) -> layout_matrices
 _MAX_PLANS = 64  # entries kept in each
@@ -63,7 +63,7 @@ def default_rows_per_tile():
     """Rows of a tile program (``RECBOLE_SPRINT_PI_ROWS`` overrides; one of :data:`ROWS_PER_TILE`): 64, not timed
     yet. More rows make fewer tiles and shorter per-matrix sums of their partials (one program a matrix, serial over
     the tiles: the item embedding's 12,102 rows at Beauty are 190 tiles of 64), fewer rows more programs for small
-    matrices. Read when a matrix table is made (a new layout or new weights)."""
+    matrices. Part of the key of the cached matrix tables (a new value makes a new table)."""
     from recbole_sprint.model.fused_attention import _env_choice
 
     return _env_choice("RECBOLE_SPRINT_PI_ROWS", ROWS_PER_TILE, 64)
