@@ -57,6 +57,9 @@ _PLANS = collections.OrderedDict()  # (matrices, rows a tile, the weights' addre
 _REASONS = collections.OrderedDict()  # the same key -> unusable_reason
 _MATRICES = collections.OrderedDict()  # (layout, weight shapes) -> layout_matrices
 _MAX_PLANS = 64  # entries kept in each
+# Tables a CUDA graph recorded, kept for the process's life: a graph holds their device addresses, not the tensors, and
+# a table dropped from _PLANS would free memory that a later replay still reads (a few kilobytes a table).
+_RECORDED = []
 
 
 def default_rows_per_tile():
@@ -67,6 +70,11 @@ def default_rows_per_tile():
     from recbole_sprint.model.fused_attention import _env_choice
 
     return _env_choice("RECBOLE_SPRINT_PI_ROWS", ROWS_PER_TILE, 64)
+
+
+def _capturing(tensor):
+    """Whether ``tensor``'s work is being recorded into a CUDA graph (never off CUDA)."""
+    return tensor.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
 def triton_launches(n_iters):
@@ -358,6 +366,8 @@ class _FusedPowerIteration(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan, n_iters, eps, starts, *weights):
         base = weights[plan.base]
+        if _capturing(base) and not any(recorded is plan for recorded in _RECORDED):
+            _RECORDED.append(plan)  # the graph will read plan.meta and plan.tiles at every replay
         sizes = _launch_sizes(plan)
         k, G, T = n_iters, plan.n_matrices, plan.n_tiles
         vs = base.new_empty(k + 1, plan.nv)  # v_0 (the starts) .. v_k

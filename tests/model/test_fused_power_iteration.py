@@ -93,6 +93,16 @@ for compile_mode in ("none", "aot_eager"):
         "weights": max(((state_t[k] - state_f[k]).abs().max() / state_t[k].abs().max().clamp_min(1e-12)).item()
                        for k in state_t if state_t[k].is_floating_point()),
         "plans": len(fused_power_iteration._PLANS)}
+# a table recorded into a CUDA graph outlives the cache (the graph reads its addresses at every replay)
+import gc, weakref
+fused_power_iteration._capturing = lambda tensor: True  # as if recording
+terms("triton", 1, torch.float32)
+fused_power_iteration._capturing = lambda tensor: False
+recorded = weakref.ref(fused_power_iteration._RECORDED[-1])
+fused_power_iteration._PLANS.clear()
+gc.collect()
+result["recorded table kept"] = recorded() is not None and len(fused_power_iteration._RECORDED) == 1
+
 # two Adam steps of RecBole's SASRec with SPRINT (BERT4RecSPRINT has the same blocks) and of HSTUSPRINT (W_V: rows
 # of HSTU's fused projection)
 from recbole_sprint.model.sequential_recommender.hstusprint import HSTUSPRINT
@@ -128,7 +138,8 @@ def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tm
     terms, every estimator's new ``u``/``v`` and every weight's gradient equal the batched operators' up to the order
     of summation; rows of a fused projection that no matrix reads get gradient 0. Then three Adam steps of
     SASRec++-SPRINT (all three terms) give the same losses and weights with either implementation, and with the
-    kernels under ``sprint_compile: aot_eager`` (the terms compiled around them)."""
+    kernels under ``sprint_compile: aot_eager`` (the terms compiled around them); so do two steps of SASRecSPRINT and
+    HSTUSPRINT. A matrix table used while a CUDA graph records stays alive after the cache drops it."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "RECBOLE_SPRINT_PI_ROWS": "16"}  # several tiles a matrix
     result = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK, REPO], capture_output=True, text=True, env=env,
                             cwd=tmp_path, timeout=600)
@@ -144,6 +155,7 @@ def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tm
         assert model["losses"][0][0] != model["losses"][0][2]  # it trained
         assert model["weights"] < 1e-4, (compile_mode, model)
         assert model["plans"] >= 1  # the kernels ran (the fall-back to the batched path makes no plan)
+    assert rows["recorded table kept"]
     for name in ("SASRecSPRINT", "HSTUSPRINT"):
         assert rows[name][0] == pytest.approx(rows[name][1], rel=1e-5), (name, rows[name])
         assert rows[name][0][0] != rows[name][0][1], name
