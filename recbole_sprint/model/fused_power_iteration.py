@@ -50,8 +50,8 @@ POWER_IMPLS = ("torch", "triton")  # sprint_power_impl
 ROWS_PER_TILE = (16, 32, 64, 128, 256)  # BM, rows of a tile program: RECBOLE_SPRINT_PI_ROWS (default_rows_per_tile)
 COLUMN_CHUNK = 64  # BN: columns a tile program reads at once
 ROWS_PER_STEP = 1024  # BR: rows (or tiles) a per-matrix kernel reads at once
-MAX_COLUMNS = 16384  # widest n: the per-matrix kernels hold a vector of n (next power of two) in registers
-_PARTIAL_ELEMENTS = 8192  # elements of the partial-sum buffer a per-matrix kernel loads at once
+MATRIX_CHUNK = 256  # CW: columns a per-matrix kernel sums at once
+_PARTIAL_ELEMENTS = 8192  # elements of the partial-sum buffer a per-matrix kernel loads at once (RB = this / CW)
 _META = ("w_off", "m", "n", "s_row", "vo", "mo", "po", "nb", "tf", "g_off")  # one row of the matrix table
 _PLANS = collections.OrderedDict()  # (matrices, rows a tile, the weights' addresses, shapes, dtypes, devices) -> _Plan
 _REASONS = collections.OrderedDict()  # the same key -> unusable_reason
@@ -102,15 +102,6 @@ if triton is not None:
                 tl.load(meta + 4), tl.load(meta + 5))
 
     @triton.jit
-    def _matrix_columns(META, NMETA: tl.constexpr, NP: tl.constexpr):
-        # this program's matrix: (g, g's META row, n, vo, columns [NP], column mask)
-        g = tl.program_id(0)
-        meta = META + g * NMETA
-        n = tl.load(meta + 2)
-        cols = tl.arange(0, NP)
-        return g, meta, n, tl.load(meta + 4), cols, cols < n
-
-    @triton.jit
     def _pi_rows(W, META, TILES, X, OUT, PART, SQ, NMETA: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  WANT_PART: tl.constexpr, WANT_SQ: tl.constexpr):
         # one tile (matrix g, rows block * BM ...): OUT[rows] = W[rows] x; PART[block] = sum_r OUT_r W_r; SQ = |OUT|^2
@@ -135,11 +126,11 @@ if triton is not None:
                 tl.store(part + cols, tl.sum(w * acc[:, None], axis=0), mask=col_ok)
 
     @triton.jit
-    def _sum_partials(PART, meta, cols, col_ok, n, NP: tl.constexpr, RB: tl.constexpr):
-        # [NP]: the sum over the matrix's tiles of their partial sums
+    def _summed_partials(PART, meta, n, cols, col_ok, CW: tl.constexpr, RB: tl.constexpr):
+        # [CW]: columns ``cols`` of the sum over the matrix's tiles of their partial sums
         po = tl.load(meta + 6)
         nb = tl.load(meta + 7)
-        z = tl.zeros([NP], dtype=PART.dtype.element_ty)
+        z = tl.zeros([CW], dtype=PART.dtype.element_ty)
         for b0 in range(0, nb, RB):
             blocks = b0 + tl.arange(0, RB)
             p = tl.load(PART + po + blocks[:, None] * n + cols[None, :],
@@ -148,25 +139,40 @@ if triton is not None:
         return z
 
     @triton.jit
-    def _pi_columns(META, PART, OUT, NORM, CLAMPED, eps, NMETA: tl.constexpr, NP: tl.constexpr, RB: tl.constexpr,
+    def _pi_columns(META, PART, OUT, NORM, CLAMPED, eps, NMETA: tl.constexpr, CW: tl.constexpr, RB: tl.constexpr,
                     NORMALISE: tl.constexpr):
-        # one matrix: z = sum of its partials; NORMALISE: NORM = |z|, CLAMPED = max(|z|, eps), OUT = z / CLAMPED
-        g, meta, n, vo, cols, col_ok = _matrix_columns(META, NMETA, NP)
-        z = _sum_partials(PART, meta, cols, col_ok, n, NP, RB)
+        # one matrix: z = sum of its partials; NORMALISE: NORM = |z|, CLAMPED = max(|z|, eps), OUT = z / CLAMPED.
+        # Column chunk by column chunk; |z| first (a pass of its own over the partials: no program reads back what
+        # it stored, so no barrier), then z again, divided
+        g = tl.program_id(0)
+        meta = META + g * NMETA
+        n = tl.load(meta + 2)
+        vo = tl.load(meta + 4)
+        divisor = 1.0
         if NORMALISE:
-            norm = tl.sqrt(tl.sum(z * z, axis=0))
+            squares = tl.zeros([CW], dtype=PART.dtype.element_ty)
+            for c0 in range(0, n, CW):
+                cols = c0 + tl.arange(0, CW)
+                z = _summed_partials(PART, meta, n, cols, cols < n, CW, RB)
+                squares += z * z
+            norm = tl.sqrt(tl.sum(squares, axis=0))
             divisor = tl.maximum(norm, eps)
             tl.store(NORM + g, norm)
             tl.store(CLAMPED + g, divisor)
-            z = z / divisor
-        tl.store(OUT + vo + cols, z, mask=col_ok)
+        for c0 in range(0, n, CW):
+            cols = c0 + tl.arange(0, CW)
+            z = _summed_partials(PART, meta, n, cols, cols < n, CW, RB)
+            tl.store(OUT + vo + cols, z / divisor, mask=cols < n)
 
     @triton.jit
-    def _pi_finish(META, SQ, PART, Y, U, Q, SIGMA, tiny, NMETA: tl.constexpr, NP: tl.constexpr, RB: tl.constexpr,
+    def _pi_finish(META, SQ, PART, Y, U, Q, SIGMA, tiny, NMETA: tl.constexpr, CW: tl.constexpr, RB: tl.constexpr,
                    BR: tl.constexpr):
         # one matrix, after _pi_rows of y = W v_k: SIGMA = |y|, U = y / SIGMA, Q = W^T y / SIGMA (0 where y is 0)
-        g, meta, n, vo, cols, col_ok = _matrix_columns(META, NMETA, NP)
+        g = tl.program_id(0)
+        meta = META + g * NMETA
         m = tl.load(meta + 1)
+        n = tl.load(meta + 2)
+        vo = tl.load(meta + 4)
         mo = tl.load(meta + 5)
         nb = tl.load(meta + 7)
         tf = tl.load(meta + 8)
@@ -180,22 +186,41 @@ if triton is not None:
         for r0 in range(0, m, BR):
             rows = r0 + tl.arange(0, BR)
             tl.store(U + mo + rows, tl.load(Y + mo + rows, mask=rows < m, other=0.0) / denominator, mask=rows < m)
-        z = _sum_partials(PART, meta, cols, col_ok, n, NP, RB)
-        tl.store(Q + vo + cols, z / denominator, mask=col_ok)
+        for c0 in range(0, n, CW):
+            cols = c0 + tl.arange(0, CW)
+            z = _summed_partials(PART, meta, n, cols, cols < n, CW, RB)
+            tl.store(Q + vo + cols, z / denominator, mask=cols < n)
 
     @triton.jit
-    def _pi_dz(META, GSIGMA, Q, DV, V, NORM, CLAMPED, DZ, eps, NMETA: tl.constexpr, NP: tl.constexpr,
+    def _pi_dz(META, GSIGMA, Q, DV, V, NORM, CLAMPED, DZ, eps, NMETA: tl.constexpr, CW: tl.constexpr,
                FIRST: tl.constexpr):
-        # one matrix: dz = (dv - a v (v . dv)) / max(|z|, eps), a = [|z| >= eps]; FIRST: dv = g q (q = W^T u)
-        g, meta, n, vo, cols, col_ok = _matrix_columns(META, NMETA, NP)
+        # one matrix: dz = (dv - a v (v . dv)) / max(|z|, eps), a = [|z| >= eps]; FIRST: dv = g q (q = W^T u).
+        # Two passes over the column chunks: v . dv, then dz
+        g = tl.program_id(0)
+        meta = META + g * NMETA
+        n = tl.load(meta + 2)
+        vo = tl.load(meta + 4)
+        keep = tl.load(NORM + g) >= eps
+        scale = tl.load(GSIGMA + g)
+        along = tl.zeros([CW], dtype=V.dtype.element_ty)
+        for c0 in range(0, n, CW):
+            cols = c0 + tl.arange(0, CW)
+            dv = _dv_chunk(Q, DV, vo, cols, cols < n, scale, FIRST)
+            along += tl.where(keep, tl.load(V + vo + cols, mask=cols < n, other=0.0), 0.0) * dv
+        along_sum = tl.sum(along, axis=0)
+        clamped = tl.load(CLAMPED + g)
+        for c0 in range(0, n, CW):
+            cols = c0 + tl.arange(0, CW)
+            dv = _dv_chunk(Q, DV, vo, cols, cols < n, scale, FIRST)
+            kept = tl.where(keep, tl.load(V + vo + cols, mask=cols < n, other=0.0), 0.0)
+            tl.store(DZ + vo + cols, (dv - kept * along_sum) / clamped, mask=cols < n)
+
+    @triton.jit
+    def _dv_chunk(Q, DV, vo, cols, col_ok, scale, FIRST: tl.constexpr):
+        # dv on columns ``cols``: g q at the last step (FIRST), else the stored dv
         if FIRST:
-            dv = tl.load(GSIGMA + g) * tl.load(Q + vo + cols, mask=col_ok, other=0.0)
-        else:
-            dv = tl.load(DV + vo + cols, mask=col_ok, other=0.0)
-        v = tl.load(V + vo + cols, mask=col_ok, other=0.0)
-        kept = tl.where(tl.load(NORM + g) >= eps, v, 0.0)
-        along = tl.sum(kept * dv, axis=0)
-        tl.store(DZ + vo + cols, (dv - kept * along) / tl.load(CLAMPED + g), mask=col_ok)
+            return scale * tl.load(Q + vo + cols, mask=col_ok, other=0.0)
+        return tl.load(DV + vo + cols, mask=col_ok, other=0.0)
 
     @triton.jit
     def _pi_grad(META, TILES, GSIGMA, U, VS, WS, DZS, DWS, GRAD, NV, NM, NMETA: tl.constexpr, K: tl.constexpr,
@@ -233,7 +258,6 @@ class _Plan:
     nv: int  # sum of n: the length of a flat vector of every matrix's v
     nm: int  # sum of m: of every matrix's u
     n_partial: int  # sum over matrices of tiles x n
-    np: int  # next power of two of the widest n
     bm: int  # rows of a tile
     estimators: Tuple[Tuple[str, int, int, int, int, int, int], ...]  # (name, g0, g1, m0, n0, m, n) per estimator
     grads: Tuple[Tuple[int, int], ...]  # (position in weights, offset in the flat gradient) per weight read
@@ -302,8 +326,6 @@ def _unusable_reason(matrices, weights):
     read = collections.defaultdict(list)
     for _, position, first, rows in matrices:
         read[position].append((first, first + rows))
-        if weights[position].size(1) > MAX_COLUMNS:
-            return f"a matrix has more than {MAX_COLUMNS} columns"
     for spans in read.values():
         spans.sort()
         if any(end > start for (_, end), (start, _) in zip(spans, spans[1:])):
@@ -342,22 +364,19 @@ def _make_plan(matrices, weights):
         estimators[-1][2] = g + 1
         vo, mo, po = vo + n, mo + rows, po + blocks * n
     device = weights[base].device
-    widest = max(n for _, _, n, *_ in meta)
     return _Plan(
         meta=torch.tensor(meta, dtype=torch.int64, device=device),
         tiles=torch.tensor(tiles, dtype=torch.int64, device=device),
         base=base, n_matrices=len(meta), n_tiles=len(tiles), nv=vo, nm=mo, n_partial=po,
-        np=triton.next_power_of_2(widest), bm=bm, estimators=tuple(tuple(e) for e in estimators), grads=tuple(grads),
+        bm=bm, estimators=tuple(tuple(e) for e in estimators), grads=tuple(grads),
         grad_size=grad_size,
         partly_read=tuple(p for p, rows in rows_read.items() if rows < weights[p].size(0)),
     )
 
 
 def _launch_sizes(plan):
-    """The per-matrix kernels' constants: a vector of ``NP`` in registers, ``RB`` tiles' partial sums a load (8 warps
-    for vectors of 4096 and more)."""
-    return dict(NMETA=len(_META), NP=plan.np, RB=max(1, _PARTIAL_ELEMENTS // plan.np),
-                num_warps=8 if plan.np >= 4096 else 4)
+    """The per-matrix kernels' constants: ``CW`` columns, ``RB`` tiles' partial sums a load."""
+    return dict(NMETA=len(_META), CW=MATRIX_CHUNK, RB=_PARTIAL_ELEMENTS // MATRIX_CHUNK)
 
 
 class _FusedPowerIteration(torch.autograd.Function):
@@ -410,7 +429,7 @@ class _FusedPowerIteration(torch.autograd.Function):
         rows = dict(NMETA=sizes["NMETA"], BM=plan.bm, BN=COLUMN_CHUNK)
         for t in range(k, 0, -1):
             _pi_dz[(G,)](plan.meta, grad_sigma, q, dv, vs[t], norms[0, t - 1], norms[1, t - 1], dzs[t - 1], eps,
-                         NMETA=sizes["NMETA"], NP=sizes["NP"], num_warps=sizes["num_warps"], FIRST=t == k)
+                         NMETA=sizes["NMETA"], CW=sizes["CW"], FIRST=t == k)
             _pi_rows[(T,)](base, plan.meta, plan.tiles, dzs[t - 1], dws[t - 1], part, dv, WANT_PART=t > 1,
                            WANT_SQ=False, **rows)
             if t > 1:  # dv_{t-1} = W^T dw_t
