@@ -30,8 +30,11 @@ profiles.
 
 ``--check_graphs`` trains the model (loss ``--loss_type``) two epochs of ml-100k eagerly and with ``sprint_compile:
 cuda_graph``, ``backbone_compile: cuda_graph`` and both, and with ``sprint_compile: inductor_cuda_graph`` alone and
-with the backbone's graphs, from one initialisation, and compares losses and weights (on CUDA; elsewhere the modes run
-eagerly).
+with the backbone's graphs, and with ``sprint_power_impl: triton`` eagerly and under those graphs, from one
+initialisation, and compares losses and weights (on CUDA; elsewhere the modes run eagerly).
+
+``--power_impl triton`` adds SPRINT with ``sprint_power_impl: triton`` (its power iterations in a few Triton kernels),
+eagerly and with each ``--compile`` mode.
 
 ``--every K[,K]`` adds SPRINT with ``sprint_every: K`` (lazy regularisation: the terms on every K-th step, weighted
 by K; give ``--steps`` a multiple of K); with ``--compile`` too, also each mode and each K together.
@@ -42,7 +45,8 @@ prints their registers, stack and register-spill instructions (static facts, not
 ``--power_iteration GxMxN[,...]`` times one power-iteration step of ``G`` stacked ``M x N`` float32 matrices, forward
 and backward (SPRINT's spectral norms, gradient through the iterate), with the plugin's own backward
 (``power_iteration``) against autograd through the same operators (``power_iteration_reference``), in alternating
-rounds on ``--device``, and prints the gradients' largest difference. The 0.34B configuration's regularised matrices:
+rounds on ``--device``, and prints the gradients' largest difference; then every shape at once, batched (stacked,
+one chain per shape: ``sprint_power_impl: torch``) against the Triton kernels (``triton``, CUDA). The 0.34B configuration's regularised matrices:
 ``--power_iteration 288x64x1536,12x1536x1536,12x6144x1536,12x1536x6144`` (value heads, output, FFN in, FFN out).
 
 ``--check`` (CUDA) compares the Triton kernels with the dense formula in float64 on the device (output, column
@@ -763,7 +767,8 @@ GRAPH_CHECK_VARIANTS = {  # --check_graphs: each against the eager run
 def check_graphs(args):
     """CUDA graphs against eager on CUDA: the model (SASRecPPSPRINT unless ``--model``) trained two epochs of ml-100k
     eagerly and with each of :data:`GRAPH_CHECK_VARIANTS` (SPRINT's terms, the backbone, both as CUDA graphs; SPRINT's
-    terms compiled by Inductor and recorded, alone and with the backbone's graphs; 2 x 64,
+    terms compiled by Inductor and recorded, alone and with the backbone's graphs; the power iterations' Triton
+    kernels, eagerly and recorded; 2 x 64,
     length 50, batch 128 users: 8 steps an epoch, the last one smaller, so two input shapes are recorded; the loss
     ``--loss_type``, CE unless given), dropout 0, TF32 off, from one initialisation, for each attention of
     ``--attention_impl`` (default dense,fused). Rows: the epochs' losses and the largest difference of a weight or
