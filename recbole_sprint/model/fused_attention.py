@@ -643,17 +643,22 @@ def compile_ahead(name, block=None, warps=None, dropout=False, stored=False, has
     float32 launch uses, :func:`default_block` / :func:`default_warps`), head size ``head_size``; ``dropout`` /
     ``stored`` / ``has_g`` as the kernels' flags of that name (``has_g``: the column-sum gradient, backward kernels
     only). Returns Triton's compiled kernel (``.asm["ptx"]``, ``.asm["cubin"]``)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     block, warps = _tiles(torch.float32, block, warps)
-
-    kernel = globals()[name]
     flags = dict(HEAD_DIM=head_size, BLOCK_D=_block_d(head_size), BLOCK_M=block, BLOCK_N=block,
                  DROPOUT=dropout, STORED=stored, ROUNDS=default_philox_rounds(), VALUES=default_philox_values(),
                  PRECISION="tf32", HAS_G=has_g)
+    return compile_kernel_ahead(globals()[name], flags, _ARG_TYPES, "i32", warps, capability)
+
+
+def compile_kernel_ahead(kernel, flags, arg_types, other_type, warps, capability=90):
+    """Triton's ``kernel`` compiled for a CUDA ``capability`` without a GPU: its arguments named in ``flags`` fixed to
+    those values (constexprs), the others typed by ``arg_types`` (Triton's type strings, e.g. ``*fp32``, ``i64``) or
+    ``other_type``; ``warps`` warps. Returns Triton's compiled kernel (``.asm["ptx"]``, ``.asm["cubin"]``)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
     fixed = {arg: value for arg, value in flags.items() if arg in kernel.arg_names}
-    signature = {arg: "constexpr" if arg in fixed else _ARG_TYPES.get(arg, "i32") for arg in kernel.arg_names}
+    signature = {arg: "constexpr" if arg in fixed else arg_types.get(arg, other_type) for arg in kernel.arg_names}
     source = ASTSource(fn=kernel, signature=signature,
                        constexprs={(kernel.arg_names.index(arg),): value for arg, value in fixed.items()})
     return triton.compile(source, target=GPUTarget("cuda", capability, 32), options={"num_warps": warps})

@@ -53,12 +53,13 @@ ROWS_PER_STEP = 1024  # BR: rows (or tiles) a per-matrix kernel reads at once
 MATRIX_CHUNK = 256  # CW: columns a per-matrix kernel sums at once
 _PARTIAL_ELEMENTS = 8192  # elements of the partial-sum buffer a per-matrix kernel loads at once (RB = this / CW)
 _META = ("w_off", "m", "n", "s_row", "vo", "mo", "po", "nb", "tf", "g_off")  # one row of the matrix table
-_PLANS = collections.OrderedDict()  # (matrices, rows a tile, the weights' addresses, shapes, dtypes, devices) -> _Plan
-_REASONS = collections.OrderedDict()  # the same key -> unusable_reason
+# (interpreter on, matrices, rows a tile, the weights' addresses, shapes, dtypes, devices) -> their _Plan, or why the
+# kernels cannot run on them (a string)
+_TABLES = collections.OrderedDict()
 _MATRICES = collections.OrderedDict()  # (layout, weight shapes) -> layout_matrices
-_MAX_PLANS = 64  # entries kept in each
+_MAX_ENTRIES = 64  # entries kept in each cache (_TABLES, _MATRICES)
 # Tables a CUDA graph recorded, kept for the process's life: a graph holds their device addresses, not the tensors, and
-# a table dropped from _PLANS would free memory that a later replay still reads (a few kilobytes a table).
+# a table dropped from _TABLES would free memory that a later replay still reads (a few kilobytes a table).
 _RECORDED = []
 
 
@@ -289,23 +290,27 @@ def _layout_matrices(layout, weights):
     return tuple(matrices)
 
 
-def _key(matrices, weights):
-    described = tuple((weight.data_ptr(), tuple(weight.shape), weight.dtype, weight.device) for weight in weights)
-    return matrices, default_rows_per_tile(), described
-
-
 def _cached(cache, key, make):
     if key not in cache:
         cache[key] = make()
-        while len(cache) > _MAX_PLANS:
+        while len(cache) > _MAX_ENTRIES:
             cache.popitem(last=False)
     return cache[key]
 
 
+def _table(matrices, weights):
+    """The :class:`_Plan` of ``matrices`` of ``weights``, or (a string) why the kernels cannot run on them; kept per
+    matrices and weights' addresses, so a training step's check (:func:`unusable_reason`) makes the table that its
+    kernels then use (before any CUDA graph records them)."""
+    described = tuple((weight.data_ptr(), tuple(weight.shape), weight.dtype, weight.device) for weight in weights)
+    key = (interpreting(), matrices, default_rows_per_tile(), described)
+    return _cached(_TABLES, key, lambda: _unusable_reason(matrices, weights) or _make_plan(matrices, weights))
+
+
 def unusable_reason(matrices, weights) -> Optional[str]:
-    """Why :func:`fused_power_iteration` cannot run on ``matrices`` of ``weights`` (``None``: it can); kept per
-    matrices and weights' addresses (a training step asks once)."""
-    return _cached(_REASONS, (interpreting(), *_key(matrices, weights)), lambda: _unusable_reason(matrices, weights))
+    """Why :func:`fused_power_iteration` cannot run on ``matrices`` of ``weights`` (``None``: it can)."""
+    table = _table(matrices, weights)
+    return table if isinstance(table, str) else None
 
 
 def _unusable_reason(matrices, weights):
@@ -331,10 +336,6 @@ def _unusable_reason(matrices, weights):
         if any(end > start for (_, end), (start, _) in zip(spans, spans[1:])):
             return "a weight's rows are read by two matrices"
     return None
-
-
-def _plan(matrices, weights):
-    return _cached(_PLANS, _key(matrices, weights), lambda: _make_plan(matrices, weights))
 
 
 def _make_plan(matrices, weights):
@@ -454,7 +455,9 @@ def fused_power_iteration(matrices, weights, starts, n_iters, eps=1e-12):
     one shape), from ``starts`` (one ``[G, n]`` per name, in order): per name what
     :func:`recbole_sprint.model.sprint.estimate_spectral_norms` gives for that name's stacked matrices, from the
     kernels above. Check :func:`unusable_reason` first."""
-    plan = _plan(matrices, weights)
+    plan = _table(matrices, weights)
+    if isinstance(plan, str):
+        raise RuntimeError(f"sprint_power_impl: triton cannot run here: {plan}")
     sigma, u, v = _FusedPowerIteration.apply(plan, n_iters, eps, list(starts), *weights)
     norms, vectors = {}, {}
     for name, g0, g1, m0, n0, m, n in plan.estimators:

@@ -477,9 +477,9 @@ def sprint_terms(layout, column_sums, key_mask, starts, weights, terms=weighted_
 
 
 def compiled_sprint_terms(backend, **options):
-    """:func:`sprint_terms` with ``torch.compile`` (``fullgraph``, ``backend``, ``options``): all of it, power iterations
-    included, with ``power_impl: torch``; with ``triton`` (Triton launches that ``torch.compile`` does not trace) the
-    power iterations run their kernels and only :func:`weighted_terms` is compiled."""
+    """:func:`sprint_terms` with ``torch.compile`` (``fullgraph``, ``backend``, ``options``): all of it, power
+    iterations included, with ``power_impl: torch``; with ``triton`` (Triton launches that ``torch.compile`` does not
+    trace) the power iterations run their kernels and only :func:`weighted_terms` is compiled."""
     compiled = {}  # each compiled on first use
 
     def run(layout, column_sums, key_mask, starts, weights):
@@ -607,16 +607,18 @@ def check_sprint_config(config):
                          f"step, weighted by k), got {every!r}")
 
 
+def _configured(config, key, default):
+    """``config[key]``, ``default`` where unset (a config without the key, e.g. a plain dict, or a value of None)."""
+    value = config[key] if key in config else None
+    return default if value is None else value
+
+
 def _configured_every(config):
-    """``sprint_every``, 1 where unset (a config without the key, e.g. a plain dict)."""
-    every = config["sprint_every"] if "sprint_every" in config else None
-    return 1 if every is None else every
+    return _configured(config, "sprint_every", 1)
 
 
 def _configured_power_impl(config):
-    """``sprint_power_impl``, ``torch`` where unset."""
-    impl = config["sprint_power_impl"] if "sprint_power_impl" in config else None
-    return "torch" if impl is None else impl
+    return _configured(config, "sprint_power_impl", "torch")
 
 
 def _estimator(weights, n_iters, generator):

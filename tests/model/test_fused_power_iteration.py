@@ -12,6 +12,7 @@ import warnings
 import pytest
 import torch
 
+from recbole_sprint.model.fused_attention import can_compile_ahead, compile_kernel_ahead
 from recbole_sprint.model.fused_power_iteration import layout_matrices, triton, unusable_reason
 from recbole_sprint.model.sequential_recommender.sasrecppsprint import SASRecPPSPRINT
 from recbole_sprint.model.sprint import TermsLayout, check_sprint_config
@@ -96,14 +97,14 @@ for compile_mode in ("none", "aot_eager"):
         "losses": [losses_t, losses_f],
         "weights": max(((state_t[k] - state_f[k]).abs().max() / state_t[k].abs().max().clamp_min(1e-12)).item()
                        for k in state_t if state_t[k].is_floating_point()),
-        "plans": len(fused_power_iteration._PLANS)}
+        "plans": sum(not isinstance(table, str) for table in fused_power_iteration._TABLES.values())}
 # a table recorded into a CUDA graph outlives the cache (the graph reads its addresses at every replay)
 import gc, weakref
 fused_power_iteration._capturing = lambda tensor: True  # as if recording
 terms("triton", 1, torch.float32)
 fused_power_iteration._capturing = lambda tensor: False
 recorded = weakref.ref(fused_power_iteration._RECORDED[-1])
-fused_power_iteration._PLANS.clear()
+fused_power_iteration._TABLES.clear()
 gc.collect()
 result["recorded table kept"] = recorded() is not None and len(fused_power_iteration._RECORDED) == 1
 
@@ -169,17 +170,10 @@ def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tm
 KERNELS = ("_pi_rows", "_pi_columns", "_pi_finish", "_pi_dz", "_pi_grad")
 
 
-@pytest.mark.skipif(triton is None, reason="triton is not installed")
+@pytest.mark.skipif(not can_compile_ahead(), reason="triton with its NVIDIA backend is not installed")
 def test_kernels_compile_for_sm90():
     """The interpreter runs the kernels' Python, not Triton's compiler: each is compiled here to PTX for sm_90 (the
     H100 / H200), float32, at the launch's constants (both values of each flag)."""
-    from triton.backends import backends
-
-    if "nvidia" not in backends:
-        pytest.skip("triton's NVIDIA backend is not installed")
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from recbole_sprint.model import fused_power_iteration as fused
 
     types = dict(META="*i64", TILES="*i64", eps="fp32", tiny="fp32", NV="i64", NM="i64")
@@ -188,12 +182,7 @@ def test_kernels_compile_for_sm90():
                      WANT_PART=first, WANT_SQ=first, CW=fused.MATRIX_CHUNK, RB=32,
                      NORMALISE=first, BR=fused.ROWS_PER_STEP, FIRST=first, K=1 if first else 2)
         for name in KERNELS:
-            kernel = getattr(fused, name)
-            fixed = {arg: value for arg, value in flags.items() if arg in kernel.arg_names}
-            signature = {arg: "constexpr" if arg in fixed else types.get(arg, "*fp32") for arg in kernel.arg_names}
-            source = ASTSource(fn=kernel, signature=signature,
-                               constexprs={(kernel.arg_names.index(arg),): value for arg, value in fixed.items()})
-            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+            compiled = compile_kernel_ahead(getattr(fused, name), flags, types, "*fp32", warps=4)
             assert f".entry {name}" in compiled.asm["ptx"], name
 
 
