@@ -332,33 +332,35 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
                                     {"attention": "fused", "variant": "both",
                                      "error": "both: RuntimeError: boom"}]}, None
         if "--compile" in extra:
-            return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile default": 42.0,
+            return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile inductor_cuda_graph": 42.0,
                                 "on, compile cuda_graph": 40.4, "on, every 4": 42.0,
-                                "on, compile default, every 4": 40.8, "on, compile cuda_graph, every 4": 40.2},
-                               {"group": "fused tf32 on", "w0": 41.0, "on": 49.0, "on, compile default": 41.82,
-                                "on, compile cuda_graph": 41.41, "on, every 4": 43.05,
-                                "on, compile default, every 4": 41.41, "on, compile cuda_graph, every 4": 41.205}]}, None
+                                "on, compile inductor_cuda_graph, every 4": 40.8,
+                                "on, compile cuda_graph, every 4": 40.2},
+                               {"group": "fused tf32 on", "w0": 41.0, "on": 49.0,
+                                "on, compile inductor_cuda_graph": 41.82, "on, compile cuda_graph": 41.41,
+                                "on, every 4": 43.05, "on, compile inductor_cuda_graph, every 4": 41.41,
+                                "on, compile cuda_graph, every 4": 41.205}]}, None
         return {"groups": [{"group": "dense tf32 off", "w0": 60.0, "on": 66.0},
                            {"group": "fused tf32 off", "w0": 120.0, "on": 130.0}]}, None
 
     calls, out = run_preset(monkeypatch, capsys, ["--parts", "ml-1m-3k,compile"], answer)
     # ml-1m-3k, then the compile part: the CUDA-graph check and its three settings (every mode, every 4, TF32 on)
     assert len(calls) == 5 and "--check_graphs" in calls[1]
-    assert all(c[c.index("--compile") + 1] == "default,cuda_graph" and c[c.index("--every") + 1] == "4"
+    assert all(c[c.index("--compile") + 1] == "cuda_graph,inductor_cuda_graph" and c[c.index("--every") + 1] == "4"
                and c[c.index("--tf32") + 1] == "on" and c[c.index("--attention_impl") + 1] == "dense,fused"
                and "--profile" not in c for c in calls[2:])
     assert "| dense | backbone_compile | 3.000000, 2.500000 | 3.000000, 2.500000 | 2 | 1.50e-07 |" in out
     assert "| fused | both | failed: both: RuntimeError: boom | | | |" in out
     assert ("| setting | attention, TF32 | w0 ms/step | SPRINT ms/step | SPRINT overhead | w0 vs dense | SPRINT vs dense "
-            "| SPRINT compiled ms/step | overhead | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step "
-            "| overhead | SPRINT compiled + every 4 ms/step | overhead | SPRINT CUDA graphs + every 4 ms/step "
-            "| overhead |") in out
+            "| SPRINT CUDA graphs ms/step | overhead | SPRINT Inductor + CUDA graphs ms/step | overhead "
+            "| SPRINT every 4 ms/step | overhead | SPRINT CUDA graphs + every 4 ms/step | overhead "
+            "| SPRINT Inductor + CUDA graphs + every 4 ms/step | overhead |") in out
     assert ("| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  " + "|  " * 10
             + "|") in out
     assert ("| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x " + "|  " * 10
             + "|") in out
     assert ("| beauty 6x256 n50 b512 BCE16 (compile run) | fused tf32 on | 41.00 | 49.00 | +19.5% | 0.98x | 0.98x "
-            "| 41.82 | +2.0% | 41.41 | +1.0% | 43.05 | +5.0% | 41.41 | +1.0% | 41.20 | +0.5% |") in out
+            "| 41.41 | +1.0% | 41.82 | +2.0% | 43.05 | +5.0% | 41.20 | +0.5% | 41.41 | +1.0% |") in out
 
 
 def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
