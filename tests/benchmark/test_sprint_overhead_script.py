@@ -332,7 +332,8 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
                                     {"attention": "fused", "variant": "both",
                                      "error": "both: RuntimeError: boom"}]}, None
         if "--compile" in extra:
-            return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile inductor_cuda_graph": 42.0,
+            return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0,
+                                "on, compile inductor_cuda_graph": 42.0,
                                 "on, compile cuda_graph": 40.4, "on, every 4": 42.0,
                                 "on, compile inductor_cuda_graph, every 4": 40.8,
                                 "on, compile cuda_graph, every 4": 40.2},
