@@ -31,7 +31,8 @@ profiles.
 ``--check_graphs`` trains the model (loss ``--loss_type``) two epochs of ml-100k eagerly and with ``sprint_compile:
 cuda_graph``, ``backbone_compile: cuda_graph`` and both, and with ``sprint_compile: inductor_cuda_graph`` alone and
 with the backbone's graphs, and with ``sprint_power_impl: triton`` eagerly and under those graphs, from one
-initialisation, and compares losses and weights (on CUDA; elsewhere the modes run eagerly).
+initialisation, and compares losses and weights (on CUDA; elsewhere the modes run eagerly). With a sampled loss (BCE,
+sampled softmax) the rows with the backbone's graphs compare other negatives (``draws_differ``), and say so.
 
 ``--power_impl triton`` adds SPRINT with ``sprint_power_impl: triton`` (its power iterations in a few Triton kernels),
 eagerly and with each ``--compile`` mode.
@@ -812,9 +813,18 @@ def check_graphs(args):
                 row["graphs"] = graphs
                 row["max_rel_diff"] = max(((eager_state[k] - graph_state[k]).abs().max()
                                            / eager_state[k].abs().max().clamp_min(1e-12)).item() for k in eager_state)
+            if draws_differ(args.loss_type, variant):
+                row["other_draws"] = True  # see print_graph_check
             print(f"  graph check {row}", flush=True)
             rows.append(row)
     return rows
+
+
+def draws_differ(loss_type, variant):
+    """Whether ``--check_graphs``' ``variant`` trains on other random draws than eager: a loss that samples negatives
+    (BCE, sampled softmax) inside the backbone's recorded graph, whose recording drew random numbers first (dropout is
+    0 in the check, so nothing else draws)."""
+    return loss_type != "CE" and GRAPH_CHECK_VARIANTS[variant].get("backbone_compile") == "cuda_graph"
 
 
 def print_graph_check(rows):
@@ -828,7 +838,14 @@ def print_graph_check(rows):
             print(f"| {row['attention']} | {variant} | failed: {row['error']} | | | |")
             continue
         eager, graphed = (", ".join(f"{loss:.6f}" for loss in losses) for losses in row["losses"])
-        print(f"| {row['attention']} | {variant} | {eager} | {graphed} | {row['graphs']} | {row['max_rel_diff']:.2e} |")
+        mark = " (other draws)" if row.get("other_draws") else ""
+        print(f"| {row['attention']} | {variant}{mark} | {eager} | {graphed} | {row['graphs']} "
+              f"| {row['max_rel_diff']:.2e} |")
+    if any(row.get("other_draws") for row in rows):
+        print("(other draws): the loss draws its negatives inside the backbone's recorded graph, whose recording drew "
+              "random numbers first, so the graphed run trains on other negatives than the eager one: these rows "
+              "compare two draws, not rounding (a check of the graphs' arithmetic is the same command with "
+              "--loss_type CE)")
 
 
 RESOURCE_VARIANTS = [  # (column-sum gradient, dropout, keep mask stored): as SPRINT's training step launches them

@@ -386,6 +386,22 @@ def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
             "| 42.00 | +5.0% | 40.80 | +2.0% |") in out
 
 
+def test_graph_check_marks_the_rows_that_compare_other_negatives(capsys):
+    """With a sampled loss the backbone's graphs draw other negatives than eager: those rows say so, the others not."""
+    script = load_benchmark_script("sprint_overhead")
+    assert script.draws_differ("BCE", "both") and script.draws_differ("sampled_softmax", "backbone_compile")
+    assert not script.draws_differ("CE", "both") and not script.draws_differ("BCE", "sprint_compile")
+    assert not script.draws_differ("BCE", "power triton")
+    row = {"attention": "dense", "losses": [[3.0], [3.1]], "graphs": 2, "max_rel_diff": 0.5}
+    script.print_graph_check([{**row, "variant": "sprint_compile"}])
+    assert "other draws" not in capsys.readouterr().out
+    script.print_graph_check([{**row, "variant": "sprint_compile"}, {**row, "variant": "both", "other_draws": True}])
+    out = capsys.readouterr().out
+    assert "| dense | both (other draws) | 3.000000 | 3.100000 | 2 | 5.00e-01 |" in out
+    assert "| dense | sprint_compile | 3.000000 | 3.100000 | 2 | 5.00e-01 |" in out
+    assert "compare two draws, not rounding" in out
+
+
 def test_preset_names_the_allowed_parts():
     script = load_benchmark_script("sprint_overhead")
     with pytest.raises(SystemExit, match="--parts: unknown \\['beauty'\\]; allowed: check, ml-1m-3k, beauty-2, "
