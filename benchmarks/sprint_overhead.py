@@ -47,7 +47,8 @@ prints their registers, stack and register-spill instructions (static facts, not
 and backward (SPRINT's spectral norms, gradient through the iterate), with the plugin's own backward
 (``power_iteration``) against autograd through the same operators (``power_iteration_reference``), in alternating
 rounds on ``--device``, and prints the gradients' largest difference; then every shape at once, batched (stacked,
-one chain per shape: ``sprint_power_impl: torch``) against the Triton kernels (``triton``, CUDA). The 0.34B configuration's regularised matrices:
+one chain per shape: ``sprint_power_impl: torch``) against the Triton kernels (``triton``, CUDA). The 0.34B
+configuration's regularised matrices:
 ``--power_iteration 288x64x1536,12x1536x1536,12x6144x1536,12x1536x6144`` (value heads, output, FFN in, FFN out).
 
 ``--check`` (CUDA) compares the Triton kernels with the dense formula in float64 on the device (output, column

@@ -67,9 +67,9 @@ def default_rows_per_tile():
     """Rows of a tile program (``RECBOLE_SPRINT_PI_ROWS`` overrides; one of :data:`ROWS_PER_TILE`): 32, the fastest of
     32 / 64 / 128 / 256 on an H100 at Beauty's 2-layer shapes and at the 0.34B configuration's (one power-iteration
     step forward and backward of every matrix, eagerly: 1.48 / 1.66 / 1.81 / 4.96 ms and 6.24 / 7.16 / 29.1 / 69.3 ms;
-    thirty-second session, ``benchmarks/results/README.md``). More rows make
-    fewer tiles and shorter per-matrix sums of their partials (one program a matrix, serial over the tiles), fewer
-    rows more programs. Part of the key of the cached matrix tables (a new value makes a new table)."""
+    thirty-second session, ``benchmarks/results/README.md``). More rows make fewer tiles and shorter per-matrix sums
+    of their partials (one program a matrix, serial over the tiles), fewer rows more programs. Part of the key of the
+    cached matrix tables (a new value makes a new table)."""
     from recbole_sprint.model.fused_attention import _env_choice
 
     return _env_choice("RECBOLE_SPRINT_PI_ROWS", ROWS_PER_TILE, 32)
