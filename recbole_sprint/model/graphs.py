@@ -96,26 +96,6 @@ def warm_capture_stream(module, sample):
     torch.cuda.synchronize()
 
 
-class SideStream:
-    """A second CUDA stream for work that does not depend on the batch (``sprint_side_stream``: SPRINT's power
-    iterations beside the backbone's forward). :meth:`fork` returns a context in which launched work runs on the
-    second stream after everything already launched on the current one; :meth:`join` makes the current stream wait
-    for it. Autograd runs a node's backward on the stream its forward ran on and orders the streams by itself (its
-    gradients' producers and consumers, and the leaves' streams against the caller's at the end of ``backward``)."""
-
-    def __init__(self):
-        self.stream = None
-
-    def fork(self, device):
-        if self.stream is None:
-            self.stream = torch.cuda.Stream(device)
-        self.stream.wait_stream(torch.cuda.current_stream(device))
-        return torch.cuda.stream(self.stream)
-
-    def join(self, device):
-        torch.cuda.current_stream(device).wait_stream(self.stream)
-
-
 class RecordedBackbone(nn.Module):
     """What ``make_graphed_callables`` records: the model's all-position forward and its loss, fields in, tensors
     out.

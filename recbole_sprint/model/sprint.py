@@ -55,7 +55,7 @@ from torch import nn
 
 from recbole_sprint.model.fused_power_iteration import (POWER_IMPLS, fused_spectral_norms, layout_matrices,
                                                        unusable_reason)
-from recbole_sprint.model.graphs import SideStream, cuda_graphs_usable, warm_capture_stream  # tests patch them here
+from recbole_sprint.model.graphs import cuda_graphs_usable, warm_capture_stream  # tests patch them here
 
 SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
 SPRINT_COMPILE_MODES = ("none", "default", "aot_eager", "cuda_graph", "inductor_cuda_graph")
@@ -523,50 +523,6 @@ class GraphedTerms(nn.Module):
         return (attn, ffn, emb, *(vector for name in self.layout.names for vector in vectors[name]))
 
 
-class GraphedNorms(nn.Module):
-    """The power iterations alone, the form ``make_graphed_callables`` records for ``sprint_side_stream`` (they do not
-    depend on the batch, so their graph can run on a second stream beside the backbone's forward).
-
-    Inputs: one start vector per estimator of ``layout.names``, then the regularised weights; outputs: ``(sigma_1,
-    sigma_2, ..., u_1, v_1, u_2, v_2, ...)`` in ``layout.names``' order. With ``compiled``, and the power iterations
-    as PyTorch operators, Inductor's code of them is recorded (the Triton kernels of ``power_impl: triton`` run as
-    they are)."""
-
-    def __init__(self, layout, compiled=False):
-        super().__init__()
-        self.layout = layout
-        self._norms = spectral_norms
-        if compiled and layout.power_impl == "torch":
-            self._norms = torch.compile(spectral_norms, fullgraph=True, backend=INDUCTOR_GRAPH_BACKEND, dynamic=False)
-
-    def forward(self, *args):
-        names = self.layout.names
-        starts, weights = args[: len(names)], args[len(names) :]
-        sigma, vectors = self._norms(self.layout, weights, starts)
-        return (*(sigma[name] for name in names), *(vector for name in names for vector in vectors[name]))
-
-
-class GraphedWeightedTerms(nn.Module):
-    """:func:`weighted_terms` as tensors in, tensors out (``sprint_side_stream``'s second graph, on the step's own
-    stream after the backbone's forward): inputs the stacked column sums ``[L, B, H, n]`` and the key mask ``[B, n]``
-    (with the attention term), then ``sigma [G]`` per estimator in ``layout.names``' order; outputs ``(attn, ffn,
-    emb)``."""
-
-    def __init__(self, layout, compiled=False):
-        super().__init__()
-        self.layout = layout
-        self._terms = weighted_terms
-        if compiled:
-            self._terms = torch.compile(weighted_terms, fullgraph=True, backend=INDUCTOR_GRAPH_BACKEND, dynamic=False)
-
-    def forward(self, *args):
-        column_sums = key_mask = None
-        if self.layout.attn_weight > 0:
-            column_sums, key_mask, args = args[0], args[1], args[2:]
-        sigma = dict(zip(self.layout.names, args))
-        return self._terms(self.layout, column_sums, key_mask, sigma, args[0])
-
-
 @dataclass
 class SprintBlock:
     """References to the parts of one transformer block that SPRINT regularises (nothing is copied).
@@ -645,13 +601,6 @@ def check_sprint_config(config):
     power_impl = _configured_power_impl(config)
     if power_impl not in POWER_IMPLS:
         raise ValueError(f"sprint_power_impl must be one of {', '.join(POWER_IMPLS)}, got {power_impl!r}")
-    side_stream = _configured(config, "sprint_side_stream", False)
-    if not isinstance(side_stream, bool):
-        raise ValueError(f"sprint_side_stream must be True or False, got {side_stream!r}")
-    if side_stream and compile_mode not in SPRINT_GRAPH_MODES:
-        raise ValueError("sprint_side_stream: True runs SPRINT's power iterations as a CUDA graph on a second stream: "
-                         f"it needs sprint_compile: {' or '.join(SPRINT_GRAPH_MODES)}, got sprint_compile: "
-                         f"{compile_mode!r}")
     every = _configured_every(config)
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise ValueError(f"sprint_every must be an integer >= 1 (1: every training step, the paper's; k: every k-th "
@@ -734,9 +683,6 @@ class SPRINTRegularizer(nn.Module):
             self.embedding = _estimator(item_embedding.weight.unsqueeze(0), self.power_iters, generator)
 
         self._compile_terms(config["sprint_compile"])
-        self.side_stream = _configured(config, "sprint_side_stream", False)
-        self._side = SideStream()  # sprint_side_stream: the second stream, made on first use
-        self._pending_norms = None  # sprint_side_stream: (layout, the replayed norms' outputs) of this step
         self._query_weights = None  # [B, n] float: 1 for a valid query row, 0 for padding
         self._key_mask = None  # [B, n] bool
         self._column_sums: List[Optional[torch.Tensor]] = [None] * self.n_layers  # per layer: [B, H, n]
@@ -889,8 +835,6 @@ class SPRINTRegularizer(nn.Module):
         output tensors back, which stay valid until its next replay. Off CUDA, or under autocast with its weight cache
         on, the terms run eagerly (one warning)."""
         layout, starts, weights = self._terms_inputs()
-        if self._pending_norms is not None and self._pending_norms[0] == layout:  # sprint_side_stream
-            return self._side_stream_terms(layout, column_sums, key_mask)
         attention = [torch.stack(column_sums), key_mask] if layout.attn_weight > 0 else []
         args = (*attention, *starts)
         if not cuda_graphs_usable(args[0]):
@@ -906,46 +850,6 @@ class SPRINTRegularizer(nn.Module):
             terms = GraphedTerms(layout, len(weights), compiled=self._compiled_graphs)
             graphed = self._graphs[signature] = record_graphs(terms, args, weights)
         attn, ffn, emb, *flat = graphed(*args, *weights)
-        return attn, ffn, emb, {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(layout.names)}
-
-    # -- sprint_side_stream: the power iterations beside the backbone's forward ----------------------------
-    def begin_step(self):
-        """Start this training step's power iterations (``sprint_side_stream: True``): called before the backbone's
-        forward (:meth:`SPRINT.calculate_loss`), it replays their graph on a second CUDA stream, after the work
-        already launched (the last optimiser step), so that they run beside the backbone's forward; autograd runs
-        their backward on that stream too, beside the backbone's backward. :meth:`forward` then waits for them and
-        replays the weighted terms' graph on the step's stream. Does nothing where the option is off, on a lazy step
-        (``sprint_every``), outside training or off CUDA (the terms then run as without the option)."""
-        self._pending_norms = None
-        if not (self.side_stream and self.enabled and self.training and self.active and torch.is_grad_enabled()):
-            return
-        layout, starts, weights = self._terms_inputs()
-        if not cuda_graphs_usable(starts[0]):
-            return
-        signature = ("norms", layout, *((tuple(arg.shape), arg.dtype, arg.requires_grad) for arg in (*starts, *weights)))
-        graphed = self._graphs.get(signature)
-        if graphed is None:
-            graphed = self._graphs[signature] = record_graphs(GraphedNorms(layout, self._compiled_graphs), starts,
-                                                              weights)
-        with self._side.fork(starts[0].device):
-            outputs = graphed(*starts, *weights)
-        self._pending_norms = layout, outputs
-
-    def _side_stream_terms(self, layout, column_sums, key_mask):
-        """The weighted terms from the norms :meth:`begin_step` started: waits for the second stream, then replays
-        the terms' graph (one per input signature) on this one."""
-        _, outputs = self._pending_norms
-        self._pending_norms = None
-        count = len(layout.names)
-        sigmas, flat = outputs[:count], outputs[count:]
-        self._side.join(sigmas[0].device)
-        args = (*([torch.stack(column_sums), key_mask] if layout.attn_weight > 0 else []), *sigmas)
-        signature = ("terms", layout, *((tuple(arg.shape), arg.dtype, arg.requires_grad) for arg in args))
-        graphed = self._graphs.get(signature)
-        if graphed is None:
-            graphed = self._graphs[signature] = record_graphs(GraphedWeightedTerms(layout, self._compiled_graphs),
-                                                              args, ())
-        attn, ffn, emb = graphed(*args)
         return attn, ffn, emb, {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(layout.names)}
 
     def forward(self):
@@ -1057,7 +961,6 @@ class SPRINT:
             self.sprint._column_sums = list(extras)
 
     def calculate_loss(self, interaction):
-        self.sprint.begin_step()  # sprint_side_stream: the power iterations start beside the backbone's forward
         return self.sprint.add_to(super().calculate_loss(interaction))
 
 

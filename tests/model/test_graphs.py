@@ -10,8 +10,6 @@ caller's benefit. The recorded graphs themselves against eager training, on a GP
 benchmarks/sprint_overhead.py --device cuda --check_graphs`` (its backbone rows).
 """
 
-import contextlib
-
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -157,23 +155,7 @@ def recorded(monkeypatch):
         monkeypatch.setattr(module, "cuda_graphs_usable", lambda tensor: True)
         monkeypatch.setattr(module, "warm_capture_stream", lambda module, sample: None)
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", replaying_recorder(recordings))
-    monkeypatch.setattr(sprint_module, "SideStream", OneStream)
-    OneStream.events = []
     return recordings
-
-
-class OneStream:
-    """A stand-in for :class:`graphs.SideStream` on the CPU (``sprint_side_stream``): the work it forks runs in order
-    on the one stream there is; ``events`` lists the forks and joins."""
-
-    events = []
-
-    def fork(self, device):
-        self.events.append("fork")
-        return contextlib.nullcontext()
-
-    def join(self, device):
-        self.events.append("join")
 
 
 CASES = {
@@ -184,11 +166,6 @@ CASES = {
     "SASRec++-SPRINT FFN only": (SASRecPPSPRINT, dict(sprint_attn_weight=0.0)),
     "SASRec++": (SASRecPP, dict(attention_impl="fused", loss_type="BCE", num_negatives=3)),
     "SASRec++-SPRINT, SPRINT's terms as graphs too": (SASRecPPSPRINT, dict(sprint_compile="cuda_graph")),
-    "SASRec++-SPRINT, power iterations on a side stream": (SASRecPPSPRINT, dict(sprint_compile="cuda_graph",
-                                                                                sprint_side_stream=True)),
-    "SASRec++-SPRINT every 2, side stream": (SASRecPPSPRINT, dict(sprint_every=2, sprint_compile="cuda_graph",
-                                                                  sprint_side_stream=True, loss_type="BCE",
-                                                                  num_negatives=3)),
     "SASRec-SPRINT": (SASRecSPRINT, dict(loss_type="CE")),
     "SASRec++ sampled softmax": (SASRecPP, dict(loss_type="sampled_softmax", num_negatives=3)),
 }
@@ -201,8 +178,7 @@ def test_graphed_backbone_trains_as_the_eager_one(tiny, recorded, case):
     graph outputs, and nothing recorded twice."""
     model_class, overrides = CASES[case]
     steps = batches()
-    eager_overrides = {key: value for key, value in overrides.items()
-                       if key not in ("sprint_compile", "sprint_side_stream")}
+    eager_overrides = {key: value for key, value in overrides.items() if key != "sprint_compile"}
     eager = train(build(tiny, model_class, **eager_overrides), steps)  # nothing recorded
     model = build(tiny, model_class, backbone_compile="cuda_graph", **overrides)
     graphed = train(model, steps)
@@ -215,16 +191,10 @@ def test_graphed_backbone_trains_as_the_eager_one(tiny, recorded, case):
             assert torch.allclose(a, b, atol=1e-3 if name.endswith("attention.key.bias") else 1e-5), name
     assert all(not torch.equal(a, b) for a, b in zip(eager[1][-1][:1], eager[1][0][:1]))  # the weights moved
     # one recording per batch size (4, 3); with sprint_every 2 also per kind of step: (4, with column sums),
-    # (4, without), (3, with), then (4, with) again; SPRINT's terms as graphs: theirs too, one per batch size; on a
-    # side stream the power iterations once (they do not depend on the batch) and the weighted terms per batch size
+    # (4, without), (3, with), then (4, with) again; SPRINT's terms as graphs: theirs too, one per batch size
     backbone = [(module, sample) for module, sample in recorded if isinstance(module, graphs.RecordedBackbone)]
     assert len(backbone) == (3 if "sprint_every" in overrides else 2)
-    sprint_graphs = [type(module).__name__ for module, _ in recorded if module not in [m for m, _ in backbone]]
-    if overrides.get("sprint_side_stream"):
-        assert sprint_graphs == ["GraphedNorms", "GraphedWeightedTerms", "GraphedWeightedTerms"]
-        assert OneStream.events == ["fork", "join"] * (2 if "sprint_every" in overrides else 4)  # active steps
-    else:
-        assert sprint_graphs == (["GraphedTerms"] * 2 if overrides.get("sprint_compile") == "cuda_graph" else [])
+    assert len(recorded) - len(backbone) == (2 if overrides.get("sprint_compile") == "cuda_graph" else 0)
     for module, sample in backbone:  # recorded with its loss: the targets are an input too
         assert set(map(id, module.parameters())) == set(map(id, model.parameters()))
         shapes = [[(size, 6), (size,), (size, 6)] for size in (4, 3)]
@@ -330,43 +300,3 @@ def test_through_the_plugin_trainer_an_epoch_equals_the_eager_one(tiny, recorded
     (eager_loss, eager_parts, eager_weights), (loss, parts, weights) = results["none"], results["cuda_graph"]
     assert loss == pytest.approx(eager_loss, rel=1e-5) and parts == pytest.approx(eager_parts, rel=1e-4)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(weights, eager_weights))
-
-
-def test_side_stream_starts_the_power_iterations_before_the_backbone_s_forward(tiny, recorded):
-    """sprint_side_stream: the power iterations are forked onto the second stream before the backbone's forward (so
-    they run beside it) and joined after it, before the weighted terms; with the backbone eager too."""
-    model = build(tiny, SASRecPPSPRINT, sprint_compile="cuda_graph", sprint_side_stream=True)
-    model.train()
-    for block in model.sprint.targets.blocks:
-        block.value_module.register_forward_hook(lambda module, inputs, output: OneStream.events.append("value"))
-    for interaction in batches(sizes=(4, 3)):
-        model.calculate_loss(interaction).backward()
-    assert OneStream.events == ["fork", "value", "value", "join"] * 2
-    assert [type(module).__name__ for module, _ in recorded] == ["GraphedNorms", "GraphedWeightedTerms",
-                                                                 "GraphedWeightedTerms"]
-    norms, sample = recorded[0]
-    # the start vectors of value, output, ffn_in, ffn_out, embedding, then the 9 weights
-    assert norms.layout.names == ("value", "output", "ffn_in", "ffn_out", "embedding") and len(sample) == 5 + 9
-    assert [arg.requires_grad for arg in sample] == [False] * 5 + [True] * 9
-    terms, sample = recorded[1]  # [L, B, H, n] column sums, [B, n] key mask, sigma per estimator
-    assert [tuple(arg.shape) for arg in sample] == [(2, 4, 2, 6), (4, 6), (4,), (2,), (2,), (2,), (1,)]
-
-
-def test_side_stream_with_inductor_compiles_the_norms_and_the_terms_apart(tiny, recorded, monkeypatch):
-    """sprint_compile: inductor_cuda_graph with sprint_side_stream records two compiled functions (the power
-    iterations; the weighted terms), and trains as eagerly (torch.compile's tracing, aot_eager here: Inductor's code
-    on the GPU is checked by benchmarks/sprint_overhead.py --check_graphs). The recorder hands the module back (the
-    replaying stand-in's dispatch mode and torch.compile do not go together)."""
-    import recbole_sprint.model.sprint as sprint_module
-
-    monkeypatch.setattr(sprint_module, "INDUCTOR_GRAPH_BACKEND", "aot_eager")
-    monkeypatch.setattr(torch.cuda, "make_graphed_callables",
-                        lambda module, sample, **options: recorded.append((module, sample)) or module)
-    steps = batches(sizes=(4, 4))
-    eager = train(build(tiny, SASRecPPSPRINT), steps)
-    graphed = train(build(tiny, SASRecPPSPRINT, sprint_compile="inductor_cuda_graph", sprint_side_stream=True), steps)
-    assert graphed[0] == pytest.approx(eager[0], rel=1e-5)
-    for after_graphed, after_eager in zip(graphed[1], eager[1]):
-        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(after_graphed, after_eager))
-    (norms, _), (terms, _) = recorded
-    assert norms._norms is not sprint_module.spectral_norms and terms._terms is not sprint_module.weighted_terms

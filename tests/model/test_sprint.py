@@ -273,20 +273,11 @@ def _config(**overrides):
         ("sprint_every", 0, r"sprint_every must be an integer >= 1 \(1: every training step"),
         ("sprint_every", 2.0, "sprint_every must be an integer >= 1"),
         ("sprint_every", True, "sprint_every must be an integer >= 1"),
-        ("sprint_side_stream", "yes", "sprint_side_stream must be True or False, got 'yes'"),
-        ("sprint_side_stream", True, "sprint_side_stream: True runs SPRINT's power iterations as a CUDA graph on a "
-                                     "second stream: it needs sprint_compile: cuda_graph or inductor_cuda_graph, got "
-                                     "sprint_compile: 'none'"),
     ],
 )
 def test_rejected_config_values(key, value, message):
     with pytest.raises(ValueError, match=message):
         check_sprint_config(_config(**{key: value}))
-
-
-def test_side_stream_is_accepted_with_each_graph_mode():
-    for mode in ("cuda_graph", "inductor_cuda_graph"):
-        check_sprint_config(_config(sprint_side_stream=True, sprint_compile=mode))
 
 
 class _Block(nn.Module):
