@@ -37,6 +37,10 @@ sampled softmax) the rows with the backbone's graphs compare other negatives (``
 ``--power_impl triton`` adds SPRINT with ``sprint_power_impl: triton`` (its power iterations in a few Triton kernels),
 eagerly and with each ``--compile`` mode.
 
+``--own_graphs`` adds SPRINT with ``sprint_in_backbone_graph: False`` for each ``--compile`` mode that records CUDA
+graphs: with ``--backbone_compile cuda_graph``, SPRINT's terms in two graphs of their own, replayed after the
+backbone's, instead of inside the backbone's two graphs (the default).
+
 ``--every K[,K]`` adds SPRINT with ``sprint_every: K`` (lazy regularisation: the terms on every K-th step, weighted
 by K; give ``--steps`` a multiple of K); with ``--compile`` too, also each mode and each K together.
 
@@ -63,7 +67,7 @@ BCE with 16 negatives; each dense and fused, TF32 off and on, w0 and SPRINT; ``m
 (8 heads), 8 layers, batch 64, CE, TF32, dense and fused, w0 and SPRINT; ``compile`` (not in the default
 ``--parts``: each compiled variant costs a compilation), ``--check_graphs``, then the three settings with TF32, dense
 and fused, w0, SPRINT eager, SPRINT with ``sprint_compile: cuda_graph``, with ``inductor_cuda_graph`` (``--compile``
-picks other modes) and with ``sprint_every: 4``, and with each mode and every 4 at once (``--attention_impl``
+picks other modes), each of those in graphs of its own (``--own_graphs``), and with ``sprint_every: 4``, and with each mode and every 4 at once (``--attention_impl``
 narrows the compile part's attentions; ``--profile N`` profiles N steps of each of its variants after their times).
 One table at the end. Triton's compiled kernels are cached on disk, so the check compiles most of what the timed
 parts use.
@@ -95,6 +99,7 @@ import torch  # noqa: E402
 import speed  # noqa: E402  (benchmarks/speed.py: config, data and model helpers)
 
 from recbole_sprint.model.fused_power_iteration import POWER_IMPLS  # noqa: E402
+from recbole_sprint.model.sprint import SPRINT_GRAPH_MODES  # noqa: E402
 
 ISSUE25_SETTINGS = [
     ("ml-1m-3k 8x256 n200 b128 CE", ["--dataset", "ml-1m-3k", "--n_layers", "8", "--hidden_size", "256",
@@ -139,6 +144,10 @@ def parse_args(argv=None):
     parser.add_argument("--power_impl", default="", metavar="IMPL[,IMPL]",
                         help="also time SPRINT with sprint_power_impl=IMPL for each (triton: the power iterations in "
                              "a few Triton kernels), eagerly and with each --compile mode")
+    parser.add_argument("--own_graphs", action="store_true",
+                        help="also time SPRINT with sprint_in_backbone_graph: False for each --compile mode that "
+                             "records CUDA graphs (with --backbone_compile cuda_graph: SPRINT's terms in two graphs "
+                             "of their own instead of the backbone's)")
     parser.add_argument("--every", default="", metavar="K[,K]",
                         help="also time SPRINT with sprint_every=K for each (lazy regularisation: the terms every K-th "
                              "step; use --steps a multiple of K)")
@@ -250,6 +259,11 @@ def variant_plan(args):
         for mode in filter(None, args.compile.split(",")):
             plan.append((" ".join(filter(None, [group, f"on, compile {mode}"])), group, f"on, compile {mode}",
                          {**base, "sprint_compile": mode}, settings))
+        for mode in filter(None, args.compile.split(",")) if args.own_graphs else ():  # graph modes only
+            if mode in SPRINT_GRAPH_MODES:
+                label = f"on, compile {mode}, own graphs"
+                plan.append((" ".join(filter(None, [group, label])), group, label,
+                             {**base, "sprint_compile": mode, "sprint_in_backbone_graph": False}, settings))
         for every in filter(None, args.every.split(",")):
             plan.append((" ".join(filter(None, [group, f"on, every {every}"])), group, f"on, every {every}",
                          {**base, "sprint_every": int(every)}, settings))
@@ -744,12 +758,14 @@ COMPILE_PART_MODES = "cuda_graph,inductor_cuda_graph"
 
 
 def compile_part_columns(modes):
-    """``[(variant label, column title)]`` of the compile part's extra columns: each sprint_compile mode, every 4, each
-    mode with every 4."""
+    """``[(variant label, column title)]`` of the compile part's extra columns: each sprint_compile mode, each graph
+    mode in graphs of its own (``sprint_in_backbone_graph: False``), every 4, each mode with every 4."""
     titles = {"default": "SPRINT compiled", "cuda_graph": "SPRINT CUDA graphs",
               "inductor_cuda_graph": "SPRINT Inductor + CUDA graphs"}
     modes = [mode for mode in modes.split(",") if mode]
     return ([(f"on, compile {mode}", titles.get(mode, f"SPRINT {mode}")) for mode in modes]
+            + [(f"on, compile {mode}, own graphs", titles[mode] + ", own graphs") for mode in modes
+               if mode in SPRINT_GRAPH_MODES]
             + [("on, every 4", "SPRINT every 4")]
             + [(f"on, compile {mode}, every 4", titles.get(mode, f"SPRINT {mode}") + " + every 4") for mode in modes])
 
@@ -767,6 +783,11 @@ GRAPH_CHECK_VARIANTS = {  # --check_graphs: each against the eager run
                            "sprint_power_impl": "triton"},
     "both, inductor, power triton": {"sprint_compile": "inductor_cuda_graph", "backbone_compile": "cuda_graph",
                                      "sprint_power_impl": "triton"},
+    # with both, SPRINT's terms are recorded in the backbone's graphs; sprint_in_backbone_graph: False, in their own
+    "both, own graphs": {"sprint_compile": "cuda_graph", "backbone_compile": "cuda_graph",
+                         "sprint_in_backbone_graph": False},
+    "both, inductor, own graphs": {"sprint_compile": "inductor_cuda_graph", "backbone_compile": "cuda_graph",
+                                   "sprint_in_backbone_graph": False},
 }
 
 
@@ -1090,8 +1111,8 @@ def preset_issue25(args):
             setting, options = ISSUE25_SETTINGS[index]
             profile = ["--profile", str(args.profile)] if args.profile else []
             rows, error = run_child(common + options + ["--attention_impl", args.attention_impl or "dense,fused",
-                                                        "--tf32", "on", "--compile", compile_modes, "--every", "4",
-                                                        *profile], args.timeout)
+                                                        "--tf32", "on", "--compile", compile_modes, "--own_graphs",
+                                                        "--every", "4", *profile], args.timeout)
             if rows is None:
                 timing.append({"setting": setting, "group": "compile (all)", "error": error})
             else:

@@ -99,14 +99,24 @@ class FullSequence:
         available (:mod:`recbole_sprint.model.graphs`)."""
         return None
 
-    # -- backbone_compile: cuda_graph (a SPRINT model overrides these three) -----------------------------
+    # -- backbone_compile: cuda_graph (a SPRINT model overrides these) ------------------------------------
     def backbone_graph_key(self):
         """What, besides the fields' shapes, selects the recorded graph of a step."""
         return None
 
+    def backbone_graph_inputs(self):
+        """Tensors the recorded forward reads besides the batch fields (graph inputs, passed to
+        :meth:`backbone_graph_loss`)."""
+        return ()
+
     def backbone_graph_outputs(self):
         """Tensors the training forward made for others besides the loss (recorded as graph outputs)."""
         return ()
+
+    def backbone_graph_loss(self, loss, inputs):
+        """``(loss, extras)`` of the recorded forward from its loss and :meth:`backbone_graph_inputs`: by default the
+        loss and :meth:`backbone_graph_outputs`."""
+        return loss, self.backbone_graph_outputs()
 
     def restore_backbone_graph_outputs(self, fields, extras):
         """After a replay: hand ``extras`` (the replayed :meth:`backbone_graph_outputs`) to whoever reads them;

@@ -21,8 +21,14 @@ What is recorded, per model (:class:`~recbole_sprint.model.full_sequence.FullSeq
   the padded positions too instead of selecting the valid ones by boolean indexing, which a graph cannot hold), then
   whatever ``backbone_graph_outputs()`` lists (a SPRINT model: the attention column sums of every layer, which the
   hooks collected during the forward, so that the regulariser gets them as graph outputs, gradient included);
+* ``backbone_graph_inputs()``: tensors the recorded function reads besides the batch, copied into the graph's own
+  at each replay (a SPRINT model whose terms are recorded with the backbone: the power iterations' start vectors);
+  ``backbone_graph_loss(loss, inputs)`` turns the recorded loss into ``(loss, extras)`` (default: the loss and
+  ``backbone_graph_outputs()``; a SPRINT model with ``sprint_compile`` a graph mode: the loss plus SPRINT's terms,
+  whose parts and new start vectors are the extras, so that its terms run in the backbone's two graphs instead of
+  two graphs of their own);
 * ``backbone_graph_key()`` separates graphs of one shape that run different code (SPRINT: whether this step
-  collects column sums, which ``sprint_every`` > 1 switches);
+  collects column sums or computes the terms, which ``sprint_every`` > 1 switches);
 * after each replay ``restore_backbone_graph_outputs(fields, extras)`` (``fields``: name -> tensor) does, eagerly, the
   bookkeeping the recorded Python does not repeat (SPRINT: the masks of the step, the collected column sums).
 
@@ -109,11 +115,13 @@ class RecordedBackbone(nn.Module):
         self.model = model
         self.names = names
 
-    def forward(self, *fields):
+    def forward(self, *args):
         model = self.model
+        fields, inputs = args[: len(self.names)], args[len(self.names) :]
         interaction = Interaction(dict(zip(self.names, fields)))
         loss = model.full_sequence_loss_of(interaction, every_position=True)  # []
-        return (loss, *model.backbone_graph_outputs())
+        loss, extras = model.backbone_graph_loss(loss, inputs)
+        return (loss, *extras)
 
 
 class BackboneGraphs:
@@ -141,19 +149,20 @@ class BackboneGraphs:
                 warnings.warn("backbone_compile: cuda_graph records CUDA graphs, which need a CUDA device (and no "
                               "autocast weight cache); the backbone runs eagerly here", RuntimeWarning)
             return model.full_sequence_loss_of(interaction)
-        signature = (tuple((tuple(field.shape), field.dtype) for field in fields), model.backbone_graph_key())
+        inputs = tuple(model.backbone_graph_inputs())
+        signature = (tuple((tuple(arg.shape), arg.dtype) for arg in (*fields, *inputs)), model.backbone_graph_key())
         graphed = self.graphs.get(signature)
         if graphed is None:
-            graphed = self.graphs[signature] = self.record(names, fields)
-        loss, *extras = graphed(*fields)
+            graphed = self.graphs[signature] = self.record(names, fields, inputs)
+        loss, *extras = graphed(*fields, *inputs)
         model.restore_backbone_graph_outputs(dict(zip(names, fields)), extras)
         return loss
 
-    def record(self, names, fields):
-        """Records the forward with the loss, and the backward, for ``fields``' signature (a few eager warm-up runs
-        first)."""
+    def record(self, names, fields, inputs=()):
+        """Records the forward with the loss, and the backward, for the signature of ``fields`` and the model's other
+        ``inputs`` (a few eager warm-up runs first)."""
         module = RecordedBackbone(self.model, names)
-        sample = tuple(field.clone() for field in fields)
+        sample = tuple(arg.clone() for arg in (*fields, *inputs))
         try:
             warm_capture_stream(module, sample)
             return torch.cuda.make_graphed_callables(module, sample, allow_unused_input=True)

@@ -601,6 +601,9 @@ def check_sprint_config(config):
     power_impl = _configured_power_impl(config)
     if power_impl not in POWER_IMPLS:
         raise ValueError(f"sprint_power_impl must be one of {', '.join(POWER_IMPLS)}, got {power_impl!r}")
+    in_backbone_graph = _configured(config, "sprint_in_backbone_graph", True)
+    if not isinstance(in_backbone_graph, bool):
+        raise ValueError(f"sprint_in_backbone_graph must be True or False, got {in_backbone_graph!r}")
     every = _configured_every(config)
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise ValueError(f"sprint_every must be an integer >= 1 (1: every training step, the paper's; k: every k-th "
@@ -683,6 +686,8 @@ class SPRINTRegularizer(nn.Module):
             self.embedding = _estimator(item_embedding.weight.unsqueeze(0), self.power_iters, generator)
 
         self._compile_terms(config["sprint_compile"])
+        self.in_backbone_graph = _configured(config, "sprint_in_backbone_graph", True)
+        self._included = None  # the terms' parts and new start vectors replayed from the backbone's graphs
         self._query_weights = None  # [B, n] float: 1 for a valid query row, 0 for padding
         self._key_mask = None  # [B, n] bool
         self._column_sums: List[Optional[torch.Tensor]] = [None] * self.n_layers  # per layer: [B, H, n]
@@ -715,6 +720,10 @@ class SPRINTRegularizer(nn.Module):
         self._terms = self._eager_terms
         self._graphs = {}  # cuda_graph: the recorded terms per input signature (layout, shapes, dtypes)
         self._compiled_graphs = mode == "inductor_cuda_graph"
+        self._graph_mode = mode in SPRINT_GRAPH_MODES
+        self._recorded_terms = sprint_terms  # the terms inside the backbone's graphs (terms_with_backbone)
+        if self._compiled_graphs:
+            self._recorded_terms = compiled_sprint_terms(INDUCTOR_GRAPH_BACKEND, dynamic=False)
         if mode in SPRINT_GRAPH_MODES:
             self._terms = self._graphed_terms
         elif mode != "none":  # default, aot_eager
@@ -852,6 +861,39 @@ class SPRINTRegularizer(nn.Module):
         attn, ffn, emb, *flat = graphed(*args, *weights)
         return attn, ffn, emb, {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(layout.names)}
 
+    # -- backbone_compile: cuda_graph with sprint_compile a graph mode: the terms in the backbone's graphs ------------
+    def terms_with_backbone(self):
+        """Whether this training step's terms are recorded in (and replayed from) the backbone's graphs, where the
+        backbone has them (``backbone_compile: cuda_graph``): with ``sprint_compile`` a graph mode and
+        ``sprint_in_backbone_graph`` (default ``True``), on a step that computes them. The backbone's forward and
+        backward graphs then hold the terms too: no graphs of their own, no copy of the column sums into them, the
+        weights' two gradients summed inside the backward graph."""
+        return self._graph_mode and self.in_backbone_graph and self.enabled and self.training and self.active
+
+    def graph_starts(self):
+        """The power iterations' start vectors (the stored ``v``), inputs of the backbone's graphs."""
+        return self._terms_inputs()[1]
+
+    def recorded_terms(self, rec_loss, starts):
+        """Inside the backbone's recorded forward, after its loss: ``(total, (parts, u_1, v_1, u_2, v_2, ...))``, the
+        loss with the weighted terms (``sprint_every: k``: k-fold), the ``[4]`` parts ``(rec, attn, ffn, emb)``
+        detached, and the new vectors per estimator of :meth:`estimator_names` (:func:`sprint_terms` from ``starts``;
+        Inductor's code of it with ``sprint_compile: inductor_cuda_graph``)."""
+        layout, _, weights = self._terms_inputs()
+        column_sums = self._collected_column_sums() if layout.attn_weight > 0 else None
+        attn, ffn, emb, vectors = self._recorded_terms(layout, column_sums, self._key_mask, starts, weights)
+        if self.every > 1:
+            attn, ffn, emb = self.every * attn, self.every * ffn, self.every * emb
+        parts = torch.stack([rec_loss.detach().float(), attn.detach(), ffn.detach(), emb.detach()])
+        flat = tuple(vector for name in layout.names for vector in vectors[name])
+        return rec_loss + attn + ffn + emb, (parts, *flat)
+
+    def include(self, extras):
+        """After a replay of the backbone's graphs: keep the replayed ``(parts, u_1, v_1, ...)`` for :meth:`add_to`."""
+        parts, flat = extras[0], extras[1:]
+        vectors = {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(self.estimator_names())}
+        self._included = parts, vectors
+
     def forward(self):
         """The weighted terms ``(attn, ffn, emb)`` of the last training forward pass; a disabled term is 0."""
         column_sums = self._collected_column_sums() if self.attn_weight > 0 else None
@@ -877,7 +919,14 @@ class SPRINTRegularizer(nn.Module):
         if self.every > 1:
             self._want_column_sums(self.active)  # for the coming step
         rec = rec_loss.detach().float()
-        if active:
+        if active and self._included is not None:  # the terms ran in the backbone's graphs: rec_loss holds them
+            parts, vectors = self._included
+            for name, (u, v) in vectors.items():
+                getattr(self, name).store(u, v)
+            self._included = self._query_weights = self._key_mask = None
+            self._column_sums = [None] * self.n_layers
+            total = rec_loss
+        elif active:
             attn, ffn, emb = self()
             if self.every > 1:
                 attn, ffn, emb = self.every * attn, self.every * ffn, self.every * emb
@@ -945,18 +994,33 @@ class SPRINT:
         """Whether this training forward collects the attention column sums (the attention term, on an active step)."""
         return self.sprint.training and self.sprint.attn_weight > 0 and self.sprint.active
 
-    # -- backbone_compile: cuda_graph (recbole_sprint.model.graphs): the column sums as graph outputs -------
+    # -- backbone_compile: cuda_graph (recbole_sprint.model.graphs): SPRINT's terms in the backbone's graphs, or the
+    # column sums as graph outputs for the terms' own graphs (or eager terms) ---------------------------------------
     def backbone_graph_key(self):
-        return self._observes_attention()  # sprint_every > 1: steps with and without column sums differ
+        # sprint_every > 1: steps with and without column sums (and terms) differ
+        return self._observes_attention(), self.sprint.terms_with_backbone()
+
+    def backbone_graph_inputs(self):
+        return self.sprint.graph_starts() if self.sprint.terms_with_backbone() else ()
 
     def backbone_graph_outputs(self):
         """The column sums the hooks collected in the recorded forward, ``L x [B, H, n]``."""
         return tuple(self.sprint._collected_column_sums()) if self._observes_attention() else ()
 
+    def backbone_graph_loss(self, loss, inputs):
+        """With the terms in the backbone's graphs: the loss plus the terms, their parts and the new start vectors
+        (:meth:`SPRINTRegularizer.recorded_terms`); else the loss and the column sums."""
+        if self.sprint.terms_with_backbone():
+            return self.sprint.recorded_terms(loss, inputs)
+        return loss, self.backbone_graph_outputs()
+
     def restore_backbone_graph_outputs(self, fields, extras):
-        """What the recorded forward's Python did for the regulariser, again for this step: its masks, and the
-        replayed column sums in place of the hooks' (the hooks do not run in a replay)."""
-        if extras:
+        """What the recorded forward's Python did for the regulariser, again for this step: the replayed terms'
+        parts and vectors, or its masks and the replayed column sums in place of the hooks' (the hooks do not run in
+        a replay)."""
+        if self.sprint.terms_with_backbone():
+            self.sprint.include(extras)
+        elif extras:
             self.sprint.observe(*self.sprint_masks(fields[self.ITEM_SEQ]))
             self.sprint._column_sums = list(extras)
 

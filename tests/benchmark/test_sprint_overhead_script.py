@@ -336,11 +336,15 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
                                 "on, compile inductor_cuda_graph": 42.0,
                                 "on, compile cuda_graph": 40.4, "on, every 4": 42.0,
                                 "on, compile inductor_cuda_graph, every 4": 40.8,
-                                "on, compile cuda_graph, every 4": 40.2},
+                                "on, compile cuda_graph, every 4": 40.2,
+                                "on, compile cuda_graph, own graphs": 40.2,
+                                "on, compile inductor_cuda_graph, own graphs": 40.0},
                                {"group": "fused tf32 on", "w0": 41.0, "on": 49.0,
                                 "on, compile inductor_cuda_graph": 41.82, "on, compile cuda_graph": 41.41,
                                 "on, every 4": 43.05, "on, compile inductor_cuda_graph, every 4": 41.41,
-                                "on, compile cuda_graph, every 4": 41.205}]}, None
+                                "on, compile cuda_graph, every 4": 41.205,
+                                "on, compile cuda_graph, own graphs": 41.205,
+                                "on, compile inductor_cuda_graph, own graphs": 41.0}]}, None
         return {"groups": [{"group": "dense tf32 off", "w0": 60.0, "on": 66.0},
                            {"group": "fused tf32 off", "w0": 120.0, "on": 130.0}]}, None
 
@@ -349,19 +353,22 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
     assert len(calls) == 5 and "--check_graphs" in calls[1]
     assert all(c[c.index("--compile") + 1] == "cuda_graph,inductor_cuda_graph" and c[c.index("--every") + 1] == "4"
                and c[c.index("--tf32") + 1] == "on" and c[c.index("--attention_impl") + 1] == "dense,fused"
-               and "--profile" not in c for c in calls[2:])
+               and "--own_graphs" in c and "--profile" not in c for c in calls[2:])
     assert "| dense | backbone_compile | 3.000000, 2.500000 | 3.000000, 2.500000 | 2 | 1.50e-07 |" in out
     assert "| fused | both | failed: both: RuntimeError: boom | | | |" in out
     assert ("| setting | attention, TF32 | w0 ms/step | SPRINT ms/step | SPRINT overhead | w0 vs dense | SPRINT vs dense "
             "| SPRINT CUDA graphs ms/step | overhead | SPRINT Inductor + CUDA graphs ms/step | overhead "
+            "| SPRINT CUDA graphs, own graphs ms/step | overhead "
+            "| SPRINT Inductor + CUDA graphs, own graphs ms/step | overhead "
             "| SPRINT every 4 ms/step | overhead | SPRINT CUDA graphs + every 4 ms/step | overhead "
             "| SPRINT Inductor + CUDA graphs + every 4 ms/step | overhead |") in out
-    assert ("| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  " + "|  " * 10
+    assert ("| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  " + "|  " * 14
             + "|") in out
-    assert ("| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x " + "|  " * 10
+    assert ("| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x " + "|  " * 14
             + "|") in out
     assert ("| beauty 6x256 n50 b512 BCE16 (compile run) | fused tf32 on | 41.00 | 49.00 | +19.5% | 0.98x | 0.98x "
-            "| 41.41 | +1.0% | 41.82 | +2.0% | 43.05 | +5.0% | 41.20 | +0.5% | 41.41 | +1.0% |") in out
+            "| 41.41 | +1.0% | 41.82 | +2.0% | 41.20 | +0.5% | 41.00 | +0.0% | 43.05 | +5.0% | 41.20 | +0.5% "
+            "| 41.41 | +1.0% |") in out
 
 
 def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
@@ -369,7 +376,8 @@ def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
         if "--check_graphs" in extra:
             return None, "exit 1: no GPU"
         return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile cuda_graph": 44.0,
-                            "on, every 4": 42.0, "on, compile cuda_graph, every 4": 40.8}]}, None
+                            "on, every 4": 42.0, "on, compile cuda_graph, every 4": 40.8,
+                            "on, compile cuda_graph, own graphs": 42.4}]}, None
 
     calls, out = run_preset(monkeypatch, capsys, ["--parts", "compile", "--compile", "cuda_graph", "--attention_impl",
                                                   "dense", "--profile", "5"], answer)
@@ -380,10 +388,10 @@ def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
     calls, _ = run_preset(monkeypatch, capsys, ["--parts", "compile,beauty-2", "--attn_dropout_prob", "0"], answer)
     timed = [c for c in calls if "--check_graphs" not in c]
     assert len(timed) == 4 and all(c[c.index("--attn_dropout_prob") + 1] == "0.0" for c in timed)
-    assert ("| SPRINT vs dense | SPRINT CUDA graphs ms/step | overhead | SPRINT every 4 ms/step | overhead "
-            "| SPRINT CUDA graphs + every 4 ms/step | overhead |") in out
+    assert ("| SPRINT vs dense | SPRINT CUDA graphs ms/step | overhead | SPRINT CUDA graphs, own graphs ms/step "
+            "| overhead | SPRINT every 4 ms/step | overhead | SPRINT CUDA graphs + every 4 ms/step | overhead |") in out
     assert ("| beauty 2x256 n50 b512 BCE16 (compile run) | dense tf32 on | 40.00 | 48.00 | +20.0% |  |  | 44.00 | +10.0% "
-            "| 42.00 | +5.0% | 40.80 | +2.0% |") in out
+            "| 42.40 | +6.0% | 42.00 | +5.0% | 40.80 | +2.0% |") in out
 
 
 def test_graph_check_marks_the_rows_that_compare_other_negatives(capsys):
@@ -451,3 +459,17 @@ def test_count_ops_under_the_interpreter_counts_a_triton_launch_as_one_operator(
     for phase in ("forward", "backward"):
         assert w0[phase] < fused[phase] < batched[phase] - 20, (phase, rows)
     assert fused["loss"] == batched["loss"] == w0["loss"]
+
+
+def test_own_graphs_rows_go_with_each_graph_mode():
+    """--own_graphs adds, per --compile mode that records CUDA graphs, SPRINT with sprint_in_backbone_graph: False."""
+    script = load_benchmark_script("sprint_overhead")
+    plan = script.variant_plan(script.parse_args(["--compile", "default,cuda_graph,inductor_cuda_graph",
+                                                  "--own_graphs"]))
+    own = [(label, overrides) for label, _, _, overrides, _ in plan if "sprint_in_backbone_graph" in overrides]
+    assert own == [("on, compile cuda_graph, own graphs", {"sprint_compile": "cuda_graph",
+                                                           "sprint_in_backbone_graph": False}),
+                   ("on, compile inductor_cuda_graph, own graphs", {"sprint_compile": "inductor_cuda_graph",
+                                                                    "sprint_in_backbone_graph": False})]
+    plan = script.variant_plan(script.parse_args(["--compile", "cuda_graph"]))
+    assert not any("sprint_in_backbone_graph" in overrides for _, _, _, overrides, _ in plan)

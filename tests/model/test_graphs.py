@@ -165,7 +165,13 @@ CASES = {
     "SASRec++-SPRINT w0": (SASRecPPSPRINT, dict(sprint_attn_weight=0.0, sprint_ffn_weight=0.0, sprint_emb_weight=0.0)),
     "SASRec++-SPRINT FFN only": (SASRecPPSPRINT, dict(sprint_attn_weight=0.0)),
     "SASRec++": (SASRecPP, dict(attention_impl="fused", loss_type="BCE", num_negatives=3)),
-    "SASRec++-SPRINT, SPRINT's terms as graphs too": (SASRecPPSPRINT, dict(sprint_compile="cuda_graph")),
+    "SASRec++-SPRINT, SPRINT's terms in the backbone's graphs": (SASRecPPSPRINT, dict(sprint_compile="cuda_graph")),
+    "SASRec++-SPRINT every 2, terms in the backbone's graphs": (SASRecPPSPRINT, dict(
+        sprint_every=2, sprint_compile="cuda_graph", loss_type="BCE", num_negatives=3)),
+    "SASRec++-SPRINT fused, FFN only, terms in the backbone's graphs": (SASRecPPSPRINT, dict(
+        attention_impl="fused", sprint_attn_weight=0.0, sprint_compile="cuda_graph")),
+    "SASRec++-SPRINT, SPRINT's terms in graphs of their own": (SASRecPPSPRINT, dict(
+        sprint_compile="cuda_graph", sprint_in_backbone_graph=False)),
     "SASRec-SPRINT": (SASRecSPRINT, dict(loss_type="CE")),
     "SASRec++ sampled softmax": (SASRecPP, dict(loss_type="sampled_softmax", num_negatives=3)),
 }
@@ -175,10 +181,11 @@ CASES = {
 def test_graphed_backbone_trains_as_the_eager_one(tiny, recorded, case):
     """Losses and weights after every step equal eager training (float rounding: the parameters' gradients are
     summed in another order), with a smaller last batch (a second recording), SPRINT's column sums handed over as
-    graph outputs, and nothing recorded twice."""
+    graph outputs or its terms recorded with the backbone, and nothing recorded twice."""
     model_class, overrides = CASES[case]
     steps = batches()
-    eager_overrides = {key: value for key, value in overrides.items() if key != "sprint_compile"}
+    eager_overrides = {key: value for key, value in overrides.items()
+                       if key not in ("sprint_compile", "sprint_in_backbone_graph")}
     eager = train(build(tiny, model_class, **eager_overrides), steps)  # nothing recorded
     model = build(tiny, model_class, backbone_compile="cuda_graph", **overrides)
     graphed = train(model, steps)
@@ -190,14 +197,22 @@ def test_graphed_backbone_trains_as_the_eager_one(tiny, recorded, case):
         for name, a, b in zip(names, after_graphed, after_eager):
             assert torch.allclose(a, b, atol=1e-3 if name.endswith("attention.key.bias") else 1e-5), name
     assert all(not torch.equal(a, b) for a, b in zip(eager[1][-1][:1], eager[1][0][:1]))  # the weights moved
-    # one recording per batch size (4, 3); with sprint_every 2 also per kind of step: (4, with column sums),
-    # (4, without), (3, with), then (4, with) again; SPRINT's terms as graphs: theirs too, one per batch size
+    # one recording per batch size (4, 3); with sprint_every 2 also per kind of step: (4, with column sums or terms),
+    # (4, without), (3, with), then (4, with) again; SPRINT's terms in graphs of their own: theirs too, one per batch
+    # size; in the backbone's graphs (the default with sprint_compile: cuda_graph): none of their own, the start
+    # vectors of the power iterations are inputs of the backbone's
     backbone = [(module, sample) for module, sample in recorded if isinstance(module, graphs.RecordedBackbone)]
     assert len(backbone) == (3 if "sprint_every" in overrides else 2)
-    assert len(recorded) - len(backbone) == (2 if overrides.get("sprint_compile") == "cuda_graph" else 0)
+    own = overrides.get("sprint_compile") == "cuda_graph" and overrides.get("sprint_in_backbone_graph") is False
+    assert len(recorded) - len(backbone) == (2 if own else 0)
+    with_terms = overrides.get("sprint_compile") == "cuda_graph" and not own
+    starts = [tuple(model.sprint.get_buffer(f"{name}.v").shape) for name in model.sprint.estimator_names()
+              ] if with_terms else []
     for module, sample in backbone:  # recorded with its loss: the targets are an input too
         assert set(map(id, module.parameters())) == set(map(id, model.parameters()))
-        shapes = [[(size, 6), (size,), (size, 6)] for size in (4, 3)]
+        shapes = [[(size, 6), (size,), (size, 6)] + (starts if with_terms else []) for size in (4, 3)]
+        if "sprint_every" in overrides and with_terms:  # the lazy step's graph has no terms, no start vectors
+            shapes += [[(4, 6), (4,), (4, 6)]]
         assert [tuple(field.shape) for field in sample] in shapes
     assert list(model.state_dict()) == list(build(tiny, model_class, **eager_overrides).state_dict())  # nothing added
     assert not any(isinstance(m, graphs.RecordedBackbone) for m in model.modules())  # not in the model's tree
@@ -300,3 +315,28 @@ def test_through_the_plugin_trainer_an_epoch_equals_the_eager_one(tiny, recorded
     (eager_loss, eager_parts, eager_weights), (loss, parts, weights) = results["none"], results["cuda_graph"]
     assert loss == pytest.approx(eager_loss, rel=1e-5) and parts == pytest.approx(eager_parts, rel=1e-4)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(weights, eager_weights))
+
+
+def test_inductor_terms_in_the_backbone_s_graphs_train_as_eager(tiny, monkeypatch):
+    """sprint_compile: inductor_cuda_graph with the backbone's graphs records SPRINT's terms compiled by
+    torch.compile inside the backbone's recording (aot_eager here: tracing without code generation; a recorder that
+    hands the module back, as torch.compile does not run under the replaying stand-in's dispatch mode); Inductor's
+    kernels in CUDA graphs on the GPU: benchmarks/sprint_overhead.py --check_graphs."""
+    import recbole_sprint.model.sprint as sprint_module
+
+    recordings = []
+    for module in (graphs, sprint_module):
+        monkeypatch.setattr(module, "cuda_graphs_usable", lambda tensor: True)
+        monkeypatch.setattr(module, "warm_capture_stream", lambda module, sample: None)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables",
+                        lambda module, sample, **options: recordings.append(sample) or module)
+    monkeypatch.setattr(sprint_module, "INDUCTOR_GRAPH_BACKEND", "aot_eager")
+    steps = batches(sizes=(4, 4))
+    eager = train(build(tiny, SASRecPPSPRINT), steps)
+    model = build(tiny, SASRecPPSPRINT, backbone_compile="cuda_graph", sprint_compile="inductor_cuda_graph")
+    graphed = train(model, steps)
+    assert graphed[0] == pytest.approx(eager[0], rel=1e-5)
+    for after_graphed, after_eager in zip(graphed[1], eager[1]):
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(after_graphed, after_eager))
+    assert len(recordings) == 1 and len(recordings[0]) == 3 + 5  # the fields, then the five start vectors
+    assert model.sprint._recorded_terms is not sprint_module.sprint_terms  # compiled

@@ -273,6 +273,7 @@ def _config(**overrides):
         ("sprint_every", 0, r"sprint_every must be an integer >= 1 \(1: every training step"),
         ("sprint_every", 2.0, "sprint_every must be an integer >= 1"),
         ("sprint_every", True, "sprint_every must be an integer >= 1"),
+        ("sprint_in_backbone_graph", "no", "sprint_in_backbone_graph must be True or False, got 'no'"),
     ],
 )
 def test_rejected_config_values(key, value, message):
