@@ -9,8 +9,9 @@ attention, weights 0) dispatches 212 operators in its forward, 65 in its loss an
 autograd work, while the GPU's own work at 2 x 256, batch 512, length 50, fused attention, TF32 is 6.9 ms (H200,
 twenty-ninth session: a step of 11.3 ms eagerly, 7.3 ms with this option). Recorded as two CUDA graphs
 (``torch.cuda.make_graphed_callables``), the backbone's forward and backward are one launch each; the loss is
-recorded with them; SPRINT's terms (``sprint_compile`` decides those), gradient clipping and the optimiser step stay
-as they are.
+recorded with them, and SPRINT's terms too where ``sprint_compile`` is a graph mode (``sprint_in_backbone_graph``,
+default on; else ``sprint_compile`` decides how they run); gradient clipping and the optimiser step stay as they
+are.
 
 What is recorded, per model (:class:`~recbole_sprint.model.full_sequence.FullSequence` mixin):
 
