@@ -31,7 +31,8 @@ What is recorded, per model (:class:`~recbole_sprint.model.full_sequence.FullSeq
 * ``backbone_graph_key()`` separates graphs of one shape that run different code (SPRINT: whether this step
   collects column sums or computes the terms, which ``sprint_every`` > 1 switches);
 * after each replay ``restore_backbone_graph_outputs(fields, extras)`` (``fields``: name -> tensor) does, eagerly, the
-  bookkeeping the recorded Python does not repeat (SPRINT: the masks of the step, the collected column sums).
+  bookkeeping the recorded Python does not repeat (SPRINT: the masks of the step and the collected column sums, or the
+  replayed terms' parts and new start vectors).
 
 The first training step with a new input signature (shapes, dtypes, key) records (``make_graphed_callables``'
 warm-up runs, then the recording; an epoch's last, smaller batch is a second signature; each recording keeps its own
