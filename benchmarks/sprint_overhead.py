@@ -67,8 +67,9 @@ BCE with 16 negatives; each dense and fused, TF32 off and on, w0 and SPRINT; ``m
 (8 heads), 8 layers, batch 64, CE, TF32, dense and fused, w0 and SPRINT; ``compile`` (not in the default
 ``--parts``: each compiled variant costs a compilation), ``--check_graphs``, then the three settings with TF32, dense
 and fused, w0, SPRINT eager, SPRINT with ``sprint_compile: cuda_graph``, with ``inductor_cuda_graph`` (``--compile``
-picks other modes), each of those in graphs of its own (``--own_graphs``), and with ``sprint_every: 4``, and with each mode and every 4 at once (``--attention_impl``
-narrows the compile part's attentions; ``--profile N`` profiles N steps of each of its variants after their times).
+picks other modes), each of those in graphs of its own (``--own_graphs``), and with ``sprint_every: 4``, and with
+each mode and every 4 at once (``--attention_impl`` narrows the compile part's attentions; ``--profile N`` profiles
+N steps of each of its variants after their times).
 One table at the end. Triton's compiled kernels are cached on disk, so the check compiles most of what the timed
 parts use.
 """
