@@ -260,8 +260,7 @@ def variant_plan(args):
         for mode in filter(None, args.compile.split(",")):
             plan.append((" ".join(filter(None, [group, f"on, compile {mode}"])), group, f"on, compile {mode}",
                          {**base, "sprint_compile": mode}, settings))
-        for mode in filter(None, args.compile.split(",")) if args.own_graphs else ():  # graph modes only
-            if mode in SPRINT_GRAPH_MODES:
+            if args.own_graphs and mode in SPRINT_GRAPH_MODES:
                 label = f"on, compile {mode}, own graphs"
                 plan.append((" ".join(filter(None, [group, label])), group, label,
                              {**base, "sprint_compile": mode, "sprint_in_backbone_graph": False}, settings))

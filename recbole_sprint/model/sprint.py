@@ -871,8 +871,8 @@ class SPRINTRegularizer(nn.Module):
         return self._graph_mode and self.in_backbone_graph and self.enabled and self.training and self.active
 
     def graph_starts(self):
-        """The power iterations' start vectors (the stored ``v``), inputs of the backbone's graphs."""
-        return self._terms_inputs()[1]
+        """The power iterations' start vectors (the stored ``v`` of each estimator), inputs of the backbone's graphs."""
+        return [getattr(self, name).v for name in self.estimator_names()]
 
     def recorded_terms(self, rec_loss, starts):
         """Inside the backbone's recorded forward, after its loss: ``(total, (parts, u_1, v_1, u_2, v_2, ...))``, the
@@ -882,11 +882,8 @@ class SPRINTRegularizer(nn.Module):
         layout, _, weights = self._terms_inputs()
         column_sums = self._collected_column_sums() if layout.attn_weight > 0 else None
         attn, ffn, emb, vectors = self._recorded_terms(layout, column_sums, self._key_mask, starts, weights)
-        if self.every > 1:
-            attn, ffn, emb = self.every * attn, self.every * ffn, self.every * emb
-        parts = torch.stack([rec_loss.detach().float(), attn.detach(), ffn.detach(), emb.detach()])
-        flat = tuple(vector for name in layout.names for vector in vectors[name])
-        return rec_loss + attn + ffn + emb, (parts, *flat)
+        total, parts = self._total_and_parts(rec_loss, attn, ffn, emb)
+        return total, (parts, *(vector for name in layout.names for vector in vectors[name]))
 
     def include(self, extras):
         """After a replay of the backbone's graphs: keep the replayed ``(parts, u_1, v_1, ...)`` for :meth:`add_to`."""
@@ -898,11 +895,23 @@ class SPRINTRegularizer(nn.Module):
         """The weighted terms ``(attn, ffn, emb)`` of the last training forward pass; a disabled term is 0."""
         column_sums = self._collected_column_sums() if self.attn_weight > 0 else None
         attn, ffn, emb, vectors = self._terms(column_sums, self._key_mask)
+        self._end_step(vectors)
+        return attn, ffn, emb
+
+    def _end_step(self, vectors):
+        """Store the new power-iteration vectors ``{name: (u, v)}``; forget the step's masks and column sums."""
         for name, (u, v) in vectors.items():
             getattr(self, name).store(u, v)
         self._query_weights = self._key_mask = None
         self._column_sums = [None] * self.n_layers
-        return attn, ffn, emb
+
+    def _total_and_parts(self, rec_loss, attn, ffn, emb):
+        """``(rec_loss + terms, [4] parts (rec, attn, ffn, emb) detached)``, the terms k-fold with
+        ``sprint_every: k``."""
+        if self.every > 1:
+            attn, ffn, emb = self.every * attn, self.every * ffn, self.every * emb
+        parts = torch.stack([rec_loss.detach().float(), attn.detach(), ffn.detach(), emb.detach()])
+        return rec_loss + attn + ffn + emb, parts
 
     def add_to(self, rec_loss):
         """``rec_loss + attn + ffn + emb`` in training mode with SPRINT on, else ``rec_loss`` unchanged; with
@@ -918,22 +927,14 @@ class SPRINTRegularizer(nn.Module):
         self._epoch_steps += 1
         if self.every > 1:
             self._want_column_sums(self.active)  # for the coming step
-        rec = rec_loss.detach().float()
         if active and self._included is not None:  # the terms ran in the backbone's graphs: rec_loss holds them
-            parts, vectors = self._included
-            for name, (u, v) in vectors.items():
-                getattr(self, name).store(u, v)
-            self._included = self._query_weights = self._key_mask = None
-            self._column_sums = [None] * self.n_layers
+            (parts, vectors), self._included = self._included, None
+            self._end_step(vectors)
             total = rec_loss
         elif active:
-            attn, ffn, emb = self()
-            if self.every > 1:
-                attn, ffn, emb = self.every * attn, self.every * ffn, self.every * emb
-            parts = torch.stack([rec, attn.detach(), ffn.detach(), emb.detach()])
-            total = rec_loss + attn + ffn + emb
+            total, parts = self._total_and_parts(rec_loss, *self())
         else:  # a lazy step: the recommendation loss alone
-            parts, total = F.pad(rec.reshape(1), (0, 3)), rec_loss
+            parts, total = F.pad(rec_loss.detach().float().reshape(1), (0, 3)), rec_loss
         self._epoch_parts = parts if self._epoch_parts is None else self._epoch_parts + parts
         return total
 
