@@ -168,6 +168,8 @@ def parse_args(argv=None):
     parser.add_argument("--power_iteration", default="", metavar="GxMxN[,...]",
                         help="time SPRINT's power-iteration step (forward + backward) with its own backward against "
                              "autograd's, for G stacked M x N matrices each, then exit")
+    parser.add_argument("--pi_tiles", default="", metavar="ROWSxCOLUMNS[,...]",
+                        help="--power_iteration on CUDA: also the fused kernels recorded at each tile shape")
     parser.add_argument("--check_graphs", action="store_true",
                         help="CUDA: train eagerly and with CUDA graphs (sprint_compile, backbone_compile, both) and "
                              "compare, then exit")
@@ -955,7 +957,7 @@ def fastest_ms(runs, device, rounds, steps):
     return best
 
 
-def time_power_iteration(shapes, device, rounds, steps):
+def time_power_iteration(shapes, device, rounds, steps, tiles=()):
     """``--power_iteration``: per ``(G, M, N)`` of ``shapes``, the fastest of ``rounds`` rounds of ``steps`` forward +
     backward passes of one power-iteration step of ``sigma.sum()``, with :func:`power_iteration` and with
     :func:`power_iteration_reference`, alternating within each round (:func:`rotated`: the first swaps every round);
@@ -984,11 +986,11 @@ def time_power_iteration(shapes, device, rounds, steps):
                      "grad_difference": float(difference), "own_operators": operators["own backward"],
                      "autograd_operators": operators["autograd"]})
         del weight, start, grads
-    rows.append(time_all_shapes(shapes, device, rounds, steps))
+    rows.append(time_all_shapes(shapes, device, rounds, steps, tiles))
     return rows
 
 
-def time_all_shapes(shapes, device, rounds, steps):
+def time_all_shapes(shapes, device, rounds, steps, tiles=()):
     """The row ``all`` of ``--power_iteration``: one step for every matrix of ``shapes`` at once, as the regulariser
     runs it: ``batched`` (``sprint_power_impl: torch``: per shape, the weights stacked, then one chain of operators)
     against ``fused`` (``triton``: :func:`fused_power_iteration`'s kernels, the weights read in place), when the fused
@@ -1027,6 +1029,22 @@ def time_all_shapes(shapes, device, rounds, steps):
     grads = {name: torch.autograd.grad(run(), weights) for name, run in implementations.items()}  # the warm-up too
     best = fastest_ms({name: functools.partial(lambda run: torch.autograd.grad(run(), weights), run)
                        for name, run in implementations.items()}, device, rounds, steps)
+    if device == "cuda":  # recorded as one CUDA graph (forward + backward), as SPRINT's graph modes run them
+        graphed = dict(implementations)
+        graphed["batched, Inductor"] = torch.compile(batched, fullgraph=True, dynamic=False)
+        replays = {}
+        for name, run in graphed.items():
+            try:
+                replays[name] = recorded_gradient(run, weights).replay
+            except Exception as error:  # noqa: BLE001 - a row that cannot record says why
+                row[f"{name}_graph_error"] = first_line(error)
+        for name, ms in fastest_ms(replays, device, rounds, steps).items():
+            row[f"{name}_graph_ms"] = ms
+        if "fused" in implementations and tiles:
+            try:
+                row["tiles"] = fused_tiles_in_graphs(tiles, fused, weights, device, rounds, steps)
+            except Exception as error:  # noqa: BLE001 - the rows above still print
+                row["tiles_error"] = first_line(error)
     for name, run in implementations.items():
         total, forward = operators_dispatched(run)
         _, backward = operators_dispatched(functools.partial(torch.autograd.grad, total, weights))
@@ -1039,6 +1057,39 @@ def time_all_shapes(shapes, device, rounds, steps):
                                      for a, b in zip(grads["batched"], grads["fused"]))
         row["fused_launches"] = triton_launches(1)
     return row
+
+
+def fused_tiles_in_graphs(tiles, fused, weights, device, rounds, steps):
+    """``{"ROWSxCOLUMNS": ms}``: the fused kernels' graph replay (forward + backward) per tile shape of ``tiles``
+    (``RECBOLE_SPRINT_PI_ROWS`` x ``RECBOLE_SPRINT_PI_COLUMNS``, set for the recording and put back after), timed in
+    alternating rounds."""
+    replays = {}
+    for rows, columns in tiles:
+        saved = {name: os.environ.get(name) for name in ("RECBOLE_SPRINT_PI_ROWS", "RECBOLE_SPRINT_PI_COLUMNS")}
+        os.environ.update(RECBOLE_SPRINT_PI_ROWS=str(rows), RECBOLE_SPRINT_PI_COLUMNS=str(columns))
+        try:
+            replays[f"{rows}x{columns}"] = recorded_gradient(fused, weights).replay
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+    return fastest_ms(replays, device, rounds, steps)
+
+
+def recorded_gradient(run, weights):
+    """A CUDA graph of ``torch.autograd.grad(run(), weights)``, recorded after three warm-up runs on a side stream."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            torch.autograd.grad(run(), weights)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        torch.autograd.grad(run(), weights)
+    return graph
 
 
 def print_power_iteration(rows, device):
@@ -1067,6 +1118,18 @@ def print_power_iteration(rows, device):
         print(f"| fused (sprint_power_impl: triton) | {row['fused_ms']:.3f} | {operators} | "
               f"{' + '.join(map(str, row['fused_launches']))} |")
         print(f"\nlargest gradient difference, fused against batched (relative): {row['grad_difference']:.1e}")
+    graphed = [name for name in ("batched", "batched, Inductor", "fused") if f"{name}_graph_ms" in row
+               or f"{name}_graph_error" in row]
+    if graphed:
+        print(f"\n| every shape at once, forward + backward recorded as one CUDA graph ({device}) | ms a replay |")
+        print("|---|---|")
+        for name in graphed:
+            value = row.get(f"{name}_graph_ms")
+            print(f"| {name} | {f'{value:.4f}' if value is not None else 'failed: ' + row[f'{name}_graph_error']} |")
+        for tile, value in row.get("tiles", {}).items():
+            print(f"| fused, tiles of ROWSxCOLUMNS {tile} | {value:.4f} |")
+        if "tiles_error" in row:
+            print(f"| fused, other tiles | failed: {row['tiles_error']} |")
 
 
 def preset_issue25(args):
@@ -1198,7 +1261,8 @@ def main(argv=None):
         print_kernel_resources(output["kernel_resources"])
     elif args.power_iteration:
         shapes = parse_dimensions("--power_iteration", args.power_iteration, "GxMxN", "12x6144x1536,12x1536x6144")
-        output["power_iteration"] = time_power_iteration(shapes, args.device, args.rounds, args.steps)
+        tiles = parse_dimensions("--pi_tiles", args.pi_tiles, "ROWSxCOLUMNS", "16x256,32x128") if args.pi_tiles else ()
+        output["power_iteration"] = time_power_iteration(shapes, args.device, args.rounds, args.steps, tiles)
         print_power_iteration(output["power_iteration"], args.device)
     elif args.check:
         output["check"] = check_kernels(args)

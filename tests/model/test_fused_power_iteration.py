@@ -63,8 +63,8 @@ def terms(impl, k, dtype, tiny_output=False):
     return [attn, ffn, emb, *[x for name in sorted(vectors) for x in vectors[name]], *[w.grad for w in weights]]
 
 
-for dtype, k, tiny_output in ((torch.float64, 1, False), (torch.float64, 2, False), (torch.float32, 1, False),
-                               (torch.float64, 2, True)):
+for dtype, k, tiny_output in ((torch.float64, 1, False), (torch.float64, 2, False), (torch.float64, 3, False),
+                               (torch.float32, 1, False), (torch.float64, 2, True)):
     reference, fused = terms("torch", k, dtype, tiny_output), terms("triton", k, dtype, tiny_output)
     result[f"{dtype} k={k}" + " clamped" * tiny_output] = {
         "shapes": all(a.shape == b.shape for a, b in zip(reference, fused)),
@@ -139,7 +139,7 @@ print(json.dumps(result))
 
 @pytest.mark.skipif(triton is None, reason="triton is not installed")
 def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tmp_path):
-    """Float64 (one and two power-iteration steps; a matrix whose normalisation is clamped) and float32: the three
+    """Float64 (one, two and three power-iteration steps; a matrix whose normalisation is clamped) and float32: the three
     terms, every estimator's new ``u``/``v`` and every weight's gradient equal the batched operators' up to the order
     of summation; rows of a fused projection that no matrix reads get gradient 0. Then three Adam steps of
     SASRec++-SPRINT (all three terms) give the same losses and weights with either implementation, and with the
@@ -151,7 +151,8 @@ def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tm
                             cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout.strip().splitlines()[-1])
-    for case in ("torch.float64 k=1", "torch.float64 k=2", "torch.float32 k=1", "torch.float64 k=2 clamped"):
+    for case in ("torch.float64 k=1", "torch.float64 k=2", "torch.float64 k=3", "torch.float32 k=1",
+                 "torch.float64 k=2 clamped"):
         row = rows[case]
         assert row["shapes"] and row["unread_rows_zero"], (case, row)
         assert row["difference"] < (1e-12 if "float64" in case else 1e-5), (case, row)
@@ -167,27 +168,29 @@ def test_fused_power_iteration_matches_the_batched_path_under_the_interpreter(tm
         assert rows[name][0][0] != rows[name][0][1], name
 
 
-KERNELS = ("_pi_rows", "_pi_columns", "_pi_finish", "_pi_dz", "_pi_grad")
+KERNELS = ("_pi_rows", "_pi_sum", "_pi_finish", "_pi_grad")
 
 
 @pytest.mark.skipif(not can_compile_ahead(), reason="triton with its NVIDIA backend is not installed")
 def test_kernels_compile_for_sm90():
     """The interpreter runs the kernels' Python, not Triton's compiler: each is compiled here to PTX for sm_90 (the
-    H100 / H200), float32, at the launch's constants (both values of each flag)."""
+    H100 / H200), float32, at the launch's constants (every mode of the tile kernel, both values of each flag)."""
     from recbole_sprint.model import fused_power_iteration as fused
 
     types = dict(META="*i64", TILES="*i64", eps="fp32", tiny="fp32", NV="i64", NM="i64")
-    for first in (True, False):
-        flags = dict(NMETA=len(fused._META), BM=fused.default_rows_per_tile(), BN=fused.COLUMN_CHUNK,
-                     WANT_PART=first, WANT_SQ=first, CW=fused.MATRIX_CHUNK, RB=32,
-                     NORMALISE=first, BR=fused.ROWS_PER_STEP, FIRST=first, K=1 if first else 2)
-        for name in KERNELS:
-            compiled = compile_kernel_ahead(getattr(fused, name), flags, types, "*fp32", warps=4)
+    bm, bn = fused.default_rows_per_tile(), fused.default_column_chunk()
+    for mode, first in ((0, False), (1, False), (2, True), (2, False)):
+        flags = dict(NMETA=len(fused._META), BM=bm, BN=bn, MODE=mode, FIRST=first, STORE_X=mode > 0,
+                     WANT_PART=not first, WANT_SQ=first, CW=fused.MATRIX_CHUNK, RB=32, BR=fused.ROWS_PER_STEP,
+                     K=1 if first else 2)
+        for name in KERNELS if mode == 2 else ("_pi_rows",):
+            compiled = compile_kernel_ahead(getattr(fused, name), flags, types, "*fp32",
+                                            warps=fused.tile_warps(bm, bn))
             assert f".entry {name}" in compiled.asm["ptx"], name
 
 
 def test_rows_per_tile_from_the_environment(monkeypatch):
-    from recbole_sprint.model.fused_power_iteration import default_rows_per_tile
+    from recbole_sprint.model.fused_power_iteration import default_column_chunk, default_rows_per_tile
 
     monkeypatch.delenv("RECBOLE_SPRINT_PI_ROWS", raising=False)
     assert default_rows_per_tile() == 32
@@ -196,6 +199,13 @@ def test_rows_per_tile_from_the_environment(monkeypatch):
     monkeypatch.setenv("RECBOLE_SPRINT_PI_ROWS", "48")
     with pytest.raises(ValueError, match="RECBOLE_SPRINT_PI_ROWS='48': allowed values are 16, 32, 64, 128, 256"):
         default_rows_per_tile()
+    monkeypatch.delenv("RECBOLE_SPRINT_PI_COLUMNS", raising=False)
+    assert default_column_chunk() == 256
+    monkeypatch.setenv("RECBOLE_SPRINT_PI_COLUMNS", "64")
+    assert default_column_chunk() == 64
+    monkeypatch.setenv("RECBOLE_SPRINT_PI_COLUMNS", "100")
+    with pytest.raises(ValueError, match="RECBOLE_SPRINT_PI_COLUMNS='100': allowed values are 64, 128, 256, 512"):
+        default_column_chunk()
 
 
 def _layout(**overrides):
