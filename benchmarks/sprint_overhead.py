@@ -92,6 +92,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -825,6 +826,7 @@ def check_graphs(args):
                 graphs = len(model.sprint._graphs) + (len(backbone.graphs) if backbone is not None else 0)
                 runs[variant] = (losses, state, graphs)
             except Exception as error:
+                traceback.print_exc()  # the row keeps the first line; the log, where it came from
                 runs[variant] = first_line(error)
         for variant in GRAPH_CHECK_VARIANTS:
             row = {"attention": impl, "variant": variant}

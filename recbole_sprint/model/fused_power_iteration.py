@@ -74,22 +74,22 @@ _RECORDED = []
 
 
 def default_rows_per_tile():
-    """Rows of a tile program (``RECBOLE_SPRINT_PI_ROWS`` overrides; one of :data:`ROWS_PER_TILE`): 32, the fastest of
-    32 / 64 / 128 / 256 on an H100 at Beauty's 2-layer shapes and at the 0.34B configuration's (one power-iteration
-    step forward and backward of every matrix, eagerly: 1.48 / 1.66 / 1.81 / 4.96 ms and 6.24 / 7.16 / 29.1 / 69.3 ms;
-    thirty-second session, ``benchmarks/results/README.md``). More rows make fewer tiles and shorter per-matrix sums
-    of their partials (one program a matrix, serial over the tiles), fewer rows more programs. Part of the key of the
-    cached matrix tables (a new value makes a new table)."""
+    """Rows of a tile program (``RECBOLE_SPRINT_PI_ROWS`` overrides; one of :data:`ROWS_PER_TILE`): 16, the fastest of
+    16 / 32 / 64 rows (with 128 or 256 columns a chunk) at Beauty's 2-layer shapes, at ml-1m-3k 8 x 256's and at the
+    0.34B configuration's: one power-iteration step of every matrix, forward and backward recorded as one CUDA graph,
+    on an H200 (thirty-fourth session, ``benchmarks/results/README.md``). Fewer rows make more programs and more
+    partial sums (summed by ``_pi_sum`` and ``_pi_finish``, in parallel over chunks of columns). Part of the key of
+    the cached matrix tables (a new value makes a new table)."""
     from recbole_sprint.model.fused_attention import _env_choice
 
-    return _env_choice("RECBOLE_SPRINT_PI_ROWS", ROWS_PER_TILE, 32)
+    return _env_choice("RECBOLE_SPRINT_PI_ROWS", ROWS_PER_TILE, 16)
 
 
 def default_column_chunk():
     """Columns a tile program reads at once (``RECBOLE_SPRINT_PI_COLUMNS`` overrides; one of :data:`COLUMN_CHUNKS`):
-    256, the hidden size of the shapes timed (a tile of 32 rows then reads a whole row of every matrix of ``d``
-    columns at once; wider matrices, e.g. the FFN's ``W_2`` of ``4d`` columns, in several chunks). Part of the key of
-    the cached matrix tables."""
+    256, faster than 128 at every row count timed with :func:`default_rows_per_tile` (at ``d = 256`` a chunk is a whole
+    row of every matrix but the FFN's ``W_2``, of ``4d`` columns, read in four). At the 0.34B configuration (``d =
+    1536``) 512 beat 256 at 32 rows, and 16 x 256 beat both. Part of the key of the cached matrix tables."""
     from recbole_sprint.model.fused_attention import _env_choice
 
     return _env_choice("RECBOLE_SPRINT_PI_COLUMNS", COLUMN_CHUNKS, COLUMN_CHUNK)

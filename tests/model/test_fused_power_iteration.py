@@ -193,7 +193,7 @@ def test_rows_per_tile_from_the_environment(monkeypatch):
     from recbole_sprint.model.fused_power_iteration import default_column_chunk, default_rows_per_tile
 
     monkeypatch.delenv("RECBOLE_SPRINT_PI_ROWS", raising=False)
-    assert default_rows_per_tile() == 32
+    assert default_rows_per_tile() == 16
     monkeypatch.setenv("RECBOLE_SPRINT_PI_ROWS", "128")
     assert default_rows_per_tile() == 128
     monkeypatch.setenv("RECBOLE_SPRINT_PI_ROWS", "48")
