@@ -169,6 +169,8 @@ def parse_args(argv=None):
     parser.add_argument("--power_iteration", default="", metavar="GxMxN[,...]",
                         help="time SPRINT's power-iteration step (forward + backward) with its own backward against "
                              "autograd's, for G stacked M x N matrices each, then exit")
+    parser.add_argument("--check_variants", default="", metavar="NAME[;NAME]",
+                        help="--check_graphs: only these variants, in this order (default: all)")
     parser.add_argument("--pi_tiles", default="", metavar="ROWSxCOLUMNS[,...]",
                         help="--power_iteration on CUDA: also the fused kernels recorded at each tile shape")
     parser.add_argument("--check_graphs", action="store_true",
@@ -811,7 +813,7 @@ def check_graphs(args):
                                        "inner_size": 256, "n_heads": 2, "max_len": 50, "batch_size": 128,
                                        "full_batch_size": 128})
         runs = {}
-        for variant, settings in {"eager": {}, **GRAPH_CHECK_VARIANTS}.items():
+        for variant, settings in {"eager": {}, **checked_variants(args)}.items():
             overrides = {**settings, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "tf32": False}
             if args.model.startswith("SASRecPP"):
                 overrides["attention_impl"] = model_attention(impl)
@@ -828,7 +830,7 @@ def check_graphs(args):
             except Exception as error:
                 traceback.print_exc()  # the row keeps the first line; the log, where it came from
                 runs[variant] = first_line(error)
-        for variant in GRAPH_CHECK_VARIANTS:
+        for variant in checked_variants(args):
             row = {"attention": impl, "variant": variant}
             failed = {mode: run for mode, run in runs.items() if mode in ("eager", variant) and isinstance(run, str)}
             if failed:
@@ -844,6 +846,16 @@ def check_graphs(args):
             print(f"  graph check {row}", flush=True)
             rows.append(row)
     return rows
+
+
+def checked_variants(args):
+    """The :data:`GRAPH_CHECK_VARIANTS` that ``--check_variants`` names (all when it is empty), in its order; an unknown
+    name exits with the allowed ones."""
+    names = [name.strip() for name in args.check_variants.split(";") if name.strip()] or list(GRAPH_CHECK_VARIANTS)
+    unknown = [name for name in names if name not in GRAPH_CHECK_VARIANTS]
+    if unknown:
+        raise SystemExit(f"--check_variants: unknown {unknown}; allowed: {'; '.join(GRAPH_CHECK_VARIANTS)}")
+    return {name: GRAPH_CHECK_VARIANTS[name] for name in names}
 
 
 def draws_differ(loss_type, variant):
