@@ -31,11 +31,14 @@ profiles.
 ``--check_graphs`` trains the model (loss ``--loss_type``) two epochs of ml-100k eagerly and with ``sprint_compile:
 cuda_graph``, ``backbone_compile: cuda_graph`` and both, and with ``sprint_compile: inductor_cuda_graph`` alone and
 with the backbone's graphs, and with ``sprint_power_impl: triton`` eagerly and under those graphs, from one
-initialisation, and compares losses and weights (on CUDA; elsewhere the modes run eagerly). With a sampled loss (BCE,
-sampled softmax) the rows with the backbone's graphs compare other negatives (``draws_differ``), and say so.
+initialisation, and compares losses and weights (on CUDA; elsewhere the modes run eagerly); the eager run and every
+row that does not name ``power triton`` use the batched power iterations (``sprint_power_impl: torch``).
+``--check_variants 'NAME[;NAME]'`` runs only those rows, in that order. With a sampled loss (BCE, sampled softmax) the
+rows with the backbone's graphs compare other negatives (``draws_differ``), and say so.
 
-``--power_impl triton`` adds SPRINT with ``sprint_power_impl: triton`` (its power iterations in a few Triton kernels),
-eagerly and with each ``--compile`` mode.
+SPRINT's rows take the model's ``sprint_power_impl`` (``auto``: the Triton power iteration on CUDA, the batched
+operators elsewhere); ``--power_impl torch,triton`` adds SPRINT with each, eagerly and with each ``--compile``
+mode.
 
 ``--own_graphs`` adds SPRINT with ``sprint_in_backbone_graph: False`` for each ``--compile`` mode that records CUDA
 graphs: with ``--backbone_compile cuda_graph``, SPRINT's terms in two graphs of their own, replayed after the
@@ -51,7 +54,9 @@ prints their registers, stack and register-spill instructions (static facts, not
 and backward (SPRINT's spectral norms, gradient through the iterate), with the plugin's own backward
 (``power_iteration``) against autograd through the same operators (``power_iteration_reference``), in alternating
 rounds on ``--device``, and prints the gradients' largest difference; then every shape at once, batched (stacked,
-one chain per shape: ``sprint_power_impl: torch``) against the Triton kernels (``triton``, CUDA). The 0.34B
+one chain per shape: ``sprint_power_impl: torch``) against the Triton kernels (``triton``, CUDA), and on CUDA each of
+them (and the batched one compiled by Inductor) recorded as one CUDA graph, forward and backward, as SPRINT's graph
+modes run them (``--pi_tiles 16x256,32x128``: also the kernels at those tile shapes). The 0.34B
 configuration's regularised matrices:
 ``--power_iteration 288x64x1536,12x1536x1536,12x6144x1536,12x1536x6144`` (value heads, output, FFN in, FFN out).
 
@@ -67,7 +72,8 @@ BCE with 16 negatives; each dense and fused, TF32 off and on, w0 and SPRINT; ``m
 (8 heads), 8 layers, batch 64, CE, TF32, dense and fused, w0 and SPRINT; ``compile`` (not in the default
 ``--parts``: each compiled variant costs a compilation), ``--check_graphs``, then the three settings with TF32, dense
 and fused, w0, SPRINT eager, SPRINT with ``sprint_compile: cuda_graph``, with ``inductor_cuda_graph`` (``--compile``
-picks other modes), each of those in graphs of its own (``--own_graphs``), and with ``sprint_every: 4``, and with
+picks other modes), each of those with the batched power iteration (``--power_impl torch``) and in graphs of its own
+(``--own_graphs``), and with ``sprint_every: 4``, and with
 each mode and every 4 at once (``--attention_impl`` narrows the compile part's attentions; ``--profile N`` profiles
 N steps of each of its variants after their times).
 One table at the end. Triton's compiled kernels are cached on disk, so the check compiles most of what the timed
@@ -763,24 +769,29 @@ COMPILE_PART_MODES = "cuda_graph,inductor_cuda_graph"
 
 
 def compile_part_columns(modes):
-    """``[(variant label, column title)]`` of the compile part's extra columns: each sprint_compile mode, each graph
-    mode in graphs of its own (``sprint_in_backbone_graph: False``), every 4, each mode with every 4."""
+    """``[(variant label, column title)]`` of the compile part's extra columns: each sprint_compile mode (the default
+    ``sprint_power_impl: auto``, Triton's power iteration on CUDA), each with the batched power iteration
+    (``sprint_power_impl: torch``), each graph mode in graphs of its own (``sprint_in_backbone_graph: False``), every
+    4, each mode with every 4."""
     titles = {"default": "SPRINT compiled", "cuda_graph": "SPRINT CUDA graphs",
               "inductor_cuda_graph": "SPRINT Inductor + CUDA graphs"}
     modes = [mode for mode in modes.split(",") if mode]
     return ([(f"on, compile {mode}", titles.get(mode, f"SPRINT {mode}")) for mode in modes]
+            + [(f"on, compile {mode}, power torch", titles.get(mode, f"SPRINT {mode}") + ", batched power iteration")
+               for mode in modes]
             + [(f"on, compile {mode}, own graphs", titles[mode] + ", own graphs") for mode in modes
                if mode in SPRINT_GRAPH_MODES]
             + [("on, every 4", "SPRINT every 4")]
             + [(f"on, compile {mode}, every 4", titles.get(mode, f"SPRINT {mode}") + " + every 4") for mode in modes])
 
 
-GRAPH_CHECK_VARIANTS = {  # --check_graphs: each against the eager run
-    "sprint_compile": {"sprint_compile": "cuda_graph"},
-    "backbone_compile": {"backbone_compile": "cuda_graph"},
-    "both": {"sprint_compile": "cuda_graph", "backbone_compile": "cuda_graph"},
-    "sprint_compile inductor": {"sprint_compile": "inductor_cuda_graph"},
-    "both, inductor": {"sprint_compile": "inductor_cuda_graph", "backbone_compile": "cuda_graph"},
+BATCHED = {"sprint_power_impl": "torch"}  # the rows that do not name the Triton power iteration (auto's choice on CUDA)
+GRAPH_CHECK_VARIANTS = {  # --check_graphs: each against the eager run (batched power iterations, as its rows)
+    "sprint_compile": {"sprint_compile": "cuda_graph", **BATCHED},
+    "backbone_compile": {"backbone_compile": "cuda_graph", **BATCHED},
+    "both": {"sprint_compile": "cuda_graph", "backbone_compile": "cuda_graph", **BATCHED},
+    "sprint_compile inductor": {"sprint_compile": "inductor_cuda_graph", **BATCHED},
+    "both, inductor": {"sprint_compile": "inductor_cuda_graph", "backbone_compile": "cuda_graph", **BATCHED},
     # sprint_power_impl: triton's kernels, eagerly (against the batched operators) and recorded
     "power triton": {"sprint_power_impl": "triton"},
     "sprint_compile, power triton": {"sprint_compile": "cuda_graph", "sprint_power_impl": "triton"},
@@ -790,9 +801,9 @@ GRAPH_CHECK_VARIANTS = {  # --check_graphs: each against the eager run
                                      "sprint_power_impl": "triton"},
     # with both, SPRINT's terms are recorded in the backbone's graphs; sprint_in_backbone_graph: False, in their own
     "both, own graphs": {"sprint_compile": "cuda_graph", "backbone_compile": "cuda_graph",
-                         "sprint_in_backbone_graph": False},
+                         "sprint_in_backbone_graph": False, **BATCHED},
     "both, inductor, own graphs": {"sprint_compile": "inductor_cuda_graph", "backbone_compile": "cuda_graph",
-                                   "sprint_in_backbone_graph": False},
+                                   "sprint_in_backbone_graph": False, **BATCHED},
 }
 
 
@@ -813,7 +824,7 @@ def check_graphs(args):
                                        "inner_size": 256, "n_heads": 2, "max_len": 50, "batch_size": 128,
                                        "full_batch_size": 128})
         runs = {}
-        for variant, settings in {"eager": {}, **checked_variants(args)}.items():
+        for variant, settings in {"eager": BATCHED, **checked_variants(args)}.items():
             overrides = {**settings, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "tf32": False}
             if args.model.startswith("SASRecPP"):
                 overrides["attention_impl"] = model_attention(impl)
@@ -1189,7 +1200,8 @@ def preset_issue25(args):
             profile = ["--profile", str(args.profile)] if args.profile else []
             rows, error = run_child(common + options + ["--attention_impl", args.attention_impl or "dense,fused",
                                                         "--tf32", "on", "--compile", compile_modes, "--own_graphs",
-                                                        "--every", "4", *profile], args.timeout)
+                                                        "--power_impl", "torch", "--every", "4", *profile],
+                                    args.timeout)
             if rows is None:
                 timing.append({"setting": setting, "group": "compile (all)", "error": error})
             else:

@@ -55,7 +55,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     triton = None
     tl = None
 
-POWER_IMPLS = ("torch", "triton")  # sprint_power_impl
+POWER_IMPLS = ("auto", "torch", "triton")  # sprint_power_impl (auto: triton where its kernels run, else torch)
 ROWS_PER_TILE = (16, 32, 64, 128, 256)  # BM, rows of a tile program: RECBOLE_SPRINT_PI_ROWS (default_rows_per_tile)
 COLUMN_CHUNKS = (64, 128, 256, 512)  # BN, columns a tile program reads at once: RECBOLE_SPRINT_PI_COLUMNS
 COLUMN_CHUNK = 256  # BN's default (default_column_chunk)

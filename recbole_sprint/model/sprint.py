@@ -621,7 +621,16 @@ def _configured_every(config):
 
 
 def _configured_power_impl(config):
-    return _configured(config, "sprint_power_impl", "torch")
+    return _configured(config, "sprint_power_impl", "auto")
+
+
+def auto_power_impl(layout, weights, on_cuda):
+    """``sprint_power_impl: auto`` resolved: ``triton`` for CUDA weights the kernels can run on (Triton installed,
+    float32 / float64, contiguous, no rows read twice), else ``torch`` (on the CPU at once, without asking the
+    kernels: Triton's interpreter would run them there, slowly)."""
+    if on_cuda and unusable_reason(layout_matrices(layout, weights), weights) is None:
+        return "triton"
+    return "torch"
 
 
 def _estimator(weights, n_iters, generator):
@@ -638,13 +647,14 @@ class SPRINTRegularizer(nn.Module):
     The power iterations of all layers run batched, one per kind of matrix (``value``: the ``L*H`` per-head
     :math:`W_{V,h}`, ``output``: the ``L`` :math:`W_O`, ``ffn_in``/``ffn_out``: the ``L`` :math:`W_1`/:math:`W_2`,
     ``embedding``: :math:`E`), so the cost in kernel launches does not grow with depth. This needs blocks of
-    one shape, as in every stacked transformer. With ``sprint_power_impl: triton`` every kind runs in the same few
+    one shape, as in every stacked transformer. With ``sprint_power_impl: triton`` (``auto``'s choice on CUDA) every
+    kind runs in the same few
     Triton kernels (:mod:`recbole_sprint.model.fused_power_iteration`).
 
     Args:
         config: RecBole config with ``sprint_attn_weight``, ``sprint_ffn_weight``, ``sprint_emb_weight``,
             ``sprint_temperature``, ``sprint_power_iters``, ``sprint_every`` (unset: 1), ``sprint_power_impl`` (unset:
-            ``torch``).
+            ``auto``).
         blocks: one :class:`SprintBlock` per layer.
         item_embedding: the item table :math:`E` (``nn.Embedding``), including the padding row.
     """
@@ -800,7 +810,9 @@ class SPRINTRegularizer(nn.Module):
             names=tuple(self.estimator_names()),
             power_impl=self.power_impl,
         )
-        if layout.power_impl == "triton":
+        if layout.power_impl == "auto":  # the kernels where they run, silently the batched operators elsewhere
+            layout = layout._replace(power_impl=auto_power_impl(layout, weights, weights[0].is_cuda))
+        elif layout.power_impl == "triton":
             reason = unusable_reason(layout_matrices(layout, weights), weights)
             if reason is not None:  # e.g. on the CPU: the batched operators instead, said once
                 if not getattr(self, "_warned_power_impl", False):

@@ -338,13 +338,16 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
                                 "on, compile inductor_cuda_graph, every 4": 40.8,
                                 "on, compile cuda_graph, every 4": 40.2,
                                 "on, compile cuda_graph, own graphs": 40.2,
-                                "on, compile inductor_cuda_graph, own graphs": 40.0},
+                                "on, compile inductor_cuda_graph, own graphs": 40.0,
+                                "on, compile cuda_graph, power torch": 44.0,
+                                "on, compile inductor_cuda_graph, power torch": 43.0},
                                {"group": "fused tf32 on", "w0": 41.0, "on": 49.0,
                                 "on, compile inductor_cuda_graph": 41.82, "on, compile cuda_graph": 41.41,
                                 "on, every 4": 43.05, "on, compile inductor_cuda_graph, every 4": 41.41,
                                 "on, compile cuda_graph, every 4": 41.205,
                                 "on, compile cuda_graph, own graphs": 41.205,
-                                "on, compile inductor_cuda_graph, own graphs": 41.0}]}, None
+                                "on, compile inductor_cuda_graph, own graphs": 41.0,
+                                "on, compile cuda_graph, power torch": 42.64}]}, None
         return {"groups": [{"group": "dense tf32 off", "w0": 60.0, "on": 66.0},
                            {"group": "fused tf32 off", "w0": 120.0, "on": 130.0}]}, None
 
@@ -353,22 +356,25 @@ def test_preset_table_with_the_compile_part(monkeypatch, capsys):
     assert len(calls) == 5 and "--check_graphs" in calls[1]
     assert all(c[c.index("--compile") + 1] == "cuda_graph,inductor_cuda_graph" and c[c.index("--every") + 1] == "4"
                and c[c.index("--tf32") + 1] == "on" and c[c.index("--attention_impl") + 1] == "dense,fused"
-               and "--own_graphs" in c and "--profile" not in c for c in calls[2:])
+               and "--own_graphs" in c and c[c.index("--power_impl") + 1] == "torch" and "--profile" not in c
+               for c in calls[2:])
     assert "| dense | backbone_compile | 3.000000, 2.500000 | 3.000000, 2.500000 | 2 | 1.50e-07 |" in out
     assert "| fused | both | failed: both: RuntimeError: boom | | | |" in out
     assert ("| setting | attention, TF32 | w0 ms/step | SPRINT ms/step | SPRINT overhead | w0 vs dense | SPRINT vs dense "
             "| SPRINT CUDA graphs ms/step | overhead | SPRINT Inductor + CUDA graphs ms/step | overhead "
+            "| SPRINT CUDA graphs, batched power iteration ms/step | overhead "
+            "| SPRINT Inductor + CUDA graphs, batched power iteration ms/step | overhead "
             "| SPRINT CUDA graphs, own graphs ms/step | overhead "
             "| SPRINT Inductor + CUDA graphs, own graphs ms/step | overhead "
             "| SPRINT every 4 ms/step | overhead | SPRINT CUDA graphs + every 4 ms/step | overhead "
             "| SPRINT Inductor + CUDA graphs + every 4 ms/step | overhead |") in out
-    assert ("| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  " + "|  " * 14
+    assert ("| ml-1m-3k 8x256 n200 b128 CE | dense tf32 off | 60.00 | 66.00 | +10.0% |  |  " + "|  " * 18
             + "|") in out
-    assert ("| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x " + "|  " * 14
+    assert ("| ml-1m-3k 8x256 n200 b128 CE | fused tf32 off | 120.00 | 130.00 | +8.3% | 0.50x | 0.51x " + "|  " * 18
             + "|") in out
     assert ("| beauty 6x256 n50 b512 BCE16 (compile run) | fused tf32 on | 41.00 | 49.00 | +19.5% | 0.98x | 0.98x "
-            "| 41.41 | +1.0% | 41.82 | +2.0% | 41.20 | +0.5% | 41.00 | +0.0% | 43.05 | +5.0% | 41.20 | +0.5% "
-            "| 41.41 | +1.0% |") in out
+            "| 41.41 | +1.0% | 41.82 | +2.0% | 42.64 | +4.0% | failed |  | 41.20 | +0.5% | 41.00 | +0.0% "
+            "| 43.05 | +5.0% | 41.20 | +0.5% | 41.41 | +1.0% |") in out
 
 
 def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
@@ -377,7 +383,8 @@ def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
             return None, "exit 1: no GPU"
         return {"groups": [{"group": "dense tf32 on", "w0": 40.0, "on": 48.0, "on, compile cuda_graph": 44.0,
                             "on, every 4": 42.0, "on, compile cuda_graph, every 4": 40.8,
-                            "on, compile cuda_graph, own graphs": 42.4}]}, None
+                            "on, compile cuda_graph, own graphs": 42.4,
+                            "on, compile cuda_graph, power torch": 46.0}]}, None
 
     calls, out = run_preset(monkeypatch, capsys, ["--parts", "compile", "--compile", "cuda_graph", "--attention_impl",
                                                   "dense", "--profile", "5"], answer)
@@ -388,10 +395,11 @@ def test_preset_compile_part_times_the_modes_asked_for(monkeypatch, capsys):
     calls, _ = run_preset(monkeypatch, capsys, ["--parts", "compile,beauty-2", "--attn_dropout_prob", "0"], answer)
     timed = [c for c in calls if "--check_graphs" not in c]
     assert len(timed) == 4 and all(c[c.index("--attn_dropout_prob") + 1] == "0.0" for c in timed)
-    assert ("| SPRINT vs dense | SPRINT CUDA graphs ms/step | overhead | SPRINT CUDA graphs, own graphs ms/step "
+    assert ("| SPRINT vs dense | SPRINT CUDA graphs ms/step | overhead "
+            "| SPRINT CUDA graphs, batched power iteration ms/step | overhead | SPRINT CUDA graphs, own graphs ms/step "
             "| overhead | SPRINT every 4 ms/step | overhead | SPRINT CUDA graphs + every 4 ms/step | overhead |") in out
     assert ("| beauty 2x256 n50 b512 BCE16 (compile run) | dense tf32 on | 40.00 | 48.00 | +20.0% |  |  | 44.00 | +10.0% "
-            "| 42.40 | +6.0% | 42.00 | +5.0% | 40.80 | +2.0% |") in out
+            "| 46.00 | +15.0% | 42.40 | +6.0% | 42.00 | +5.0% | 40.80 | +2.0% |") in out
 
 
 def test_graph_check_marks_the_rows_that_compare_other_negatives(capsys):
@@ -473,3 +481,17 @@ def test_own_graphs_rows_go_with_each_graph_mode():
                                                                     "sprint_in_backbone_graph": False})]
     plan = script.variant_plan(script.parse_args(["--compile", "cuda_graph"]))
     assert not any("sprint_in_backbone_graph" in overrides for _, _, _, overrides, _ in plan)
+
+
+def test_check_variants_picks_rows_in_order_and_names_the_allowed_ones():
+    """``--check_variants`` runs the named rows of ``--check_graphs`` in the order given; an unknown name exits with
+    the allowed ones. Every row that does not name the Triton power iteration uses the batched one (the default,
+    ``auto``, would pick the kernels on CUDA), so its label keeps its meaning."""
+    script = load_benchmark_script("sprint_overhead")
+    args = script.parse_args(["--check_graphs", "--check_variants", "both; sprint_compile"])
+    assert list(script.checked_variants(args)) == ["both", "sprint_compile"]
+    assert list(script.checked_variants(script.parse_args(["--check_graphs"]))) == list(script.GRAPH_CHECK_VARIANTS)
+    with pytest.raises(SystemExit, match=r"--check_variants: unknown \['bogus'\]; allowed: sprint_compile; "):
+        script.checked_variants(script.parse_args(["--check_graphs", "--check_variants", "bogus"]))
+    for name, settings in script.GRAPH_CHECK_VARIANTS.items():
+        assert settings["sprint_power_impl"] == ("triton" if "power triton" in name else "torch"), name

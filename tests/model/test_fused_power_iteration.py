@@ -239,16 +239,19 @@ def test_config_errors_name_the_option_and_the_allowed_values():
               "sprint_compile": "none", "sprint_power_iters": 1}
     check_sprint_config({**config, "sprint_power_impl": "triton"})
     check_sprint_config(config)  # unset: torch
-    with pytest.raises(ValueError, match="sprint_power_impl must be one of torch, triton, got 'cuda'"):
+    check_sprint_config({**config, "sprint_power_impl": "auto"})
+    with pytest.raises(ValueError, match="sprint_power_impl must be one of auto, torch, triton, got 'cuda'"):
         check_sprint_config({**config, "sprint_power_impl": "cuda"})
     for mode in ("default", "aot_eager", "cuda_graph", "inductor_cuda_graph"):
         check_sprint_config({**config, "sprint_power_impl": "triton", "sprint_compile": mode})
 
 
 def test_off_cuda_the_option_warns_once_and_trains_like_torch(tiny, monkeypatch):
+    """Off CUDA, ``triton`` falls back to the batched operators with one warning; ``auto`` (the default) does so
+    without one. All three train alike."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     runs = {}
-    for impl in ("torch", "triton"):
+    for impl in ("torch", "triton", "auto"):
         model = build(tiny, SASRecPPSPRINT, train_mode="full_sequence", loss_type="BCE", num_negatives=4,
                       sprint_power_impl=impl).train()
         with warnings.catch_warnings(record=True) as caught:
@@ -256,6 +259,22 @@ def test_off_cuda_the_option_warns_once_and_trains_like_torch(tiny, monkeypatch)
             losses = [model.calculate_loss(batch()) for _ in range(2)]
         runs[impl] = ([loss.item() for loss in losses], [str(w.message) for w in caught
                                                          if "sprint_power_impl" in str(w.message)])
-    assert runs["triton"][0] == runs["torch"][0]
-    assert runs["torch"][1] == [] and len(runs["triton"][1]) == 1
+        assert model.sprint.layout().power_impl == "torch", impl
+    assert runs["triton"][0] == runs["torch"][0] == runs["auto"][0]
+    assert runs["torch"][1] == [] == runs["auto"][1] and len(runs["triton"][1]) == 1
     assert "cannot run here" in runs["triton"][1][0] and "sprint_power_impl: torch" in runs["triton"][1][0]
+
+
+def test_auto_picks_the_kernels_where_they_run(monkeypatch):
+    """``auto`` resolves to ``triton`` for CUDA weights the kernels take and to ``torch`` otherwise: here the
+    interpreter stands in for CUDA (``on_cuda=True``, CPU tensors); weights the kernels refuse (bfloat16) and the CPU
+    (``on_cuda=False``, whatever the interpreter) get ``torch``."""
+    from recbole_sprint.model.sprint import auto_power_impl
+
+    weights = [torch.randn(8, 6), torch.randn(6, 8)]
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    layout = _layout(power_impl="auto")
+    assert auto_power_impl(layout, weights, on_cuda=True) == ("torch" if triton is None else "triton")
+    assert auto_power_impl(layout, weights, on_cuda=False) == "torch"
+    half = [weight.bfloat16() for weight in weights]
+    assert auto_power_impl(layout, half, on_cuda=True) == "torch"
