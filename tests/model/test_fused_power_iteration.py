@@ -189,23 +189,24 @@ def test_kernels_compile_for_sm90():
             assert f".entry {name}" in compiled.asm["ptx"], name
 
 
-def test_rows_per_tile_from_the_environment(monkeypatch):
-    from recbole_sprint.model.fused_power_iteration import default_column_chunk, default_rows_per_tile
+@pytest.mark.parametrize("name, default, chosen, allowed", [
+    ("RECBOLE_SPRINT_PI_ROWS", 16, 128, "16, 32, 64, 128, 256"),
+    ("RECBOLE_SPRINT_PI_COLUMNS", 256, 64, "64, 128, 256, 512"),
+])
+def test_tile_shape_from_the_environment(monkeypatch, name, default, chosen, allowed):
+    """The tile programs' rows and column chunk: a default, an allowed value from the environment, and an error that
+    names the variable and its allowed values."""
+    from recbole_sprint.model import fused_power_iteration as fused
 
-    monkeypatch.delenv("RECBOLE_SPRINT_PI_ROWS", raising=False)
-    assert default_rows_per_tile() == 16
-    monkeypatch.setenv("RECBOLE_SPRINT_PI_ROWS", "128")
-    assert default_rows_per_tile() == 128
-    monkeypatch.setenv("RECBOLE_SPRINT_PI_ROWS", "48")
-    with pytest.raises(ValueError, match="RECBOLE_SPRINT_PI_ROWS='48': allowed values are 16, 32, 64, 128, 256"):
-        default_rows_per_tile()
-    monkeypatch.delenv("RECBOLE_SPRINT_PI_COLUMNS", raising=False)
-    assert default_column_chunk() == 256
-    monkeypatch.setenv("RECBOLE_SPRINT_PI_COLUMNS", "64")
-    assert default_column_chunk() == 64
-    monkeypatch.setenv("RECBOLE_SPRINT_PI_COLUMNS", "100")
-    with pytest.raises(ValueError, match="RECBOLE_SPRINT_PI_COLUMNS='100': allowed values are 64, 128, 256, 512"):
-        default_column_chunk()
+    read = {"RECBOLE_SPRINT_PI_ROWS": fused.default_rows_per_tile,
+            "RECBOLE_SPRINT_PI_COLUMNS": fused.default_column_chunk}[name]
+    monkeypatch.delenv(name, raising=False)
+    assert read() == default
+    monkeypatch.setenv(name, str(chosen))
+    assert read() == chosen
+    monkeypatch.setenv(name, "48")
+    with pytest.raises(ValueError, match=f"{name}='48': allowed values are {allowed}"):
+        read()
 
 
 def _layout(**overrides):
