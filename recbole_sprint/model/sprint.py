@@ -624,13 +624,22 @@ def _configured_power_impl(config):
     return _configured(config, "sprint_power_impl", "auto")
 
 
-def auto_power_impl(layout, weights, on_cuda):
-    """``sprint_power_impl: auto`` resolved: ``triton`` for CUDA weights the kernels can run on (Triton installed,
-    float32 / float64, contiguous, no rows read twice), else ``torch`` (on the CPU at once, without asking the
-    kernels: Triton's interpreter would run them there, slowly)."""
-    if on_cuda and unusable_reason(layout_matrices(layout, weights), weights) is None:
+def auto_power_impl(layout, weights, on_gpu):
+    """``sprint_power_impl: auto`` resolved: ``triton`` for weights on a GPU the kernels were built for (``on_gpu``:
+    :func:`kernels_gpu`) that they can run on (Triton installed, float32 / float64, contiguous, no rows read twice),
+    else ``torch`` (on the CPU at once, without asking the kernels: Triton's interpreter would run them there,
+    slowly)."""
+    if on_gpu and unusable_reason(layout_matrices(layout, weights), weights) is None:
         return "triton"
     return "torch"
+
+
+@functools.lru_cache(maxsize=None)
+def kernels_gpu(device):
+    """Whether ``device`` is a CUDA device of compute capability 8.0 or more (Ampere on), where ``auto`` uses the
+    Triton power iteration; measured on Hopper (H100, H200). Older GPUs keep the batched operators unless
+    ``sprint_power_impl: triton`` asks for the kernels."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def _estimator(weights, n_iters, generator):
@@ -811,7 +820,7 @@ class SPRINTRegularizer(nn.Module):
             power_impl=self.power_impl,
         )
         if layout.power_impl == "auto":  # the kernels where they run, silently the batched operators elsewhere
-            layout = layout._replace(power_impl=auto_power_impl(layout, weights, weights[0].is_cuda))
+            layout = layout._replace(power_impl=auto_power_impl(layout, weights, kernels_gpu(weights[0].device)))
         elif layout.power_impl == "triton":
             reason = unusable_reason(layout_matrices(layout, weights), weights)
             if reason is not None:  # e.g. on the CPU: the batched operators instead, said once

@@ -267,15 +267,20 @@ def test_off_cuda_the_option_warns_once_and_trains_like_torch(tiny, monkeypatch)
 
 
 def test_auto_picks_the_kernels_where_they_run(monkeypatch):
-    """``auto`` resolves to ``triton`` for CUDA weights the kernels take and to ``torch`` otherwise: here the
-    interpreter stands in for CUDA (``on_cuda=True``, CPU tensors); weights the kernels refuse (bfloat16) and the CPU
-    (``on_cuda=False``, whatever the interpreter) get ``torch``."""
-    from recbole_sprint.model.sprint import auto_power_impl
+    """``auto`` resolves to ``triton`` for weights on a GPU of compute capability 8.0 or more that the kernels take, to
+    ``torch`` otherwise: here the interpreter stands in for such a GPU (``on_gpu=True``, CPU tensors); weights the
+    kernels refuse (bfloat16), the CPU and older GPUs (``on_gpu=False``, whatever the interpreter) get ``torch``."""
+    from recbole_sprint.model.sprint import auto_power_impl, kernels_gpu
 
     weights = [torch.randn(8, 6), torch.randn(6, 8)]
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     layout = _layout(power_impl="auto")
-    assert auto_power_impl(layout, weights, on_cuda=True) == ("torch" if triton is None else "triton")
-    assert auto_power_impl(layout, weights, on_cuda=False) == "torch"
+    assert auto_power_impl(layout, weights, on_gpu=True) == ("torch" if triton is None else "triton")
+    assert auto_power_impl(layout, weights, on_gpu=False) == "torch"
     half = [weight.bfloat16() for weight in weights]
-    assert auto_power_impl(layout, half, on_cuda=True) == "torch"
+    assert auto_power_impl(layout, half, on_gpu=True) == "torch"
+    assert not kernels_gpu(torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 0))
+    assert not kernels_gpu(torch.device("cuda", 7))  # a V100 (another index than any cached one)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))
+    assert kernels_gpu(torch.device("cuda", 6))
