@@ -99,6 +99,7 @@ import sys
 import tempfile
 import time
 import traceback
+import unittest.mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -1090,16 +1091,9 @@ def fused_tiles_in_graphs(tiles, fused, weights, device, rounds, steps):
     alternating rounds."""
     replays = {}
     for rows, columns in tiles:
-        saved = {name: os.environ.get(name) for name in ("RECBOLE_SPRINT_PI_ROWS", "RECBOLE_SPRINT_PI_COLUMNS")}
-        os.environ.update(RECBOLE_SPRINT_PI_ROWS=str(rows), RECBOLE_SPRINT_PI_COLUMNS=str(columns))
-        try:
+        shape = {"RECBOLE_SPRINT_PI_ROWS": str(rows), "RECBOLE_SPRINT_PI_COLUMNS": str(columns)}
+        with unittest.mock.patch.dict(os.environ, shape):
             replays[f"{rows}x{columns}"] = recorded_gradient(fused, weights).replay
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
     return fastest_ms(replays, device, rounds, steps)
 
 

@@ -280,7 +280,11 @@ def test_auto_picks_the_kernels_where_they_run(monkeypatch):
     half = [weight.bfloat16() for weight in weights]
     assert auto_power_impl(layout, half, on_gpu=True) == "torch"
     assert not kernels_gpu(torch.device("cpu"))
+    kernels_gpu.cache_clear()  # the stand-in capabilities below must not outlive this test in the cache
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 0))
-    assert not kernels_gpu(torch.device("cuda", 7))  # a V100 (another index than any cached one)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))
-    assert kernels_gpu(torch.device("cuda", 6))
+    try:
+        assert not kernels_gpu(torch.device("cuda", 7))  # a V100
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))
+        assert kernels_gpu(torch.device("cuda", 6))
+    finally:
+        kernels_gpu.cache_clear()
