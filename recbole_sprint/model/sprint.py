@@ -45,6 +45,7 @@ through a :class:`ColumnSums` module the regulariser hooks the same way.
 
 import contextlib
 import functools
+import math
 import warnings
 from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Tuple
@@ -479,27 +480,64 @@ def sprint_terms(layout, column_sums, key_mask, starts, weights, terms=weighted_
 def compiled_sprint_terms(backend, **options):
     """:func:`sprint_terms` with ``torch.compile`` (``fullgraph``, ``backend``, ``options``): all of it, power
     iterations included, with ``power_impl: torch``; with ``triton`` (Triton launches that ``torch.compile`` does not
-    trace) the power iterations run their kernels and only :func:`weighted_terms` is compiled."""
+    trace) the power iterations run their kernels and only :func:`weighted_terms` is compiled.
+
+    Inductor compiles in this process (:func:`in_process_compilation`)."""
     compiled = {}  # each compiled on first use
 
     def run(layout, column_sums, key_mask, starts, weights):
-        if layout.power_impl == "triton":
-            if "terms" not in compiled:
-                compiled["terms"] = torch.compile(weighted_terms, fullgraph=True, backend=backend, **options)
-            return sprint_terms(layout, column_sums, key_mask, starts, weights, terms=compiled["terms"])
-        if "whole" not in compiled:
-            compiled["whole"] = torch.compile(sprint_terms, fullgraph=True, backend=backend, **options)
-        return compiled["whole"](layout, column_sums, key_mask, starts, weights)
+        with in_process_compilation(backend):  # a call that compiles (the first of a batch shape) does it here
+            if layout.power_impl == "triton":
+                if "terms" not in compiled:
+                    compiled["terms"] = torch.compile(weighted_terms, fullgraph=True, backend=backend, **options)
+                return sprint_terms(layout, column_sums, key_mask, starts, weights, terms=compiled["terms"])
+            if "whole" not in compiled:
+                compiled["whole"] = torch.compile(sprint_terms, fullgraph=True, backend=backend, **options)
+            return compiled["whole"](layout, column_sums, key_mask, starts, weights)
 
     return run
+
+
+def in_process_compilation(backend):
+    """For ``backend`` ``inductor``: Inductor's ``compile_threads`` set to 1 while the terms compile, so that it
+    compiles their few kernels in this process instead of starting its pool of compile workers (``compile_threads``
+    > 1, the default on a machine of several cores). With that pool alive, the training process's own CPU work ran
+    about 3x slower for the rest of the run (an H100 machine of 16 cores, thirty-fifth session: the dataloader's
+    indexing of a Beauty batch 0.9 -> 4.0 ms; an epoch at 2 layers 0.36 -> 1.11 s, SPRINT +183% of an epoch where
+    it is +2% without the pool). Other backends: nothing changes."""
+    if backend != "inductor":
+        return contextlib.nullcontext()
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(compile_threads=1)
+
+
+def packed_vectors(names, vectors):
+    """The new power-iteration vectors ``{name: (u, v)}`` as one flat tensor, ``u`` then ``v`` of each of ``names`` in
+    order (:func:`unpacked_vectors` undoes it): one output of a recorded graph instead of two per estimator. Autograd
+    gives every output of ``make_graphed_callables``' function that gets no gradient a tensor of zeros in the backward
+    (a fill kernel and host work each step), and these vectors never get one."""
+    return torch.cat([vector.reshape(-1) for name in names for vector in vectors[name]])
+
+
+def unpacked_vectors(shapes, flat):
+    """``{name: (u, v)}``, views of ``flat`` (:func:`packed_vectors`), from ``{name: (u's shape, v's shape)}`` in the
+    packing's order."""
+    vectors, offset = {}, 0
+    for name, (u_shape, v_shape) in shapes.items():
+        u_size, v_size = math.prod(u_shape), math.prod(v_shape)
+        u = flat[offset:offset + u_size].view(u_shape)
+        v = flat[offset + u_size:offset + u_size + v_size].view(v_shape)
+        vectors[name], offset = (u, v), offset + u_size + v_size
+    return vectors
 
 
 class GraphedTerms(nn.Module):
     """:func:`sprint_terms` as tensors in, tensors out, the form ``make_graphed_callables`` records.
 
     Inputs: the stacked column sums ``[L, B, H, n]`` and the key mask ``[B, n]`` (with the attention term), one start
-    vector per estimator of ``layout.names``, then the regularised weights; outputs: ``(attn, ffn, emb, u_1, v_1, u_2,
-    v_2, ...)``. It has no parameters of its own: the recorded backward returns the weights' gradients as those of
+    vector per estimator of ``layout.names``, then the regularised weights; outputs: ``(attn, ffn, emb, vectors)``, the
+    new vectors packed into one tensor (:func:`packed_vectors`). It has no parameters of its own: the recorded backward returns the weights' gradients as those of
     inputs, and autograd adds them to the parameters it is called with.
 
     With ``compiled`` (``sprint_compile: inductor_cuda_graph``) the terms are ``torch.compile``'d (static shapes, one
@@ -520,7 +558,7 @@ class GraphedTerms(nn.Module):
         if self.layout.attn_weight > 0:
             column_sums, key_mask, starts = args[0], args[1], args[2:]
         attn, ffn, emb, vectors = self._terms(self.layout, column_sums, key_mask, starts, weights)
-        return (attn, ffn, emb, *(vector for name in self.layout.names for vector in vectors[name]))
+        return attn, ffn, emb, packed_vectors(self.layout.names, vectors)
 
 
 @dataclass
@@ -879,8 +917,12 @@ class SPRINTRegularizer(nn.Module):
         if graphed is None:
             terms = GraphedTerms(layout, len(weights), compiled=self._compiled_graphs)
             graphed = self._graphs[signature] = record_graphs(terms, args, weights)
-        attn, ffn, emb, *flat = graphed(*args, *weights)
-        return attn, ffn, emb, {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(layout.names)}
+        attn, ffn, emb, flat = graphed(*args, *weights)
+        return attn, ffn, emb, unpacked_vectors(self.vector_shapes(layout.names), flat)
+
+    def vector_shapes(self, names):
+        """``{name: (u's shape, v's shape)}`` of the estimators ``names``, in order (:func:`unpacked_vectors`)."""
+        return {name: (getattr(self, name).u.shape, getattr(self, name).v.shape) for name in names}
 
     # -- backbone_compile: cuda_graph with sprint_compile a graph mode: the terms in the backbone's graphs ------------
     def terms_with_backbone(self):
@@ -896,21 +938,21 @@ class SPRINTRegularizer(nn.Module):
         return [getattr(self, name).v for name in self.estimator_names()]
 
     def recorded_terms(self, rec_loss, starts):
-        """Inside the backbone's recorded forward, after its loss: ``(total, (parts, u_1, v_1, u_2, v_2, ...))``, the
+        """Inside the backbone's recorded forward, after its loss: ``(total, (parts, vectors))``, the
         loss with the weighted terms (``sprint_every: k``: k-fold), the ``[4]`` parts ``(rec, attn, ffn, emb)``
-        detached, and the new vectors per estimator of :meth:`estimator_names` (:func:`sprint_terms` from ``starts``;
-        Inductor's code of it with ``sprint_compile: inductor_cuda_graph``)."""
+        detached, and the new vectors of the estimators of :meth:`estimator_names` packed into one tensor
+        (:func:`packed_vectors`; :func:`sprint_terms` from ``starts``, Inductor's code of it with ``sprint_compile:
+        inductor_cuda_graph``)."""
         layout, _, weights = self._terms_inputs()
         column_sums = self._collected_column_sums() if layout.attn_weight > 0 else None
         attn, ffn, emb, vectors = self._recorded_terms(layout, column_sums, self._key_mask, starts, weights)
         total, parts = self._total_and_parts(rec_loss, attn, ffn, emb)
-        return total, (parts, *(vector for name in layout.names for vector in vectors[name]))
+        return total, (parts, packed_vectors(layout.names, vectors))
 
     def include(self, extras):
-        """After a replay of the backbone's graphs: keep the replayed ``(parts, u_1, v_1, ...)`` for :meth:`add_to`."""
-        parts, flat = extras[0], extras[1:]
-        vectors = {name: (flat[2 * i], flat[2 * i + 1]) for i, name in enumerate(self.estimator_names())}
-        self._included = parts, vectors
+        """After a replay of the backbone's graphs: keep the replayed ``(parts, vectors)`` for :meth:`add_to`."""
+        parts, flat = extras
+        self._included = parts, unpacked_vectors(self.vector_shapes(self.estimator_names()), flat)
 
     def forward(self):
         """The weighted terms ``(attn, ffn, emb)`` of the last training forward pass; a disabled term is 0."""

@@ -469,6 +469,26 @@ def test_cuda_graph_mode_hands_the_terms_to_make_graphed_callables_once_per_inpu
     assert all(w is not p and w.data_ptr() == p.data_ptr() for w, p in zip(sample[7:], graphed[3]))
     assert list(module.parameters()) == [] and module.layout.names == ("value", "output", "ffn_in", "ffn_out",
                                                                         "embedding")
+    # four outputs: the three terms, then the new vectors packed into one tensor (one output without a gradient,
+    # which autograd fills with zeros in every backward, instead of ten); u [G, m] then v [G, n] per estimator
+    outputs = module(*sample)
+    us = [(2, 4), (2, 4), (2, 8), (2, 4), (1, 6)]
+    assert len(outputs) == 4 and [t.dim() for t in outputs] == [0, 0, 0, 1]
+    assert outputs[3].numel() == sum(g * n for g, n in us) + sum(g * n for g, n in starts)
+
+
+def test_packed_vectors_unpack_to_views_of_the_same_values():
+    from recbole_sprint.model.sprint import packed_vectors, unpacked_vectors
+
+    vectors = {"value": (torch.randn(2, 3), torch.randn(2, 5)), "embedding": (torch.randn(1, 7), torch.randn(1, 4))}
+    flat = packed_vectors(("value", "embedding"), vectors)
+    assert flat.shape == (6 + 10 + 7 + 4,)
+    shapes = {name: (u.shape, v.shape) for name, (u, v) in vectors.items()}
+    back = unpacked_vectors(shapes, flat)
+    assert list(back) == ["value", "embedding"]
+    for name, (u, v) in vectors.items():
+        assert torch.equal(back[name][0], u) and torch.equal(back[name][1], v)
+        assert back[name][0].data_ptr() >= flat.data_ptr() and back[name][1]._base is flat  # views, no copies
 
 
 def test_inductor_cuda_graph_mode_records_the_terms_compiled_by_inductor(monkeypatch):
@@ -482,10 +502,21 @@ def test_inductor_cuda_graph_mode_records_the_terms_compiled_by_inductor(monkeyp
     compiled = []
     real_compile = torch.compile
 
+    import torch._inductor.config as inductor_config
+
+    threads_seen = []  # Inductor's compile_threads while the compiled terms run (and compile, on the first call)
+
     def counting_compile(function, **options):
         compiled.append(options)
-        return real_compile(function, **options)
+        real = real_compile(function, **options)
 
+        def call(*args, **kwargs):
+            threads_seen.append(inductor_config.compile_threads)
+            return real(*args, **kwargs)
+
+        return call
+
+    threads_before = inductor_config.compile_threads
     eager = _three_sgd_steps("none")
     monkeypatch.setattr(sprint_module, "cuda_graphs_usable", lambda tensor: True)
     monkeypatch.setattr(sprint_module, "warm_capture_stream", lambda module, sample: None)
@@ -494,6 +525,9 @@ def test_inductor_cuda_graph_mode_records_the_terms_compiled_by_inductor(monkeyp
     graphed = _three_sgd_steps("inductor_cuda_graph")
     assert len(recorded) == 1 and recorded[0]._terms is not sprint_module.sprint_terms  # one signature, compiled
     assert compiled == [dict(fullgraph=True, dynamic=False, backend="inductor")]
+    # compiled in this process: no pool of compile workers, which slowed the training process's CPU work ~3x on a GPU
+    # machine (in_process_compilation); the setting is restored after each call
+    assert threads_seen and set(threads_seen) == {1} and inductor_config.compile_threads == threads_before
     assert eager[0] == pytest.approx(graphed[0], rel=1e-5)
     for a, b in zip(eager[1] + eager[2], graphed[1] + graphed[2]):
         assert torch.allclose(a, b, atol=1e-5)
