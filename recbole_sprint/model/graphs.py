@@ -50,6 +50,7 @@ stand-in with the replay semantics of CUDA graphs): no host synchronisation insi
 steps.
 """
 
+import os
 import warnings
 
 import torch
@@ -102,6 +103,18 @@ def warm_capture_stream(module, sample):
         torch.autograd.grad(outputs, leaves, [torch.ones_like(output) for output in outputs], allow_unused=True)
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
+
+
+def recording_hint():
+    """What to try after a failed recording: a kernel loaded lazily during the capture. In a process that had recorded
+    other models' graphs first, recording the next one failed with "operation failed due to a previous error during
+    capture" (H200 and H100, thirty-fourth and thirty-fifth sessions, ``sprint_overhead.py --check_graphs``); with
+    ``CUDA_MODULE_LOADING=EAGER`` (every kernel loaded when CUDA starts) the same sequence recorded and trained as
+    eagerly (an H100, thirty-fifth session). Empty where that is already set."""
+    if os.environ.get("CUDA_MODULE_LOADING", "").upper() == "EAGER":
+        return ""
+    return ("; if the recording failed during the capture, set CUDA_MODULE_LOADING=EAGER in the environment before "
+            "the process starts (a kernel loaded lazily inside a capture can fail it)")
 
 
 class RecordedBackbone(nn.Module):
@@ -170,4 +183,4 @@ class BackboneGraphs:
             return torch.cuda.make_graphed_callables(module, sample, allow_unused_input=True)
         except RuntimeError as error:  # a failed recording can leave CUDA's random-number state unusable: stop here
             raise RuntimeError(f"backbone_compile: cuda_graph could not record the backbone as CUDA graphs ({error}); "
-                               "train with backbone_compile: none") from error
+                               f"train with backbone_compile: none{recording_hint()}") from error

@@ -56,7 +56,8 @@ from torch import nn
 
 from recbole_sprint.model.fused_power_iteration import (POWER_IMPLS, fused_spectral_norms, layout_matrices,
                                                        unusable_reason)
-from recbole_sprint.model.graphs import cuda_graphs_usable, warm_capture_stream  # tests patch them here
+from recbole_sprint.model.graphs import (cuda_graphs_usable, recording_hint,  # tests patch two of them here
+                                          warm_capture_stream)
 
 SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
 SPRINT_COMPILE_MODES = ("none", "default", "aot_eager", "cuda_graph", "inductor_cuda_graph")
@@ -379,7 +380,8 @@ def record_graphs(module, inputs, weights):
             return torch.cuda.make_graphed_callables(module, sample)
     except RuntimeError as error:  # a failed recording can leave CUDA's random-number state unusable: stop here
         raise RuntimeError(f"sprint_compile: {' or '.join(SPRINT_GRAPH_MODES)} could not record SPRINT's terms as "
-                           f"CUDA graphs ({error}); train with sprint_compile: none or default") from error
+                           f"CUDA graphs ({error}); train with sprint_compile: none or default"
+                           f"{recording_hint()}") from error
 
 
 class TermsLayout(NamedTuple):
@@ -502,9 +504,9 @@ def in_process_compilation(backend):
     """For ``backend`` ``inductor``: Inductor's ``compile_threads`` set to 1 while the terms compile, so that it
     compiles their few kernels in this process instead of starting its pool of compile workers (``compile_threads``
     > 1, the default on a machine of several cores). With that pool alive, the training process's own CPU work ran
-    about 3x slower for the rest of the run (an H100 machine of 16 cores, thirty-fifth session: the dataloader's
-    indexing of a Beauty batch 0.9 -> 4.0 ms; an epoch at 2 layers 0.36 -> 1.11 s, SPRINT +183% of an epoch where
-    it is +2% without the pool). Other backends: nothing changes."""
+    3x to 4.5x slower for the rest of the run (an H100 machine of 16 cores, thirty-fifth session: the dataloader's
+    indexing of a Beauty batch 0.9 -> 4.0 ms; SPRINT +183% of a Beauty epoch at 2 layers, +3.0% with this setting;
+    benchmarks/results/README.md). Other backends: nothing changes."""
     if backend != "inductor":
         return contextlib.nullcontext()
     import torch._inductor.config as inductor_config
@@ -537,8 +539,9 @@ class GraphedTerms(nn.Module):
 
     Inputs: the stacked column sums ``[L, B, H, n]`` and the key mask ``[B, n]`` (with the attention term), one start
     vector per estimator of ``layout.names``, then the regularised weights; outputs: ``(attn, ffn, emb, vectors)``, the
-    new vectors packed into one tensor (:func:`packed_vectors`). It has no parameters of its own: the recorded backward returns the weights' gradients as those of
-    inputs, and autograd adds them to the parameters it is called with.
+    new vectors packed into one tensor (:func:`packed_vectors`). It has no parameters of its own: the recorded
+    backward returns the weights' gradients as those of inputs, and autograd adds them to the parameters it is called
+    with.
 
     With ``compiled`` (``sprint_compile: inductor_cuda_graph``) the terms are ``torch.compile``'d (static shapes, one
     graph): the recording then holds Inductor's fused kernels instead of one kernel per operator.

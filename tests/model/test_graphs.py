@@ -257,6 +257,25 @@ def test_off_cuda_the_backbone_runs_eagerly_with_one_warning(tiny):
     assert graphed[0] == eager[0]
 
 
+def test_a_failed_recording_names_the_option_to_turn_off_and_the_module_loading_to_try(tiny, monkeypatch):
+    """A recording that fails says which option trains without it and, unless kernels already load eagerly, to set
+    CUDA_MODULE_LOADING=EAGER (a process that had recorded other graphs failed to record the next one on an H100; with
+    eager loading it recorded: graphs.recording_hint)."""
+    def failing(module, sample, **options):
+        raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+
+    monkeypatch.setattr(graphs, "cuda_graphs_usable", lambda tensor: True)
+    monkeypatch.setattr(graphs, "warm_capture_stream", lambda module, sample: None)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", failing)
+    model = build(tiny, SASRecPPSPRINT, backbone_compile="cuda_graph")
+    for loading, hinted in (("LAZY", True), ("EAGER", False)):
+        monkeypatch.setenv("CUDA_MODULE_LOADING", loading)
+        with pytest.raises(RuntimeError, match="train with backbone_compile: none") as caught:
+            model.calculate_loss(batches(sizes=(4,))[0])
+        assert ("CUDA_MODULE_LOADING=EAGER" in str(caught.value)) == hinted
+        assert "previous error during capture" in str(caught.value)
+
+
 def test_the_recorded_backbone_has_no_host_read_the_guard_catches_one(tiny, recorded, monkeypatch):
     """The guard of the stand-in fails on a host read, so the cases above show the backbone has none."""
     model = build(tiny, SASRecPPSPRINT, backbone_compile="cuda_graph")
