@@ -50,7 +50,8 @@ stand-in with the replay semantics of CUDA graphs): no host synchronisation insi
 steps.
 """
 
-import os
+import contextlib
+import gc
 import warnings
 
 import torch
@@ -105,16 +106,25 @@ def warm_capture_stream(module, sample):
     torch.cuda.synchronize()
 
 
-def recording_hint():
-    """What to try after a failed recording: a kernel loaded lazily during the capture. In a process that had recorded
-    other models' graphs first, recording the next one failed with "operation failed due to a previous error during
-    capture" (H200 and H100, thirty-fourth and thirty-fifth sessions, ``sprint_overhead.py --check_graphs``); with
-    ``CUDA_MODULE_LOADING=EAGER`` (every kernel loaded when CUDA starts) the same sequence recorded and trained as
-    eagerly (an H100, thirty-fifth session). Empty where that is already set."""
-    if os.environ.get("CUDA_MODULE_LOADING", "").upper() == "EAGER":
-        return ""
-    return ("; if the recording failed during the capture, set CUDA_MODULE_LOADING=EAGER in the environment before "
-            "the process starts (a kernel loaded lazily inside a capture can fail it)")
+@contextlib.contextmanager
+def no_collection_while_recording():
+    """Python's cyclic garbage collector run before a recording and off during it (restored after).
+
+    A model with ``backbone_compile: cuda_graph`` and its :class:`BackboneGraphs` refer to each other, so a discarded
+    model's CUDA graphs are freed by the cyclic collector, at a moment of its choosing; freeing a graph
+    (``cudaGraphDestroy``, its memory pool released) while another graph records invalidates that recording
+    ("operation failed due to a previous error during capture"), as torch's own ``make_graphed_callables`` notes.
+    That is how recordings failed in processes that had trained other models with graphs before
+    (``sprint_overhead.py --check_graphs``, H200 and H100, thirty-fourth and thirty-fifth sessions): the garbage is
+    collected here first, and no collection runs inside the recording."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class RecordedBackbone(nn.Module):
@@ -179,8 +189,9 @@ class BackboneGraphs:
         module = RecordedBackbone(self.model, names)
         sample = tuple(arg.clone() for arg in (*fields, *inputs))
         try:
-            warm_capture_stream(module, sample)
-            return torch.cuda.make_graphed_callables(module, sample, allow_unused_input=True)
+            with no_collection_while_recording():
+                warm_capture_stream(module, sample)
+                return torch.cuda.make_graphed_callables(module, sample, allow_unused_input=True)
         except RuntimeError as error:  # a failed recording can leave CUDA's random-number state unusable: stop here
             raise RuntimeError(f"backbone_compile: cuda_graph could not record the backbone as CUDA graphs ({error}); "
-                               f"train with backbone_compile: none{recording_hint()}") from error
+                               "train with backbone_compile: none") from error

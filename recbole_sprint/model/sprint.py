@@ -56,8 +56,8 @@ from torch import nn
 
 from recbole_sprint.model.fused_power_iteration import (POWER_IMPLS, fused_spectral_norms, layout_matrices,
                                                        unusable_reason)
-from recbole_sprint.model.graphs import (cuda_graphs_usable, recording_hint,  # tests patch two of them here
-                                          warm_capture_stream)
+from recbole_sprint.model.graphs import (cuda_graphs_usable, no_collection_while_recording,  # tests patch
+                                          warm_capture_stream)  # cuda_graphs_usable and warm_capture_stream here
 
 SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
 SPRINT_COMPILE_MODES = ("none", "default", "aot_eager", "cuda_graph", "inductor_cuda_graph")
@@ -375,13 +375,12 @@ def record_graphs(module, inputs, weights):
     sample = tuple(arg.detach().clone().requires_grad_(arg.requires_grad) for arg in inputs)
     sample += tuple(weight.detach().requires_grad_(weight.requires_grad) for weight in weights)
     try:
-        with torch.autocast("cuda", enabled=False):
+        with torch.autocast("cuda", enabled=False), no_collection_while_recording():
             warm_capture_stream(module, sample)
             return torch.cuda.make_graphed_callables(module, sample)
     except RuntimeError as error:  # a failed recording can leave CUDA's random-number state unusable: stop here
         raise RuntimeError(f"sprint_compile: {' or '.join(SPRINT_GRAPH_MODES)} could not record SPRINT's terms as "
-                           f"CUDA graphs ({error}); train with sprint_compile: none or default"
-                           f"{recording_hint()}") from error
+                           f"CUDA graphs ({error}); train with sprint_compile: none or default") from error
 
 
 class TermsLayout(NamedTuple):
