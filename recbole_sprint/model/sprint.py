@@ -499,18 +499,26 @@ def compiled_sprint_terms(backend, **options):
     return run
 
 
+@contextlib.contextmanager
 def in_process_compilation(backend):
     """For ``backend`` ``inductor``: Inductor's ``compile_threads`` set to 1 while the terms compile, so that it
     compiles their few kernels in this process instead of starting its pool of compile workers (``compile_threads``
     > 1, the default on a machine of several cores). With that pool alive, the training process's own CPU work ran
     3x to 4.5x slower for the rest of the run (an H100 machine of 16 cores, thirty-fifth session: the dataloader's
     indexing of a Beauty batch 0.9 -> 4.0 ms; SPRINT +183% of a Beauty epoch at 2 layers, +3.0% with this setting;
-    benchmarks/results/README.md). Other backends: nothing changes."""
+    benchmarks/results/README.md). Other backends: nothing changes. (Set and restored by hand: ``config.patch`` costs
+    ~5x more, and with ``sprint_compile: default`` this runs every step.)"""
     if backend != "inductor":
-        return contextlib.nullcontext()
+        yield
+        return
     import torch._inductor.config as inductor_config
 
-    return inductor_config.patch(compile_threads=1)
+    threads = inductor_config.compile_threads
+    inductor_config.compile_threads = 1
+    try:
+        yield
+    finally:
+        inductor_config.compile_threads = threads
 
 
 def packed_vectors(names, vectors):
