@@ -260,8 +260,8 @@ def test_off_cuda_the_backbone_runs_eagerly_with_one_warning(tiny):
 def test_recordings_run_after_a_collection_with_the_cyclic_collector_off(tiny, monkeypatch):
     """A discarded model's graphs are freed by Python's cyclic collector (model and BackboneGraphs refer to each
     other); freed inside another recording they invalidate it (likely how recordings failed on the GPU after other
-    models' in one process). So garbage is collected before each recording, the backbone's and SPRINT's terms' (here both:
-    sprint_in_backbone_graph False), and the collector is off while it records, on again after."""
+    models' in one process). So garbage is collected before each recording, the backbone's and SPRINT's terms' (here
+    both: sprint_in_backbone_graph False), and the collector is off while it records, on again after."""
     import gc
 
     import recbole_sprint.model.sprint as sprint_module
