@@ -115,8 +115,9 @@ def no_collection_while_recording():
     (``cudaGraphDestroy``, its memory pool released) while another graph records invalidates that recording
     ("operation failed due to a previous error during capture"), as torch's own ``make_graphed_callables`` notes.
     The likely cause of the recordings that failed, at times, in processes that had trained other models with graphs
-    before (``sprint_overhead.py --check_graphs``, H200 and H100, thirty-fourth and thirty-fifth sessions; this change
-    not yet run there): the garbage is collected here first, and no collection runs inside the recording."""
+    before (``sprint_overhead.py --check_graphs``, H200 and H100, thirty-fourth and thirty-fifth sessions): the
+    garbage is collected here first, and no collection runs inside the recording. With it that check passed whole,
+    twice, on an H100 (thirty-sixth session; benchmarks/results/README.md)."""
     gc.collect()
     enabled = gc.isenabled()
     gc.disable()

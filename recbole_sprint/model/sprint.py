@@ -501,24 +501,41 @@ def compiled_sprint_terms(backend, **options):
 
 @contextlib.contextmanager
 def in_process_compilation(backend):
-    """For ``backend`` ``inductor``: Inductor's ``compile_threads`` set to 1 while the terms compile, so that it
-    compiles their few kernels in this process instead of starting its pool of compile workers (``compile_threads``
-    > 1, the default on a machine of several cores). With that pool alive, the training process's own CPU work ran
-    3x to 4.5x slower for the rest of the run (an H100 machine of 16 cores, thirty-fifth session: the dataloader's
-    indexing of a Beauty batch 0.9 -> 4.0 ms; SPRINT +183% of a Beauty epoch at 2 layers, +3.0% with this setting;
-    benchmarks/results/README.md). Other backends: nothing changes. (Set and restored by hand: ``config.patch`` costs
-    ~5x more, and with ``sprint_compile: default`` this runs every step.)"""
+    """For ``backend`` ``inductor``: the terms compile in this process, their backward included, while this context is
+    open (both settings restored after):
+
+    * Inductor's ``compile_threads`` 1, so that it compiles their few kernels here instead of starting its pool of
+      compile workers (``compile_threads`` > 1, the default on a machine of several cores). With that pool alive, the
+      training process's own CPU work ran 3x to 4.5x slower for the rest of the run (an H100 machine of 16 cores,
+      thirty-fifth session: the dataloader's indexing of a Beauty batch 0.9 -> 4.0 ms; SPRINT +183% of a Beauty epoch
+      at 2 layers);
+    * AOTAutograd's ``force_non_lazy_backward_lowering``: by default the backward is compiled at its first run, in the
+      backward pass, outside this context, with the default ``compile_threads`` (seen on the CPU,
+      ``tests/model/test_sprint.py``). That still started the pool: on an H100 with empty compile caches, in two runs
+      of two (SPRINT +20.8% and +3.3% of a Beauty epoch at 2 layers), and none with the backward compiled in the
+      call (+3.0%, +2.9%); one of eight runs with the caches as earlier runs had left them was +113% (thirty-sixth
+      session, benchmarks/results/README.md).
+
+    Other backends: nothing changes. (Set and restored by hand: ``config.patch`` costs ~5x more, and with
+    ``sprint_compile: default`` this runs every step.)"""
     if backend != "inductor":
         yield
         return
+    import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
 
+    eager_backward = hasattr(functorch_config, "force_non_lazy_backward_lowering")  # not in every torch >= 2.4
     threads = inductor_config.compile_threads
+    lazy = functorch_config.force_non_lazy_backward_lowering if eager_backward else None
     inductor_config.compile_threads = 1
+    if eager_backward:
+        functorch_config.force_non_lazy_backward_lowering = True
     try:
         yield
     finally:
         inductor_config.compile_threads = threads
+        if eager_backward:
+            functorch_config.force_non_lazy_backward_lowering = lazy
 
 
 def packed_vectors(names, vectors):

@@ -503,20 +503,34 @@ def test_inductor_cuda_graph_mode_records_the_terms_compiled_by_inductor(monkeyp
     real_compile = torch.compile
 
     import torch._inductor.config as inductor_config
+    import torch._inductor.graph as inductor_graph
 
-    threads_seen = []  # Inductor's compile_threads while the compiled terms run (and compile, on the first call)
+    # every Inductor lowering of the terms, forward and backward: (compile_threads, is_backward, inside a call of the
+    # compiled terms); the caches off so that this run lowers, and a default of 4 threads that a lowering outside
+    # in_process_compilation would see
+    lowerings, calling = [], []
+    real_lowering = inductor_graph.GraphLowering.__init__
+
+    def recording_lowering(self, *args, **kwargs):
+        lowerings.append((inductor_config.compile_threads, kwargs.get("is_backward", False), bool(calling)))
+        real_lowering(self, *args, **kwargs)
 
     def counting_compile(function, **options):
         compiled.append(options)
         real = real_compile(function, **options)
 
         def call(*args, **kwargs):
-            threads_seen.append(inductor_config.compile_threads)
-            return real(*args, **kwargs)
+            calling.append(True)
+            try:
+                return real(*args, **kwargs)
+            finally:
+                calling.pop()
 
         return call
 
-    threads_before = inductor_config.compile_threads
+    monkeypatch.setattr(inductor_config, "force_disable_caches", True)
+    monkeypatch.setattr(inductor_config, "compile_threads", 4)
+    monkeypatch.setattr(inductor_graph.GraphLowering, "__init__", recording_lowering)
     eager = _three_sgd_steps("none")
     monkeypatch.setattr(sprint_module, "cuda_graphs_usable", lambda tensor: True)
     monkeypatch.setattr(sprint_module, "warm_capture_stream", lambda module, sample: None)
@@ -525,9 +539,12 @@ def test_inductor_cuda_graph_mode_records_the_terms_compiled_by_inductor(monkeyp
     graphed = _three_sgd_steps("inductor_cuda_graph")
     assert len(recorded) == 1 and recorded[0]._terms is not sprint_module.sprint_terms  # one signature, compiled
     assert compiled == [dict(fullgraph=True, dynamic=False, backend="inductor")]
-    # compiled in this process: no pool of compile workers, which slowed the training process's CPU work ~3x on a GPU
-    # machine (in_process_compilation); the setting is restored after each call
-    assert threads_seen and set(threads_seen) == {1} and inductor_config.compile_threads == threads_before
+    # compiled in this process, the backward too, inside the call (not lazily in the backward pass): no pool of
+    # compile workers, which slowed the training process's CPU work ~3x on a GPU machine (in_process_compilation);
+    # the setting restored after each call
+    assert (1, False, True) in lowerings and (1, True, True) in lowerings
+    assert {threads for threads, _, _ in lowerings} == {1} and all(inside for _, _, inside in lowerings)
+    assert inductor_config.compile_threads == 4
     assert eager[0] == pytest.approx(graphed[0], rel=1e-5)
     for a, b in zip(eager[1] + eager[2], graphed[1] + graphed[2]):
         assert torch.allclose(a, b, atol=1e-5)
