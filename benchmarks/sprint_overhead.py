@@ -905,14 +905,14 @@ RESOURCE_VARIANTS = [  # (column-sum gradient, dropout, keep mask stored): as SP
 
 def kernel_resources(configs, names=None, variants=None):
     """``--kernel_resources``: each fused kernel (``names``, default all) compiled ahead for sm_90 at each ``(block,
-    warps)`` of ``configs`` and each of ``variants`` (default :data:`RESOURCE_VARIANTS`; the column-sum kernel has no
-    gradient flag; the forward's ``column_sum_grad`` rows are the forward with the column sums), read back with the
-    ``cuobjdump`` Triton ships: registers per thread (at most 255, and 65536 / (32 x warps)), stack bytes,
-    local-memory loads and stores in the SASS (register spills), and the SASS instructions in all, integer ones
-    (:data:`INTEGER_SASS`: index arithmetic, comparisons and the dropout's Philox rounds) and tensor-core ones
-    (``HMMA``; ``HGMMA``, Hopper's warp-group form, at wide tiles). Static facts of the compiled code (each
-    instruction counted once, loops not unrolled by the count): where a kernel spills and what its code is made of,
-    not how fast it runs."""
+    warps)`` of ``configs`` and each of ``variants`` (default :data:`RESOURCE_VARIANTS`; the forward and column-sum
+    kernels have no gradient flag), read back with the ``cuobjdump`` Triton ships: registers per thread (at most
+    255, and 65536 / (32 x warps)), stack bytes, local-memory loads and stores in the SASS (register spills), and
+    the SASS instructions in all, integer ones (:data:`INTEGER_SASS`: index arithmetic, comparisons and the
+    dropout's Philox rounds) and tensor-core ones (``HMMA``; ``HGMMA``, Hopper's warp-group form, at wide tiles).
+    Static facts of the compiled code (each instruction
+    counted once, loops not unrolled by the count): where a kernel spills and what its code is made of, not how
+    fast it runs."""
     import triton
 
     from recbole_sprint.model import fused_attention
@@ -922,7 +922,7 @@ def kernel_resources(configs, names=None, variants=None):
     for block, warps in configs:
         for name in names or fused_attention.KERNEL_NAMES:
             for has_g, dropout, stored in variants or RESOURCE_VARIANTS:
-                if has_g and not {"HAS_G", "COLUMN_SUMS"} & set(getattr(fused_attention, name).arg_names):
+                if has_g and "HAS_G" not in getattr(fused_attention, name).arg_names:
                     continue
                 compiled = fused_attention.compile_ahead(name, block=block, warps=warps, dropout=dropout,
                                                          stored=stored, has_g=has_g)

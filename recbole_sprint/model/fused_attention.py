@@ -130,15 +130,6 @@ def default_philox_values():
     return _env_choice("RECBOLE_SPRINT_ATTN_PHILOX_VALUES", PHILOX_VALUES, 1)
 
 
-def default_column_pass():
-    """Where the Triton path computes the column sums (``RECBOLE_SPRINT_ATTN_COLUMN_PASS`` overrides): 0, in the
-    forward kernel, after its loop, from the final ``lse`` (each query block's part of ``c`` stored, the parts summed
-    by one small reduction: no atomics, deterministic; ``Q`` stays in registers, ``K`` is read again while still in
-    cache), or 1, a pass of its own (``_attn_column_sums``: a second launch that reads ``Q``, ``K`` and ``lse``
-    again). Read at each forward call."""
-    return _env_choice("RECBOLE_SPRINT_ATTN_COLUMN_PASS", (0, 1), 0)
-
-
 def _env_choice(name, allowed, default):
     """Environment variable ``name`` as one of the integers ``allowed``, ``default`` when unset or empty."""
     value = os.environ.get(name, "").strip()
@@ -343,12 +334,12 @@ if triton is not None:
         return keep
 
     @triton.jit
-    def _attn_fwd(Q, K, V, O, LSE, LENS, SEED, dropout_p, keep_scale, qk_scale, KEEP, NBYTES, CP,
+    def _attn_fwd(Q, K, V, O, LSE, LENS, SEED, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
                   sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
                   H, N_CTX,
                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                   DROPOUT: tl.constexpr, STORED: tl.constexpr, ROUNDS: tl.constexpr, VALUES: tl.constexpr,
-                  PRECISION: tl.constexpr, COLUMN_SUMS: tl.constexpr):
+                  PRECISION: tl.constexpr):
         start_m = tl.program_id(0) * BLOCK_M
         bh = tl.program_id(1)
         b = (bh // H).to(tl.int64)
@@ -396,26 +387,6 @@ if triton is not None:
                  mask=(offs_m[:, None] < N_CTX) & d_ok)
         lse = tl.where(seen, row_max + tl.log2(safe_sum), float("inf"))
         tl.store(LSE + bh.to(tl.int64) * N_CTX + offs_m, lse, mask=offs_m < N_CTX)
-        if COLUMN_SUMS:  # this query block's part of c_j, from the final lse: CP[bh, query block, j]
-            if STORED:
-                tl.debug_barrier()  # the keep bits this program stored above, read back below
-            part_base = CP + (bh.to(tl.int64) * tl.num_programs(0) + tl.program_id(0)) * N_CTX
-            valid_q = offs_m < length  # w_i = [i < len_b]
-            for start_n in range(0, N_CTX, BLOCK_N):
-                offs_n = start_n + offs_n0
-                part = tl.zeros([BLOCK_N], tl.float32)
-                if start_n < hi:  # key blocks past the causal end or the padding: a part of zeros
-                    k = tl.load(k_base + offs_n[:, None] * skn + offs_d[None, :],
-                                mask=(offs_n[:, None] < N_CTX) & d_ok, other=0.0)
-                    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-                    allowed = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < length) & valid_q[:, None]
-                    p = tl.where(allowed, tl.exp2(s - lse[:, None]), 0.0)
-                    if DROPOUT:
-                        keep = _tile_keep(seed, bh, offs_m, offs_n, start_n, N_CTX, dropout_p, KEEP, NBYTES, STORED,
-                                          ROUNDS, VALUES, False, BLOCK_M, BLOCK_N)
-                        p = tl.where(keep, p * keep_scale, 0.0)
-                    part = tl.sum(p, 0)
-                tl.store(part_base + offs_n, part, mask=offs_n < N_CTX)
 
     @triton.jit
     def _attn_column_sums(Q, K, LSE, LENS, C, SEED, dropout_p, keep_scale, qk_scale, KEEP, NBYTES,
@@ -652,8 +623,7 @@ def _launch_config(q, block):
 
 
 KERNEL_NAMES = ("_attn_fwd", "_attn_column_sums", "_attn_bwd_dkdv", "_attn_bwd_dq")  # launch order in training
-_ARG_TYPES = dict({name: "*fp32" for name in ("Q", "K", "V", "O", "LSE", "C", "CP", "DO", "DELTA", "G", "DK", "DV",
-                                               "DQ")},
+_ARG_TYPES = dict({name: "*fp32" for name in ("Q", "K", "V", "O", "LSE", "C", "DO", "DELTA", "G", "DK", "DV", "DQ")},
                   LENS="*i32", SEED="*i64", KEEP="*u8", dropout_p="fp32", keep_scale="fp32", qk_scale="fp32",
                   sm_scale="fp32")
 
@@ -671,13 +641,12 @@ def compile_ahead(name, block=None, warps=None, dropout=False, stored=False, has
     """Kernel ``name`` (one of :data:`KERNEL_NAMES`) compiled by Triton for a CUDA ``capability`` (90: Hopper, the
     H100 / H200) without a GPU: float32 operands, TF32 dots, ``block``-wide tiles, ``warps`` warps (default: what a
     float32 launch uses, :func:`default_block` / :func:`default_warps`), head size ``head_size``; ``dropout`` /
-    ``stored`` / ``has_g`` as the kernels' flags of that name (``has_g``: the column-sum gradient of the backward
-    kernels, the column sums of the forward kernel). Returns Triton's compiled kernel (``.asm["ptx"]``,
-    ``.asm["cubin"]``)."""
+    ``stored`` / ``has_g`` as the kernels' flags of that name (``has_g``: the column-sum gradient, backward kernels
+    only). Returns Triton's compiled kernel (``.asm["ptx"]``, ``.asm["cubin"]``)."""
     block, warps = _tiles(torch.float32, block, warps)
     flags = dict(HEAD_DIM=head_size, BLOCK_D=_block_d(head_size), BLOCK_M=block, BLOCK_N=block,
                  DROPOUT=dropout, STORED=stored, ROUNDS=default_philox_rounds(), VALUES=default_philox_values(),
-                 PRECISION="tf32", HAS_G=has_g, COLUMN_SUMS=has_g)
+                 PRECISION="tf32", HAS_G=has_g)
     return compile_kernel_ahead(globals()[name], flags, _ARG_TYPES, "i32", warps, capability)
 
 
@@ -741,17 +710,11 @@ class TritonAttention(torch.autograd.Function):
         nbytes = triton.cdiv(n, launch["BLOCK_N"]) * launch["BLOCK_N"] // 8 if stored else 0
         keep_bits = torch.empty(batch * heads, n, nbytes, dtype=torch.uint8, device=q.device) if stored else lse
         bits = (keep_bits, nbytes)  # without stored: a placeholder pointer, never read
-        in_forward = need_column_sums and not default_column_pass()
-        # in_forward: each query block's part of the column sums [B H, query blocks, n], summed below
-        parts = torch.empty(batch * heads, grid[0], n, dtype=torch.float32, device=q.device) if in_forward else lse
-        _attn_fwd[grid](q, k, v, out, lse, lengths, seed, dropout_p, keep_scale, qk_scale, *bits, parts,
+        _attn_fwd[grid](q, k, v, out, lse, lengths, seed, dropout_p, keep_scale, qk_scale, *bits,
                         *_strides(q), *_strides(k), *_strides(v), *_strides(out), heads, n,
-                        DROPOUT=dropout, STORED=stored, ROUNDS=rounds, VALUES=values, COLUMN_SUMS=in_forward,
-                        **launch)
+                        DROPOUT=dropout, STORED=stored, ROUNDS=rounds, VALUES=values, **launch)
         column_sums = None
-        if in_forward:
-            column_sums = (parts[:, 0] if grid[0] == 1 else parts.sum(1)).view(batch, heads, n)
-        elif need_column_sums:
+        if need_column_sums:
             column_sums = torch.empty(batch, heads, n, dtype=torch.float32, device=q.device)
             _attn_column_sums[grid](q, k, lse, lengths, column_sums, seed, dropout_p, keep_scale, qk_scale, *bits,
                                     *_strides(q), *_strides(k), heads, n, DROPOUT=dropout, STORED=stored,
