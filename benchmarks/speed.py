@@ -17,8 +17,8 @@ join the table once they exist):
   otherwise ``prefix`` only;
 * a SPRINT model: SPRINT weights 0 ("w0", must equal its backbone) and the yaml defaults ("on").
 
-Columns: ``s/epoch`` (estimated as seconds/batch x batches/epoch when ``--max_batches`` cuts the epoch, marked
-``~``), ``samples/s`` (training rows: one per prefix in prefix mode, one per user in full_sequence mode),
+Columns: ``s/epoch`` (the fastest of ``--epochs`` after one warm-up batch, each epoch's time printed above the table;
+estimated as seconds/batch x batches/epoch when ``--max_batches`` cuts the epoch, marked ``~``), ``samples/s`` (training rows: one per prefix in prefix mode, one per user in full_sequence mode),
 ``targets/s`` (next-item targets that get a loss: one per row in prefix mode, every valid position in
 full_sequence mode), and SPRINT's overhead over the same model with weights 0.
 
@@ -303,6 +303,7 @@ def time_row(args, name, label, mode, overrides):
         "label": label,
         "mode": mode,
         "s_epoch": per_epoch,
+        "epochs_s": seconds,
         "estimated": len(batches) < len(train_data),
         "samples_s": rows / per_epoch,
         "targets_s": targets / per_epoch,
@@ -484,7 +485,7 @@ def main(argv=None):
         row = time_row_fitting_memory(args, name, label, mode, overrides)
         results.append(row)
         print(f"  {row['s_epoch']:.2f} s/epoch{' (estimated)' if row['estimated'] else ''}, "
-              f"batch {row['batch_size']}", flush=True)
+              f"batch {row['batch_size']}; every epoch: {' '.join(f'{s:.3f}' for s in row['epochs_s'])}", flush=True)
     big = []
     if args.big:
         for label, name, overrides in big_entries(args.big_models, args.big_w0):
