@@ -18,9 +18,10 @@ join the table once they exist):
 * a SPRINT model: SPRINT weights 0 ("w0", must equal its backbone) and the yaml defaults ("on").
 
 Columns: ``s/epoch`` (the fastest of ``--epochs`` after one warm-up batch, each epoch's time printed above the table;
-estimated as seconds/batch x batches/epoch when ``--max_batches`` cuts the epoch, marked ``~``), ``samples/s`` (training rows: one per prefix in prefix mode, one per user in full_sequence mode),
-``targets/s`` (next-item targets that get a loss: one per row in prefix mode, every valid position in
-full_sequence mode), and SPRINT's overhead over the same model with weights 0.
+estimated as seconds/batch x batches/epoch when ``--max_batches`` cuts the epoch, marked ``~``), ``samples/s``
+(training rows: one per prefix in prefix mode, one per user in full_sequence mode), ``targets/s`` (next-item targets
+that get a loss: one per row in prefix mode, every valid position in full_sequence mode), and SPRINT's overhead over
+the same model with weights 0.
 
 FLOPs of the --big configuration (the paper's XXL size, 12 x 1536, 24 heads, inner 4d; counted analytically per
 training step):

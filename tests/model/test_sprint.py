@@ -544,7 +544,9 @@ def test_inductor_cuda_graph_mode_records_the_terms_compiled_by_inductor(monkeyp
     # the setting restored after each call
     assert (1, False, True) in lowerings and (1, True, True) in lowerings
     assert {threads for threads, _, _ in lowerings} == {1} and all(inside for _, _, inside in lowerings)
-    assert inductor_config.compile_threads == 4
+    import torch._functorch.config as functorch_config
+
+    assert inductor_config.compile_threads == 4 and not functorch_config.force_non_lazy_backward_lowering
     assert eager[0] == pytest.approx(graphed[0], rel=1e-5)
     for a, b in zip(eager[1] + eager[2], graphed[1] + graphed[2]):
         assert torch.allclose(a, b, atol=1e-5)
