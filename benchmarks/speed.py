@@ -21,7 +21,8 @@ Columns: ``s/epoch`` (the fastest of ``--epochs`` after one warm-up batch, each 
 estimated as seconds/batch x batches/epoch when ``--max_batches`` cuts the epoch, marked ``~``), ``samples/s``
 (training rows: one per prefix in prefix mode, one per user in full_sequence mode), ``targets/s`` (next-item targets
 that get a loss: one per row in prefix mode, every valid position in full_sequence mode), and SPRINT's overhead over
-the same model with weights 0.
+the same model with weights 0. A row timed while Inductor's compile workers were alive beside the process gets a
+warning line (:func:`compile_workers`).
 
 FLOPs of the --big configuration (the paper's XXL size, 12 x 1536, 24 heads, inner 4d; counted analytically per
 training step):
@@ -256,6 +257,28 @@ def prepared_data(config, mode):
     return data
 
 
+def compile_workers(pid=None):
+    """PIDs of the child processes of ``pid`` (default: this process) that are Inductor's compile workers (a command
+    line naming ``torch/_inductor/compile_worker``; Linux's ``/proc``, elsewhere none). While that pool was alive the
+    training process's own CPU work ran 3x to 4.5x slower and SPRINT's share of a Beauty epoch went to +55% to +183%
+    (H100, thirty-fifth and thirty-sixth sessions; benchmarks/results/README.md): a row timed beside it is marked."""
+    pid = os.getpid() if pid is None else pid
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            if parent != pid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):  # not a process, or gone meanwhile
+            continue
+        if "_inductor/compile_worker" in command:
+            found.append(int(entry))
+    return sorted(found)
+
+
 def count_targets(train_data, mode, config):
     if mode == "prefix":
         return len(train_data.dataset)
@@ -487,6 +510,11 @@ def main(argv=None):
         results.append(row)
         print(f"  {row['s_epoch']:.2f} s/epoch{' (estimated)' if row['estimated'] else ''}, "
               f"batch {row['batch_size']}; every epoch: {' '.join(f'{s:.3f}' for s in row['epochs_s'])}", flush=True)
+        workers = compile_workers()
+        if workers:
+            row["compile_workers"] = len(workers)
+            print(f"  warning: Inductor's compile workers ran beside this row (pids {workers}): this process's CPU "
+                  "work may have run several times slower; time it again in a fresh process", flush=True)
     big = []
     if args.big:
         for label, name, overrides in big_entries(args.big_models, args.big_w0):

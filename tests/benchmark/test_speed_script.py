@@ -108,3 +108,35 @@ def test_profile_diff_always_shows_wall_and_total_first(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[2:] == ["| [wall] | +0.001 | +0 |", "| [total] | +1.000 | +0 |", "| a | +2.000 | +1 |",
                          "| b | -0.500 | +0 |"]
+
+
+def test_compile_workers_finds_inductor_s_pool_among_this_process_s_children():
+    """speed.py marks a row timed beside Inductor's compile workers (they slowed the process's CPU work 3x to 4.5x on
+    a GPU machine): a child whose command line names torch/_inductor/compile_worker is found, another child is not,
+    and none once it has ended."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    if not os.path.isdir("/proc"):
+        pytest.skip("reads Linux's /proc")
+    speed = load_benchmark_script("speed")
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    worker = subprocess.Popen(sleep + ["/x/torch/_inductor/compile_worker/__main__.py"])
+    other = subprocess.Popen(sleep + ["something_else"])
+    try:
+        for _ in range(100):  # the children's command lines appear once they have started
+            if worker.pid in speed.compile_workers():
+                break
+            time.sleep(0.05)
+        found = speed.compile_workers()
+        assert worker.pid in found and other.pid not in found
+        assert speed.compile_workers(other.pid) == []  # the children of another process: none
+    finally:
+        for child in (worker, other):
+            child.kill()
+            child.wait()
+    assert worker.pid not in speed.compile_workers()
