@@ -512,7 +512,6 @@ def main(argv=None):
               f"batch {row['batch_size']}; every epoch: {' '.join(f'{s:.3f}' for s in row['epochs_s'])}", flush=True)
         workers = compile_workers()
         if workers:
-            row["compile_workers"] = len(workers)
             print(f"  warning: Inductor's compile workers ran beside this row (pids {workers}): this process's CPU "
                   "work may have run several times slower; time it again in a fresh process", flush=True)
     big = []

@@ -56,8 +56,8 @@ from torch import nn
 
 from recbole_sprint.model.fused_power_iteration import (POWER_IMPLS, fused_spectral_norms, layout_matrices,
                                                        unusable_reason)
-from recbole_sprint.model.graphs import (cuda_graphs_usable, no_collection_while_recording,  # tests patch
-                                          warm_capture_stream)  # cuda_graphs_usable and warm_capture_stream here
+# tests patch cuda_graphs_usable and warm_capture_stream here
+from recbole_sprint.model.graphs import cuda_graphs_usable, no_collection_while_recording, warm_capture_stream
 
 SPRINT_LOSS_NAMES = ("rec", "sprint_attn", "sprint_ffn", "sprint_emb")
 SPRINT_COMPILE_MODES = ("none", "default", "aot_eager", "cuda_graph", "inductor_cuda_graph")
